@@ -1,0 +1,35 @@
+//! Domain core of the OSAGO quote-streaming system.
+//!
+//! This crate knows the business and nothing about transport: no SQL, no
+//! topic names, no Redis keys, no HTTP. Everything that talks to the outside
+//! world is a port (a trait in [`ports`]) implemented in `osago-transport`.
+//!
+//! # Layout
+//!
+//! - [`ids`]: request, insurer and event identifiers.
+//! - [`money`]: [`Kopecks`], the only money type (integer kopecks).
+//! - [`clock`]: the injected wall clock for timestamps.
+//! - [`request`]: the quote request a person fills in, and its validation.
+//! - [`tariff`]: the regulated premium formula and its coefficient tables.
+//! - [`events`]: the v1 events of the three streams (requests, quotes, errors).
+//! - [`showcase`]: the read model row ("quote showcase") built from events.
+//! - [`insurer`]: what an insurer's partner API answers, and its error kinds.
+//! - [`outbox`]: the transactional outbox message.
+//! - [`ports`]: the traits adapters implement.
+
+pub mod clock;
+pub mod events;
+pub mod ids;
+pub mod insurer;
+pub mod money;
+pub mod outbox;
+pub mod ports;
+pub mod request;
+pub mod showcase;
+pub mod tariff;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use events::{ErrorEvent, ErrorKind, InsurerEvent, QuoteEvent, QuoteStatus, RequestEvent};
+pub use ids::{EventId, InsurerId, RequestId};
+pub use money::Kopecks;
+pub use request::{FieldError, QuoteRequest};

@@ -1,0 +1,235 @@
+//! The ports: every trait an adapter implements. Each has an in-memory
+//! implementation and a real one in `osago-transport`, and one conformance
+//! suite that runs against both.
+//!
+//! All are `Send + Sync + 'static` and held as `Arc<dyn Port>`; one boxed
+//! future per call is nothing next to a network round trip.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::events::{InsurerEvent, RequestEvent};
+use crate::ids::{InsurerId, RequestId};
+use crate::insurer::{Application, InsurerError, PollOutcome};
+use crate::outbox::OutboxMessage;
+use crate::request::QuoteRequest;
+use crate::showcase::OfferRow;
+
+/// Kinds of port failure; callers branch on [`PortError::kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PortErrorKind {
+    /// The backend cannot be reached or refused the operation; retry later.
+    Unavailable,
+    /// The backend did not answer in time.
+    Timeout,
+    /// Stored or received data cannot be decoded.
+    Corrupt,
+    /// The subscription or store was closed (shutdown).
+    Closed,
+}
+
+/// A failed port call. The message never carries personal data.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct PortError {
+    kind: PortErrorKind,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl PortError {
+    /// An error of `kind`.
+    pub fn new(kind: PortErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// With the underlying cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// What kind of failure.
+    pub fn kind(&self) -> PortErrorKind {
+        self.kind
+    }
+}
+
+/// One insurer's partner API.
+#[async_trait]
+pub trait InsurerClient: Send + Sync + fmt::Debug + 'static {
+    /// Creates an application (`POST /applications`). The same
+    /// `idempotency_key` for every attempt of one (request, insurer).
+    async fn create_application(
+        &self,
+        idempotency_key: &str,
+        request: &QuoteRequest,
+    ) -> Result<Application, InsurerError>;
+
+    /// Polls the application's quote (`GET /quotes/{id}`).
+    async fn poll_quote(&self, application_id: &str) -> Result<PollOutcome, InsurerError>;
+}
+
+/// Where the aggregator publishes quote and error events. Publishing the
+/// same event twice is harmless: consumers deduplicate by version.
+#[async_trait]
+pub trait QuoteSink: Send + Sync + 'static {
+    /// Publishes one event; returns once the backend has it.
+    async fn publish(&self, event: &InsurerEvent) -> Result<(), PortError>;
+}
+
+/// Where one (request, insurer) stands, as recorded for resuming.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InsurerProgress {
+    /// The request.
+    pub request_id: RequestId,
+    /// The insurer.
+    pub insurer_id: InsurerId,
+    /// The insurer's application id, once created.
+    pub application_id: Option<String>,
+    /// Calls made so far.
+    pub attempts: u32,
+    /// The last version published.
+    pub version: u32,
+    /// The request's deadline.
+    pub deadline_at: DateTime<Utc>,
+    /// Nothing more will be published.
+    pub finished: bool,
+}
+
+/// The aggregator's in-flight state (Valkey in production). Every entry
+/// expires after its TTL.
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// Records that a request event was taken; `true` only the first time,
+    /// so a replayed event starts no second fan-out.
+    async fn claim_request(&self, request_id: &RequestId, ttl: Duration) -> Result<bool, PortError>;
+
+    /// Saves one (request, insurer)'s progress, replacing what was there.
+    async fn save_progress(&self, progress: &InsurerProgress, ttl: Duration) -> Result<(), PortError>;
+
+    /// Every insurer's progress for a request.
+    async fn load_progress(&self, request_id: &RequestId) -> Result<Vec<InsurerProgress>, PortError>;
+}
+
+/// A stored request, without its personal data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestSummary {
+    /// The request.
+    pub request_id: RequestId,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When quoting closes.
+    pub deadline_at: DateTime<Utc>,
+}
+
+/// core-app's request table.
+#[async_trait]
+pub trait RequestStore: Send + Sync + 'static {
+    /// Stores the request and enqueues its outbox message atomically (one
+    /// transaction in SQL): both are written or neither.
+    async fn create(
+        &self,
+        summary: &RequestSummary,
+        request: &QuoteRequest,
+        message: &OutboxMessage,
+    ) -> Result<(), PortError>;
+
+    /// The request's summary, if it exists.
+    async fn summary(&self, request_id: &RequestId) -> Result<Option<RequestSummary>, PortError>;
+}
+
+/// The outbox, read by the relay.
+#[async_trait]
+pub trait OutboxStore: Send + Sync + 'static {
+    /// Claims up to `limit` messages, oldest first, for `lease`; a message
+    /// claimed by one relay is not returned to another until the lease ends.
+    async fn claim(&self, limit: usize, lease: Duration) -> Result<Vec<OutboxMessage>, PortError>;
+
+    /// Removes published messages.
+    async fn mark_published(&self, ids: &[Uuid]) -> Result<(), PortError>;
+
+    /// Records a failed attempt; after `dead_after` attempts the message is
+    /// dead-lettered and no longer claimed.
+    async fn mark_failed(&self, id: Uuid, dead_after: u32) -> Result<(), PortError>;
+
+    /// Waits until new messages may be there (a notification), or `max_wait`.
+    async fn wait_for_work(&self, max_wait: Duration);
+
+    /// How many messages are dead-lettered.
+    async fn dead_count(&self) -> Result<u64, PortError>;
+}
+
+/// Where the outbox relay publishes.
+#[async_trait]
+pub trait EventPublisher: Send + Sync + 'static {
+    /// Publishes one message to its stream; returns once the backend has it.
+    async fn publish(&self, message: &OutboxMessage) -> Result<(), PortError>;
+}
+
+/// Confirms that a delivered event was applied (a Kafka offset commit).
+pub trait Ack: Send + fmt::Debug {
+    /// The event is applied; it need not be delivered again.
+    fn ack(self: Box<Self>);
+}
+
+/// An event with its acknowledgement.
+#[derive(Debug)]
+pub struct Delivery<T> {
+    /// The event.
+    pub event: T,
+    /// Call once the event is applied.
+    pub ack: Box<dyn Ack>,
+}
+
+/// A consumer-group subscription. Undecodable messages are skipped (and
+/// counted) by the adapter, never returned.
+#[async_trait]
+pub trait Subscription<T>: Send {
+    /// The next event, or `None` once closed.
+    async fn next(&mut self) -> Option<Result<Delivery<T>, PortError>>;
+}
+
+/// The request stream, consumed by the aggregator.
+#[async_trait]
+pub trait RequestSource: Send + Sync + 'static {
+    /// Joins consumer group `group`: members share the events.
+    async fn subscribe(&self, group: &str) -> Result<Box<dyn Subscription<RequestEvent>>, PortError>;
+}
+
+/// The quote and error streams, consumed by core-app's read model.
+#[async_trait]
+pub trait OutcomeSource: Send + Sync + 'static {
+    /// Joins consumer group `group`: members share the events.
+    async fn subscribe(&self, group: &str) -> Result<Box<dyn Subscription<InsurerEvent>>, PortError>;
+}
+
+/// Every quote and error event from now on, to every subscriber: what each
+/// core-app pod pushes to the SSE connections it holds.
+#[async_trait]
+pub trait LiveFeed: Send + Sync + 'static {
+    /// Follows both streams from their end.
+    async fn follow(&self) -> Result<BoxStream<'static, InsurerEvent>, PortError>;
+}
+
+/// The quote showcase: one row per (request, insurer).
+#[async_trait]
+pub trait ReadModel: Send + Sync + 'static {
+    /// Applies an event if its version is newer than the row's; returns
+    /// whether anything changed (a duplicate or stale event changes nothing).
+    async fn apply(&self, event: &InsurerEvent) -> Result<bool, PortError>;
+
+    /// The request's rows, ordered by insurer id.
+    async fn rows(&self, request_id: &RequestId) -> Result<Vec<OfferRow>, PortError>;
+}

@@ -1,0 +1,748 @@
+//! The quote request a person fills in, and its validation.
+//!
+//! Shape errors (a wrong type, a missing field) are found while decoding and
+//! reported by [`decode`] with the path of the offending field. Business rules
+//! are checked by [`QuoteRequest::validate`], which reports every violation at
+//! once. Messages never echo the submitted values: they may be personal data.
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::tariff::{self, KbmClass};
+
+/// The longest policy start, in days from today.
+pub const MAX_START_DAYS_AHEAD: i64 = 60;
+
+/// A complete OSAGO quote request.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuoteRequest {
+    /// The policy asked for.
+    pub policy: Policy,
+    /// The insured vehicle.
+    pub vehicle: Vehicle,
+    /// The vehicle's owner (the policy holder).
+    pub owner: Owner,
+    /// Who may drive.
+    pub drivers: Drivers,
+    /// How to reach the person.
+    pub contact: Contact,
+    /// Consent to the processing of personal data (152-FZ).
+    pub consent: Consent,
+}
+
+/// Personal data: never printed.
+impl fmt::Debug for QuoteRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuoteRequest")
+            .field("category", &self.vehicle.category)
+            .field("region", &self.owner.address.region_code)
+            .field("drivers", &self.drivers.list.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The policy terms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// First day of cover; tomorrow when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_date: Option<NaiveDate>,
+    /// Months of use per year, 3 to 12 (drives KS).
+    pub usage_period_months: u8,
+    /// What the vehicle is used for.
+    pub purpose: Purpose,
+    /// Gross violations in the last year (KN 1.5, cap 5x).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gross_violations: bool,
+}
+
+impl Policy {
+    /// The start date, defaulting to the day after `today`.
+    pub fn effective_start(&self, today: NaiveDate) -> NaiveDate {
+        self.start_date
+            .unwrap_or_else(|| today + chrono::Duration::days(1))
+    }
+}
+
+/// Vehicle use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// Personal use.
+    Personal,
+    /// Taxi.
+    Taxi,
+    /// Driving school.
+    Training,
+    /// Rental.
+    Rental,
+    /// Anything else.
+    Other,
+}
+
+/// Vehicle category on the registration document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum Category {
+    /// Motorcycles.
+    A,
+    /// Cars.
+    B,
+    /// Cars with a heavy trailer.
+    BE,
+    /// Trucks.
+    C,
+    /// Trucks with a trailer.
+    CE,
+    /// Buses.
+    D,
+    /// Buses with a trailer.
+    DE,
+}
+
+impl Category {
+    /// B or BE, the cars, where engine power drives KM.
+    pub fn is_car(self) -> bool {
+        matches!(self, Category::B | Category::BE)
+    }
+}
+
+/// The vehicle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vehicle {
+    /// Category (B is the main case).
+    pub category: Category,
+    /// Make.
+    pub make: String,
+    /// Model.
+    pub model: String,
+    /// Year of manufacture.
+    pub year: u16,
+    /// Engine power in horsepower; required for B/BE.
+    #[serde(default)]
+    pub engine_power_hp: Option<u16>,
+    /// VIN; one of VIN, body number, chassis number is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vin: Option<String>,
+    /// Body number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_number: Option<String>,
+    /// Chassis number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chassis_number: Option<String>,
+    /// Registration plate (absent for a new, unregistered car).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plate: Option<String>,
+    /// A trailer is used (KPr).
+    #[serde(default)]
+    pub has_trailer: bool,
+    /// The registration document.
+    pub document: VehicleDocument,
+}
+
+/// Kind of vehicle document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentKind {
+    /// Registration certificate (СТС).
+    Sts,
+    /// Paper vehicle passport (ПТС).
+    Pts,
+    /// Electronic vehicle passport (ЭПТС).
+    Epts,
+}
+
+/// The vehicle's document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VehicleDocument {
+    /// Kind.
+    pub kind: DocumentKind,
+    /// Series (4 characters; none for an ePTS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<String>,
+    /// Number (6 digits; 15 for an ePTS).
+    pub number: String,
+    /// Date of issue.
+    pub issue_date: NaiveDate,
+}
+
+/// The owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    /// Full name.
+    pub full_name: String,
+    /// Birth date.
+    pub birth_date: NaiveDate,
+    /// Passport.
+    pub passport: Passport,
+    /// Registration address; its region drives KT.
+    pub address: Address,
+    /// The owner's KBM class, used with unlimited drivers (class 3 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kbm_class: Option<KbmClass>,
+}
+
+/// A Russian internal passport.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Passport {
+    /// Series, 4 digits.
+    pub series: String,
+    /// Number, 6 digits.
+    pub number: String,
+    /// Date of issue.
+    pub issue_date: NaiveDate,
+}
+
+/// A registration address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    /// Two-digit region code, e.g. "77" (drives KT).
+    pub region_code: String,
+    /// City or settlement.
+    pub city: String,
+    /// Street.
+    pub street: String,
+    /// House.
+    pub house: String,
+    /// Apartment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apartment: Option<String>,
+}
+
+/// Who may drive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drivers {
+    /// Anyone may drive (KO 2.32).
+    #[serde(default)]
+    pub unlimited: bool,
+    /// The named drivers (required unless unlimited).
+    #[serde(default)]
+    pub list: Vec<Driver>,
+}
+
+/// A named driver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Driver {
+    /// Full name.
+    pub full_name: String,
+    /// Birth date.
+    pub birth_date: NaiveDate,
+    /// Driving licence.
+    pub licence: Licence,
+    /// Date the driving experience began.
+    pub experience_start: NaiveDate,
+    /// Bonus-malus class (a new driver starts in class 3).
+    pub kbm_class: KbmClass,
+}
+
+/// A driving licence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Licence {
+    /// Series, 4 characters.
+    pub series: String,
+    /// Number, 6 digits.
+    pub number: String,
+}
+
+/// Contact details.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    /// Phone, `7` and ten digits.
+    pub phone: String,
+    /// E-mail.
+    pub email: String,
+}
+
+/// Consent to personal data processing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consent {
+    /// The person agreed (must be true).
+    pub personal_data: bool,
+    /// When they agreed.
+    pub given_at: DateTime<Utc>,
+}
+
+/// One violated rule: where, and what is wrong. The message never contains
+/// the submitted value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    /// Dotted JSON path, e.g. `drivers.list[0].birth_date`.
+    pub path: String,
+    /// What is wrong, in lower case, without the value.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A violation at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Why a body is not a quote request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON at all (or truncated).
+    #[error("body is not valid JSON")]
+    Syntax,
+    /// JSON of the wrong shape; the path names the field.
+    #[error("request does not match the schema")]
+    Shape(FieldError),
+}
+
+/// Decodes a JSON body, naming the offending field on a shape error.
+pub fn decode(body: &[u8]) -> Result<QuoteRequest, DecodeError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, QuoteRequest>(de) {
+        Ok(request) => Ok(request),
+        Err(err) => {
+            let inner = err.inner();
+            if inner.is_syntax() || inner.is_eof() {
+                return Err(DecodeError::Syntax);
+            }
+            let mut path = dotted(&err.path().to_string());
+            let text = inner.to_string();
+            // serde_json messages may quote the submitted value; keep none of it.
+            let message = if let Some(field) = text
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+            {
+                path = join_path(&path, field);
+                "is required".to_owned()
+            } else if text.starts_with("unknown field") {
+                "is not a known field".to_owned()
+            } else if text.starts_with("unknown variant") {
+                "has a value that is not allowed".to_owned()
+            } else {
+                "has an invalid type or format".to_owned()
+            };
+            Err(DecodeError::Shape(FieldError::new(path, message)))
+        }
+    }
+}
+
+fn dotted(path: &str) -> String {
+    if path == "." {
+        String::new()
+    } else {
+        path.to_owned()
+    }
+}
+
+fn join_path(parent: &str, field: &str) -> String {
+    if parent.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{parent}.{field}")
+    }
+}
+
+static VIN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-HJ-NPR-Z0-9]{17}$").unwrap());
+static PLATE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[ABEKMHOPCTYXАВЕКМНОРСТУХ]\d{3}[ABEKMHOPCTYXАВЕКМНОРСТУХ]{2}\d{2,3}$").unwrap()
+});
+static DIGITS4: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\d{4}$").unwrap());
+static DIGITS6: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\d{6}$").unwrap());
+static DIGITS15: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\d{15}$").unwrap());
+static DOC_SERIES: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\d{2}[0-9A-ZА-ЯЁ]{2}$").unwrap());
+static PHONE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^7\d{10}$").unwrap());
+static EMAIL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$").unwrap());
+static FRAME_NUMBER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[0-9A-Z\-]{5,20}$").unwrap());
+
+/// Full years between two dates.
+pub fn years_between(from: NaiveDate, to: NaiveDate) -> i32 {
+    let mut years = to.year() - from.year();
+    if (to.month(), to.day()) < (from.month(), from.day()) {
+        years -= 1;
+    }
+    years
+}
+
+impl QuoteRequest {
+    /// Checks every business rule; returns all violations at once.
+    pub fn validate(&self, today: NaiveDate) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let start = self.policy.effective_start(today);
+        self.validate_policy(today, &mut errors);
+        self.validate_vehicle(today, &mut errors);
+        self.validate_owner(today, &mut errors);
+        self.validate_drivers(today, start, &mut errors);
+        self.validate_contact_and_consent(&mut errors);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn validate_policy(&self, today: NaiveDate, errors: &mut Vec<FieldError>) {
+        if let Some(start) = self.policy.start_date {
+            if start < today {
+                errors.push(FieldError::new("policy.start_date", "must not be in the past"));
+            } else if (start - today).num_days() > MAX_START_DAYS_AHEAD {
+                errors.push(FieldError::new(
+                    "policy.start_date",
+                    format!("must be at most {MAX_START_DAYS_AHEAD} days ahead"),
+                ));
+            }
+        }
+        if !(3..=12).contains(&self.policy.usage_period_months) {
+            errors.push(FieldError::new(
+                "policy.usage_period_months",
+                "must be between 3 and 12",
+            ));
+        }
+    }
+
+    fn validate_vehicle(&self, today: NaiveDate, errors: &mut Vec<FieldError>) {
+        let v = &self.vehicle;
+        non_blank(&v.make, "vehicle.make", 64, errors);
+        non_blank(&v.model, "vehicle.model", 64, errors);
+        if !(1900..=today.year()).contains(&i32::from(v.year)) {
+            errors.push(FieldError::new(
+                "vehicle.year",
+                "must be between 1900 and the current year",
+            ));
+        }
+        match v.engine_power_hp {
+            None if v.category.is_car() => errors.push(FieldError::new(
+                "vehicle.engine_power_hp",
+                "is required for category B and BE",
+            )),
+            Some(hp) if hp == 0 || hp > 2000 => errors.push(FieldError::new(
+                "vehicle.engine_power_hp",
+                "must be between 1 and 2000",
+            )),
+            _ => {}
+        }
+        if v.vin.is_none() && v.body_number.is_none() && v.chassis_number.is_none() {
+            errors.push(FieldError::new(
+                "vehicle.vin",
+                "one of vin, body_number or chassis_number is required",
+            ));
+        }
+        if let Some(vin) = &v.vin {
+            if !VIN.is_match(vin) {
+                errors.push(FieldError::new(
+                    "vehicle.vin",
+                    "must be 17 characters of A-Z and 0-9 without I, O and Q",
+                ));
+            }
+        }
+        for (value, path) in [
+            (&v.body_number, "vehicle.body_number"),
+            (&v.chassis_number, "vehicle.chassis_number"),
+        ] {
+            if let Some(value) = value {
+                if !FRAME_NUMBER.is_match(value) {
+                    errors.push(FieldError::new(
+                        path,
+                        "must be 5-20 characters of A-Z, 0-9 and '-'",
+                    ));
+                }
+            }
+        }
+        if let Some(plate) = &v.plate {
+            if !PLATE.is_match(plate) {
+                errors.push(FieldError::new(
+                    "vehicle.plate",
+                    "must be a Russian plate such as А123ВС77 or А123ВС777",
+                ));
+            }
+        }
+        let doc = &v.document;
+        match doc.kind {
+            DocumentKind::Epts => {
+                if !DIGITS15.is_match(&doc.number) {
+                    errors.push(FieldError::new(
+                        "vehicle.document.number",
+                        "must be 15 digits for an electronic vehicle passport",
+                    ));
+                }
+            }
+            DocumentKind::Sts | DocumentKind::Pts => {
+                match &doc.series {
+                    Some(series) if DOC_SERIES.is_match(series) => {}
+                    Some(_) => errors.push(FieldError::new(
+                        "vehicle.document.series",
+                        "must be two digits and two letters or digits",
+                    )),
+                    None => errors.push(FieldError::new(
+                        "vehicle.document.series",
+                        "is required for sts and pts",
+                    )),
+                }
+                if !DIGITS6.is_match(&doc.number) {
+                    errors.push(FieldError::new("vehicle.document.number", "must be 6 digits"));
+                }
+            }
+        }
+        if doc.issue_date > today {
+            errors.push(FieldError::new(
+                "vehicle.document.issue_date",
+                "must not be in the future",
+            ));
+        }
+    }
+
+    fn validate_owner(&self, today: NaiveDate, errors: &mut Vec<FieldError>) {
+        let o = &self.owner;
+        full_name(&o.full_name, "owner.full_name", errors);
+        let age = years_between(o.birth_date, today);
+        if !(16..=120).contains(&age) {
+            errors.push(FieldError::new(
+                "owner.birth_date",
+                "owner must be between 16 and 120 years old",
+            ));
+        }
+        if !DIGITS4.is_match(&o.passport.series) {
+            errors.push(FieldError::new("owner.passport.series", "must be 4 digits"));
+        }
+        if !DIGITS6.is_match(&o.passport.number) {
+            errors.push(FieldError::new("owner.passport.number", "must be 6 digits"));
+        }
+        if o.passport.issue_date > today || o.passport.issue_date < o.birth_date {
+            errors.push(FieldError::new(
+                "owner.passport.issue_date",
+                "must be between the birth date and today",
+            ));
+        }
+        if tariff::kt_for_region(&o.address.region_code).is_none() {
+            errors.push(FieldError::new(
+                "owner.address.region_code",
+                "is not a supported region code",
+            ));
+        }
+        non_blank(&o.address.city, "owner.address.city", 128, errors);
+        non_blank(&o.address.street, "owner.address.street", 128, errors);
+        non_blank(&o.address.house, "owner.address.house", 16, errors);
+        if let Some(apartment) = &o.address.apartment {
+            non_blank(apartment, "owner.address.apartment", 16, errors);
+        }
+    }
+
+    fn validate_drivers(&self, today: NaiveDate, start: NaiveDate, errors: &mut Vec<FieldError>) {
+        let d = &self.drivers;
+        if !d.unlimited && d.list.is_empty() {
+            errors.push(FieldError::new(
+                "drivers.list",
+                "at least one driver is required unless drivers are unlimited",
+            ));
+        }
+        if d.list.len() > 10 {
+            errors.push(FieldError::new("drivers.list", "at most 10 drivers"));
+        }
+        let min_age = if self.vehicle.category == Category::A {
+            16
+        } else {
+            18
+        };
+        for (i, driver) in d.list.iter().enumerate() {
+            let at = |field: &str| format!("drivers.list[{i}].{field}");
+            full_name(&driver.full_name, &at("full_name"), errors);
+            let age = years_between(driver.birth_date, start);
+            if age < min_age || age > 120 {
+                errors.push(FieldError::new(
+                    at("birth_date"),
+                    format!("driver must be at least {min_age} years old for this category"),
+                ));
+            }
+            if driver.experience_start > today {
+                errors.push(FieldError::new(
+                    at("experience_start"),
+                    "must not be in the future",
+                ));
+            } else if years_between(driver.birth_date, driver.experience_start) < 16 {
+                errors.push(FieldError::new(
+                    at("experience_start"),
+                    "driving experience cannot start before the age of 16",
+                ));
+            }
+            if !DOC_SERIES.is_match(&driver.licence.series) {
+                errors.push(FieldError::new(
+                    at("licence.series"),
+                    "must be two digits and two letters or digits",
+                ));
+            }
+            if !DIGITS6.is_match(&driver.licence.number) {
+                errors.push(FieldError::new(at("licence.number"), "must be 6 digits"));
+            }
+        }
+    }
+
+    fn validate_contact_and_consent(&self, errors: &mut Vec<FieldError>) {
+        if !PHONE.is_match(&self.contact.phone) {
+            errors.push(FieldError::new(
+                "contact.phone",
+                "must be 7 followed by 10 digits",
+            ));
+        }
+        if !EMAIL.is_match(&self.contact.email) {
+            errors.push(FieldError::new("contact.email", "must be an e-mail address"));
+        }
+        if !self.consent.personal_data {
+            errors.push(FieldError::new(
+                "consent.personal_data",
+                "consent to personal data processing is required",
+            ));
+        }
+    }
+}
+
+fn non_blank(value: &str, path: &str, max_chars: usize, errors: &mut Vec<FieldError>) {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        errors.push(FieldError::new(path, "must not be empty"));
+    } else if trimmed.chars().count() > max_chars {
+        errors.push(FieldError::new(
+            path,
+            format!("must be at most {max_chars} characters"),
+        ));
+    }
+}
+
+fn full_name(value: &str, path: &str, errors: &mut Vec<FieldError>) {
+    let words = value.split_whitespace().count();
+    if words < 2 || value.chars().count() > 128 {
+        errors.push(FieldError::new(
+            path,
+            "must be a full name of at least two words and at most 128 characters",
+        ));
+    }
+}
+
+/// A valid sample request (the one in `docs/examples/request.json`), for
+/// tests, demos and documentation.
+pub fn sample() -> QuoteRequest {
+    let json = include_str!("../../docs/examples/request.json");
+    decode(json.as_bytes()).expect("the sample request decodes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 26).unwrap()
+    }
+
+    fn paths(errors: &[FieldError]) -> Vec<&str> {
+        errors.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    #[test]
+    fn the_sample_is_valid() {
+        sample().validate(today()).unwrap();
+    }
+
+    #[test]
+    fn reports_every_violation_at_once() {
+        let mut r = sample();
+        r.vehicle.vin = Some("XTAGFL110MY12345O".into());
+        r.vehicle.plate = Some("Q123QQ77".into());
+        r.policy.usage_period_months = 2;
+        r.contact.phone = "89161234567".into();
+        r.consent.personal_data = false;
+        let errors = r.validate(today()).unwrap_err();
+        assert_eq!(
+            paths(&errors),
+            [
+                "policy.usage_period_months",
+                "vehicle.vin",
+                "vehicle.plate",
+                "contact.phone",
+                "consent.personal_data"
+            ]
+        );
+    }
+
+    #[test]
+    fn messages_never_echo_values() {
+        let mut r = sample();
+        r.vehicle.vin = Some("SECRETVIN".into());
+        r.owner.passport.number = "SECRET".into();
+        let errors = r.validate(today()).unwrap_err();
+        for e in errors {
+            assert!(!e.message.contains("SECRET"), "{e}");
+        }
+    }
+
+    #[test]
+    fn start_date_window() {
+        let mut r = sample();
+        r.policy.start_date = Some(today() - chrono::Duration::days(1));
+        assert_eq!(paths(&r.validate(today()).unwrap_err()), ["policy.start_date"]);
+        r.policy.start_date = Some(today() + chrono::Duration::days(61));
+        assert_eq!(paths(&r.validate(today()).unwrap_err()), ["policy.start_date"]);
+        r.policy.start_date = Some(today() + chrono::Duration::days(60));
+        r.validate(today()).unwrap();
+    }
+
+    #[test]
+    fn driver_age_and_experience() {
+        let mut r = sample();
+        r.drivers.list[0].birth_date = NaiveDate::from_ymd_opt(2010, 1, 1).unwrap();
+        r.drivers.list[0].experience_start = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
+        assert_eq!(
+            paths(&r.validate(today()).unwrap_err()),
+            ["drivers.list[0].birth_date", "drivers.list[0].experience_start"]
+        );
+    }
+
+    #[test]
+    fn latin_and_cyrillic_plates() {
+        for plate in ["А123ВС77", "A123BC777", "Х001ХХ199"] {
+            let mut r = sample();
+            r.vehicle.plate = Some(plate.into());
+            r.validate(today()).unwrap();
+        }
+    }
+
+    #[test]
+    fn decode_names_the_field_without_its_value() {
+        let json = include_str!("../../docs/examples/request.json")
+            .replace("\"year\": 2021", "\"year\": \"SECRET\"");
+        match decode(json.as_bytes()) {
+            Err(DecodeError::Shape(e)) => {
+                assert_eq!(e.path, "vehicle.year");
+                assert!(!e.message.contains("SECRET"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let json = include_str!("../../docs/examples/request.json")
+            .replace("\"make\": \"Lada\",", "");
+        match decode(json.as_bytes()) {
+            Err(DecodeError::Shape(e)) => assert_eq!(e, FieldError::new("vehicle.make", "is required")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(decode(b"{\"policy\": "), Err(DecodeError::Syntax));
+    }
+}
