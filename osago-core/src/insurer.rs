@@ -16,7 +16,7 @@ use crate::tariff::Coefficients;
 /// An insurer's offer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quote {
-    /// The price to pay, add-ons marked mandatory included.
+    /// The OSAGO premium (matches the coefficients); mandatory add-ons are extra.
     pub premium_kopecks: Kopecks,
     /// The coefficient breakdown of the OSAGO part.
     pub coefficients: Coefficients,

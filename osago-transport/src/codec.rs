@@ -1,0 +1,54 @@
+//! Event encoding on the streams (JSON, schema v1) and the stream keys.
+
+use osago_core::outbox::Stream;
+use osago_core::ports::{PortError, PortErrorKind};
+use osago_core::{ErrorEvent, InsurerEvent, QuoteEvent, RequestEvent};
+
+/// The stream an insurer event goes to, its key and its JSON payload.
+pub fn encode_insurer_event(event: &InsurerEvent) -> (Stream, String, Vec<u8>) {
+    let payload = match event {
+        InsurerEvent::Quote(e) => serde_json::to_vec(e),
+        InsurerEvent::Error(e) => serde_json::to_vec(e),
+    }
+    .expect("events serialize");
+    let stream = match event {
+        InsurerEvent::Quote(_) => Stream::Quotes,
+        InsurerEvent::Error(_) => Stream::Errors,
+    };
+    (stream, event.key(), payload)
+}
+
+/// Decodes a quote or error event from its stream.
+pub fn decode_insurer_event(stream: Stream, payload: &[u8]) -> Result<InsurerEvent, PortError> {
+    let corrupt = |e: serde_json::Error| {
+        PortError::new(PortErrorKind::Corrupt, format!("undecodable {} event", stream.as_str())).with_source(e)
+    };
+    match stream {
+        Stream::Quotes => serde_json::from_slice::<QuoteEvent>(payload)
+            .map(InsurerEvent::Quote)
+            .map_err(corrupt),
+        Stream::Errors => serde_json::from_slice::<ErrorEvent>(payload)
+            .map(InsurerEvent::Error)
+            .map_err(corrupt),
+        Stream::Requests => Err(PortError::new(PortErrorKind::Corrupt, "not an insurer stream")),
+    }
+}
+
+/// Encodes a request event (key: the request id).
+pub fn encode_request_event(event: &RequestEvent) -> (String, Vec<u8>) {
+    (
+        event.request_id.to_string(),
+        serde_json::to_vec(event).expect("events serialize"),
+    )
+}
+
+/// Decodes a request event.
+pub fn decode_request_event(payload: &[u8]) -> Result<RequestEvent, PortError> {
+    serde_json::from_slice(payload).map_err(|e| {
+        // serde's message may quote personal data from the payload: keep only the position.
+        PortError::new(
+            PortErrorKind::Corrupt,
+            format!("undecodable request event at line {} column {}", e.line(), e.column()),
+        )
+    })
+}

@@ -1,0 +1,256 @@
+//! In-memory stores: the aggregator's state store, core-app's request store
+//! with its outbox, and the read model. Every entry has a TTL.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use osago_core::outbox::OutboxMessage;
+use osago_core::ports::{
+    InsurerProgress, OutboxStore, PortError, ReadModel, RequestStore, RequestSummary, StateStore,
+};
+use osago_core::showcase::OfferRow;
+use osago_core::{InsurerEvent, InsurerId, QuoteRequest, RequestId};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::TtlMap;
+
+/// The aggregator's in-flight state, in memory.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStateStore {
+    inner: Arc<Mutex<StateInner>>,
+}
+
+#[derive(Debug, Default)]
+struct StateInner {
+    claims: TtlMap<RequestId, ()>,
+    progress: TtlMap<RequestId, BTreeMap<InsurerId, InsurerProgress>>,
+}
+
+impl MemoryStateStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Remaining TTL of every live entry (for the "everything expires" checks).
+    pub fn ttls(&self) -> Vec<Duration> {
+        let inner = self.inner.lock().expect("state lock");
+        let mut out = inner.claims.ttls();
+        out.extend(inner.progress.ttls());
+        out
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStateStore {
+    async fn claim_request(&self, request_id: &RequestId, ttl: Duration) -> Result<bool, PortError> {
+        let mut inner = self.inner.lock().expect("state lock");
+        if inner.claims.get(request_id).is_some() {
+            return Ok(false);
+        }
+        inner.claims.insert(*request_id, (), ttl);
+        Ok(true)
+    }
+
+    async fn save_progress(&self, progress: &InsurerProgress, ttl: Duration) -> Result<(), PortError> {
+        let mut inner = self.inner.lock().expect("state lock");
+        if let Some(map) = inner.progress.get_mut(&progress.request_id) {
+            map.insert(progress.insurer_id.clone(), progress.clone());
+            inner.progress.touch(&progress.request_id, ttl);
+        } else {
+            let map = BTreeMap::from([(progress.insurer_id.clone(), progress.clone())]);
+            inner.progress.insert(progress.request_id, map, ttl);
+        }
+        Ok(())
+    }
+
+    async fn load_progress(&self, request_id: &RequestId) -> Result<Vec<InsurerProgress>, PortError> {
+        let inner = self.inner.lock().expect("state lock");
+        Ok(inner
+            .progress
+            .get(request_id)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default())
+    }
+}
+
+#[derive(Debug)]
+struct OutboxEntry {
+    message: OutboxMessage,
+    claimed_until: Option<Instant>,
+    dead: bool,
+}
+
+#[derive(Debug)]
+struct RequestsInner {
+    requests: TtlMap<RequestId, (RequestSummary, QuoteRequest)>,
+    outbox: BTreeMap<(chrono::DateTime<chrono::Utc>, Uuid), OutboxEntry>,
+    index: HashMap<Uuid, (chrono::DateTime<chrono::Utc>, Uuid)>,
+}
+
+/// core-app's requests and outbox, in memory. One lock guards both, so a
+/// request and its outbox message are written atomically.
+#[derive(Debug, Clone)]
+pub struct MemoryRequestStore {
+    inner: Arc<Mutex<RequestsInner>>,
+    notify: Arc<Notify>,
+    retention: Duration,
+}
+
+impl MemoryRequestStore {
+    /// A store keeping requests for `retention`.
+    pub fn new(retention: Duration) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(RequestsInner {
+                requests: TtlMap::default(),
+                outbox: BTreeMap::new(),
+                index: HashMap::new(),
+            })),
+            notify: Arc::new(Notify::new()),
+            retention,
+        }
+    }
+
+    /// Messages still in the outbox (pending, claimed or dead).
+    pub fn outbox_len(&self) -> usize {
+        self.inner.lock().expect("requests lock").outbox.len()
+    }
+}
+
+#[async_trait]
+impl RequestStore for MemoryRequestStore {
+    async fn create(
+        &self,
+        summary: &RequestSummary,
+        request: &QuoteRequest,
+        message: &OutboxMessage,
+    ) -> Result<(), PortError> {
+        {
+            let mut inner = self.inner.lock().expect("requests lock");
+            inner.requests.insert(
+                summary.request_id,
+                (summary.clone(), request.clone()),
+                self.retention,
+            );
+            let key = (message.created_at, message.id);
+            inner.index.insert(message.id, key);
+            inner.outbox.insert(
+                key,
+                OutboxEntry {
+                    message: message.clone(),
+                    claimed_until: None,
+                    dead: false,
+                },
+            );
+        }
+        self.notify.notify_waiters();
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    async fn summary(&self, request_id: &RequestId) -> Result<Option<RequestSummary>, PortError> {
+        let inner = self.inner.lock().expect("requests lock");
+        Ok(inner.requests.get(request_id).map(|(s, _)| s.clone()))
+    }
+}
+
+#[async_trait]
+impl OutboxStore for MemoryRequestStore {
+    async fn claim(&self, limit: usize, lease: Duration) -> Result<Vec<OutboxMessage>, PortError> {
+        let now = Instant::now();
+        let mut inner = self.inner.lock().expect("requests lock");
+        let mut out = Vec::new();
+        for entry in inner.outbox.values_mut() {
+            if out.len() >= limit {
+                break;
+            }
+            if entry.dead || entry.claimed_until.is_some_and(|until| until > now) {
+                continue;
+            }
+            entry.claimed_until = Some(now + lease);
+            out.push(entry.message.clone());
+        }
+        Ok(out)
+    }
+
+    async fn mark_published(&self, ids: &[Uuid]) -> Result<(), PortError> {
+        let mut inner = self.inner.lock().expect("requests lock");
+        for id in ids {
+            if let Some(key) = inner.index.remove(id) {
+                inner.outbox.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn mark_failed(&self, id: Uuid, dead_after: u32) -> Result<(), PortError> {
+        let mut inner = self.inner.lock().expect("requests lock");
+        let Some(key) = inner.index.get(&id).copied() else {
+            return Ok(());
+        };
+        if let Some(entry) = inner.outbox.get_mut(&key) {
+            entry.message.attempts += 1;
+            entry.claimed_until = None;
+            entry.dead = entry.message.attempts >= dead_after;
+        }
+        Ok(())
+    }
+
+    async fn wait_for_work(&self, max_wait: Duration) {
+        let _ = tokio::time::timeout(max_wait, self.notify.notified()).await;
+    }
+
+    async fn dead_count(&self) -> Result<u64, PortError> {
+        let inner = self.inner.lock().expect("requests lock");
+        Ok(inner.outbox.values().filter(|e| e.dead).count() as u64)
+    }
+}
+
+/// The quote showcase, in memory.
+#[derive(Debug, Clone)]
+pub struct MemoryReadModel {
+    inner: Arc<Mutex<TtlMap<RequestId, BTreeMap<InsurerId, OfferRow>>>>,
+    retention: Duration,
+}
+
+impl MemoryReadModel {
+    /// A read model keeping each request's rows for `retention`.
+    pub fn new(retention: Duration) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(TtlMap::default())),
+            retention,
+        }
+    }
+}
+
+#[async_trait]
+impl ReadModel for MemoryReadModel {
+    async fn apply(&self, event: &InsurerEvent) -> Result<bool, PortError> {
+        let row = OfferRow::from_event(event);
+        let mut inner = self.inner.lock().expect("read model lock");
+        let request_id = event.request_id();
+        if inner.get(&request_id).is_none() {
+            inner.insert(request_id, BTreeMap::new(), self.retention);
+        }
+        let rows = inner.get_mut(&request_id).expect("just inserted");
+        match rows.get(&row.insurer_id) {
+            Some(existing) if existing.version >= row.version => Ok(false),
+            _ => {
+                rows.insert(row.insurer_id.clone(), row);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn rows(&self, request_id: &RequestId) -> Result<Vec<OfferRow>, PortError> {
+        let inner = self.inner.lock().expect("read model lock");
+        Ok(inner
+            .get(request_id)
+            .map(|rows| rows.values().cloned().collect())
+            .unwrap_or_default())
+    }
+}
