@@ -1,1 +1,29 @@
-//! placeholder
+//! The OSAGO fan-out engine: one quote request to every configured insurer
+//! at once, each on its own task with its own deadline.
+//!
+//! For one [`RequestEvent`](osago_core::RequestEvent) the engine:
+//!
+//! 1. claims the request in the [`StateStore`](osago_core::ports::StateStore)
+//!    (a replayed event starts nothing);
+//! 2. publishes `pending` (version 1) for every insurer it will ask;
+//! 3. per insurer, concurrently: creates the application (same
+//!    Idempotency-Key on every attempt), polls its quote, honouring
+//!    Retry-After, until the insurer's deadline;
+//! 4. publishes exactly one final event per insurer: quoted, declined, an
+//!    error of a named kind, or a timeout at the deadline.
+//!
+//! Deadlines and timers use `tokio::time`, so tests run on a paused clock.
+//!
+//! # Layout
+//!
+//! - [`config`]: [`EngineConfig`].
+//! - [`engine`]: [`Engine`], [`FanOut`], the per-insurer pipeline.
+//! - [`metrics`]: Prometheus metrics of the engine.
+
+pub mod config;
+pub mod engine;
+pub mod metrics;
+
+pub use config::EngineConfig;
+pub use engine::{Engine, EngineError, FanOut, Insurer, InsurerOutcome, Started};
+pub use metrics::EngineMetrics;

@@ -1,0 +1,417 @@
+//! The fan-out engine and its per-insurer pipeline.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use osago_core::events::{ErrorEvent, ErrorKind, InsurerEvent, QuoteEvent, QuoteStatus, RequestEvent};
+use osago_core::ids::idempotency_key;
+use osago_core::insurer::{InsurerError, PollOutcome};
+use osago_core::ports::{InsurerClient, InsurerProgress, PortError, QuoteSink, StateStore};
+use osago_core::{Clock, EventId, InsurerId, QuoteRequest, RequestId};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::EngineConfig;
+use crate::metrics::{EngineMetrics, InsurerLabel, OutcomeLabels};
+
+/// One insurer the engine asks.
+#[derive(Debug, Clone)]
+pub struct Insurer {
+    /// Its id.
+    pub id: InsurerId,
+    /// Its partner API.
+    pub client: Arc<dyn InsurerClient>,
+}
+
+/// Why a fan-out could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The state store failed; the event should be delivered again.
+    #[error("state store failed")]
+    State(#[source] PortError),
+    /// The sink refused the pending events; the event should be delivered again.
+    #[error("publishing pending events failed")]
+    Publish(#[source] PortError),
+}
+
+/// How one insurer ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsurerOutcome {
+    /// The insurer.
+    pub insurer_id: InsurerId,
+    /// `quoted`, `declined`, or the error kind.
+    pub outcome: &'static str,
+    /// Its final event was published.
+    pub published: bool,
+}
+
+/// What [`Engine::start`] did.
+#[derive(Debug)]
+pub enum Started {
+    /// The request was seen before; nothing was started.
+    Duplicate,
+    /// The fan-out runs; pending events are published.
+    Running(FanOut),
+}
+
+/// A running fan-out: one task per insurer.
+#[derive(Debug)]
+pub struct FanOut {
+    request_id: RequestId,
+    tasks: JoinSet<InsurerOutcome>,
+    done: Vec<InsurerOutcome>,
+}
+
+impl FanOut {
+    /// The request.
+    pub fn request_id(&self) -> RequestId {
+        self.request_id
+    }
+
+    /// Waits for every insurer's final outcome.
+    pub async fn wait(mut self) -> Vec<InsurerOutcome> {
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok(outcome) => self.done.push(outcome),
+                Err(err) if err.is_panic() => {
+                    tracing::error!(request_id = %self.request_id, "insurer task panicked");
+                }
+                Err(_) => {}
+            }
+        }
+        self.done
+    }
+
+    /// Lets the tasks run on without anyone waiting for them.
+    pub fn detach(mut self) {
+        self.tasks.detach_all();
+    }
+}
+
+struct Inner {
+    insurers: Vec<Insurer>,
+    sink: Arc<dyn QuoteSink>,
+    state: Arc<dyn StateStore>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    metrics: EngineMetrics,
+}
+
+/// The fan-out engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("insurers", &self.inner.insurers.len())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Calls made to one insurer for one request.
+#[derive(Debug, Default)]
+struct Calls {
+    attempts: u32,
+    application_id: Option<String>,
+}
+
+/// What one insurer task needs.
+struct Job {
+    request_id: RequestId,
+    insurer: Insurer,
+    request: Arc<QuoteRequest>,
+    deadline_at: chrono::DateTime<chrono::Utc>,
+    deadline: Instant,
+    insurers_total: u16,
+}
+
+impl Engine {
+    /// An engine asking `insurers`.
+    pub fn new(
+        insurers: Vec<Insurer>,
+        sink: Arc<dyn QuoteSink>,
+        state: Arc<dyn StateStore>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+        metrics: EngineMetrics,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                insurers,
+                sink,
+                state,
+                clock,
+                config,
+                metrics,
+            }),
+        }
+    }
+
+    /// The insurers asked.
+    pub fn insurers(&self) -> impl Iterator<Item = &InsurerId> {
+        self.inner.insurers.iter().map(|i| &i.id)
+    }
+
+    /// Starts the fan-out for one request event. Returns once the request
+    /// is claimed and every insurer's `pending` event is published (so the
+    /// event may be acknowledged); the insurers are then asked on their own
+    /// tasks. An event whose deadline has passed asks nobody and ends every
+    /// insurer as a timeout at once.
+    pub async fn start(&self, event: RequestEvent) -> Result<Started, EngineError> {
+        let inner = &self.inner;
+        let claimed = inner
+            .state
+            .claim_request(&event.request_id, inner.config.state_ttl)
+            .await
+            .map_err(EngineError::State)?;
+        if !claimed {
+            inner.metrics.duplicates.inc();
+            tracing::debug!(request_id = %event.request_id, "duplicate request event skipped");
+            return Ok(Started::Duplicate);
+        }
+        inner.metrics.fanouts.inc();
+        let now = inner.clock.now();
+        let remaining = (event.deadline_at - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(inner.config.insurer_deadline);
+        let deadline = Instant::now() + remaining;
+        let insurers_total = u16::try_from(inner.insurers.len()).unwrap_or(u16::MAX);
+        let mut fan_out = FanOut {
+            request_id: event.request_id,
+            tasks: JoinSet::new(),
+            done: Vec::new(),
+        };
+
+        if remaining.is_zero() {
+            tracing::info!(request_id = %event.request_id, "request consumed after its deadline; no insurer asked");
+            for insurer in &inner.insurers {
+                let job = Job {
+                    request_id: event.request_id,
+                    insurer: insurer.clone(),
+                    request: Arc::new(event.request.clone()),
+                    deadline_at: event.deadline_at,
+                    deadline,
+                    insurers_total,
+                };
+                let error = InsurerError::new(ErrorKind::Timeout, "request arrived after its deadline");
+                let outcome = inner.finish(&job, Err(error), Calls::default(), 1).await;
+                fan_out.done.push(outcome);
+            }
+            return Ok(Started::Running(fan_out));
+        }
+
+        let request = Arc::new(event.request);
+        let jobs: Vec<Job> = inner
+            .insurers
+            .iter()
+            .map(|insurer| Job {
+                request_id: event.request_id,
+                insurer: insurer.clone(),
+                request: request.clone(),
+                deadline_at: event.deadline_at,
+                deadline,
+                insurers_total,
+            })
+            .collect();
+        let pending = jobs.iter().map(|job| async move {
+            inner
+                .sink
+                .publish(&inner.quote_event(job, 1, QuoteStatus::Pending, None, None))
+                .await
+        });
+        for result in futures::future::join_all(pending).await {
+            result.map_err(EngineError::Publish)?;
+        }
+        for job in jobs {
+            let engine = self.inner.clone();
+            fan_out.tasks.spawn(async move { engine.run(job).await });
+        }
+        Ok(Started::Running(fan_out))
+    }
+}
+
+impl Inner {
+    /// One insurer, from application to final event.
+    async fn run(&self, job: Job) -> InsurerOutcome {
+        let label = InsurerLabel {
+            insurer: job.insurer.id.to_string(),
+        };
+        let in_flight = self.metrics.in_flight.get_or_create(&label).clone();
+        in_flight.inc();
+        let started = Instant::now();
+        let mut calls = Calls::default();
+        let result = match tokio::time::timeout_at(job.deadline, self.ask(&job, &mut calls)).await {
+            Ok(result) => result,
+            Err(_) => Err(InsurerError::new(ErrorKind::Timeout, "no answer before the deadline")),
+        };
+        let outcome = self.finish(&job, result, calls, 2).await;
+        in_flight.dec();
+        self.metrics
+            .answer_seconds
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// Creates the application and polls until a final answer.
+    async fn ask(&self, job: &Job, calls: &mut Calls) -> Result<PollOutcome, InsurerError> {
+        let client = &job.insurer.client;
+        let key = idempotency_key(&job.request_id, &job.insurer.id);
+        let application = loop {
+            calls.attempts += 1;
+            match client.create_application(&key, &job.request).await {
+                Ok(application) => break application,
+                Err(err) if err.kind == ErrorKind::RateLimited && err.retry_after.is_some() => {
+                    tokio::time::sleep(err.retry_after.unwrap_or_default()).await;
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        calls.application_id = Some(application.id.clone());
+        self.save_progress(job, calls, 1, false).await;
+        let polls = self.metrics.polls.get_or_create(&InsurerLabel {
+            insurer: job.insurer.id.to_string(),
+        }).clone();
+        let mut wait = application.retry_after.unwrap_or(self.config.poll_interval);
+        loop {
+            tokio::time::sleep(wait).await;
+            calls.attempts += 1;
+            polls.inc();
+            match client.poll_quote(&application.id).await {
+                Ok(PollOutcome::Pending { retry_after }) => {
+                    wait = retry_after.unwrap_or(self.config.poll_interval);
+                }
+                Ok(answer) => return Ok(answer),
+                Err(err) if err.kind == ErrorKind::RateLimited => {
+                    wait = err.retry_after.unwrap_or(self.config.poll_interval);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Publishes the final event and records the insurer as finished.
+    async fn finish(
+        &self,
+        job: &Job,
+        result: Result<PollOutcome, InsurerError>,
+        calls: Calls,
+        version: u32,
+    ) -> InsurerOutcome {
+        let attempts = calls.attempts;
+        let (event, outcome) = match result {
+            Ok(PollOutcome::Quoted(quote)) => (
+                self.quote_event(job, version, QuoteStatus::Quoted, Some(quote), None),
+                "quoted",
+            ),
+            Ok(PollOutcome::Declined { reason }) => (
+                self.quote_event(job, version, QuoteStatus::Declined, None, Some(reason)),
+                "declined",
+            ),
+            Ok(PollOutcome::Pending { .. }) => unreachable!("ask returns final answers only"),
+            Err(err) => (
+                InsurerEvent::Error(ErrorEvent {
+                    event_id: EventId::random(),
+                    request_id: job.request_id,
+                    insurer_id: job.insurer.id.clone(),
+                    occurred_at: self.clock.now(),
+                    deadline_at: job.deadline_at,
+                    version,
+                    insurers_total: job.insurers_total,
+                    kind: err.kind,
+                    message: err.message,
+                    attempts,
+                    is_final: true,
+                }),
+                err.kind.as_str(),
+            ),
+        };
+        let published = self.publish_with_retry(&event).await;
+        self.save_progress(job, &calls, version, true).await;
+        self.metrics
+            .outcomes
+            .get_or_create(&OutcomeLabels {
+                insurer: job.insurer.id.to_string(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        tracing::debug!(request_id = %job.request_id, insurer = %job.insurer.id, outcome, attempts, "insurer finished");
+        InsurerOutcome {
+            insurer_id: job.insurer.id.clone(),
+            outcome,
+            published,
+        }
+    }
+
+    fn quote_event(
+        &self,
+        job: &Job,
+        version: u32,
+        status: QuoteStatus,
+        quote: Option<osago_core::insurer::Quote>,
+        reason: Option<String>,
+    ) -> InsurerEvent {
+        InsurerEvent::Quote(QuoteEvent {
+            event_id: EventId::random(),
+            request_id: job.request_id,
+            insurer_id: job.insurer.id.clone(),
+            occurred_at: self.clock.now(),
+            deadline_at: job.deadline_at,
+            version,
+            insurers_total: job.insurers_total,
+            status,
+            quote,
+            reason,
+        })
+    }
+
+    async fn publish_with_retry(&self, event: &InsurerEvent) -> bool {
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1..=self.config.publish_attempts.max(1) {
+            match self.sink.publish(event).await {
+                Ok(()) => return true,
+                Err(err) => {
+                    tracing::warn!(request_id = %event.request_id(), insurer = %event.insurer_id(), attempt, error = %err, "publishing an event failed");
+                    if attempt < self.config.publish_attempts {
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+        self.metrics.publish_failures.inc();
+        tracing::error!(request_id = %event.request_id(), insurer = %event.insurer_id(), "event dropped after every publish attempt");
+        false
+    }
+
+    async fn save_progress(
+        &self,
+        job: &Job,
+        calls: &Calls,
+        version: u32,
+        finished: bool,
+    ) {
+        let progress = InsurerProgress {
+            request_id: job.request_id,
+            insurer_id: job.insurer.id.clone(),
+            application_id: calls.application_id.clone(),
+            attempts: calls.attempts,
+            version,
+            deadline_at: job.deadline_at,
+            finished,
+        };
+        if let Err(err) = self.state.save_progress(&progress, self.config.state_ttl).await {
+            // The fan-out goes on; only resuming after a crash is weakened.
+            tracing::warn!(request_id = %job.request_id, insurer = %job.insurer.id, error = %err, "saving progress failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

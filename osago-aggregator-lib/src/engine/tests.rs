@@ -1,0 +1,394 @@
+//! The engine on tokio's paused clock with scripted insurers.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{TimeZone, Utc};
+use osago_core::insurer::{Application, Quote};
+use osago_core::ports::StateStore;
+use osago_core::request::sample;
+use osago_core::tariff;
+use osago_core::{Kopecks, ManualClock};
+use osago_transport::memory::MemoryStateStore;
+
+use super::*;
+
+/// What a scripted insurer does on each call.
+#[derive(Debug, Clone)]
+enum Step {
+    Answer(Result<PollOutcome, InsurerError>),
+    Hang,
+}
+
+#[derive(Debug)]
+struct Scripted {
+    create: Mutex<VecDeque<Result<Application, InsurerError>>>,
+    create_hangs: bool,
+    polls: Mutex<VecDeque<Step>>,
+    /// tokio instants of every call: ("create" | "poll", at).
+    calls: Mutex<Vec<(&'static str, Instant)>>,
+    keys: Mutex<Vec<String>>,
+}
+
+impl Scripted {
+    fn new(polls: Vec<Step>) -> Arc<Self> {
+        Arc::new(Self {
+            create: Mutex::new(VecDeque::new()),
+            create_hangs: false,
+            polls: Mutex::new(polls.into()),
+            calls: Mutex::default(),
+            keys: Mutex::default(),
+        })
+    }
+
+    fn hanging() -> Arc<Self> {
+        Arc::new(Self {
+            create: Mutex::new(VecDeque::new()),
+            create_hangs: true,
+            polls: Mutex::default(),
+            calls: Mutex::default(),
+            keys: Mutex::default(),
+        })
+    }
+
+    fn with_create(self: Arc<Self>, results: Vec<Result<Application, InsurerError>>) -> Arc<Self> {
+        *self.create.lock().unwrap() = results.into();
+        self
+    }
+
+    fn calls(&self, kind: &str) -> Vec<Instant> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, at)| *at)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl InsurerClient for Scripted {
+    async fn create_application(&self, key: &str, _: &QuoteRequest) -> Result<Application, InsurerError> {
+        self.calls.lock().unwrap().push(("create", Instant::now()));
+        self.keys.lock().unwrap().push(key.to_owned());
+        if self.create_hangs {
+            std::future::pending::<()>().await;
+        }
+        let next = self.create.lock().unwrap().pop_front();
+        next.unwrap_or_else(|| {
+            Ok(Application {
+                id: "app".into(),
+                retry_after: None,
+            })
+        })
+    }
+
+    async fn poll_quote(&self, _: &str) -> Result<PollOutcome, InsurerError> {
+        self.calls.lock().unwrap().push(("poll", Instant::now()));
+        let step = self.polls.lock().unwrap().pop_front();
+        match step {
+            Some(Step::Answer(answer)) => answer,
+            Some(Step::Hang) => std::future::pending().await,
+            None => Ok(PollOutcome::Pending { retry_after: None }),
+        }
+    }
+}
+
+/// Records every published event with the tokio instant it arrived.
+#[derive(Debug, Default)]
+struct Recorder {
+    events: Mutex<Vec<(Instant, InsurerEvent)>>,
+    failures_left: Mutex<u32>,
+}
+
+#[async_trait]
+impl QuoteSink for Recorder {
+    async fn publish(&self, event: &InsurerEvent) -> Result<(), PortError> {
+        let mut failures = self.failures_left.lock().unwrap();
+        if *failures > 0 {
+            *failures -= 1;
+            return Err(PortError::new(osago_core::ports::PortErrorKind::Unavailable, "broker down"));
+        }
+        self.events.lock().unwrap().push((Instant::now(), event.clone()));
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn events(&self) -> Vec<(Instant, InsurerEvent)> {
+        self.events.lock().unwrap().clone()
+    }
+
+    fn final_of(&self, insurer: &str) -> (Instant, InsurerEvent) {
+        let finals: Vec<_> = self
+            .events()
+            .into_iter()
+            .filter(|(_, e)| e.insurer_id().as_str() == insurer && e.is_final())
+            .collect();
+        assert_eq!(finals.len(), 1, "exactly one final event for {insurer}: {finals:?}");
+        finals.into_iter().next().unwrap()
+    }
+}
+
+fn quote() -> Quote {
+    let start = sample().policy.effective_start(now().date_naive());
+    let p = tariff::premium(&sample(), Kopecks::from_rub(7_000), start).unwrap();
+    Quote {
+        premium_kopecks: p.premium_kopecks,
+        coefficients: p.coefficients,
+        capped: p.capped,
+        valid_until: now(),
+        add_ons: vec![],
+        message: None,
+        purchase_url: None,
+        ready_at: None,
+    }
+}
+
+fn now() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap()
+}
+
+struct Harness {
+    engine: Engine,
+    sink: Arc<Recorder>,
+    state: Arc<MemoryStateStore>,
+    t0: Instant,
+}
+
+fn harness(insurers: Vec<(&str, Arc<Scripted>)>) -> Harness {
+    let sink = Arc::new(Recorder::default());
+    let state = Arc::new(MemoryStateStore::new());
+    let insurers = insurers
+        .into_iter()
+        .map(|(id, client)| Insurer {
+            id: InsurerId::new(id).unwrap(),
+            client,
+        })
+        .collect();
+    let engine = Engine::new(
+        insurers,
+        sink.clone(),
+        state.clone(),
+        Arc::new(ManualClock::new(now())),
+        EngineConfig::default(),
+        EngineMetrics::default(),
+    );
+    Harness {
+        engine,
+        sink,
+        state,
+        t0: Instant::now(),
+    }
+}
+
+fn request_event(deadline_in: chrono::Duration) -> RequestEvent {
+    RequestEvent {
+        event_id: EventId::random(),
+        request_id: RequestId::random(),
+        occurred_at: now(),
+        deadline_at: now() + deadline_in,
+        request: sample(),
+    }
+}
+
+async fn run(h: &Harness, event: RequestEvent) -> Vec<InsurerOutcome> {
+    match h.engine.start(event).await.unwrap() {
+        Started::Running(fan_out) => fan_out.wait().await,
+        Started::Duplicate => panic!("not a duplicate"),
+    }
+}
+
+/// Pending first for every insurer, then exactly one final per insurer.
+fn assert_protocol(h: &Harness, insurers: &[&str]) {
+    let events = h.sink.events();
+    let (pending, rest) = events.split_at(insurers.len());
+    for (_, e) in pending {
+        assert!(matches!(e, InsurerEvent::Quote(q) if q.status == QuoteStatus::Pending && q.version == 1));
+        assert_eq!(e.insurers_total() as usize, insurers.len());
+    }
+    assert_eq!(rest.len(), insurers.len(), "one final each: {rest:?}");
+    for insurer in insurers {
+        let (_, e) = h.sink.final_of(insurer);
+        assert_eq!(e.version(), 2);
+    }
+}
+
+fn ok(outcome: PollOutcome) -> Step {
+    Step::Answer(Ok(outcome))
+}
+
+fn pending() -> Step {
+    ok(PollOutcome::Pending { retry_after: None })
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_ready_ends_as_timeout_exactly_at_its_deadline() {
+    let silent = Scripted::new(vec![]);
+    let h = harness(vec![("silent", silent.clone())]);
+    let outcomes = run(&h, request_event(chrono::Duration::seconds(60))).await;
+    assert_eq!(outcomes[0].outcome, "timeout");
+    assert_protocol(&h, &["silent"]);
+    let (at, event) = h.sink.final_of("silent");
+    assert_eq!(at - h.t0, Duration::from_secs(60));
+    match event {
+        InsurerEvent::Error(e) => {
+            assert_eq!((e.kind, e.is_final), (ErrorKind::Timeout, true));
+            assert_eq!(e.attempts as usize, silent.calls("create").len() + silent.calls("poll").len());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_is_the_earlier_of_config_and_the_events_deadline_at() {
+    let silent = Scripted::new(vec![]);
+    let h = harness(vec![("silent", silent)]);
+    run(&h, request_event(chrono::Duration::seconds(20))).await;
+    let (at, _) = h.sink.final_of("silent");
+    assert_eq!(at - h.t0, Duration::from_secs(20));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_429_is_honoured_before_the_next_poll() {
+    let limited = InsurerError::new(ErrorKind::RateLimited, "insurer answered 429")
+        .with_retry_after(Some(Duration::from_secs(3)));
+    let flaky = Scripted::new(vec![
+        pending(),
+        Step::Answer(Err(limited)),
+        pending(),
+        ok(PollOutcome::Quoted(quote())),
+    ]);
+    let h = harness(vec![("flaky", flaky.clone())]);
+    run(&h, request_event(chrono::Duration::seconds(60))).await;
+    let polls = flaky.calls("poll");
+    assert_eq!(polls.len(), 4);
+    // The poll after the 429 (the second) comes no sooner than 3 s later.
+    assert!(polls[2] - polls[1] >= Duration::from_secs(3), "{:?}", polls[2] - polls[1]);
+    assert_eq!(polls[1] - polls[0], Duration::from_secs(1), "default interval otherwise");
+    assert_protocol(&h, &["flaky"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_on_create_and_pending_is_honoured() {
+    let slow = Scripted::new(vec![
+        ok(PollOutcome::Pending {
+            retry_after: Some(Duration::from_secs(5)),
+        }),
+        ok(PollOutcome::Declined {
+            reason: "taxi not insured".into(),
+        }),
+    ])
+    .with_create(vec![
+        Err(InsurerError::new(ErrorKind::RateLimited, "busy").with_retry_after(Some(Duration::from_secs(2)))),
+        Ok(Application {
+            id: "a-1".into(),
+            retry_after: Some(Duration::from_secs(4)),
+        }),
+    ]);
+    let h = harness(vec![("slow", slow.clone())]);
+    let outcomes = run(&h, request_event(chrono::Duration::seconds(60))).await;
+    assert_eq!(outcomes[0].outcome, "declined");
+    let creates: Vec<_> = slow.calls("create").iter().map(|t| *t - h.t0).collect();
+    let polls: Vec<_> = slow.calls("poll").iter().map(|t| *t - h.t0).collect();
+    assert_eq!(creates, [Duration::ZERO, Duration::from_secs(2)]);
+    assert_eq!(polls, [Duration::from_secs(6), Duration::from_secs(11)]);
+    let keys = slow.keys.lock().unwrap().clone();
+    assert_eq!(keys[0], keys[1], "one idempotency key per (request, insurer)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_insurer_never_delays_another() {
+    let hang = Scripted::hanging();
+    let stuck_poll = Scripted::new(vec![Step::Hang]);
+    let fast = Scripted::new(vec![ok(PollOutcome::Quoted(quote()))]);
+    let h = harness(vec![("hang", hang), ("stuck", stuck_poll), ("fast", fast)]);
+    run(&h, request_event(chrono::Duration::seconds(60))).await;
+    let (fast_at, fast_event) = h.sink.final_of("fast");
+    assert_eq!(fast_at - h.t0, Duration::from_secs(1), "after one poll interval");
+    assert!(matches!(fast_event, InsurerEvent::Quote(q) if q.status == QuoteStatus::Quoted && q.quote.is_some()));
+    let (hang_at, _) = h.sink.final_of("hang");
+    assert_eq!(hang_at - h.t0, Duration::from_secs(60));
+    let (stuck_at, _) = h.sink.final_of("stuck");
+    assert_eq!(stuck_at - h.t0, Duration::from_secs(60));
+    assert_protocol(&h, &["hang", "stuck", "fast"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_retryable_errors_end_at_once_with_their_kind() {
+    let rejecting = Scripted::new(vec![]).with_create(vec![Err(InsurerError::new(
+        ErrorKind::Rejected,
+        "insurer needs more data: owner.address.apartment",
+    ))]);
+    let broken = Scripted::new(vec![Step::Answer(Err(InsurerError::new(
+        ErrorKind::BadResponse,
+        "malformed answer body",
+    )))]);
+    let h = harness(vec![("rejecting", rejecting), ("broken", broken)]);
+    let outcomes = run(&h, request_event(chrono::Duration::seconds(60))).await;
+    let mut kinds: Vec<_> = outcomes.iter().map(|o| o.outcome).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["bad_response", "rejected"]);
+    let (at, _) = h.sink.final_of("rejecting");
+    assert_eq!(at, h.t0);
+    assert_protocol(&h, &["rejecting", "broken"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replayed_request_event_starts_nothing() {
+    let insurer = Scripted::new(vec![ok(PollOutcome::Quoted(quote()))]);
+    let h = harness(vec![("one", insurer.clone())]);
+    let event = request_event(chrono::Duration::seconds(60));
+    run(&h, event.clone()).await;
+    assert!(matches!(h.engine.start(event).await.unwrap(), Started::Duplicate));
+    assert_eq!(insurer.calls("create").len(), 1);
+    assert_eq!(h.sink.events().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_past_its_deadline_asks_nobody() {
+    let insurer = Scripted::new(vec![]);
+    let h = harness(vec![("a", insurer.clone()), ("b", Scripted::new(vec![]))]);
+    let outcomes = run(&h, request_event(chrono::Duration::seconds(-1))).await;
+    assert!(outcomes.iter().all(|o| o.outcome == "timeout" && o.published));
+    assert!(insurer.calls("create").is_empty());
+    let events = h.sink.events();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|(at, e)| *at == h.t0 && e.is_final() && e.version() == 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_is_recorded_for_resuming() {
+    let insurer = Scripted::new(vec![pending(), ok(PollOutcome::Quoted(quote()))]).with_create(vec![Ok(Application {
+        id: "app-42".into(),
+        retry_after: None,
+    })]);
+    let h = harness(vec![("one", insurer)]);
+    let event = request_event(chrono::Duration::seconds(60));
+    let request_id = event.request_id;
+    run(&h, event).await;
+    let progress = h.state.load_progress(&request_id).await.unwrap();
+    assert_eq!(progress.len(), 1);
+    assert_eq!(progress[0].application_id.as_deref(), Some("app-42"));
+    assert_eq!((progress[0].attempts, progress[0].version, progress[0].finished), (3, 2, true));
+    let ttls = h.state.ttls();
+    assert!(!ttls.is_empty() && ttls.iter().all(|t| *t <= EngineConfig::default().state_ttl));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_sink_is_retried() {
+    let insurer = Scripted::new(vec![ok(PollOutcome::Quoted(quote()))]);
+    let h = harness(vec![("one", insurer)]);
+    let event = request_event(chrono::Duration::seconds(60));
+    // The pending event goes through; the final one fails twice first.
+    let fan_out = match h.engine.start(event).await.unwrap() {
+        Started::Running(f) => f,
+        Started::Duplicate => unreachable!(),
+    };
+    *h.sink.failures_left.lock().unwrap() = 2;
+    let outcomes = fan_out.wait().await;
+    assert!(outcomes[0].published);
+    assert_protocol(&h, &["one"]);
+}
