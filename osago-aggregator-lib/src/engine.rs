@@ -4,7 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use osago_core::events::{ErrorEvent, ErrorKind, InsurerEvent, QuoteEvent, QuoteStatus, RequestEvent};
+use osago_core::events::{
+    ErrorEvent, ErrorKind, InsurerEvent, QuoteEvent, QuoteStatus, RequestEvent,
+};
 use osago_core::ids::idempotency_key;
 use osago_core::insurer::{InsurerError, PollOutcome};
 use osago_core::ports::{InsurerClient, InsurerProgress, PortError, QuoteSink, StateStore};
@@ -199,7 +201,8 @@ impl Engine {
                     deadline,
                     insurers_total,
                 };
-                let error = InsurerError::new(ErrorKind::Timeout, "request arrived after its deadline");
+                let error =
+                    InsurerError::new(ErrorKind::Timeout, "request arrived after its deadline");
                 let outcome = inner.finish(&job, Err(error), Calls::default(), 1).await;
                 fan_out.done.push(outcome);
             }
@@ -248,7 +251,10 @@ impl Inner {
         let mut calls = Calls::default();
         let result = match tokio::time::timeout_at(job.deadline, self.ask(&job, &mut calls)).await {
             Ok(result) => result,
-            Err(_) => Err(InsurerError::new(ErrorKind::Timeout, "no answer before the deadline")),
+            Err(_) => Err(InsurerError::new(
+                ErrorKind::Timeout,
+                "no answer before the deadline",
+            )),
         };
         let outcome = self.finish(&job, result, calls, 2).await;
         in_flight.dec();
@@ -275,9 +281,13 @@ impl Inner {
         };
         calls.application_id = Some(application.id.clone());
         self.save_progress(job, calls, 1, false).await;
-        let polls = self.metrics.polls.get_or_create(&InsurerLabel {
-            insurer: job.insurer.id.to_string(),
-        }).clone();
+        let polls = self
+            .metrics
+            .polls
+            .get_or_create(&InsurerLabel {
+                insurer: job.insurer.id.to_string(),
+            })
+            .clone();
         let mut wait = application.retry_after.unwrap_or(self.config.poll_interval);
         loop {
             tokio::time::sleep(wait).await;
@@ -390,13 +400,7 @@ impl Inner {
         false
     }
 
-    async fn save_progress(
-        &self,
-        job: &Job,
-        calls: &Calls,
-        version: u32,
-        finished: bool,
-    ) {
+    async fn save_progress(&self, job: &Job, calls: &Calls, version: u32, finished: bool) {
         let progress = InsurerProgress {
             request_id: job.request_id,
             insurer_id: job.insurer.id.clone(),
@@ -406,7 +410,11 @@ impl Inner {
             deadline_at: job.deadline_at,
             finished,
         };
-        if let Err(err) = self.state.save_progress(&progress, self.config.state_ttl).await {
+        if let Err(err) = self
+            .state
+            .save_progress(&progress, self.config.state_ttl)
+            .await
+        {
             // The fan-out goes on; only resuming after a crash is weakened.
             tracing::warn!(request_id = %job.request_id, insurer = %job.insurer.id, error = %err, "saving progress failed");
         }

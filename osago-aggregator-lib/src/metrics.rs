@@ -68,7 +68,11 @@ impl EngineMetrics {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("osago_aggregator");
         r.register("fanouts", "Fan-outs started", m.fanouts.clone());
-        r.register("duplicate_requests", "Request events seen again and skipped", m.duplicates.clone());
+        r.register(
+            "duplicate_requests",
+            "Request events seen again and skipped",
+            m.duplicates.clone(),
+        );
         r.register("outcomes", "Final outcomes per insurer", m.outcomes.clone());
         r.register(
             "answer_seconds",
@@ -76,7 +80,11 @@ impl EngineMetrics {
             m.answer_seconds.clone(),
         );
         r.register("polls", "Quote polls sent per insurer", m.polls.clone());
-        r.register("in_flight", "Applications in flight per insurer", m.in_flight.clone());
+        r.register(
+            "in_flight",
+            "Applications in flight per insurer",
+            m.in_flight.clone(),
+        );
         r.register(
             "publish_failures",
             "Events not published after every attempt",

@@ -16,8 +16,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use crate::insurer::ErrorKind;
 use crate::ids::{EventId, InsurerId, RequestId};
+pub use crate::insurer::ErrorKind;
 use crate::insurer::Quote;
 use crate::request::QuoteRequest;
 

@@ -6,7 +6,9 @@ use std::ops::{Add, Mul};
 use serde::{Deserialize, Serialize};
 
 /// An amount in kopecks (1 rouble = 100 kopecks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Kopecks(pub i64);
 

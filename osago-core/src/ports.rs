@@ -114,13 +114,21 @@ pub struct InsurerProgress {
 pub trait StateStore: Send + Sync + 'static {
     /// Records that a request event was taken; `true` only the first time,
     /// so a replayed event starts no second fan-out.
-    async fn claim_request(&self, request_id: &RequestId, ttl: Duration) -> Result<bool, PortError>;
+    async fn claim_request(&self, request_id: &RequestId, ttl: Duration)
+        -> Result<bool, PortError>;
 
     /// Saves one (request, insurer)'s progress, replacing what was there.
-    async fn save_progress(&self, progress: &InsurerProgress, ttl: Duration) -> Result<(), PortError>;
+    async fn save_progress(
+        &self,
+        progress: &InsurerProgress,
+        ttl: Duration,
+    ) -> Result<(), PortError>;
 
     /// Every insurer's progress for a request.
-    async fn load_progress(&self, request_id: &RequestId) -> Result<Vec<InsurerProgress>, PortError>;
+    async fn load_progress(
+        &self,
+        request_id: &RequestId,
+    ) -> Result<Vec<InsurerProgress>, PortError>;
 }
 
 /// A stored request, without its personal data.
@@ -205,14 +213,20 @@ pub trait Subscription<T>: Send {
 #[async_trait]
 pub trait RequestSource: Send + Sync + 'static {
     /// Joins consumer group `group`: members share the events.
-    async fn subscribe(&self, group: &str) -> Result<Box<dyn Subscription<RequestEvent>>, PortError>;
+    async fn subscribe(
+        &self,
+        group: &str,
+    ) -> Result<Box<dyn Subscription<RequestEvent>>, PortError>;
 }
 
 /// The quote and error streams, consumed by core-app's read model.
 #[async_trait]
 pub trait OutcomeSource: Send + Sync + 'static {
     /// Joins consumer group `group`: members share the events.
-    async fn subscribe(&self, group: &str) -> Result<Box<dyn Subscription<InsurerEvent>>, PortError>;
+    async fn subscribe(
+        &self,
+        group: &str,
+    ) -> Result<Box<dyn Subscription<InsurerEvent>>, PortError>;
 }
 
 /// Every quote and error event from now on, to every subscriber: what each

@@ -374,8 +374,7 @@ static DOC_SERIES: LazyLock<Regex> =
 static PHONE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^7\d{10}$").unwrap());
 static EMAIL: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$").unwrap());
-static FRAME_NUMBER: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[0-9A-Z\-]{5,20}$").unwrap());
+static FRAME_NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[0-9A-Z\-]{5,20}$").unwrap());
 
 /// Full years between two dates.
 pub fn years_between(from: NaiveDate, to: NaiveDate) -> i32 {
@@ -406,7 +405,10 @@ impl QuoteRequest {
     fn validate_policy(&self, today: NaiveDate, errors: &mut Vec<FieldError>) {
         if let Some(start) = self.policy.start_date {
             if start < today {
-                errors.push(FieldError::new("policy.start_date", "must not be in the past"));
+                errors.push(FieldError::new(
+                    "policy.start_date",
+                    "must not be in the past",
+                ));
             } else if (start - today).num_days() > MAX_START_DAYS_AHEAD {
                 errors.push(FieldError::new(
                     "policy.start_date",
@@ -501,7 +503,10 @@ impl QuoteRequest {
                     )),
                 }
                 if !DIGITS6.is_match(&doc.number) {
-                    errors.push(FieldError::new("vehicle.document.number", "must be 6 digits"));
+                    errors.push(FieldError::new(
+                        "vehicle.document.number",
+                        "must be 6 digits",
+                    ));
                 }
             }
         }
@@ -606,7 +611,10 @@ impl QuoteRequest {
             ));
         }
         if !EMAIL.is_match(&self.contact.email) {
-            errors.push(FieldError::new("contact.email", "must be an e-mail address"));
+            errors.push(FieldError::new(
+                "contact.email",
+                "must be an e-mail address",
+            ));
         }
         if !self.consent.personal_data {
             errors.push(FieldError::new(
@@ -699,9 +707,15 @@ mod tests {
     fn start_date_window() {
         let mut r = sample();
         r.policy.start_date = Some(today() - chrono::Duration::days(1));
-        assert_eq!(paths(&r.validate(today()).unwrap_err()), ["policy.start_date"]);
+        assert_eq!(
+            paths(&r.validate(today()).unwrap_err()),
+            ["policy.start_date"]
+        );
         r.policy.start_date = Some(today() + chrono::Duration::days(61));
-        assert_eq!(paths(&r.validate(today()).unwrap_err()), ["policy.start_date"]);
+        assert_eq!(
+            paths(&r.validate(today()).unwrap_err()),
+            ["policy.start_date"]
+        );
         r.policy.start_date = Some(today() + chrono::Duration::days(60));
         r.validate(today()).unwrap();
     }
@@ -713,7 +727,10 @@ mod tests {
         r.drivers.list[0].experience_start = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
         assert_eq!(
             paths(&r.validate(today()).unwrap_err()),
-            ["drivers.list[0].birth_date", "drivers.list[0].experience_start"]
+            [
+                "drivers.list[0].birth_date",
+                "drivers.list[0].experience_start"
+            ]
         );
     }
 
@@ -737,10 +754,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let json = include_str!("../../docs/examples/request.json")
-            .replace("\"make\": \"Lada\",", "");
+        let json =
+            include_str!("../../docs/examples/request.json").replace("\"make\": \"Lada\",", "");
         match decode(json.as_bytes()) {
-            Err(DecodeError::Shape(e)) => assert_eq!(e, FieldError::new("vehicle.make", "is required")),
+            Err(DecodeError::Shape(e)) => {
+                assert_eq!(e, FieldError::new("vehicle.make", "is required"))
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(decode(b"{\"policy\": "), Err(DecodeError::Syntax));

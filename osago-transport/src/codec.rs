@@ -21,7 +21,11 @@ pub fn encode_insurer_event(event: &InsurerEvent) -> (Stream, String, Vec<u8>) {
 /// Decodes a quote or error event from its stream.
 pub fn decode_insurer_event(stream: Stream, payload: &[u8]) -> Result<InsurerEvent, PortError> {
     let corrupt = |e: serde_json::Error| {
-        PortError::new(PortErrorKind::Corrupt, format!("undecodable {} event", stream.as_str())).with_source(e)
+        PortError::new(
+            PortErrorKind::Corrupt,
+            format!("undecodable {} event", stream.as_str()),
+        )
+        .with_source(e)
     };
     match stream {
         Stream::Quotes => serde_json::from_slice::<QuoteEvent>(payload)
@@ -30,7 +34,10 @@ pub fn decode_insurer_event(stream: Stream, payload: &[u8]) -> Result<InsurerEve
         Stream::Errors => serde_json::from_slice::<ErrorEvent>(payload)
             .map(InsurerEvent::Error)
             .map_err(corrupt),
-        Stream::Requests => Err(PortError::new(PortErrorKind::Corrupt, "not an insurer stream")),
+        Stream::Requests => Err(PortError::new(
+            PortErrorKind::Corrupt,
+            "not an insurer stream",
+        )),
     }
 }
 
@@ -48,7 +55,11 @@ pub fn decode_request_event(payload: &[u8]) -> Result<RequestEvent, PortError> {
         // serde's message may quote personal data from the payload: keep only the position.
         PortError::new(
             PortErrorKind::Corrupt,
-            format!("undecodable request event at line {} column {}", e.line(), e.column()),
+            format!(
+                "undecodable request event at line {} column {}",
+                e.line(),
+                e.column()
+            ),
         )
     })
 }

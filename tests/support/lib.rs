@@ -1,1 +1,88 @@
-//! support
+//! Helpers for the end-to-end tests: start the embedded system on port 0,
+//! read an SSE stream with a real HTTP client.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+
+/// One server-sent event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// `id:` if any.
+    pub id: Option<String>,
+    /// `event:` (default `message`).
+    pub event: String,
+    /// `data:` lines joined by newlines.
+    pub data: String,
+}
+
+impl SseEvent {
+    /// The data as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data).expect("event data is JSON")
+    }
+}
+
+/// Parses a complete SSE body into events (comments and `retry:` skipped).
+pub fn parse_sse(body: &str) -> Vec<SseEvent> {
+    let mut events = Vec::new();
+    for block in body.split("\n\n") {
+        let mut id = None;
+        let mut event = None;
+        let mut data: Vec<&str> = Vec::new();
+        for line in block.lines() {
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => id = Some(value.to_owned()),
+                "event" => event = Some(value.to_owned()),
+                "data" => data.push(value),
+                _ => {}
+            }
+        }
+        if event.is_some() || !data.is_empty() {
+            events.push(SseEvent {
+                id,
+                event: event.unwrap_or_else(|| "message".to_owned()),
+                data: data.join("\n"),
+            });
+        }
+    }
+    events
+}
+
+/// Reads a stream to its end (or `limit`), returning its events.
+pub async fn read_stream(response: reqwest::Response, limit: Duration) -> Vec<SseEvent> {
+    let mut body = String::new();
+    let mut chunks = response.bytes_stream();
+    let read = async {
+        while let Some(chunk) = chunks.next().await {
+            body.push_str(std::str::from_utf8(&chunk.expect("stream chunk")).expect("utf-8"));
+        }
+    };
+    tokio::time::timeout(limit, read)
+        .await
+        .expect("the stream ends on its own");
+    parse_sse(&body)
+}
+
+/// The sample request (`docs/examples/request.json`).
+pub fn sample_json() -> serde_json::Value {
+    serde_json::from_str(include_str!("../../docs/examples/request.json")).expect("sample is JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ids_events_and_multiline_data() {
+        let events = parse_sse("retry: 2000\n: hi\n\nid: a:1\nevent: insurer\ndata: {\"x\":1}\n\nevent: done\ndata: a\ndata: b\n\n");
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].id.as_deref(), Some("a:1"));
+        assert_eq!(events[1].data, "a\nb");
+    }
+}

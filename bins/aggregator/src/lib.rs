@@ -1,1 +1,227 @@
-//! placeholder
+//! osago-aggregator as a service: consumes request events, runs the fan-out
+//! engine for each, and serves `/health` and `/metrics` (core never calls it
+//! over HTTP).
+//!
+//! [`run`] takes a bound listener, the adapters, the settings and a shutdown
+//! future; [`consume`] is the consumer loop alone, for embedding.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use osago_aggregator_lib::{Engine, EngineError, Started};
+use osago_core::ports::RequestSource;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Service settings (the engine has its own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Consumer group on the request stream.
+    pub group: String,
+    /// Requests fanned out at once; the consumer waits beyond this.
+    pub max_in_flight_requests: usize,
+    /// How long shutdown waits for in-flight fan-outs.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            group: "osago-aggregator".to_owned(),
+            max_in_flight_requests: 20_000,
+            drain_timeout: Duration::from_secs(65),
+        }
+    }
+}
+
+/// The adapters the service runs on.
+#[derive(Clone)]
+pub struct Deps {
+    /// The fan-out engine (with its insurers, sink and state store).
+    pub engine: Engine,
+    /// The request stream.
+    pub requests: Arc<dyn RequestSource>,
+}
+
+impl std::fmt::Debug for Deps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deps")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the service until `shutdown`: the consumer and `/health`, `/metrics`.
+pub async fn run(
+    listener: TcpListener,
+    deps: Deps,
+    config: Config,
+    registry: Registry,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let token = CancellationToken::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let consumer = tokio::spawn(consume(deps, config, token.clone(), ready.clone()));
+    let registry = Arc::new(registry);
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tracing::info!(addr = %listener.local_addr()?, "aggregator listening");
+    tokio::pin!(shutdown);
+    loop {
+        let (socket, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let registry = registry.clone();
+        let ready = ready.clone();
+        let service = service_fn(move |req| {
+            let registry = registry.clone();
+            let ready = ready.clone();
+            async move { Ok::<_, std::convert::Infallible>(route(&req, &registry, &ready)) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(socket), service)
+            .into_owned();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    token.cancel();
+    let _ = consumer.await;
+    tracing::info!("aggregator stopped");
+    Ok(())
+}
+
+fn route(
+    req: &Request<Incoming>,
+    registry: &Registry,
+    ready: &AtomicBool,
+) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/health") => {
+            let ok = ready.load(Ordering::Relaxed);
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let body =
+                serde_json::json!({ "status": if ok { "ok" } else { "starting" }, "consumer": ok });
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .expect("valid response")
+        }
+        (&Method::GET, "/metrics") => {
+            let mut text = String::new();
+            let _ = prometheus_client::encoding::text::encode(&mut text, registry);
+            Response::builder()
+                .header(
+                    "content-type",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .body(Full::new(Bytes::from(text)))
+                .expect("valid response")
+        }
+        _ => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Full::new(Bytes::from_static(b"not found")))
+            .expect("valid response"),
+    }
+}
+
+/// The consumer loop: joins the group, starts a fan-out per request event
+/// and acknowledges the event once its pending events are published. On
+/// shutdown it stops taking events and waits (up to the drain timeout) for
+/// running fan-outs to finish.
+pub async fn consume(
+    deps: Deps,
+    config: Config,
+    shutdown: CancellationToken,
+    ready: Arc<AtomicBool>,
+) {
+    let mut subscription = loop {
+        match deps.requests.subscribe(&config.group).await {
+            Ok(s) => break s,
+            Err(err) => {
+                tracing::warn!(error = %err, "subscribing to requests failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    };
+    ready.store(true, Ordering::Relaxed);
+    let limit = Arc::new(Semaphore::new(config.max_in_flight_requests.max(1)));
+    let tracker = TaskTracker::new();
+    'events: loop {
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => permit.expect("semaphore open"),
+            _ = shutdown.cancelled() => break,
+        };
+        let delivery = tokio::select! {
+            next = subscription.next() => next,
+            _ = shutdown.cancelled() => break,
+        };
+        let delivery = match delivery {
+            Some(Ok(d)) => d,
+            Some(Err(err)) => {
+                tracing::warn!(error = %err, "request stream error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            None => break,
+        };
+        let mut backoff = Duration::from_millis(100);
+        let fan_out = loop {
+            match deps.engine.start(delivery.event.clone()).await {
+                Ok(started) => break started,
+                Err(err @ (EngineError::State(_) | EngineError::Publish(_))) => {
+                    tracing::warn!(request_id = %delivery.event.request_id, error = %err, "starting a fan-out failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => break 'events,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        delivery.ack.ack();
+        if let Started::Running(fan_out) = fan_out {
+            tracker.spawn(async move {
+                fan_out.wait().await;
+                drop(permit);
+            });
+        }
+    }
+    ready.store(false, Ordering::Relaxed);
+    tracker.close();
+    if tokio::time::timeout(config.drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("fan-outs still running after the drain timeout");
+    }
+}

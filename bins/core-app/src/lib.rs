@@ -1,1 +1,174 @@
-//! placeholder
+//! core-app: accepts OSAGO quote requests, publishes them through a
+//! transactional outbox, keeps the quote showcase (read model) and streams
+//! each insurer's answer to the browser over SSE.
+//!
+//! [`run`] takes a bound listener, the adapters ([`Deps`]), the settings and
+//! a shutdown future, so tests start it on port 0 and stop it at will.
+//!
+//! # Layout
+//!
+//! - [`config`]: [`Config`].
+//! - [`http`]: routes, handlers, problem+json.
+//! - [`sse`]: one request's event stream, resumable by `Last-Event-ID`.
+//! - [`hub`]: the pod-local fan-out of live events to streams.
+//! - [`relay`]: the outbox relay.
+//! - [`projector`]: the read-model consumer.
+//! - [`metrics`]: Prometheus metrics.
+
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod projector;
+pub mod relay;
+pub mod sse;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use osago_core::ports::{
+    EventPublisher, LiveFeed, OutboxStore, OutcomeSource, ReadModel, RequestStore,
+};
+use osago_core::Clock;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, RelayConfig};
+pub use metrics::Metrics;
+
+use hub::Hub;
+
+/// The adapters core-app runs on.
+#[derive(Clone)]
+pub struct Deps {
+    /// Requests, written together with their outbox message.
+    pub requests: Arc<dyn RequestStore>,
+    /// The outbox, read by the relay.
+    pub outbox: Arc<dyn OutboxStore>,
+    /// Where the relay publishes request events.
+    pub publisher: Arc<dyn EventPublisher>,
+    /// Quote and error events for the read model (consumer group).
+    pub outcomes: Arc<dyn OutcomeSource>,
+    /// Every quote and error event, for this pod's SSE streams.
+    pub live: Arc<dyn LiveFeed>,
+    /// The quote showcase.
+    pub read_model: Arc<dyn ReadModel>,
+    /// Wall clock for timestamps and dates.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Deps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deps").finish_non_exhaustive()
+    }
+}
+
+/// Shared state of a running core-app.
+#[derive(Debug)]
+pub struct App {
+    /// Settings.
+    pub config: Config,
+    /// Adapters.
+    pub deps: Deps,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The registry `/metrics` encodes.
+    pub registry: Registry,
+    /// Live events for this pod's streams.
+    pub hub: Arc<Hub>,
+    /// Cancelled at shutdown: streams end, background tasks stop.
+    pub shutdown: CancellationToken,
+}
+
+/// Runs core-app on `listener` until `shutdown` resolves: the HTTP API, the
+/// outbox relay, the read-model projector and the live feed pump. Metrics
+/// are registered in `registry` (which may already hold other metrics, as
+/// in the embedded binary) and served at `/metrics`.
+pub async fn run(
+    listener: TcpListener,
+    deps: Deps,
+    config: Config,
+    mut registry: Registry,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let metrics = Metrics::register(&mut registry);
+    let token = CancellationToken::new();
+    let app = Arc::new(App {
+        config: config.clone(),
+        deps: deps.clone(),
+        metrics: metrics.clone(),
+        registry,
+        hub: Arc::new(Hub::default()),
+        shutdown: token.clone(),
+    });
+
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(relay::run(
+        deps.outbox.clone(),
+        deps.publisher.clone(),
+        config.relay.clone(),
+        metrics.clone(),
+        token.clone(),
+    ));
+    background.spawn(projector::run(
+        deps.outcomes.clone(),
+        deps.read_model.clone(),
+        config.projector_group.clone(),
+        config.request_deadline,
+        metrics.clone(),
+        token.clone(),
+    ));
+    background.spawn(app.hub.clone().pump(deps.live.clone(), token.clone()));
+
+    tracing::info!(addr = %listener.local_addr()?, "core-app listening");
+    serve(listener, app, shutdown).await;
+
+    token.cancel();
+    while background.join_next().await.is_some() {}
+    tracing::info!("core-app stopped");
+    Ok(())
+}
+
+async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()> + Send) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (socket, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = socket.set_nodelay(true);
+        let app = app.clone();
+        let service = service_fn(move |req| http::handle(app.clone(), req));
+        let connection = builder.serve_connection(TokioIo::new(socket), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    // Streams end now (with a retry hint), so connections can drain.
+    app.shutdown.cancel();
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(app.config.drain_timeout) => {
+            tracing::warn!("connections still open after the drain timeout");
+        }
+    }
+}

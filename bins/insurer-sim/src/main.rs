@@ -1,1 +1,190 @@
-fn main() {}
+//! The insurer-sim binary: one simulated insurer on one port.
+//!
+//! Flags take their defaults from `OSAGO_SIM_*` variables. An invalid
+//! setting prints one line per problem and exits with 64 (EX_USAGE);
+//! ctrl-c or SIGTERM stops the server gracefully.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use insurer_sim::{Archetype, SimConfig};
+use osago_core::InsurerId;
+use tracing_subscriber::EnvFilter;
+
+/// Exit code of an invalid configuration (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+/// A simulated OSAGO insurer partner API.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "OSAGO_SIM_LISTEN", default_value = "127.0.0.1:9001")]
+    listen: String,
+    /// The insurer's id (a slug of a-z, 0-9 and '-').
+    #[arg(long, env = "OSAGO_SIM_INSURER_ID")]
+    insurer_id: Option<String>,
+    /// Behaviour: fast, typical, calculate-then-poll, slow-legacy, flaky,
+    /// strict-underwriter, mandatory-add-on, needs-more-data, hang, broken, garbage.
+    #[arg(long, env = "OSAGO_SIM_ARCHETYPE", default_value = "typical")]
+    archetype: String,
+    /// Seed of every random draw.
+    #[arg(
+        long,
+        env = "OSAGO_SIM_SEED",
+        default_value = "42",
+        allow_negative_numbers = true
+    )]
+    seed: String,
+    /// Time factor: 1 is real time, 20 is twenty times faster.
+    #[arg(
+        long,
+        env = "OSAGO_SIM_SPEED",
+        default_value = "1",
+        allow_negative_numbers = true
+    )]
+    speed: String,
+    /// Base of purchase links (`{base}/buy/{application_id}`).
+    #[arg(long, env = "OSAGO_SIM_PURCHASE_BASE_URL")]
+    purchase_base_url: Option<String>,
+}
+
+/// The validated settings.
+#[derive(Debug)]
+struct Settings {
+    /// Where to listen.
+    listen: SocketAddr,
+    /// The simulator's settings.
+    config: SimConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => err.exit(),
+        Err(err) => {
+            let text = err.to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("invalid arguments"));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let settings = match settings(cli) {
+        Ok(settings) => settings,
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("{problem}");
+            }
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_tracing();
+    match serve(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "insurer simulator failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Checks every flag; returns all problems at once.
+fn settings(cli: Cli) -> Result<Settings, Vec<String>> {
+    let mut problems = Vec::new();
+    let listen = parsed(
+        cli.listen.parse::<SocketAddr>(),
+        "listen must be an address like 127.0.0.1:9001",
+        &mut problems,
+    );
+    let insurer_id = match cli.insurer_id {
+        Some(id) => parsed(
+            InsurerId::new(id),
+            "insurer id must be 1-32 characters of a-z, 0-9 and '-'",
+            &mut problems,
+        ),
+        None => parsed(
+            Err(()),
+            "insurer id is required (--insurer-id or OSAGO_SIM_INSURER_ID)",
+            &mut problems,
+        ),
+    };
+    let archetype = cli.archetype.parse::<Archetype>();
+    if let Err(err) = &archetype {
+        problems.push(err.to_string());
+    }
+    let seed = parsed(
+        cli.seed.parse::<u64>(),
+        "seed must be a whole number from 0 to 2^64-1",
+        &mut problems,
+    );
+    let speed = parsed(
+        cli.speed.parse::<f64>(),
+        "speed must be a positive number",
+        &mut problems,
+    );
+    let placeholder = || InsurerId::new("sim").expect("a slug");
+    let mut config = SimConfig::new(
+        insurer_id.clone().unwrap_or_else(placeholder),
+        archetype.clone().unwrap_or(Archetype::Typical),
+    );
+    config.seed = seed.unwrap_or(config.seed);
+    config.speed = speed.unwrap_or(config.speed);
+    config.purchase_base_url = cli.purchase_base_url;
+    // An unparsable speed was reported above and left at its default here.
+    problems.extend(config.validate().err().unwrap_or_default());
+    match (listen, insurer_id, archetype) {
+        (Some(listen), Some(_), Ok(_)) if problems.is_empty() => Ok(Settings { listen, config }),
+        _ => Err(problems),
+    }
+}
+
+/// The value, or `None` after recording `problem`.
+fn parsed<T, E>(result: Result<T, E>, problem: &str, problems: &mut Vec<String>) -> Option<T> {
+    result.map_err(|_| problems.push(problem.to_owned())).ok()
+}
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+/// Runs the server until ctrl-c or SIGTERM.
+#[tokio::main]
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    insurer_sim::run(listener, settings.config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on ctrl-c or (on unix) SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %err, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for sigterm");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,1 +1,124 @@
-fn main() {}
+//! `osago`: the whole system in one process on the embedded default.
+//! Serves the page at http://127.0.0.1:8080 unless told otherwise.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use osago::EmbeddedConfig;
+
+/// Runs core-app, the aggregator and eight simulated insurers in one process.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address for the page and the API.
+    #[arg(long, env = "OSAGO_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Simulated insurer speed-up (1 = realistic timings, up to a minute).
+    #[arg(long, env = "OSAGO_SIM_SPEED", default_value_t = 1.0)]
+    sim_speed: f64,
+    /// Simulator seed.
+    #[arg(long, env = "OSAGO_SIM_SEED", default_value_t = 42)]
+    sim_seed: u64,
+    /// The most each insurer gets per request.
+    #[arg(long, env = "OSAGO_INSURER_DEADLINE", default_value = "60s", value_parser = osago::parse_duration)]
+    insurer_deadline: Duration,
+    /// Poll interval when an insurer gives no Retry-After.
+    #[arg(long, env = "OSAGO_POLL_INTERVAL", default_value = "1s", value_parser = osago::parse_duration)]
+    poll_interval: Duration,
+    /// SSE heartbeat interval.
+    #[arg(long, env = "OSAGO_HEARTBEAT", default_value = "15s", value_parser = osago::parse_duration)]
+    heartbeat: Duration,
+    /// Socket (connect and read) timeout for insurer calls.
+    #[arg(long, env = "OSAGO_INSURER_SOCKET_TIMEOUT", default_value = "5s", value_parser = osago::parse_duration)]
+    socket_timeout: Duration,
+}
+
+fn problems(args: &Args) -> Vec<String> {
+    let mut out = Vec::new();
+    if !(args.sim_speed.is_finite() && args.sim_speed > 0.0) {
+        out.push("--sim-speed must be a positive number".to_owned());
+    }
+    if args.insurer_deadline.is_zero() || args.insurer_deadline > Duration::from_secs(600) {
+        out.push("--insurer-deadline must be between 1ms and 10m".to_owned());
+    }
+    if args.poll_interval.is_zero() {
+        out.push("--poll-interval must be positive".to_owned());
+    }
+    if args.heartbeat.is_zero() {
+        out.push("--heartbeat must be positive".to_owned());
+    }
+    if args.socket_timeout.is_zero() {
+        out.push("--socket-timeout must be positive".to_owned());
+    }
+    out
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let problems = problems(&args);
+    if !problems.is_empty() {
+        for p in problems {
+            eprintln!("osago: {p}");
+        }
+        return ExitCode::from(64);
+    }
+    let mut config = EmbeddedConfig {
+        sim_speed: args.sim_speed,
+        sim_seed: args.sim_seed,
+        ..EmbeddedConfig::default()
+    };
+    config.engine.insurer_deadline = args.insurer_deadline;
+    config.engine.poll_interval = args.poll_interval;
+    config.core.request_deadline = args.insurer_deadline;
+    config.core.heartbeat_interval = args.heartbeat;
+    config.http.connect_timeout = args.socket_timeout;
+    config.http.read_timeout = args.socket_timeout;
+
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(err) => {
+            eprintln!("osago: cannot listen on {}: {err}", args.listen);
+            return ExitCode::from(64);
+        }
+    };
+    let system = match osago::start(listener, config).await {
+        Ok(system) => system,
+        Err(err) => {
+            eprintln!("osago: failed to start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("OSAGO quotes: open http://{}/", system.addr);
+    for (id, addr) in &system.insurers {
+        tracing::info!(insurer = %id, %addr, "simulated insurer");
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    system.stop().await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -70,7 +70,11 @@ impl Scripted {
 
 #[async_trait]
 impl InsurerClient for Scripted {
-    async fn create_application(&self, key: &str, _: &QuoteRequest) -> Result<Application, InsurerError> {
+    async fn create_application(
+        &self,
+        key: &str,
+        _: &QuoteRequest,
+    ) -> Result<Application, InsurerError> {
         self.calls.lock().unwrap().push(("create", Instant::now()));
         self.keys.lock().unwrap().push(key.to_owned());
         if self.create_hangs {
@@ -109,9 +113,15 @@ impl QuoteSink for Recorder {
         let mut failures = self.failures_left.lock().unwrap();
         if *failures > 0 {
             *failures -= 1;
-            return Err(PortError::new(osago_core::ports::PortErrorKind::Unavailable, "broker down"));
+            return Err(PortError::new(
+                osago_core::ports::PortErrorKind::Unavailable,
+                "broker down",
+            ));
         }
-        self.events.lock().unwrap().push((Instant::now(), event.clone()));
+        self.events
+            .lock()
+            .unwrap()
+            .push((Instant::now(), event.clone()));
         Ok(())
     }
 }
@@ -127,7 +137,11 @@ impl Recorder {
             .into_iter()
             .filter(|(_, e)| e.insurer_id().as_str() == insurer && e.is_final())
             .collect();
-        assert_eq!(finals.len(), 1, "exactly one final event for {insurer}: {finals:?}");
+        assert_eq!(
+            finals.len(),
+            1,
+            "exactly one final event for {insurer}: {finals:?}"
+        );
         finals.into_iter().next().unwrap()
     }
 }
@@ -206,7 +220,9 @@ fn assert_protocol(h: &Harness, insurers: &[&str]) {
     let events = h.sink.events();
     let (pending, rest) = events.split_at(insurers.len());
     for (_, e) in pending {
-        assert!(matches!(e, InsurerEvent::Quote(q) if q.status == QuoteStatus::Pending && q.version == 1));
+        assert!(
+            matches!(e, InsurerEvent::Quote(q) if q.status == QuoteStatus::Pending && q.version == 1)
+        );
         assert_eq!(e.insurers_total() as usize, insurers.len());
     }
     assert_eq!(rest.len(), insurers.len(), "one final each: {rest:?}");
@@ -236,7 +252,10 @@ async fn never_ready_ends_as_timeout_exactly_at_its_deadline() {
     match event {
         InsurerEvent::Error(e) => {
             assert_eq!((e.kind, e.is_final), (ErrorKind::Timeout, true));
-            assert_eq!(e.attempts as usize, silent.calls("create").len() + silent.calls("poll").len());
+            assert_eq!(
+                e.attempts as usize,
+                silent.calls("create").len() + silent.calls("poll").len()
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -266,8 +285,16 @@ async fn retry_after_429_is_honoured_before_the_next_poll() {
     let polls = flaky.calls("poll");
     assert_eq!(polls.len(), 4);
     // The poll after the 429 (the second) comes no sooner than 3 s later.
-    assert!(polls[2] - polls[1] >= Duration::from_secs(3), "{:?}", polls[2] - polls[1]);
-    assert_eq!(polls[1] - polls[0], Duration::from_secs(1), "default interval otherwise");
+    assert!(
+        polls[2] - polls[1] >= Duration::from_secs(3),
+        "{:?}",
+        polls[2] - polls[1]
+    );
+    assert_eq!(
+        polls[1] - polls[0],
+        Duration::from_secs(1),
+        "default interval otherwise"
+    );
     assert_protocol(&h, &["flaky"]);
 }
 
@@ -282,7 +309,8 @@ async fn retry_after_on_create_and_pending_is_honoured() {
         }),
     ])
     .with_create(vec![
-        Err(InsurerError::new(ErrorKind::RateLimited, "busy").with_retry_after(Some(Duration::from_secs(2)))),
+        Err(InsurerError::new(ErrorKind::RateLimited, "busy")
+            .with_retry_after(Some(Duration::from_secs(2)))),
         Ok(Application {
             id: "a-1".into(),
             retry_after: Some(Duration::from_secs(4)),
@@ -296,7 +324,10 @@ async fn retry_after_on_create_and_pending_is_honoured() {
     assert_eq!(creates, [Duration::ZERO, Duration::from_secs(2)]);
     assert_eq!(polls, [Duration::from_secs(6), Duration::from_secs(11)]);
     let keys = slow.keys.lock().unwrap().clone();
-    assert_eq!(keys[0], keys[1], "one idempotency key per (request, insurer)");
+    assert_eq!(
+        keys[0], keys[1],
+        "one idempotency key per (request, insurer)"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -307,8 +338,14 @@ async fn a_slow_insurer_never_delays_another() {
     let h = harness(vec![("hang", hang), ("stuck", stuck_poll), ("fast", fast)]);
     run(&h, request_event(chrono::Duration::seconds(60))).await;
     let (fast_at, fast_event) = h.sink.final_of("fast");
-    assert_eq!(fast_at - h.t0, Duration::from_secs(1), "after one poll interval");
-    assert!(matches!(fast_event, InsurerEvent::Quote(q) if q.status == QuoteStatus::Quoted && q.quote.is_some()));
+    assert_eq!(
+        fast_at - h.t0,
+        Duration::from_secs(1),
+        "after one poll interval"
+    );
+    assert!(
+        matches!(fast_event, InsurerEvent::Quote(q) if q.status == QuoteStatus::Quoted && q.quote.is_some())
+    );
     let (hang_at, _) = h.sink.final_of("hang");
     assert_eq!(hang_at - h.t0, Duration::from_secs(60));
     let (stuck_at, _) = h.sink.final_of("stuck");
@@ -342,7 +379,10 @@ async fn a_replayed_request_event_starts_nothing() {
     let h = harness(vec![("one", insurer.clone())]);
     let event = request_event(chrono::Duration::seconds(60));
     run(&h, event.clone()).await;
-    assert!(matches!(h.engine.start(event).await.unwrap(), Started::Duplicate));
+    assert!(matches!(
+        h.engine.start(event).await.unwrap(),
+        Started::Duplicate
+    ));
     assert_eq!(insurer.calls("create").len(), 1);
     assert_eq!(h.sink.events().len(), 2);
 }
@@ -352,19 +392,25 @@ async fn an_event_past_its_deadline_asks_nobody() {
     let insurer = Scripted::new(vec![]);
     let h = harness(vec![("a", insurer.clone()), ("b", Scripted::new(vec![]))]);
     let outcomes = run(&h, request_event(chrono::Duration::seconds(-1))).await;
-    assert!(outcomes.iter().all(|o| o.outcome == "timeout" && o.published));
+    assert!(outcomes
+        .iter()
+        .all(|o| o.outcome == "timeout" && o.published));
     assert!(insurer.calls("create").is_empty());
     let events = h.sink.events();
     assert_eq!(events.len(), 2);
-    assert!(events.iter().all(|(at, e)| *at == h.t0 && e.is_final() && e.version() == 1));
+    assert!(events
+        .iter()
+        .all(|(at, e)| *at == h.t0 && e.is_final() && e.version() == 1));
 }
 
 #[tokio::test(start_paused = true)]
 async fn progress_is_recorded_for_resuming() {
-    let insurer = Scripted::new(vec![pending(), ok(PollOutcome::Quoted(quote()))]).with_create(vec![Ok(Application {
-        id: "app-42".into(),
-        retry_after: None,
-    })]);
+    let insurer = Scripted::new(vec![pending(), ok(PollOutcome::Quoted(quote()))]).with_create(
+        vec![Ok(Application {
+            id: "app-42".into(),
+            retry_after: None,
+        })],
+    );
     let h = harness(vec![("one", insurer)]);
     let event = request_event(chrono::Duration::seconds(60));
     let request_id = event.request_id;
@@ -372,7 +418,14 @@ async fn progress_is_recorded_for_resuming() {
     let progress = h.state.load_progress(&request_id).await.unwrap();
     assert_eq!(progress.len(), 1);
     assert_eq!(progress[0].application_id.as_deref(), Some("app-42"));
-    assert_eq!((progress[0].attempts, progress[0].version, progress[0].finished), (3, 2, true));
+    assert_eq!(
+        (
+            progress[0].attempts,
+            progress[0].version,
+            progress[0].finished
+        ),
+        (3, 2, true)
+    );
     let ttls = h.state.ttls();
     assert!(!ttls.is_empty() && ttls.iter().all(|t| *t <= EngineConfig::default().state_ttl));
 }

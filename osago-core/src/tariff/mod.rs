@@ -202,7 +202,8 @@ pub fn kt_for_region(code: &str) -> Option<Coef> {
 
 /// KVS for a driver's age and years of experience.
 pub fn kvs(age: i32, experience_years: i32) -> Coef {
-    let band = |bounds: &[i32; 8], value: i32| bounds.iter().rposition(|&b| value >= b).unwrap_or(0);
+    let band =
+        |bounds: &[i32; 8], value: i32| bounds.iter().rposition(|&b| value >= b).unwrap_or(0);
     let row = &tables::KVS[band(&tables::KVS_AGE_FROM, age)];
     let mut col = band(&tables::KVS_EXPERIENCE_FROM, experience_years.max(0));
     while row[col] == 0 {
@@ -251,7 +252,9 @@ pub fn coefficients(request: &QuoteRequest, start: NaiveDate) -> Result<Coeffici
     };
     let vehicle = &request.vehicle;
     let km = if vehicle.category.is_car() {
-        km(vehicle.engine_power_hp.ok_or(TariffError::MissingEnginePower)?)
+        km(vehicle
+            .engine_power_hp
+            .ok_or(TariffError::MissingEnginePower)?)
     } else {
         Coef::ONE
     };
@@ -280,7 +283,11 @@ pub fn coefficients(request: &QuoteRequest, start: NaiveDate) -> Result<Coeffici
 }
 
 /// The premium for a validated request with the insurer's base rate `tb`.
-pub fn premium(request: &QuoteRequest, tb: Kopecks, start: NaiveDate) -> Result<Premium, TariffError> {
+pub fn premium(
+    request: &QuoteRequest,
+    tb: Kopecks,
+    start: NaiveDate,
+) -> Result<Premium, TariffError> {
     let mut c = coefficients(request, start)?;
     c.tb_kopecks = tb;
     Ok(apply(c))

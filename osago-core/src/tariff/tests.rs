@@ -13,7 +13,10 @@ fn sample_premium_by_hand() {
     // Moscow 1.80, class 5 -> 0.91, age 41 / 21 years -> 0.91, 106 hp -> 1.2.
     let p = premium(&sample(), Kopecks::from_rub(7_535), start()).unwrap();
     let c = &p.coefficients;
-    assert_eq!((c.kt, c.kbm, c.kvs, c.km, c.ks), (Coef(180), Coef(91), Coef(91), Coef(120), Coef(100)));
+    assert_eq!(
+        (c.kt, c.kbm, c.kvs, c.km, c.ks),
+        (Coef(180), Coef(91), Coef(91), Coef(120), Coef(100))
+    );
     // 7535 * 1.8 * 0.91 * 0.91 * 1.2 = 13 477.82 roubles
     assert_eq!(p.premium_kopecks, Kopecks(1_347_782));
     assert!(!p.capped);
@@ -25,10 +28,20 @@ fn tables_have_the_documented_edges() {
     assert_eq!("13".parse::<KbmClass>().unwrap().coefficient(), Coef(46));
     assert_eq!(KbmClass::START.to_string(), "3");
     assert_eq!(kvs(18, 0), Coef(227));
-    assert_eq!(kvs(20, 9), Coef(162), "impossible cells take the nearest shorter experience");
+    assert_eq!(
+        kvs(20, 9),
+        Coef(162),
+        "impossible cells take the nearest shorter experience"
+    );
     assert_eq!(kvs(65, 40), Coef(83));
-    assert_eq!((km(50), km(51), km(150), km(151)), (Coef(60), Coef(100), Coef(140), Coef(160)));
-    assert_eq!((ks(3), ks(12), ks(2)), (Some(Coef(50)), Some(Coef(100)), None));
+    assert_eq!(
+        (km(50), km(51), km(150), km(151)),
+        (Coef(60), Coef(100), Coef(140), Coef(160))
+    );
+    assert_eq!(
+        (ks(3), ks(12), ks(2)),
+        (Some(Coef(50)), Some(Coef(100)), None)
+    );
     assert_eq!(kt_for_region("74"), Some(Coef(200)));
     assert_eq!(kt_for_region("99"), None);
 }
@@ -52,7 +65,10 @@ fn unlimited_drivers_use_ko_and_the_owners_class() {
     r.drivers.unlimited = true;
     r.drivers.list.clear();
     let c = coefficients(&r, start()).unwrap();
-    assert_eq!((c.ko, c.kvs, c.kbm), (Coef(232), Coef::ONE, KbmClass::START.coefficient()));
+    assert_eq!(
+        (c.ko, c.kvs, c.kbm),
+        (Coef(232), Coef::ONE, KbmClass::START.coefficient())
+    );
 }
 
 prop_compose! {

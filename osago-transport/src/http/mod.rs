@@ -80,7 +80,11 @@ pub struct HttpInsurerClient {
 
 impl HttpInsurerClient {
     /// A client for the API at `base` (e.g. `https://partner.example/api/`).
-    pub fn new(insurer_id: InsurerId, base: Url, config: HttpInsurerConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        insurer_id: InsurerId,
+        base: Url,
+        config: HttpInsurerConfig,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
@@ -133,12 +137,18 @@ impl HttpInsurerClient {
             .content_length()
             .is_some_and(|len| len > self.config.max_body_bytes as u64)
         {
-            return Err(InsurerError::new(ErrorKind::BadResponse, "answer body too large"));
+            return Err(InsurerError::new(
+                ErrorKind::BadResponse,
+                "answer body too large",
+            ));
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
             if body.len() + chunk.len() > self.config.max_body_bytes {
-                return Err(InsurerError::new(ErrorKind::BadResponse, "answer body too large"));
+                return Err(InsurerError::new(
+                    ErrorKind::BadResponse,
+                    "answer body too large",
+                ));
             }
             body.extend_from_slice(&chunk);
         }
@@ -162,20 +172,23 @@ impl HttpInsurerClient {
             _ => ErrorKind::BadResponse,
         };
         let mut message = format!("insurer answered {}", status.as_u16());
+        // Best effort: an error body may name fields and carry a sub-second hint.
+        let problems = self
+            .body::<FieldProblems>(response)
+            .await
+            .unwrap_or_default();
         if kind == ErrorKind::Rejected {
-            if let Ok(problems) = self.body::<FieldProblems>(response).await {
-                let fields: Vec<&str> = problems
-                    .properties
-                    .iter()
-                    .map(|p| p.property.as_str())
-                    .take(10)
-                    .collect();
-                if !fields.is_empty() {
-                    message = format!("insurer needs more data: {}", fields.join(", "));
-                }
+            let fields: Vec<&str> = problems
+                .properties
+                .iter()
+                .map(|p| p.property.as_str())
+                .take(10)
+                .collect();
+            if !fields.is_empty() {
+                message = format!("insurer needs more data: {}", fields.join(", "));
             }
         }
-        let retry_after = retry_after.or(None);
+        let retry_after = hint(retry_after, problems.retry_after_ms);
         InsurerError::new(kind, message).with_retry_after(retry_after)
     }
 }
@@ -237,7 +250,10 @@ impl InsurerClient for HttpInsurerClient {
         let header_hint = retry_after(response.headers());
         let created: ApplicationCreated = self.body(response).await?;
         if created.application_id.is_empty() || created.application_id.len() > 128 {
-            return Err(InsurerError::new(ErrorKind::BadResponse, "invalid application id"));
+            return Err(InsurerError::new(
+                ErrorKind::BadResponse,
+                "invalid application id",
+            ));
         }
         Ok(Application {
             id: created.application_id,
@@ -258,9 +274,8 @@ impl InsurerClient for HttpInsurerClient {
         let header_hint = retry_after(response.headers());
         let state: QuoteState = self.body(response).await?;
         let reason = |r: Option<String>, default: &str| {
-            let mut r = r.unwrap_or_else(|| default.to_owned());
-            r.truncate(r.floor_char_boundary(200));
-            r
+            let r = r.unwrap_or_else(|| default.to_owned());
+            r.chars().take(200).collect::<String>()
         };
         match state.status {
             QuoteStatusWire::InProgress => Ok(PollOutcome::Pending {

@@ -28,7 +28,9 @@ fn quote() -> Quote {
     let premium = tariff::premium(&sample(), Kopecks::from_rub(7000), start).unwrap();
     Quote {
         premium_kopecks: premium.premium_kopecks,
-        coefficients: Coefficients { ..premium.coefficients },
+        coefficients: Coefficients {
+            ..premium.coefficients
+        },
         capped: premium.capped,
         valid_until: Utc::now(),
         add_ons: vec![],
@@ -120,9 +122,11 @@ async fn declined_and_no_calculation_are_declines() {
         .mount(&server)
         .await;
     Mock::given(path("/quotes/n"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"application_id": "n", "status": "NO_CALCULATION_AVAILABLE"}),
-        ))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                json!({"application_id": "n", "status": "NO_CALCULATION_AVAILABLE"}),
+            ),
+        )
         .mount(&server)
         .await;
     let c = client(&server, HttpInsurerConfig::default());
@@ -155,7 +159,10 @@ async fn bad_request_with_field_errors_is_rejected_naming_fields_only() {
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Rejected);
-    assert_eq!(err.message, "insurer needs more data: owner.address.apartment");
+    assert_eq!(
+        err.message,
+        "insurer needs more data: owner.address.apartment"
+    );
     assert!(!err.to_string().contains("Иванов"));
 }
 
@@ -208,10 +215,9 @@ async fn malformed_json_is_a_bad_response() {
 async fn wrong_content_type_is_a_bad_response() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(
-            "<html>maintenance</html>",
-            "text/html",
-        ))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_raw("<html>maintenance</html>", "text/html"),
+        )
         .mount(&server)
         .await;
     let err = client(&server, HttpInsurerConfig::default())
@@ -233,7 +239,10 @@ async fn huge_body_is_a_bad_response() {
         .poll_quote("a")
         .await
         .unwrap_err();
-    assert_eq!((err.kind, err.message.as_str()), (ErrorKind::BadResponse, "answer body too large"));
+    assert_eq!(
+        (err.kind, err.message.as_str()),
+        (ErrorKind::BadResponse, "answer body too large")
+    );
 }
 
 #[tokio::test]
@@ -278,7 +287,11 @@ async fn a_silent_server_times_out_on_the_socket_timeout() {
     let err = c.create_application("k", &sample()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Timeout);
     // Ended by the socket timeout, not by the 10 s call timeout.
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -62,6 +62,9 @@ pub struct FieldProblems {
     /// Per-field problems.
     #[serde(default)]
     pub properties: Vec<PropertyProblem>,
+    /// A sub-second hint before trying again (429, 503).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// One field problem.

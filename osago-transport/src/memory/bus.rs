@@ -17,8 +17,8 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use osago_core::outbox::{OutboxMessage, Stream};
 use osago_core::ports::{
-    Ack, Delivery, EventPublisher, LiveFeed, OutcomeSource, PortError, QuoteSink,
-    RequestSource, Subscription,
+    Ack, Delivery, EventPublisher, LiveFeed, OutcomeSource, PortError, QuoteSink, RequestSource,
+    Subscription,
 };
 use osago_core::{InsurerEvent, RequestEvent};
 use tokio::sync::{broadcast, mpsc};
@@ -202,7 +202,10 @@ impl QuoteSink for MemoryBus {
 
 #[async_trait]
 impl RequestSource for MemoryBus {
-    async fn subscribe(&self, group: &str) -> Result<Box<dyn Subscription<RequestEvent>>, PortError> {
+    async fn subscribe(
+        &self,
+        group: &str,
+    ) -> Result<Box<dyn Subscription<RequestEvent>>, PortError> {
         Ok(Box::new(MemorySubscription {
             rx: self.join(TopicName::Requests, group),
             stats: self.inner.clone(),
@@ -213,7 +216,10 @@ impl RequestSource for MemoryBus {
 
 #[async_trait]
 impl OutcomeSource for MemoryBus {
-    async fn subscribe(&self, group: &str) -> Result<Box<dyn Subscription<InsurerEvent>>, PortError> {
+    async fn subscribe(
+        &self,
+        group: &str,
+    ) -> Result<Box<dyn Subscription<InsurerEvent>>, PortError> {
         Ok(Box::new(MemorySubscription {
             rx: self.join(TopicName::Outcomes, group),
             stats: self.inner.clone(),
@@ -242,4 +248,3 @@ impl LiveFeed for MemoryBus {
         Ok(stream.boxed())
     }
 }
-

@@ -47,7 +47,11 @@ impl MemoryStateStore {
 
 #[async_trait]
 impl StateStore for MemoryStateStore {
-    async fn claim_request(&self, request_id: &RequestId, ttl: Duration) -> Result<bool, PortError> {
+    async fn claim_request(
+        &self,
+        request_id: &RequestId,
+        ttl: Duration,
+    ) -> Result<bool, PortError> {
         let mut inner = self.inner.lock().expect("state lock");
         if inner.claims.get(request_id).is_some() {
             return Ok(false);
@@ -56,7 +60,11 @@ impl StateStore for MemoryStateStore {
         Ok(true)
     }
 
-    async fn save_progress(&self, progress: &InsurerProgress, ttl: Duration) -> Result<(), PortError> {
+    async fn save_progress(
+        &self,
+        progress: &InsurerProgress,
+        ttl: Duration,
+    ) -> Result<(), PortError> {
         let mut inner = self.inner.lock().expect("state lock");
         if let Some(map) = inner.progress.get_mut(&progress.request_id) {
             map.insert(progress.insurer_id.clone(), progress.clone());
@@ -68,7 +76,10 @@ impl StateStore for MemoryStateStore {
         Ok(())
     }
 
-    async fn load_progress(&self, request_id: &RequestId) -> Result<Vec<InsurerProgress>, PortError> {
+    async fn load_progress(
+        &self,
+        request_id: &RequestId,
+    ) -> Result<Vec<InsurerProgress>, PortError> {
         let inner = self.inner.lock().expect("state lock");
         Ok(inner
             .progress

@@ -1,0 +1,71 @@
+//! core-app settings (plain data; the binary fills them from flags and env).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// core-app settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// How long insurers get for a request; sets the request's `deadline_at`.
+    pub request_deadline: Duration,
+    /// How long a stream waits past the deadline for final events before it
+    /// ends with `timeout`.
+    pub stream_grace: Duration,
+    /// Interval of SSE heartbeats.
+    pub heartbeat_interval: Duration,
+    /// The reconnection delay suggested to EventSource clients (`retry:`).
+    pub sse_retry: Duration,
+    /// The largest request body accepted (413 above).
+    pub body_limit: usize,
+    /// How long requests and their quotes are kept.
+    pub retention: Duration,
+    /// The outbox relay.
+    pub relay: RelayConfig,
+    /// Consumer group of the read-model projector.
+    pub projector_group: String,
+    /// How long shutdown waits for open connections to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            request_deadline: Duration::from_secs(60),
+            stream_grace: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(15),
+            sse_retry: Duration::from_secs(2),
+            body_limit: 64 * 1024,
+            retention: Duration::from_secs(3 * 24 * 3600),
+            relay: RelayConfig::default(),
+            projector_group: "core-app-read-model".to_owned(),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The outbox relay's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RelayConfig {
+    /// Messages claimed at once.
+    pub batch_size: usize,
+    /// How long a claim holds before another relay may take the message.
+    pub lease: Duration,
+    /// Poll interval when no notification arrives.
+    pub fallback_poll: Duration,
+    /// Failed attempts before a message is dead-lettered.
+    pub dead_after: u32,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 256,
+            lease: Duration::from_secs(30),
+            fallback_poll: Duration::from_secs(1),
+            dead_after: 10,
+        }
+    }
+}

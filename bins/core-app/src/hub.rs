@@ -1,0 +1,98 @@
+//! The pod-local live hub: fans events from the live feed out to the SSE
+//! streams this pod holds, by request id. Streams subscribe before they read
+//! their snapshot, so nothing falls between the two.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use osago_core::ports::LiveFeed;
+use osago_core::{InsurerEvent, RequestId};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// Events one stream may fall behind before it resynchronises from the read model.
+const PER_REQUEST_CAPACITY: usize = 64;
+
+/// Routes live events to subscribed streams.
+#[derive(Debug, Default)]
+pub struct Hub {
+    channels: Mutex<HashMap<RequestId, broadcast::Sender<Arc<InsurerEvent>>>>,
+}
+
+/// A stream's subscription; unsubscribes when dropped.
+#[derive(Debug)]
+pub struct HubSubscription {
+    hub: Arc<Hub>,
+    request_id: RequestId,
+    /// Events for the request.
+    pub receiver: broadcast::Receiver<Arc<InsurerEvent>>,
+}
+
+impl Drop for HubSubscription {
+    fn drop(&mut self) {
+        let mut channels = self.hub.channels.lock().expect("hub lock");
+        if let Some(tx) = channels.get(&self.request_id) {
+            // This subscription's receiver is still alive here: 1 means it is the last.
+            if tx.receiver_count() <= 1 {
+                channels.remove(&self.request_id);
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// Subscribes to a request's events.
+    pub fn subscribe(self: &Arc<Self>, request_id: RequestId) -> HubSubscription {
+        let mut channels = self.channels.lock().expect("hub lock");
+        let receiver = channels
+            .entry(request_id)
+            .or_insert_with(|| broadcast::channel(PER_REQUEST_CAPACITY).0)
+            .subscribe();
+        HubSubscription {
+            hub: self.clone(),
+            request_id,
+            receiver,
+        }
+    }
+
+    /// Delivers an event to the request's subscribers, if any.
+    pub fn dispatch(&self, event: InsurerEvent) {
+        let channels = self.channels.lock().expect("hub lock");
+        if let Some(tx) = channels.get(&event.request_id()) {
+            let _ = tx.send(Arc::new(event));
+        }
+    }
+
+    /// Requests with at least one subscriber.
+    pub fn requests_watched(&self) -> usize {
+        self.channels.lock().expect("hub lock").len()
+    }
+
+    /// Pumps the live feed into the hub until shutdown, re-following after
+    /// a feed error.
+    pub async fn pump(self: Arc<Self>, feed: Arc<dyn LiveFeed>, shutdown: CancellationToken) {
+        loop {
+            let mut events = match feed.follow().await {
+                Ok(events) => events,
+                Err(err) => {
+                    tracing::warn!(error = %err, "live feed unavailable; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    next = events.next() => match next {
+                        Some(event) => self.dispatch(event),
+                        None => break,
+                    },
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+            tracing::warn!("live feed ended; following again");
+        }
+    }
+}

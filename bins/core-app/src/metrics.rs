@@ -1,0 +1,142 @@
+//! core-app's Prometheus metrics. Labels hold insurer ids, outcome kinds
+//! and event names only.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// A `reason` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// An `event` label (SSE event name).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    /// SSE event name.
+    pub event: &'static str,
+}
+
+/// `insurer` and `outcome` labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// Insurer id.
+    pub insurer: String,
+    /// quoted, declined, or an error kind.
+    pub outcome: String,
+}
+
+/// An `insurer` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InsurerLabel {
+    /// Insurer id.
+    pub insurer: String,
+}
+
+/// core-app's metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Requests accepted.
+    pub requests_created: Counter,
+    /// Requests refused, by reason.
+    pub requests_rejected: Family<ReasonLabel, Counter>,
+    /// SSE streams open now.
+    pub open_streams: Gauge,
+    /// SSE events sent, by event name.
+    pub events_sent: Family<EventLabel, Counter>,
+    /// Final outcomes per insurer, as applied to the read model.
+    pub insurer_outcomes: Family<OutcomeLabels, Counter>,
+    /// Seconds from request acceptance to an insurer's final outcome.
+    pub insurer_answer_seconds: Family<InsurerLabel, Histogram>,
+    /// Events applied to the read model, by result (applied, stale).
+    pub read_model_events: Family<ReasonLabel, Counter>,
+    /// Outbox messages published.
+    pub outbox_published: Counter,
+    /// Outbox publish failures.
+    pub outbox_failures: Counter,
+    /// Outbox messages dead-lettered (last seen).
+    pub outbox_dead: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests_created: Counter::default(),
+            requests_rejected: Family::default(),
+            open_streams: Gauge::default(),
+            events_sent: Family::default(),
+            insurer_outcomes: Family::default(),
+            insurer_answer_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.05, 2.0, 12))
+            }),
+            read_model_events: Family::default(),
+            outbox_published: Counter::default(),
+            outbox_failures: Counter::default(),
+            outbox_dead: Gauge::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Metrics registered in `registry` under `osago_core_`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("osago_core");
+        r.register(
+            "requests_created",
+            "Quote requests accepted",
+            m.requests_created.clone(),
+        );
+        r.register(
+            "requests_rejected",
+            "Quote requests refused, by reason",
+            m.requests_rejected.clone(),
+        );
+        r.register(
+            "open_streams",
+            "SSE streams open now",
+            m.open_streams.clone(),
+        );
+        r.register(
+            "sse_events_sent",
+            "SSE events sent, by event",
+            m.events_sent.clone(),
+        );
+        r.register(
+            "insurer_outcomes",
+            "Final outcomes per insurer",
+            m.insurer_outcomes.clone(),
+        );
+        r.register(
+            "insurer_answer_seconds",
+            "Seconds from request acceptance to an insurer's final outcome",
+            m.insurer_answer_seconds.clone(),
+        );
+        r.register(
+            "read_model_events",
+            "Events applied to the read model, by result",
+            m.read_model_events.clone(),
+        );
+        r.register(
+            "outbox_published",
+            "Outbox messages published",
+            m.outbox_published.clone(),
+        );
+        r.register(
+            "outbox_publish_failures",
+            "Outbox publish failures",
+            m.outbox_failures.clone(),
+        );
+        r.register(
+            "outbox_dead",
+            "Outbox messages dead-lettered",
+            m.outbox_dead.clone(),
+        );
+        m
+    }
+}

@@ -1,0 +1,302 @@
+//! The SSE stream of one request: the current state of every insurer, then
+//! each change as it happens, heartbeats, and a final `done` (every insurer
+//! final) or `timeout` (the deadline passed first); then the stream ends.
+//!
+//! Each `insurer` event's `id:` is a cursor: the version of every insurer
+//! the client has seen (`swift:2,steady:1`). A reconnecting EventSource
+//! sends it back as `Last-Event-ID`, and the new stream (on any pod) skips
+//! what the client already has, so nothing is shown twice.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use osago_core::ports::ReadModel;
+use osago_core::showcase::{is_complete, OfferRow, Tally};
+use osago_core::{Clock, InsurerId, RequestId};
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::HubSubscription;
+use crate::metrics::{EventLabel, Metrics};
+
+/// The versions a client has seen, per insurer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor(BTreeMap<InsurerId, u32>);
+
+impl Cursor {
+    /// Parses a `Last-Event-ID`; anything unreadable counts as nothing seen.
+    pub fn parse(text: &str) -> Self {
+        let mut seen = BTreeMap::new();
+        for pair in text.split(',') {
+            let Some((insurer, version)) = pair.split_once(':') else {
+                continue;
+            };
+            if let (Ok(insurer), Ok(version)) =
+                (InsurerId::new(insurer.trim()), version.trim().parse())
+            {
+                seen.insert(insurer, version);
+            }
+        }
+        Self(seen)
+    }
+
+    /// The version seen for an insurer (0 if none).
+    pub fn seen(&self, insurer: &InsurerId) -> u32 {
+        self.0.get(insurer).copied().unwrap_or(0)
+    }
+
+    fn advance(&mut self, insurer: &InsurerId, version: u32) {
+        self.0.insert(insurer.clone(), version);
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        for (i, (insurer, version)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{insurer}:{version}");
+        }
+        out
+    }
+}
+
+/// The closing event's body.
+#[derive(Debug, Serialize)]
+struct Closing {
+    request_id: RequestId,
+    #[serde(flatten)]
+    tally: Tally,
+}
+
+/// Everything a stream needs.
+pub struct StreamState {
+    request_id: RequestId,
+    read_model: Arc<dyn ReadModel>,
+    subscription: HubSubscription,
+    metrics: Metrics,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+    /// Latest row per insurer (snapshot, then live).
+    rows: BTreeMap<InsurerId, OfferRow>,
+    /// What the client has been sent.
+    cursor: Cursor,
+    /// Rows to send before waiting again.
+    queue: std::collections::VecDeque<OfferRow>,
+    heartbeat: Interval,
+    deadline: Instant,
+    retry: Duration,
+    phase: Phase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Start,
+    Live,
+    Ended,
+}
+
+impl std::fmt::Debug for StreamState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamState")
+            .field("request_id", &self.request_id)
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        self.metrics.open_streams.dec();
+    }
+}
+
+/// How a stream is set up.
+#[derive(Debug)]
+pub struct StreamParams {
+    /// The request.
+    pub request_id: RequestId,
+    /// The request's deadline.
+    pub deadline_at: chrono::DateTime<chrono::Utc>,
+    /// Extra wait past the deadline for final events.
+    pub grace: Duration,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Suggested reconnection delay.
+    pub retry: Duration,
+    /// What the client already saw.
+    pub cursor: Cursor,
+}
+
+impl StreamState {
+    /// A stream that subscribed to the hub (before reading the snapshot).
+    pub async fn open(
+        params: StreamParams,
+        read_model: Arc<dyn ReadModel>,
+        subscription: HubSubscription,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Result<Self, osago_core::ports::PortError> {
+        let snapshot = read_model.rows(&params.request_id).await?;
+        let until_deadline = (params.deadline_at - clock.now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        let mut heartbeat =
+            tokio::time::interval_at(Instant::now() + params.heartbeat, params.heartbeat);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        metrics.open_streams.inc();
+        let mut state = Self {
+            request_id: params.request_id,
+            read_model,
+            subscription,
+            metrics,
+            clock,
+            shutdown,
+            rows: BTreeMap::new(),
+            cursor: params.cursor,
+            queue: Default::default(),
+            heartbeat,
+            deadline: Instant::now() + until_deadline + params.grace,
+            retry: params.retry,
+            phase: Phase::Start,
+        };
+        for row in snapshot {
+            state.absorb(row);
+        }
+        Ok(state)
+    }
+
+    /// Takes a row if newer than what we hold; queues it if the client lacks it.
+    fn absorb(&mut self, row: OfferRow) {
+        if self
+            .rows
+            .get(&row.insurer_id)
+            .is_some_and(|held| held.version >= row.version)
+        {
+            return;
+        }
+        if row.version > self.cursor.seen(&row.insurer_id) {
+            self.queue.push_back(row.clone());
+        }
+        self.rows.insert(row.insurer_id.clone(), row);
+    }
+
+    fn complete(&self) -> bool {
+        let rows: Vec<OfferRow> = self.rows.values().cloned().collect();
+        is_complete(&rows)
+    }
+
+    fn closing(&mut self, name: &'static str) -> Bytes {
+        self.phase = Phase::Ended;
+        let body = Closing {
+            request_id: self.request_id,
+            tally: Tally::of(self.rows.values()),
+        };
+        self.frame(name, None, &body)
+    }
+
+    fn frame(&self, event: &'static str, id: Option<String>, data: &impl Serialize) -> Bytes {
+        self.metrics
+            .events_sent
+            .get_or_create(&EventLabel { event })
+            .inc();
+        let mut out = String::with_capacity(256);
+        if let Some(id) = id {
+            let _ = writeln!(out, "id: {id}");
+        }
+        let _ = writeln!(out, "event: {event}");
+        let _ = writeln!(
+            out,
+            "data: {}",
+            serde_json::to_string(data).expect("serializable")
+        );
+        out.push('\n');
+        Bytes::from(out)
+    }
+
+    /// The next chunk of the stream, or `None` when it is over.
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            match self.phase {
+                Phase::Ended => return None,
+                Phase::Start => {
+                    self.phase = Phase::Live;
+                    return Some(Bytes::from(format!(
+                        "retry: {}\n: stream of request {}\n\n",
+                        self.retry.as_millis(),
+                        self.request_id
+                    )));
+                }
+                Phase::Live => {}
+            }
+            if let Some(row) = self.queue.pop_front() {
+                self.cursor.advance(&row.insurer_id, row.version);
+                return Some(self.frame("insurer", Some(self.cursor.render()), &row));
+            }
+            if self.complete() {
+                return Some(self.closing("done"));
+            }
+            tokio::select! {
+                received = self.subscription.receiver.recv() => match received {
+                    Ok(event) => self.absorb(OfferRow::from_event(&event)),
+                    Err(RecvError::Lagged(_)) => {
+                        // Fell behind: take the read model's state instead.
+                        if let Ok(rows) = self.read_model.rows(&self.request_id).await {
+                            for row in rows {
+                                self.absorb(row);
+                            }
+                        }
+                    }
+                    Err(RecvError::Closed) => {
+                        self.phase = Phase::Ended;
+                        return None;
+                    }
+                },
+                _ = self.heartbeat.tick() => {
+                    let at = self.clock.now();
+                    return Some(self.frame("heartbeat", None, &serde_json::json!({ "at": at })));
+                }
+                _ = tokio::time::sleep_until(self.deadline) => {
+                    // Last look at the read model: an event may have been
+                    // applied while this pod's live feed lagged.
+                    if let Ok(rows) = self.read_model.rows(&self.request_id).await {
+                        for row in rows {
+                            self.absorb(row);
+                        }
+                    }
+                    if !self.queue.is_empty() || self.complete() {
+                        self.deadline = Instant::now() + Duration::from_secs(3600);
+                        continue;
+                    }
+                    return Some(self.closing("timeout"));
+                }
+                _ = self.shutdown.cancelled() => {
+                    // The client reconnects (to another pod) with Last-Event-ID.
+                    self.phase = Phase::Ended;
+                    return Some(Bytes::from(format!("retry: {}\n\n", self.retry.as_millis())));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_ignores_garbage() {
+        let c = Cursor::parse("swift:2,steady:1, bad, X:1, legacy:x");
+        assert_eq!(c.seen(&InsurerId::new("swift").unwrap()), 2);
+        assert_eq!(c.seen(&InsurerId::new("steady").unwrap()), 1);
+        assert_eq!(c.seen(&InsurerId::new("legacy").unwrap()), 0);
+        assert_eq!(c.render(), "steady:1,swift:2");
+        assert_eq!(Cursor::parse(""), Cursor::default());
+    }
+}
