@@ -16,9 +16,9 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: [`EngineConfig`].
-//! - [`engine`]: [`Engine`], [`FanOut`], the per-insurer pipeline.
-//! - [`metrics`]: Prometheus metrics of the engine.
+//! - [`config`] - [`EngineConfig`].
+//! - [`engine`] - [`Engine`], [`FanOut`], the per-insurer pipeline.
+//! - [`metrics`] - Prometheus metrics of the engine.
 
 pub mod config;
 pub mod engine;

@@ -6,16 +6,16 @@
 //!
 //! # Layout
 //!
-//! - [`ids`]: request, insurer and event identifiers.
-//! - [`money`]: [`Kopecks`], the only money type (integer kopecks).
-//! - [`clock`]: the injected wall clock for timestamps.
-//! - [`request`]: the quote request a person fills in, and its validation.
-//! - [`tariff`]: the regulated premium formula and its coefficient tables.
-//! - [`events`]: the v1 events of the three streams (requests, quotes, errors).
-//! - [`showcase`]: the read model row ("quote showcase") built from events.
-//! - [`insurer`]: what an insurer's partner API answers, and its error kinds.
-//! - [`outbox`]: the transactional outbox message.
-//! - [`ports`]: the traits adapters implement.
+//! - [`ids`] - request, insurer and event identifiers.
+//! - [`money`] - [`Kopecks`], the only money type (integer kopecks).
+//! - [`clock`] - the injected wall clock for timestamps.
+//! - [`request`] - the quote request a person fills in, and its validation.
+//! - [`tariff`] - the regulated premium formula and its coefficient tables.
+//! - [`events`] - the v1 events of the three streams (requests, quotes, errors).
+//! - [`showcase`] - the read model row ("quote showcase") built from events.
+//! - [`insurer`] - what an insurer's partner API answers, and its error kinds.
+//! - [`outbox`] - the transactional outbox message.
+//! - [`ports`] - the traits adapters implement.
 
 pub mod clock;
 pub mod events;

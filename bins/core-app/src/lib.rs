@@ -7,13 +7,13 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: [`Config`].
-//! - [`http`]: routes, handlers, problem+json.
-//! - [`sse`]: one request's event stream, resumable by `Last-Event-ID`.
-//! - [`hub`]: the pod-local fan-out of live events to streams.
-//! - [`relay`]: the outbox relay.
-//! - [`projector`]: the read-model consumer.
-//! - [`metrics`]: Prometheus metrics.
+//! - [`config`] - [`Config`].
+//! - [`http`] - routes, handlers, problem+json.
+//! - [`sse`] - one request's event stream, resumable by `Last-Event-ID`.
+//! - [`hub`] - the pod-local fan-out of live events to streams.
+//! - [`relay`] - the outbox relay.
+//! - [`projector`] - the read-model consumer.
+//! - [`metrics`] - Prometheus metrics.
 
 pub mod config;
 pub mod http;

@@ -10,9 +10,9 @@
 //!
 //! # Layout
 //!
-//! - [`archetype`]: [`Archetype`] and its latency model.
-//! - [`config`]: [`SimConfig`] and [`default_lineup`].
-//! - [`underwriting`]: the strict underwriter's rules.
+//! - [`archetype`] - [`Archetype`] and its latency model.
+//! - [`config`] - [`SimConfig`] and [`default_lineup`].
+//! - [`underwriting`] - the strict underwriter's rules.
 //! - `plan`: ready times, outcomes and injected faults.
 //! - `seed`: stable seeds and the insurer's base rate per region.
 //! - `store`: keys and applications in memory, expiring after an hour.
