@@ -10,6 +10,8 @@ use osago_core::InsurerId;
 use osago_tests::{read_stream, sample_json, SseEvent};
 use serde_json::Value;
 
+const INSURERS: usize = 9;
+
 fn lineup() -> Vec<(InsurerId, Archetype)> {
     [
         ("swift", Archetype::Fast),
@@ -20,6 +22,7 @@ fn lineup() -> Vec<(InsurerId, Archetype)> {
         ("addon", Archetype::MandatoryAddOn),
         ("silent", Archetype::Hang),
         ("garbage", Archetype::Garbage),
+        ("broken", Archetype::Broken),
     ]
     .into_iter()
     .map(|(id, a)| (InsurerId::new(id).unwrap(), a))
@@ -84,7 +87,7 @@ async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
     );
 
     let by_insurer = insurer_events(&events);
-    assert_eq!(by_insurer.len(), 8, "{by_insurer:#?}");
+    assert_eq!(by_insurer.len(), INSURERS, "{by_insurer:#?}");
     for (insurer, seen) in &by_insurer {
         let statuses: Vec<&str> = seen.iter().map(|v| v["status"].as_str().unwrap()).collect();
         assert_eq!(
@@ -102,7 +105,7 @@ async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
             1,
             "{insurer}: exactly one final: {statuses:?}"
         );
-        assert_eq!(seen.last().unwrap()["insurers_total"], 8);
+        assert_eq!(seen.last().unwrap()["insurers_total"], INSURERS);
     }
     let final_of = |id: &str| by_insurer[id].last().unwrap().clone();
     let silent = final_of("silent");
@@ -126,9 +129,16 @@ async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
         "at least one price"
     );
 
-    // Event ids are cursors; the last insurer event's id names all eight.
+    // A failure at application time (500 on POST) is a final error too.
+    let broken = final_of("broken");
+    assert_eq!(
+        (broken["status"].as_str(), broken["error_kind"].as_str()),
+        (Some("failed"), Some("unavailable"))
+    );
+
+    // Event ids are cursors; the last insurer event's id names every insurer.
     let last_id = events.iter().rev().find_map(|e| e.id.clone()).unwrap();
-    assert_eq!(last_id.split(',').count(), 8, "{last_id}");
+    assert_eq!(last_id.split(',').count(), INSURERS, "{last_id}");
 
     // The done event tallies the outcomes.
     let done = last.json();
@@ -136,7 +146,10 @@ async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
         .iter()
         .map(|k| done[k].as_u64().unwrap())
         .sum();
-    assert_eq!((total, done["pending"].as_u64()), (8, Some(0)));
+    assert_eq!(
+        (total as usize, done["pending"].as_u64()),
+        (INSURERS, Some(0))
+    );
 
     // The quotes endpoint returns the same final state.
     let quotes: Value = http
@@ -149,7 +162,7 @@ async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
         .unwrap();
     assert_eq!(quotes["complete"], true);
     let rows = quotes["insurers"].as_array().unwrap();
-    assert_eq!(rows.len(), 8);
+    assert_eq!(rows.len(), INSURERS);
     for row in rows {
         let id = row["insurer_id"].as_str().unwrap();
         assert_eq!(
@@ -182,7 +195,7 @@ async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
         .unwrap();
     let replay = read_stream(again, Duration::from_secs(10)).await;
     let replayed = insurer_events(&replay);
-    assert_eq!(replayed.len(), 7);
+    assert_eq!(replayed.len(), INSURERS - 1);
     assert!(!replayed.contains_key("silent"));
 
     // The outbox row was published and removed; every state entry has a TTL.

@@ -55,6 +55,9 @@ pub struct OfferRow {
     pub error_kind: Option<ErrorKind>,
     /// When this state was reached.
     pub occurred_at: DateTime<Utc>,
+    /// When the insurer was asked (its pending event), if that was seen.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 impl OfferRow {
@@ -75,6 +78,7 @@ impl OfferRow {
                 reason: e.reason.clone(),
                 error_kind: None,
                 occurred_at: e.occurred_at,
+                started_at: (e.status == QuoteStatus::Pending).then_some(e.occurred_at),
             },
             InsurerEvent::Error(e) => OfferRow {
                 request_id: e.request_id,
@@ -90,7 +94,34 @@ impl OfferRow {
                 reason: Some(e.message.clone()),
                 error_kind: Some(e.kind),
                 occurred_at: e.occurred_at,
+                started_at: None,
             },
+        }
+    }
+
+    /// This row replacing `previous`: keeps when the insurer was asked.
+    pub fn succeeding(mut self, previous: Option<&OfferRow>) -> Self {
+        if self.started_at.is_none() {
+            self.started_at = previous.and_then(|p| p.started_at);
+        }
+        self
+    }
+
+    /// The pending state (version 1) this insurer went through, for a
+    /// client that sees it for the first time in a later state.
+    pub fn pending_view(&self) -> OfferRow {
+        let at = self.started_at.unwrap_or(self.occurred_at);
+        OfferRow {
+            request_id: self.request_id,
+            insurer_id: self.insurer_id.clone(),
+            version: 1,
+            insurers_total: self.insurers_total,
+            status: OfferStatus::Pending,
+            quote: None,
+            reason: None,
+            error_kind: None,
+            occurred_at: at,
+            started_at: Some(at),
         }
     }
 

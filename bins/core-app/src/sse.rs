@@ -172,16 +172,21 @@ impl StreamState {
         Ok(state)
     }
 
-    /// Takes a row if newer than what we hold; queues it if the client lacks it.
+    /// Takes a row if newer than what we hold; queues it if the client lacks
+    /// it. A client meeting an insurer for the first time in a later state
+    /// is shown its pending state first, so every insurer's row appears
+    /// before its outcome whenever the stream was opened.
     fn absorb(&mut self, row: OfferRow) {
-        if self
-            .rows
-            .get(&row.insurer_id)
-            .is_some_and(|held| held.version >= row.version)
-        {
+        let held = self.rows.get(&row.insurer_id);
+        if held.is_some_and(|held| held.version >= row.version) {
             return;
         }
-        if row.version > self.cursor.seen(&row.insurer_id) {
+        let row = row.succeeding(held);
+        let seen = self.cursor.seen(&row.insurer_id);
+        if held.is_none() && seen == 0 && row.version > 1 {
+            self.queue.push_back(row.pending_view());
+        }
+        if row.version > seen {
             self.queue.push_back(row.clone());
         }
         self.rows.insert(row.insurer_id.clone(), row);

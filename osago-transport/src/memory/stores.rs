@@ -250,7 +250,8 @@ impl ReadModel for MemoryReadModel {
         let rows = inner.get_mut(&request_id).expect("just inserted");
         match rows.get(&row.insurer_id) {
             Some(existing) if existing.version >= row.version => Ok(false),
-            _ => {
+            previous => {
+                let row = row.succeeding(previous);
                 rows.insert(row.insurer_id.clone(), row);
                 Ok(true)
             }
