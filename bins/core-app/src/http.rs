@@ -124,6 +124,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
     let response = match (req.method(), segments.as_slice()) {
         (&Method::GET, [""]) => page(),
         (_, [""]) => method_not_allowed("GET"),
+        (&Method::GET, ["favicon.ico"]) => Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .body(full(Bytes::new()))
+            .expect("valid response"),
         (&Method::GET, ["health"]) => {
             json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
         }
