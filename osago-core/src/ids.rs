@@ -58,6 +58,11 @@ impl EventId {
     pub fn random() -> Self {
         Self(Uuid::new_v4())
     }
+
+    /// The id as a UUID.
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
 }
 
 impl fmt::Display for EventId {

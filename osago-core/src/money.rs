@@ -48,7 +48,7 @@ impl fmt::Display for Kopecks {
         let rub = (abs / 100).to_string();
         let mut grouped = String::new();
         for (i, c) in rub.chars().enumerate() {
-            if i > 0 && (rub.len() - i) % 3 == 0 {
+            if i > 0 && (rub.len() - i).is_multiple_of(3) {
                 grouped.push('\u{a0}');
             }
             grouped.push(c);

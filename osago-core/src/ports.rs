@@ -156,6 +156,13 @@ pub trait RequestStore: Send + Sync + 'static {
 
     /// The request's summary, if it exists.
     async fn summary(&self, request_id: &RequestId) -> Result<Option<RequestSummary>, PortError>;
+
+    /// Deletes requests (personal data included) and their quotes past
+    /// retention; the number of rows removed. Stores that expire entries by
+    /// themselves do nothing.
+    async fn purge_expired(&self) -> Result<u64, PortError> {
+        Ok(0)
+    }
 }
 
 /// The outbox, read by the relay.
@@ -246,4 +253,14 @@ pub trait ReadModel: Send + Sync + 'static {
 
     /// The request's rows, ordered by insurer id.
     async fn rows(&self, request_id: &RequestId) -> Result<Vec<OfferRow>, PortError>;
+}
+
+/// A dependency a service reports on at `/health` (database, broker, cache).
+#[async_trait]
+pub trait HealthCheck: Send + Sync + 'static {
+    /// What is checked: `database`, `broker`, `valkey`, ...
+    fn name(&self) -> &'static str;
+
+    /// `Ok` when the dependency answers.
+    async fn check(&self) -> Result<(), PortError>;
 }

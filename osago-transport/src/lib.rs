@@ -8,13 +8,30 @@
 //!   conformance suites hold the real adapters to.
 //! - [`http`] (feature `http`): the insurer partner API client (reqwest),
 //!   contract in `docs/insurer-api.md`.
+//! - [`postgres`] (feature `postgres`): requests with the transactional
+//!   outbox, the read model and the audit log (sqlx; SQL in `.sql` files).
+//! - [`kafka`] (feature `kafka`): the three topics (rdkafka).
+//! - [`valkey`] (feature `valkey`): the aggregator's state store
+//!   (deadpool-redis).
+//! - [`conformance`]: the test suites every implementation of a port passes,
+//!   run against the memory and the real adapters.
 //!
 //! This crate is the only one that knows topic names, key layouts and wire
 //! formats of the outside world.
 
+pub mod conformance;
+pub mod health;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+pub mod resolve;
+#[cfg(feature = "valkey")]
+pub mod valkey;
 
+pub mod bootstrap;
 pub mod codec;

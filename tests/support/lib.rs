@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+pub mod processes;
+
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {

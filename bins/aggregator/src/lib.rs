@@ -18,7 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use osago_aggregator_lib::{Engine, EngineError, Started};
-use osago_core::ports::RequestSource;
+use osago_core::ports::{HealthCheck, RequestSource};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -55,6 +55,8 @@ pub struct Deps {
     pub engine: Engine,
     /// The request stream.
     pub requests: Arc<dyn RequestSource>,
+    /// What `/health` reports on besides the consumer (broker, Valkey).
+    pub health: Vec<Arc<dyn HealthCheck>>,
 }
 
 impl std::fmt::Debug for Deps {
@@ -75,6 +77,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let token = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(false));
+    let checks = Arc::new(deps.health.clone());
     let consumer = tokio::spawn(consume(deps, config, token.clone(), ready.clone()));
     let registry = Arc::new(registry);
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -94,10 +97,12 @@ pub async fn run(
         };
         let registry = registry.clone();
         let ready = ready.clone();
+        let checks = checks.clone();
         let service = service_fn(move |req| {
             let registry = registry.clone();
             let ready = ready.clone();
-            async move { Ok::<_, std::convert::Infallible>(route(&req, &registry, &ready)) }
+            let checks = checks.clone();
+            async move { Ok::<_, std::convert::Infallible>(route(&req, &registry, &ready, &checks).await) }
         });
         let connection = builder
             .serve_connection(TokioIo::new(socket), service)
@@ -112,21 +117,28 @@ pub async fn run(
     Ok(())
 }
 
-fn route(
+async fn route(
     req: &Request<Incoming>,
     registry: &Registry,
     ready: &AtomicBool,
+    checks: &[Arc<dyn HealthCheck>],
 ) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/health") => {
-            let ok = ready.load(Ordering::Relaxed);
+            let consumer = ready.load(Ordering::Relaxed);
+            let (dependencies, report) =
+                osago_transport::health::report(checks, Duration::from_secs(1)).await;
+            let ok = consumer && dependencies;
             let status = if ok {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            let body =
-                serde_json::json!({ "status": if ok { "ok" } else { "starting" }, "consumer": ok });
+            let body = serde_json::json!({
+                "status": if ok { "ok" } else if consumer { "degraded" } else { "starting" },
+                "consumer": consumer,
+                "checks": report,
+            });
             Response::builder()
                 .status(status)
                 .header("content-type", "application/json")

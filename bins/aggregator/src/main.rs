@@ -1,10 +1,10 @@
 //! `aggregator`: the thin binary. Reads flags and environment, checks all
-//! of it before binding, builds the adapters and runs [`aggregator::run`]
-//! until SIGTERM or Ctrl-C.
+//! of it before binding, builds the adapters named by URL and runs
+//! [`aggregator::run`] until SIGTERM or Ctrl-C.
 //!
-//! Adapters in this build: `memory://` for the bus and the state store
-//! (useful only for trying the binary; the `osago` binary runs the whole
-//! system in one process). Insurers are named with `--insurer id=url`.
+//! Adapters: `--bus memory://` or `kafka://host:port[,host:port]`;
+//! `--state memory://` or `redis://host:port` (Valkey). Insurers are named
+//! with `--insurer id=url`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -13,25 +13,26 @@ use std::time::Duration;
 
 use clap::Parser;
 use osago_aggregator_lib::{Engine, EngineConfig, EngineMetrics, Insurer};
+use osago_core::ports::{HealthCheck, QuoteSink, RequestSource, StateStore};
 use osago_core::{InsurerId, SystemClock};
+use osago_transport::bootstrap::{retry_connect, shutdown_signal};
 use osago_transport::http::{HttpInsurerClient, HttpInsurerConfig};
+use osago_transport::kafka::{KafkaBus, KafkaConfig};
 use osago_transport::memory::{MemoryBus, MemoryStateStore};
+use osago_transport::resolve::{self, BusUrl, StateUrl};
+use osago_transport::valkey::{ValkeyConfig, ValkeyStateStore};
 
 /// osago-aggregator: fans quote requests out to insurers.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
     /// Address for /health and /metrics.
-    #[arg(
-        long,
-        env = "OSAGO_AGGREGATOR_LISTEN",
-        default_value = "127.0.0.1:8081"
-    )]
+    #[arg(long, env = "OSAGO_AGGREGATOR_LISTEN", default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
-    /// The event bus: memory://
+    /// The event bus: memory:// or kafka://host:port[,host:port]
     #[arg(long, env = "OSAGO_BUS_URL", default_value = "memory://")]
     bus: String,
-    /// The state store: memory://
+    /// The state store: memory:// or redis://host:port (Valkey)
     #[arg(long, env = "OSAGO_STATE_URL", default_value = "memory://")]
     state: String,
     /// An insurer as `id=base-url` (repeat, or comma-separate in the env var).
@@ -46,26 +47,135 @@ struct Args {
     /// Socket (connect and read) timeout for insurer calls.
     #[arg(long, env = "OSAGO_INSURER_SOCKET_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     socket_timeout: Duration,
+    /// How long in-flight state lives in the state store (2 to 6 hours).
+    #[arg(long, env = "OSAGO_STATE_TTL", default_value = "4h", value_parser = humantime::parse_duration)]
+    state_ttl: Duration,
+    /// Consumer group on the request stream.
+    #[arg(long, env = "OSAGO_AGGREGATOR_GROUP", default_value = "osago-aggregator")]
+    group: String,
+    /// How long to keep retrying the broker and Valkey at start-up.
+    #[arg(long, env = "OSAGO_CONNECT_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+}
+
+/// Checked configuration.
+struct Checked {
+    bus: BusUrl,
+    state: StateUrl,
+    insurers: Vec<(InsurerId, url::Url)>,
 }
 
 /// Parses every `id=url`, collecting problems.
 fn parse_insurers(specs: &[String], problems: &mut Vec<String>) -> Vec<(InsurerId, url::Url)> {
-    let mut out = Vec::new();
+    let mut out: Vec<(InsurerId, url::Url)> = Vec::new();
     for spec in specs {
         let Some((id, url)) = spec.split_once('=') else {
             problems.push(format!("--insurer {spec:?}: expected id=url"));
             continue;
         };
         match (InsurerId::new(id), url::Url::parse(url)) {
+            (Ok(id), _) if out.iter().any(|(seen, _)| *seen == id) => {
+                problems.push(format!("--insurer {id}: named twice"));
+            }
             (Ok(id), Ok(url)) if matches!(url.scheme(), "http" | "https") => out.push((id, url)),
             (Err(err), _) => problems.push(format!("--insurer {id:?}: {err}")),
-            _ => problems.push(format!("--insurer {id}: not an http(s) url")),
+            (Ok(id), _) => problems.push(format!("--insurer {id}: not an http(s) url")),
         }
     }
-    if out.is_empty() && problems.is_empty() {
+    if specs.is_empty() {
         problems.push("at least one --insurer id=url is required".to_owned());
     }
     out
+}
+
+fn check(args: &Args) -> Result<Checked, Vec<String>> {
+    let mut problems = Vec::new();
+    let bus = resolve::bus(&args.bus).map_err(|e| problems.push(format!("--bus: {e}"))).ok();
+    let state = resolve::state(&args.state).map_err(|e| problems.push(format!("--state: {e}"))).ok();
+    if args.insurer_deadline.is_zero() || args.insurer_deadline > Duration::from_secs(600) {
+        problems.push("--insurer-deadline must be between 1ms and 10m".to_owned());
+    }
+    if args.poll_interval.is_zero() {
+        problems.push("--poll-interval must be positive".to_owned());
+    }
+    if args.socket_timeout.is_zero() {
+        problems.push("--socket-timeout must be positive".to_owned());
+    }
+    if !(Duration::from_secs(2 * 3600)..=Duration::from_secs(6 * 3600)).contains(&args.state_ttl) {
+        problems.push("--state-ttl must be between 2h and 6h".to_owned());
+    }
+    if args.group.trim().is_empty() {
+        problems.push("--group must not be empty".to_owned());
+    }
+    let insurers = parse_insurers(&args.insurers, &mut problems);
+    if let (Some(BusUrl::Kafka(_)), Some(StateUrl::Memory)) = (&bus, &state) {
+        problems.push("--state memory:// loses in-flight work on restart: use redis:// with a kafka bus".to_owned());
+    }
+    match (bus, state) {
+        (Some(bus), Some(state)) if problems.is_empty() => Ok(Checked { bus, state, insurers }),
+        _ => Err(problems),
+    }
+}
+
+async fn build(args: &Args, checked: Checked, registry: &mut prometheus_client::registry::Registry) -> Result<aggregator::Deps, String> {
+    let http = HttpInsurerConfig {
+        connect_timeout: args.socket_timeout,
+        read_timeout: args.socket_timeout,
+        ..HttpInsurerConfig::default()
+    };
+    let mut insurers = Vec::new();
+    for (id, url) in checked.insurers {
+        let client = HttpInsurerClient::new(id.clone(), url, http.clone()).map_err(|e| format!("http client for {id}: {e}"))?;
+        insurers.push(Insurer {
+            id,
+            client: Arc::new(client),
+        });
+    }
+    let mut health: Vec<Arc<dyn HealthCheck>> = Vec::new();
+    let state: Arc<dyn StateStore> = match checked.state {
+        StateUrl::Memory => Arc::new(MemoryStateStore::new()),
+        StateUrl::Valkey(url) => {
+            let store = retry_connect("valkey", args.connect_timeout, || ValkeyStateStore::connect(&url, ValkeyConfig::default()))
+                .await
+                .map_err(|e| format!("state: {e}"))?;
+            let store = Arc::new(store);
+            health.push(store.clone());
+            store
+        }
+    };
+    let (sink, requests): (Arc<dyn QuoteSink>, Arc<dyn RequestSource>) = match checked.bus {
+        BusUrl::Memory => {
+            let bus = MemoryBus::new();
+            (Arc::new(bus.clone()), Arc::new(bus))
+        }
+        BusUrl::Kafka(servers) => {
+            let config = KafkaConfig::new(servers);
+            let bus = retry_connect("kafka", args.connect_timeout, || KafkaBus::connect(config.clone()))
+                .await
+                .map_err(|e| format!("bus: {e}"))?;
+            let bus = Arc::new(bus);
+            health.push(bus.clone());
+            (bus.clone(), bus)
+        }
+    };
+    let engine = Engine::new(
+        insurers,
+        sink,
+        state,
+        Arc::new(SystemClock),
+        EngineConfig {
+            insurer_deadline: args.insurer_deadline,
+            poll_interval: args.poll_interval,
+            state_ttl: args.state_ttl,
+            ..EngineConfig::default()
+        },
+        EngineMetrics::register(registry),
+    );
+    Ok(aggregator::Deps {
+        engine,
+        requests,
+        health,
+    })
 }
 
 #[tokio::main]
@@ -76,59 +186,15 @@ async fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
-    let mut problems = Vec::new();
-    for (flag, url) in [("--bus", &args.bus), ("--state", &args.state)] {
-        if url != "memory://" {
-            problems.push(format!(
-                "{flag}: unsupported adapter url (this build supports memory://)"
-            ));
-        }
-    }
-    if args.insurer_deadline.is_zero()
-        || args.poll_interval.is_zero()
-        || args.socket_timeout.is_zero()
-    {
-        problems.push("durations must be positive".to_owned());
-    }
-    let insurers = parse_insurers(&args.insurers, &mut problems);
-    if !problems.is_empty() {
-        for p in problems {
-            eprintln!("aggregator: {p}");
-        }
-        return ExitCode::from(64);
-    }
-    let http = HttpInsurerConfig {
-        connect_timeout: args.socket_timeout,
-        read_timeout: args.socket_timeout,
-        ..HttpInsurerConfig::default()
-    };
-    let mut clients = Vec::new();
-    for (id, url) in insurers {
-        match HttpInsurerClient::new(id.clone(), url, http.clone()) {
-            Ok(client) => clients.push(Insurer {
-                id,
-                client: Arc::new(client),
-            }),
-            Err(err) => {
-                eprintln!("aggregator: http client for {id}: {err}");
-                return ExitCode::FAILURE;
+    let checked = match check(&args) {
+        Ok(checked) => checked,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("aggregator: {p}");
             }
+            return ExitCode::from(64);
         }
-    }
-    let bus = MemoryBus::new();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let engine = Engine::new(
-        clients,
-        Arc::new(bus.clone()),
-        Arc::new(MemoryStateStore::new()),
-        Arc::new(SystemClock),
-        EngineConfig {
-            insurer_deadline: args.insurer_deadline,
-            poll_interval: args.poll_interval,
-            ..EngineConfig::default()
-        },
-        EngineMetrics::register(&mut registry),
-    );
+    };
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(err) => {
@@ -136,32 +202,26 @@ async fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let deps = aggregator::Deps {
-        engine,
-        requests: Arc::new(bus),
+    let mut registry = prometheus_client::registry::Registry::default();
+    let deps = tokio::select! {
+        built = build(&args, checked, &mut registry) => match built {
+            Ok(deps) => deps,
+            Err(err) => {
+                eprintln!("aggregator: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ = shutdown_signal() => return ExitCode::SUCCESS,
     };
-    match aggregator::run(
-        listener,
-        deps,
-        aggregator::Config::default(),
-        registry,
-        shutdown_signal(),
-    )
-    .await
-    {
+    let config = aggregator::Config {
+        group: args.group.clone(),
+        ..aggregator::Config::default()
+    };
+    match aggregator::run(listener, deps, config, registry, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("aggregator: {err}");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("signal handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -128,9 +128,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
             .status(StatusCode::NO_CONTENT)
             .body(full(Bytes::new()))
             .expect("valid response"),
-        (&Method::GET, ["health"]) => {
-            json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
-        }
+        (&Method::GET, ["health"]) => health(&app).await,
         (&Method::GET, ["metrics"]) => metrics(&app),
         (&Method::POST, ["api", "osago", "requests"]) => create(&app, req).await,
         (_, ["api", "osago", "requests"]) => method_not_allowed("POST"),
@@ -154,6 +152,16 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
         _ => not_found(),
     };
     Ok(response)
+}
+
+/// `/health`: 200 when every dependency answers within a second, else 503,
+/// with each check's result.
+async fn health(app: &App) -> Response<Body> {
+    let (healthy, checks) =
+        osago_transport::health::report(&app.deps.health, std::time::Duration::from_secs(1)).await;
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({ "status": if healthy { "ok" } else { "degraded" }, "checks": checks });
+    json_response(status, &body)
 }
 
 fn page() -> Response<Body> {

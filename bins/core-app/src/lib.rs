@@ -31,7 +31,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use osago_core::ports::{
-    EventPublisher, LiveFeed, OutboxStore, OutcomeSource, ReadModel, RequestStore,
+    EventPublisher, HealthCheck, LiveFeed, OutboxStore, OutcomeSource, ReadModel, RequestStore,
 };
 use osago_core::Clock;
 use prometheus_client::registry::Registry;
@@ -60,6 +60,8 @@ pub struct Deps {
     pub read_model: Arc<dyn ReadModel>,
     /// Wall clock for timestamps and dates.
     pub clock: Arc<dyn Clock>,
+    /// What `/health` reports on besides the process itself.
+    pub health: Vec<Arc<dyn HealthCheck>>,
 }
 
 impl std::fmt::Debug for Deps {
@@ -124,6 +126,7 @@ pub async fn run(
         token.clone(),
     ));
     background.spawn(app.hub.clone().pump(deps.live.clone(), token.clone()));
+    background.spawn(purge_expired(deps.requests.clone(), token.clone()));
 
     tracing::info!(addr = %listener.local_addr()?, "core-app listening");
     serve(listener, app, shutdown).await;
@@ -132,6 +135,21 @@ pub async fn run(
     while background.join_next().await.is_some() {}
     tracing::info!("core-app stopped");
     Ok(())
+}
+
+/// Deletes expired requests (personal data) and quotes every ten minutes.
+async fn purge_expired(requests: Arc<dyn RequestStore>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = every.tick() => match requests.purge_expired().await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "expired requests purged"),
+                Err(err) => tracing::warn!(error = %err, "purging expired requests failed"),
+            },
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()> + Send) {

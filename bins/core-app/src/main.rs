@@ -2,9 +2,11 @@
 //! it before binding, builds the adapters named by URL and runs
 //! [`core_app::run`] until SIGTERM or Ctrl-C.
 //!
-//! Adapters in this build: `memory://` (the in-process bus and stores; on
-//! its own, without an aggregator in the process, requests only time out —
-//! the `osago` binary runs the whole system in one process).
+//! Adapters: `--database memory://` or `postgres://…`; `--bus memory://` or
+//! `kafka://host:port[,host:port]`. Several core-app processes share one
+//! PostgreSQL and one broker: each relays the outbox (claims never overlap),
+//! the projector group shares the quote streams, and every process follows
+//! the streams live for the SSE connections it holds.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -12,8 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use core_app::Deps;
+use osago_core::ports::{HealthCheck, OutboxStore, ReadModel, RequestStore};
 use osago_core::SystemClock;
+use osago_transport::bootstrap::{retry_connect, shutdown_signal};
+use osago_transport::kafka::{KafkaBus, KafkaConfig};
 use osago_transport::memory::{MemoryBus, MemoryReadModel, MemoryRequestStore};
+use osago_transport::postgres::{PostgresConfig, PostgresStore};
+use osago_transport::resolve::{self, BusUrl, DatabaseUrl};
 
 /// core-app: quote requests in, quotes streamed out over SSE.
 #[derive(Debug, Parser)]
@@ -22,10 +30,10 @@ struct Args {
     /// Address for the API and the page.
     #[arg(long, env = "OSAGO_CORE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// The event bus: memory://
+    /// The event bus: memory:// or kafka://host:port[,host:port]
     #[arg(long, env = "OSAGO_BUS_URL", default_value = "memory://")]
     bus: String,
-    /// The database: memory://
+    /// The database: memory:// or postgres://user@host:port/db
     #[arg(long, env = "OSAGO_DATABASE_URL", default_value = "memory://")]
     database: String,
     /// How long insurers get per request.
@@ -37,27 +45,118 @@ struct Args {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "OSAGO_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
+    /// How long requests (personal data) and quotes are kept.
+    #[arg(long, env = "OSAGO_RETENTION", default_value = "3days", value_parser = humantime::parse_duration)]
+    retention: Duration,
+    /// Record every quote and error event in the audit log (PostgreSQL).
+    #[arg(long, env = "OSAGO_AUDIT", default_value_t = false)]
+    audit: bool,
+    /// Consumer group of the read-model projector.
+    #[arg(long, env = "OSAGO_PROJECTOR_GROUP", default_value = "core-app-read-model")]
+    projector_group: String,
+    /// How long to keep retrying the database and the broker at start-up.
+    #[arg(long, env = "OSAGO_CONNECT_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
 }
 
-fn problems(args: &Args) -> Vec<String> {
-    let mut out = Vec::new();
-    for (flag, url) in [("--bus", &args.bus), ("--database", &args.database)] {
-        if url != "memory://" {
-            out.push(format!(
-                "{flag}: unsupported adapter url (this build supports memory://)"
-            ));
-        }
-    }
-    if args.request_deadline.is_zero() {
-        out.push("--request-deadline must be positive".to_owned());
+/// Checked configuration.
+struct Checked {
+    bus: BusUrl,
+    database: DatabaseUrl,
+}
+
+fn check(args: &Args) -> Result<Checked, Vec<String>> {
+    let mut problems = Vec::new();
+    let bus = resolve::bus(&args.bus).map_err(|e| problems.push(format!("--bus: {e}"))).ok();
+    let database = resolve::database(&args.database)
+        .map_err(|e| problems.push(format!("--database: {e}")))
+        .ok();
+    if args.request_deadline.is_zero() || args.request_deadline > Duration::from_secs(600) {
+        problems.push("--request-deadline must be between 1ms and 10m".to_owned());
     }
     if args.heartbeat.is_zero() {
-        out.push("--heartbeat must be positive".to_owned());
+        problems.push("--heartbeat must be positive".to_owned());
     }
     if args.body_limit < 1024 {
-        out.push("--body-limit must be at least 1024".to_owned());
+        problems.push("--body-limit must be at least 1024".to_owned());
     }
-    out
+    if args.retention < Duration::from_secs(60) {
+        problems.push("--retention must be at least 1m".to_owned());
+    }
+    if args.projector_group.trim().is_empty() {
+        problems.push("--projector-group must not be empty".to_owned());
+    }
+    if let (Some(BusUrl::Kafka(_)), Some(DatabaseUrl::Memory)) = (&bus, &database) {
+        problems.push("--database memory:// cannot share a kafka bus between processes: use postgres://".to_owned());
+    }
+    match (bus, database) {
+        (Some(bus), Some(database)) if problems.is_empty() => Ok(Checked { bus, database }),
+        _ => Err(problems),
+    }
+}
+
+async fn build(args: &Args, checked: Checked) -> Result<Deps, String> {
+    let mut health: Vec<Arc<dyn HealthCheck>> = Vec::new();
+    type Stores = (Arc<dyn RequestStore>, Arc<dyn OutboxStore>, Arc<dyn ReadModel>);
+    let (requests, outbox, read_model): Stores = match checked.database {
+        DatabaseUrl::Memory => {
+            let store = MemoryRequestStore::new(args.retention);
+            (
+                Arc::new(store.clone()),
+                Arc::new(store),
+                Arc::new(MemoryReadModel::new(args.retention)),
+            )
+        }
+        DatabaseUrl::Postgres(url) => {
+            let config = PostgresConfig {
+                retention: args.retention,
+                audit: args.audit,
+                ..PostgresConfig::default()
+            };
+            let store = retry_connect("postgres", args.connect_timeout, || {
+                PostgresStore::connect(&url, config.clone())
+            })
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+            let store = Arc::new(store);
+            health.push(store.clone());
+            (store.clone(), store.clone(), store)
+        }
+    };
+    let deps = match checked.bus {
+        BusUrl::Memory => {
+            let bus = MemoryBus::new();
+            Deps {
+                requests,
+                outbox,
+                publisher: Arc::new(bus.clone()),
+                outcomes: Arc::new(bus.clone()),
+                live: Arc::new(bus),
+                read_model,
+                clock: Arc::new(SystemClock),
+                health,
+            }
+        }
+        BusUrl::Kafka(servers) => {
+            let config = KafkaConfig::new(servers);
+            let bus = retry_connect("kafka", args.connect_timeout, || KafkaBus::connect(config.clone()))
+                .await
+                .map_err(|e| format!("bus: {e}"))?;
+            let bus = Arc::new(bus);
+            health.push(bus.clone());
+            Deps {
+                requests,
+                outbox,
+                publisher: bus.clone(),
+                outcomes: bus.clone(),
+                live: bus,
+                read_model,
+                clock: Arc::new(SystemClock),
+                health,
+            }
+        }
+    };
+    Ok(deps)
 }
 
 #[tokio::main]
@@ -68,29 +167,14 @@ async fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
-    let problems = problems(&args);
-    if !problems.is_empty() {
-        for p in problems {
-            eprintln!("core-app: {p}");
+    let checked = match check(&args) {
+        Ok(checked) => checked,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("core-app: {p}");
+            }
+            return ExitCode::from(64);
         }
-        return ExitCode::from(64);
-    }
-    let config = core_app::Config {
-        request_deadline: args.request_deadline,
-        heartbeat_interval: args.heartbeat,
-        body_limit: args.body_limit,
-        ..core_app::Config::default()
-    };
-    let bus = MemoryBus::new();
-    let store = MemoryRequestStore::new(config.retention);
-    let deps = core_app::Deps {
-        requests: Arc::new(store.clone()),
-        outbox: Arc::new(store),
-        publisher: Arc::new(bus.clone()),
-        outcomes: Arc::new(bus.clone()),
-        live: Arc::new(bus),
-        read_model: Arc::new(MemoryReadModel::new(config.retention)),
-        clock: Arc::new(SystemClock),
     };
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
@@ -99,6 +183,24 @@ async fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    let deps = tokio::select! {
+        built = build(&args, checked) => match built {
+            Ok(deps) => deps,
+            Err(err) => {
+                eprintln!("core-app: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ = shutdown_signal() => return ExitCode::SUCCESS,
+    };
+    let config = core_app::Config {
+        request_deadline: args.request_deadline,
+        heartbeat_interval: args.heartbeat,
+        body_limit: args.body_limit,
+        retention: args.retention,
+        projector_group: args.projector_group.clone(),
+        ..core_app::Config::default()
+    };
     let registry = prometheus_client::registry::Registry::default();
     match core_app::run(listener, deps, config, registry, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,14 +208,5 @@ async fn main() -> ExitCode {
             eprintln!("core-app: {err}");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("signal handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -20,6 +20,7 @@ async fn a_request_nobody_answers_ends_with_timeout() {
         live: Arc::new(bus.clone()),
         read_model: Arc::new(MemoryReadModel::new(Duration::from_secs(60))),
         clock: Arc::new(SystemClock),
+        health: Vec::new(),
     };
     let config = core_app::Config {
         request_deadline: Duration::from_millis(600),

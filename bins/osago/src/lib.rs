@@ -125,6 +125,7 @@ pub async fn start(listener: TcpListener, config: EmbeddedConfig) -> std::io::Re
     let aggregator_deps = aggregator::Deps {
         engine,
         requests: Arc::new(bus.clone()),
+        health: Vec::new(),
     };
     let aggregator_config = config.aggregator.clone();
     tasks.push(tokio::spawn(async move {
@@ -145,6 +146,7 @@ pub async fn start(listener: TcpListener, config: EmbeddedConfig) -> std::io::Re
         live: Arc::new(bus.clone()),
         read_model: Arc::new(read_model),
         clock,
+        health: Vec::new(),
     };
     let addr = listener.local_addr()?;
     let token = shutdown.clone();

@@ -100,25 +100,8 @@ async fn main() -> ExitCode {
     for (id, addr) in &system.insurers {
         tracing::info!(insurer = %id, %addr, "simulated insurer");
     }
-    shutdown_signal().await;
+    osago_transport::bootstrap::shutdown_signal().await;
     tracing::info!("shutting down");
     system.stop().await;
     ExitCode::SUCCESS
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("signal handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

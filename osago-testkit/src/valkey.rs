@@ -1,0 +1,200 @@
+//! A private Valkey (or Redis) server.
+//!
+//! `valkey-server` (or `redis-server`) runs with a generated `valkey.conf` in
+//! the temp dir: `bind 127.0.0.1`, the port, `dir` = the temp dir, no RDB
+//! snapshots (`save ""`), `appendonly` as asked with
+//! `appendfsync everysec`, in the foreground. The testkit speaks the few
+//! commands it needs (a probe, `SHUTDOWN`) in raw RESP, so it needs no
+//! client library.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::process::{self, ServiceProcess, STOP_TIMEOUT};
+use crate::{free_port, INSTALL_HINT};
+
+/// How a [`Valkey`] is configured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ValkeyOptions {
+    /// Keep an append-only file, so data survives a stop or a kill
+    /// (`appendfsync everysec`: at most the last second is lost on a kill).
+    pub appendonly: bool,
+}
+
+/// A private Valkey server on a free loopback port. Dropping it kills the
+/// server and removes its files.
+#[derive(Debug)]
+pub struct Valkey {
+    /// The TCP port on 127.0.0.1.
+    pub port: u16,
+    options: ValkeyOptions,
+    binary: PathBuf,
+    process: ServiceProcess,
+    // Last: removed after the process is killed.
+    dir: TempDir,
+}
+
+impl Valkey {
+    /// Starts a server with the default options (no persistence).
+    pub async fn start() -> Valkey {
+        Self::start_with(ValkeyOptions::default()).await
+    }
+
+    /// Starts a server with `opts`; returns once it answers commands.
+    pub async fn start_with(opts: ValkeyOptions) -> Valkey {
+        let binary = binary();
+        let dir = tempfile::Builder::new()
+            .prefix("osago-valkey-")
+            .tempdir_in("/tmp")
+            .expect("cannot create a temp dir under /tmp");
+        let port = free_port();
+        let config = format!(
+            "bind 127.0.0.1\n\
+             port {port}\n\
+             dir {dir}\n\
+             save \"\"\n\
+             appendonly {appendonly}\n\
+             appendfsync everysec\n\
+             daemonize no\n\
+             logfile \"\"\n",
+            dir = dir.path().display(),
+            appendonly = if opts.appendonly { "yes" } else { "no" },
+        );
+        std::fs::write(dir.path().join("valkey.conf"), config).expect("cannot write valkey.conf");
+        let process = ServiceProcess::new("valkey", dir.path().join("valkey.log"));
+        let mut valkey = Valkey {
+            port,
+            options: opts,
+            binary,
+            process,
+            dir,
+        };
+        valkey.launch().await;
+        tracing::info!(
+            service = "valkey",
+            port,
+            appendonly = opts.appendonly,
+            "started"
+        );
+        valkey
+    }
+
+    /// `redis://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILLs the server, like a crash.
+    pub async fn kill(&mut self) {
+        self.process.kill_now();
+        tracing::info!(service = "valkey", port = self.port, "killed");
+    }
+
+    /// Stops the server with `SHUTDOWN` (`SAVE` when append-only, else
+    /// `NOSAVE`); a no-op when not running.
+    pub async fn stop(&mut self) {
+        if !self.process.is_running() {
+            return;
+        }
+        let mode = if self.options.appendonly {
+            "SAVE"
+        } else {
+            "NOSAVE"
+        };
+        if let Err(e) = command(self.port, &["SHUTDOWN", mode]).await {
+            tracing::warn!(service = "valkey", error = %e, "shutdown command failed");
+        }
+        if !self.process.wait_exit(STOP_TIMEOUT).await {
+            tracing::warn!(service = "valkey", "server ignored shutdown, killing it");
+            self.process.kill_now();
+        }
+        tracing::info!(service = "valkey", port = self.port, "stopped");
+    }
+
+    /// Starts the server again on the same dir, configuration and port
+    /// (after [`stop`](Self::stop) or [`kill`](Self::kill); stops it first
+    /// if it is still running). Returns once it answers commands (its data
+    /// loaded).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.launch().await;
+        tracing::info!(service = "valkey", port = self.port, "restarted");
+    }
+
+    async fn launch(&mut self) {
+        let mut server = Command::new(&self.binary);
+        server
+            .arg(self.dir.path().join("valkey.conf"))
+            .current_dir(self.dir.path());
+        self.process.spawn(server);
+        let port = self.port;
+        // EXISTS answers `-LOADING` until the data set is loaded.
+        self.process
+            .wait_ready(|| async move {
+                matches!(
+                    command(port, &["EXISTS", "osago-testkit:probe"]).await,
+                    Ok(reply) if reply.starts_with(':')
+                )
+            })
+            .await;
+    }
+}
+
+impl Drop for Valkey {
+    fn drop(&mut self) {
+        self.process.kill_now();
+    }
+}
+
+/// `$OSAGO_VALKEY_BIN`, else `valkey-server` or `redis-server` on `PATH`.
+fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("OSAGO_VALKEY_BIN") {
+        return PathBuf::from(path);
+    }
+    process::on_path("valkey-server")
+        .or_else(|| process::on_path("redis-server"))
+        .unwrap_or_else(|| {
+            panic!("valkey-server or redis-server not found on PATH: {INSTALL_HINT}")
+        })
+}
+
+/// Sends one command in RESP and returns the first line of the reply (an
+/// empty string when the server closed the connection, as after
+/// `SHUTDOWN`).
+async fn command(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let io = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes()).await?;
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&buf[..n]);
+            if reply.windows(2).any(|w| w == b"\r\n") {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&reply);
+        Ok(text.lines().next().unwrap_or_default().to_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(5), io)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "valkey did not answer",
+            ))
+        })
+}

@@ -1,0 +1,157 @@
+//! Conformance of [`RequestStore`] + [`OutboxStore`] (one store implements
+//! both: the request and its outbox message are written atomically).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use osago_core::outbox::{OutboxMessage, Stream};
+use osago_core::ports::{OutboxStore, RequestStore, RequestSummary};
+use osago_core::request::sample;
+use osago_core::RequestId;
+use uuid::Uuid;
+
+/// A request summary and its outbox message, as core-app writes them.
+pub fn request_with_message() -> (RequestSummary, OutboxMessage) {
+    let request_id = RequestId::random();
+    let now = Utc::now();
+    let summary = RequestSummary {
+        request_id,
+        created_at: now,
+        deadline_at: now + chrono::Duration::seconds(60),
+    };
+    let message = OutboxMessage {
+        id: Uuid::new_v4(),
+        stream: Stream::Requests,
+        key: request_id.to_string(),
+        payload: format!("{{\"request_id\":\"{request_id}\"}}").into_bytes(),
+        created_at: now,
+        attempts: 0,
+    };
+    (summary, message)
+}
+
+async fn create<S: RequestStore + ?Sized>(store: &S) -> (RequestSummary, OutboxMessage) {
+    let (summary, message) = request_with_message();
+    store
+        .create(&summary, &sample(), &message)
+        .await
+        .expect("create");
+    (summary, message)
+}
+
+/// A created request can be read back; an unknown one is absent.
+pub async fn created_requests_are_found<S: RequestStore + ?Sized>(store: &S) {
+    let (summary, _) = create(store).await;
+    let found = store.summary(&summary.request_id).await.expect("summary");
+    let found = found.expect("the request exists");
+    assert_eq!(found.request_id, summary.request_id);
+    // Databases may round timestamps to microseconds.
+    assert!(
+        (found.deadline_at - summary.deadline_at)
+            .num_milliseconds()
+            .abs()
+            <= 1
+    );
+    assert!(store
+        .summary(&RequestId::random())
+        .await
+        .expect("summary")
+        .is_none());
+}
+
+/// Claims return created messages oldest first, each once per lease.
+pub async fn claims_are_ordered_and_leased<S: RequestStore + OutboxStore + ?Sized>(store: &S) {
+    let (_, first) = create(store).await;
+    let (_, second) = create(store).await;
+    let claimed = store
+        .claim(10, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    let ids: Vec<Uuid> = claimed.iter().map(|m| m.id).collect();
+    assert_eq!(ids, [first.id, second.id], "oldest first");
+    assert_eq!(claimed[0].payload, first.payload);
+    assert_eq!(claimed[0].stream, Stream::Requests);
+    assert_eq!(claimed[0].key, first.key);
+    assert!(
+        store
+            .claim(10, Duration::from_secs(60))
+            .await
+            .expect("claim")
+            .is_empty(),
+        "a leased message is not claimed again"
+    );
+}
+
+/// A lease that runs out makes the message claimable again.
+pub async fn expired_leases_are_claimed_again<S: RequestStore + OutboxStore + ?Sized>(store: &S) {
+    let (_, message) = create(store).await;
+    let claimed = store
+        .claim(10, Duration::from_millis(300))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let again = store
+        .claim(10, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    assert_eq!(again.iter().map(|m| m.id).collect::<Vec<_>>(), [message.id]);
+}
+
+/// Published messages are removed.
+pub async fn published_messages_are_removed<S: RequestStore + OutboxStore + ?Sized>(store: &S) {
+    let (_, message) = create(store).await;
+    let claimed = store
+        .claim(10, Duration::from_millis(200))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    store.mark_published(&[message.id]).await.expect("mark");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(store
+        .claim(10, Duration::from_secs(60))
+        .await
+        .expect("claim")
+        .is_empty());
+}
+
+/// Failures count attempts and dead-letter the message after `dead_after`.
+pub async fn failures_dead_letter<S: RequestStore + OutboxStore + ?Sized>(store: &S) {
+    let (_, message) = create(store).await;
+    for attempt in 1..=3u32 {
+        let claimed = store
+            .claim(10, Duration::from_secs(60))
+            .await
+            .expect("claim");
+        assert_eq!(
+            claimed.len(),
+            1,
+            "attempt {attempt}: claimable again after a failure"
+        );
+        assert_eq!(claimed[0].attempts, attempt - 1);
+        store.mark_failed(message.id, 3).await.expect("mark failed");
+    }
+    assert!(store
+        .claim(10, Duration::from_secs(60))
+        .await
+        .expect("claim")
+        .is_empty());
+    assert_eq!(store.dead_count().await.expect("dead count"), 1);
+}
+
+/// A waiting relay wakes when a request is created, well before its timeout.
+pub async fn creating_wakes_the_waiting_relay<S: RequestStore + OutboxStore + ?Sized>(store: &S) {
+    // Let a first wait set up whatever it listens with.
+    store.wait_for_work(Duration::from_millis(50)).await;
+    let started = tokio::time::Instant::now();
+    let wait = store.wait_for_work(Duration::from_secs(20));
+    let create = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        create(store).await
+    };
+    tokio::join!(wait, create);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "woken by the notification, not by the 20 s timeout"
+    );
+}

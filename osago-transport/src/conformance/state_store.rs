@@ -1,0 +1,170 @@
+//! The [`StateStore`] conformance suite.
+//!
+//! Each function takes a store and checks one property. Request ids are
+//! random, so the functions may share one store (one server) and run in any
+//! order or at once. [`entries_expire_after_their_ttl`] waits on tokio's
+//! clock: real time in a normal test (never the paused clock, which a real
+//! server does not follow).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::future::join_all;
+use osago_core::ports::{InsurerProgress, StateStore};
+use osago_core::{InsurerId, RequestId};
+
+/// A TTL no check outlives.
+const LONG: Duration = Duration::from_secs(300);
+
+/// Claiming is `true` the first time only, even when claims race.
+pub async fn claim_is_true_only_once(store: &dyn StateStore) {
+    let id = RequestId::random();
+    assert!(
+        store.claim_request(&id, LONG).await.expect("claim"),
+        "the first claim must succeed"
+    );
+    for _ in 0..3 {
+        assert!(
+            !store.claim_request(&id, LONG).await.expect("claim"),
+            "a repeated claim must fail"
+        );
+    }
+
+    let raced = RequestId::random();
+    let claims = join_all((0..16).map(|_| store.claim_request(&raced, LONG))).await;
+    let won = claims
+        .into_iter()
+        .map(|claim| claim.expect("claim"))
+        .filter(|&won| won)
+        .count();
+    assert_eq!(won, 1, "exactly one of racing claims must succeed");
+}
+
+/// Saved progress loads back equal; saving the same insurer again replaces
+/// its entry and leaves the others alone.
+pub async fn progress_round_trips_and_replaces(store: &dyn StateStore) {
+    let id = RequestId::random();
+    let alfa = progress(&id, "alfa", None, 1);
+    let beta = progress(&id, "beta-2", Some("app-\"1\"/ü"), 1);
+    store.save_progress(&alfa, LONG).await.expect("save alfa");
+    store.save_progress(&beta, LONG).await.expect("save beta");
+    assert_eq!(
+        sorted(store.load_progress(&id).await.expect("load")),
+        vec![alfa.clone(), beta.clone()]
+    );
+
+    let alfa_done = InsurerProgress {
+        application_id: Some("a-17".to_owned()),
+        attempts: 4,
+        version: 2,
+        finished: true,
+        ..alfa
+    };
+    store
+        .save_progress(&alfa_done, LONG)
+        .await
+        .expect("save alfa again");
+    assert_eq!(
+        sorted(store.load_progress(&id).await.expect("load")),
+        vec![alfa_done, beta],
+        "the second save replaces the first"
+    );
+}
+
+/// A request nobody saved progress for has none.
+pub async fn progress_of_unknown_request_is_empty(store: &dyn StateStore) {
+    let id = RequestId::random();
+    assert!(store.load_progress(&id).await.expect("load").is_empty());
+    // A claim alone records no progress.
+    assert!(store.claim_request(&id, LONG).await.expect("claim"));
+    assert!(store.load_progress(&id).await.expect("load").is_empty());
+}
+
+/// Claims and progress vanish once their TTL has passed: the request may be
+/// claimed again and has no progress.
+pub async fn entries_expire_after_their_ttl(store: &dyn StateStore) {
+    let ttl = Duration::from_secs(1);
+    let id = RequestId::random();
+    assert!(store.claim_request(&id, ttl).await.expect("claim"));
+    store
+        .save_progress(&progress(&id, "alfa", None, 1), ttl)
+        .await
+        .expect("save");
+    // A long-lived neighbour is unaffected.
+    let kept = RequestId::random();
+    assert!(store.claim_request(&kept, LONG).await.expect("claim"));
+    let kept_progress = progress(&kept, "alfa", None, 1);
+    store
+        .save_progress(&kept_progress, LONG)
+        .await
+        .expect("save");
+
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    assert!(
+        store.claim_request(&id, ttl).await.expect("claim"),
+        "an expired claim must be claimable again"
+    );
+    assert!(
+        store.load_progress(&id).await.expect("load").is_empty(),
+        "expired progress must be gone"
+    );
+    assert!(!store.claim_request(&kept, LONG).await.expect("claim"));
+    assert_eq!(
+        store.load_progress(&kept).await.expect("load"),
+        vec![kept_progress]
+    );
+}
+
+/// What is done for one request never shows in another.
+pub async fn requests_are_independent(store: &dyn StateStore) {
+    let a = RequestId::random();
+    let b = RequestId::random();
+    assert!(store.claim_request(&a, LONG).await.expect("claim a"));
+    assert!(
+        store.claim_request(&b, LONG).await.expect("claim b"),
+        "claiming one request must not claim another"
+    );
+
+    let a_progress = progress(&a, "alfa", None, 1);
+    let b_progress = progress(&b, "alfa", Some("b-app"), 2);
+    store
+        .save_progress(&a_progress, LONG)
+        .await
+        .expect("save a");
+    assert!(store.load_progress(&b).await.expect("load b").is_empty());
+    store
+        .save_progress(&b_progress, LONG)
+        .await
+        .expect("save b");
+    assert_eq!(
+        store.load_progress(&a).await.expect("load a"),
+        vec![a_progress]
+    );
+    assert_eq!(
+        store.load_progress(&b).await.expect("load b"),
+        vec![b_progress]
+    );
+}
+
+fn progress(
+    request_id: &RequestId,
+    insurer: &str,
+    application_id: Option<&str>,
+    version: u32,
+) -> InsurerProgress {
+    InsurerProgress {
+        request_id: *request_id,
+        insurer_id: InsurerId::new(insurer).expect("valid insurer id"),
+        application_id: application_id.map(str::to_owned),
+        attempts: version,
+        version,
+        deadline_at: Utc::now() + chrono::Duration::seconds(60),
+        finished: false,
+    }
+}
+
+fn sorted(mut progress: Vec<InsurerProgress>) -> Vec<InsurerProgress> {
+    progress.sort_by(|a, b| a.insurer_id.as_str().cmp(b.insurer_id.as_str()));
+    progress
+}

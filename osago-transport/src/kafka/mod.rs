@@ -1,0 +1,358 @@
+//! Kafka adapter (rdkafka): the three topics behind the bus ports.
+//!
+//! - [`KafkaBus::connect`] creates the topics (`cleanup.policy=delete`,
+//!   retention from [`KafkaConfig`]), fixes the config of existing ones whose
+//!   retention is too low, and builds one shared idempotent producer tuned
+//!   for latency (`linger.ms=0`, Nagle off, `acks=all`).
+//! - [`EventPublisher`] and [`QuoteSink`] publish and wait for the delivery
+//!   report: a message is on the broker when `publish` returns.
+//! - [`RequestSource`] and [`OutcomeSource`] are consumer-group
+//!   subscriptions with manual commits of contiguous acknowledged offsets
+//!   (see the `group` module); the outcome subscription reads the quote and
+//!   error topics with one consumer.
+//! - [`LiveFeed`] assigns every quote and error partition at its end to a
+//!   group-less consumer per follower.
+//!
+//! Topic names live in [`KafkaConfig`] only. Request payloads hold personal
+//! data: logs carry topics, partitions, offsets and keys, never payloads.
+
+mod admin;
+mod config;
+mod context;
+mod group;
+mod live;
+mod tracker;
+mod wire;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use osago_core::outbox::{OutboxMessage, Stream};
+use osago_core::ports::{
+    EventPublisher, LiveFeed, OutcomeSource, PortError, PortErrorKind, QuoteSink, RequestSource,
+    Subscription,
+};
+use osago_core::{InsurerEvent, RequestEvent};
+use rdkafka::admin::AdminClient;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+use rdkafka::ClientConfig;
+
+pub use config::{KafkaConfig, SEVEN_DAYS_MS, THREE_DAYS_MS};
+
+use crate::codec;
+use context::TracingContext;
+use group::{group_settings, Decode, GroupSubscription};
+
+/// The bus on Kafka: publisher, sink, sources and live feed of the three
+/// topics. Cloning shares the producer.
+#[derive(Clone)]
+pub struct KafkaBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: KafkaConfig,
+    /// Settings every client shares (brokers, client id, sockets).
+    client: ClientConfig,
+    /// Dropping them joins their threads and flushes: off the runtime.
+    clients: OffloadDrop<Clients>,
+}
+
+struct Clients {
+    producer: FutureProducer<TracingContext>,
+    admin: AdminClient<TracingContext>,
+}
+
+impl Inner {
+    fn producer(&self) -> &FutureProducer<TracingContext> {
+        &self.clients.get().producer
+    }
+
+    fn admin(&self) -> &AdminClient<TracingContext> {
+        &self.clients.get().admin
+    }
+}
+
+impl std::fmt::Debug for KafkaBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaBus")
+            .field("bootstrap", &self.inner.config.bootstrap)
+            .field("requests", &self.inner.config.requests)
+            .field("quotes", &self.inner.config.quotes)
+            .field("errors", &self.inner.config.errors)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaBus {
+    /// Connects: makes sure the three topics exist with the required
+    /// cleanup policy and retention (see the module docs; an unreachable
+    /// broker fails within `request_timeout`), and builds the shared
+    /// producer.
+    pub async fn connect(config: KafkaConfig) -> Result<KafkaBus, PortError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.bootstrap)
+            .set("client.id", &config.client_id)
+            .set("socket.nagle.disable", "true")
+            .set(
+                "socket.timeout.ms",
+                config.request_timeout.as_millis().max(10).to_string(),
+            );
+
+        let admin: AdminClient<TracingContext> = client
+            .create_with_context(TracingContext)
+            .map_err(|e| kafka_error("creating the admin client failed", e))?;
+
+        let mut producer_config = client.clone();
+        producer_config
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "0")
+            .set("queue.buffering.max.ms", "0")
+            .set(
+                "message.timeout.ms",
+                config.delivery_timeout.as_millis().max(1).to_string(),
+            )
+            .set(
+                "request.timeout.ms",
+                config.request_timeout.as_millis().max(1).to_string(),
+            );
+        let producer: FutureProducer<TracingContext> = producer_config
+            .create_with_context(TracingContext)
+            .map_err(|e| kafka_error("creating the producer failed", e))?;
+
+        let bus = KafkaBus {
+            inner: Arc::new(Inner {
+                config,
+                client,
+                clients: OffloadDrop::new(Clients { producer, admin }),
+            }),
+        };
+        // Topics first: a metadata request for a missing topic may have the
+        // broker auto-create it with its defaults (one partition).
+        admin::ensure_topics(bus.inner.admin(), &bus.inner.config).await?;
+        tracing::info!(bootstrap = %bus.inner.config.bootstrap, "kafka bus connected");
+        Ok(bus)
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.inner.config
+    }
+
+    /// The configs of the three topics as the broker reports them: topic,
+    /// then config name to value.
+    pub async fn topic_configs(
+        &self,
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, PortError> {
+        admin::topic_configs(self.inner.admin(), &self.inner.config).await
+    }
+
+    /// Health: a metadata round trip to the brokers, bounded by
+    /// `request_timeout`.
+    pub async fn ping(&self) -> Result<(), PortError> {
+        let producer = self.inner.producer().clone();
+        let timeout = self.inner.config.request_timeout;
+        let topic = self.inner.config.requests.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), timeout)
+                .map(|_| ())
+                .map_err(|e| kafka_error("kafka metadata request failed", e))
+        })
+        .await
+        .map_err(|_| PortError::new(PortErrorKind::Unavailable, "kafka ping panicked"))?
+    }
+
+    /// Produces one message and waits for its delivery report.
+    async fn send(&self, stream: Stream, key: &str, payload: &[u8]) -> Result<(), PortError> {
+        let topic = self.inner.config.topic(stream);
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        match self
+            .inner
+            .producer()
+            .send(record, Timeout::After(self.inner.config.request_timeout))
+            .await
+        {
+            Ok(delivery) => {
+                tracing::debug!(
+                    topic,
+                    partition = delivery.partition,
+                    offset = delivery.offset,
+                    key,
+                    "published"
+                );
+                Ok(())
+            }
+            Err((err, _message)) => {
+                tracing::warn!(topic, key, error = %err, "publish failed");
+                Err(kafka_error("publishing failed", err))
+            }
+        }
+    }
+
+    fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut client = self.inner.client.clone();
+        group_settings(&mut client, group, self.inner.config.session_timeout);
+        client
+    }
+}
+
+/// Maps a client error to a port error: timeouts to `Timeout`, everything
+/// else to `Unavailable`.
+pub(crate) fn kafka_error(context: &str, err: KafkaError) -> PortError {
+    let kind = match error_code(&err) {
+        Some(
+            RDKafkaErrorCode::MessageTimedOut
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::TimedOutQueue,
+        ) => PortErrorKind::Timeout,
+        _ => PortErrorKind::Unavailable,
+    };
+    PortError::new(kind, format!("{context}: {err}")).with_source(err)
+}
+
+/// The librdkafka error code of an error, admin operations included
+/// (`rdkafka_error_code` leaves those out).
+pub(crate) fn error_code(err: &KafkaError) -> Option<RDKafkaErrorCode> {
+    match err {
+        KafkaError::AdminOp(code) => Some(*code),
+        other => other.rdkafka_error_code(),
+    }
+}
+
+/// Runs `work` on a detached thread: closing a client blocks on the
+/// brokers, for as long as they are gone, and neither a runtime worker nor
+/// a runtime shutdown (which waits for `spawn_blocking` tasks) should wait
+/// for that. If no thread can be started, `work` is dropped here, which
+/// drops (closes) what it holds on this thread.
+pub(crate) fn detach(name: &str, work: impl FnOnce() + Send + 'static) {
+    if let Err(err) = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(work)
+    {
+        tracing::warn!(error = %err, "cannot start a thread to close a kafka client; closing inline");
+    }
+}
+
+/// Owns a client whose drop blocks (a consumer's close, a producer's
+/// flush): dropping this drops the client on a detached thread.
+pub(crate) struct OffloadDrop<T: Send + 'static>(Option<T>);
+
+impl<T: Send + 'static> std::fmt::Debug for OffloadDrop<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OffloadDrop")
+    }
+}
+
+impl<T: Send + 'static> OffloadDrop<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self(Some(value))
+    }
+
+    pub(crate) fn get(&self) -> &T {
+        self.0.as_ref().expect("present until dropped")
+    }
+
+    /// Drops the value on this thread.
+    pub(crate) fn close_here(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl<T: Send + 'static> Drop for OffloadDrop<T> {
+    fn drop(&mut self) {
+        if let Some(value) = self.0.take() {
+            detach("kafka-close", move || drop(value));
+        }
+    }
+}
+
+#[async_trait]
+impl EventPublisher for KafkaBus {
+    async fn publish(&self, message: &OutboxMessage) -> Result<(), PortError> {
+        self.send(message.stream, &message.key, &message.payload)
+            .await
+    }
+}
+
+#[async_trait]
+impl QuoteSink for KafkaBus {
+    async fn publish(&self, event: &InsurerEvent) -> Result<(), PortError> {
+        let (stream, key, payload) = codec::encode_insurer_event(event);
+        self.send(stream, &key, &payload).await
+    }
+}
+
+#[async_trait]
+impl RequestSource for KafkaBus {
+    async fn subscribe(
+        &self,
+        group: &str,
+    ) -> Result<Box<dyn Subscription<RequestEvent>>, PortError> {
+        let decode: Decode<RequestEvent> =
+            Box::new(|_topic, payload| codec::decode_request_event(payload));
+        let subscription = GroupSubscription::start(
+            &self.consumer_config(group),
+            group,
+            &[&self.inner.config.requests],
+            self.inner.config.commit_interval,
+            decode,
+        )?;
+        Ok(Box::new(subscription))
+    }
+}
+
+#[async_trait]
+impl OutcomeSource for KafkaBus {
+    async fn subscribe(
+        &self,
+        group: &str,
+    ) -> Result<Box<dyn Subscription<InsurerEvent>>, PortError> {
+        let config = self.inner.config.clone();
+        let decode: Decode<InsurerEvent> =
+            Box::new(move |topic, payload| match config.stream_of(topic) {
+                Some(stream @ (Stream::Quotes | Stream::Errors)) => {
+                    codec::decode_insurer_event(stream, payload)
+                }
+                _ => Err(PortError::new(
+                    PortErrorKind::Corrupt,
+                    format!("message from unexpected topic {topic}"),
+                )),
+            });
+        let subscription = GroupSubscription::start(
+            &self.consumer_config(group),
+            group,
+            &[&self.inner.config.quotes, &self.inner.config.errors],
+            self.inner.config.commit_interval,
+            decode,
+        )?;
+        Ok(Box::new(subscription))
+    }
+}
+
+#[async_trait]
+impl LiveFeed for KafkaBus {
+    async fn follow(&self) -> Result<BoxStream<'static, InsurerEvent>, PortError> {
+        live::follow(&self.inner.client, &self.inner.config).await
+    }
+}
+
+#[async_trait]
+impl osago_core::ports::HealthCheck for KafkaBus {
+    fn name(&self) -> &'static str {
+        "broker"
+    }
+
+    async fn check(&self) -> Result<(), PortError> {
+        self.ping().await
+    }
+}

@@ -1,0 +1,1 @@
+SELECT count(*) FROM osago_outbox WHERE dead

@@ -1,0 +1,1 @@
+DELETE FROM osago_outbox WHERE id = ANY($1)

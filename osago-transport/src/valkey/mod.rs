@@ -1,0 +1,348 @@
+//! Valkey (or Redis 7) adapter: the aggregator's [`StateStore`], over a
+//! deadpool-redis connection pool.
+//!
+//! # Key layout
+//!
+//! Version 1, one hash tag per request (`{<request_id>}`, the hyphenated
+//! UUID) so a request's keys share a cluster slot:
+//!
+//! | key                                 | type   | content                                   | written by                |
+//! |-------------------------------------|--------|-------------------------------------------|---------------------------|
+//! | `osago:v1:{<request_id>}:claim`     | string | `1`                                       | `SET … NX EX <ttl>`       |
+//! | `osago:v1:{<request_id>}:progress`  | hash   | field = insurer id, value = [`InsurerProgress`] as JSON | `MULTI HSET … EXPIRE … EXEC` |
+//!
+//! Every key is written together with its TTL, atomically (`SET … EX`, or
+//! `HSET` and `EXPIRE` in one `MULTI`/`EXEC`), so no key ever exists without
+//! one, not even for an instant. Saving a progress entry renews the TTL of
+//! the request's whole hash, like the memory store. TTLs are whole seconds,
+//! rounded up, at least 1.
+//!
+//! # Errors
+//!
+//! Every call (taking a connection included) is bounded by
+//! [`ValkeyConfig::timeout`]: past it the call fails with
+//! [`PortErrorKind::Timeout`]. Connection and server errors are
+//! [`PortErrorKind::Unavailable`]; a stored value that is not valid progress
+//! JSON is [`PortErrorKind::Corrupt`]. Messages name the operation, never a
+//! value.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_redis::redis::{self, AsyncConnectionConfig, RedisError};
+use deadpool_redis::{Manager, Pool, PoolError, Runtime};
+use osago_core::ports::{HealthCheck, InsurerProgress, PortError, PortErrorKind, StateStore};
+use osago_core::RequestId;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every key this adapter writes.
+const KEY_PREFIX: &str = "osago:v1:";
+
+/// How the [`ValkeyStateStore`] connects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ValkeyConfig {
+    /// Most connections open at once.
+    pub pool_size: usize,
+    /// Bound on each call: taking or opening a connection plus the command.
+    pub timeout: Duration,
+}
+
+impl Default for ValkeyConfig {
+    fn default() -> Self {
+        Self {
+            pool_size: 32,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The aggregator's in-flight state in Valkey. Cheap to clone (the pool is
+/// shared).
+#[derive(Clone)]
+pub struct ValkeyStateStore {
+    pool: Pool,
+    timeout: Duration,
+}
+
+impl fmt::Debug for ValkeyStateStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("ValkeyStateStore")
+            .field("pool_size", &status.max_size)
+            .field("connections", &status.size)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl ValkeyStateStore {
+    /// A store for the server at `url` (`redis://host:port[/db]`): builds
+    /// the pool and checks the server answers a `PING`, so a caller can
+    /// retry at start-up. Later calls reconnect on their own.
+    pub async fn connect(url: &str, config: ValkeyConfig) -> Result<Self, PortError> {
+        let store = Self::new_lazy(url, config)?;
+        store.ping().await?;
+        Ok(store)
+    }
+
+    /// The store without contacting the server (connections are opened on
+    /// first use). Fails only on an invalid URL.
+    fn new_lazy(url: &str, config: ValkeyConfig) -> Result<Self, PortError> {
+        let connection = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout));
+        // The URL may carry a password: never echo it.
+        let manager = Manager::new_with_config(url, connection).map_err(|e| {
+            PortError::new(PortErrorKind::Unavailable, "invalid valkey url").with_source(e)
+        })?;
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.timeout))
+            .create_timeout(Some(config.timeout))
+            .recycle_timeout(Some(config.timeout))
+            .build()
+            .map_err(|e| {
+                PortError::new(PortErrorKind::Unavailable, "cannot build the valkey pool")
+                    .with_source(e)
+            })?;
+        Ok(Self {
+            pool,
+            timeout: config.timeout,
+        })
+    }
+
+    /// Checks that the server answers (`PING`), for health checks.
+    pub async fn ping(&self) -> Result<(), PortError> {
+        let pong: String = self.query("ping", &redis::cmd("PING")).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(PortError::new(
+                PortErrorKind::Unavailable,
+                "valkey ping got an unexpected answer",
+            ))
+        }
+    }
+
+    /// Runs one command on a pooled connection, within the timeout.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, PortError> {
+        self.bounded(op, async {
+            let mut conn = self.pool.get().await.map_err(|e| pool_error(op, e))?;
+            cmd.query_async(&mut conn)
+                .await
+                .map_err(|e| redis_error(op, e))
+        })
+        .await
+    }
+
+    /// Runs a pipeline on a pooled connection, within the timeout.
+    async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, PortError> {
+        self.bounded(op, async {
+            let mut conn = self.pool.get().await.map_err(|e| pool_error(op, e))?;
+            pipe.query_async(&mut conn)
+                .await
+                .map_err(|e| redis_error(op, e))
+        })
+        .await
+    }
+
+    async fn bounded<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, PortError>>,
+    ) -> Result<T, PortError> {
+        let result = match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(PortError::new(
+                PortErrorKind::Timeout,
+                format!("valkey {op} timed out after {:?}", self.timeout),
+            )),
+        };
+        if let Err(e) = &result {
+            tracing::debug!(op, kind = ?e.kind(), error = %e, "valkey call failed");
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl HealthCheck for ValkeyStateStore {
+    fn name(&self) -> &'static str {
+        "valkey"
+    }
+
+    async fn check(&self) -> Result<(), PortError> {
+        self.ping().await
+    }
+}
+
+#[async_trait]
+impl StateStore for ValkeyStateStore {
+    async fn claim_request(
+        &self,
+        request_id: &RequestId,
+        ttl: Duration,
+    ) -> Result<bool, PortError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(claim_key(request_id))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl_secs(ttl));
+        let reply: Option<String> = self.query("claim", &cmd).await?;
+        Ok(reply.is_some())
+    }
+
+    async fn save_progress(
+        &self,
+        progress: &InsurerProgress,
+        ttl: Duration,
+    ) -> Result<(), PortError> {
+        let value = serde_json::to_vec(progress).map_err(|e| {
+            PortError::new(PortErrorKind::Corrupt, "cannot encode progress").with_source(e)
+        })?;
+        let key = progress_key(&progress.request_id);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSET")
+            .arg(&key)
+            .arg(progress.insurer_id.as_str())
+            .arg(value)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(ttl_secs(ttl))
+            .ignore();
+        self.query_pipe::<()>("save progress", &pipe).await
+    }
+
+    async fn load_progress(
+        &self,
+        request_id: &RequestId,
+    ) -> Result<Vec<InsurerProgress>, PortError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(progress_key(request_id));
+        let fields: Vec<(String, Vec<u8>)> = self.query("load progress", &cmd).await?;
+        let mut out = fields
+            .into_iter()
+            .map(|(field, value)| decode_progress(request_id, &field, &value))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by(|a, b| a.insurer_id.as_str().cmp(b.insurer_id.as_str()));
+        Ok(out)
+    }
+}
+
+/// `osago:v1:{<request_id>}:claim`.
+fn claim_key(request_id: &RequestId) -> String {
+    format!("{KEY_PREFIX}{{{request_id}}}:claim")
+}
+
+/// `osago:v1:{<request_id>}:progress`.
+fn progress_key(request_id: &RequestId) -> String {
+    format!("{KEY_PREFIX}{{{request_id}}}:progress")
+}
+
+/// Whole seconds, rounded up, at least 1.
+fn ttl_secs(ttl: Duration) -> u64 {
+    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// One hash field back into progress; it must belong where it is stored.
+fn decode_progress(
+    request_id: &RequestId,
+    field: &str,
+    value: &[u8],
+) -> Result<InsurerProgress, PortError> {
+    let progress: InsurerProgress = serde_json::from_slice(value).map_err(|e| {
+        PortError::new(PortErrorKind::Corrupt, "undecodable progress in valkey").with_source(e)
+    })?;
+    if progress.request_id != *request_id || progress.insurer_id.as_str() != field {
+        return Err(PortError::new(
+            PortErrorKind::Corrupt,
+            "progress in valkey is stored under another request or insurer",
+        ));
+    }
+    Ok(progress)
+}
+
+fn redis_error(op: &'static str, e: RedisError) -> PortError {
+    let kind = if e.is_timeout() {
+        PortErrorKind::Timeout
+    } else {
+        PortErrorKind::Unavailable
+    };
+    PortError::new(kind, format!("valkey {op} failed")).with_source(e)
+}
+
+fn pool_error(op: &'static str, e: PoolError) -> PortError {
+    match e {
+        PoolError::Backend(e) => redis_error(op, e),
+        PoolError::Timeout(_) => PortError::new(
+            PortErrorKind::Timeout,
+            format!("valkey {op}: no connection in time"),
+        ),
+        PoolError::Closed => {
+            PortError::new(PortErrorKind::Closed, format!("valkey {op}: pool closed"))
+        }
+        other => PortError::new(
+            PortErrorKind::Unavailable,
+            format!("valkey {op}: no connection"),
+        )
+        .with_source(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_round_up_to_whole_seconds() {
+        assert_eq!(ttl_secs(Duration::ZERO), 1);
+        assert_eq!(ttl_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ttl_secs(Duration::from_secs(1)), 1);
+        assert_eq!(ttl_secs(Duration::from_millis(1_001)), 2);
+        assert_eq!(ttl_secs(Duration::from_secs(90)), 90);
+    }
+
+    #[test]
+    fn keys_share_the_request_hash_tag() {
+        let id: RequestId = uuid::Uuid::nil().into();
+        assert_eq!(
+            claim_key(&id),
+            "osago:v1:{00000000-0000-0000-0000-000000000000}:claim"
+        );
+        assert_eq!(
+            progress_key(&id),
+            "osago:v1:{00000000-0000-0000-0000-000000000000}:progress"
+        );
+    }
+
+    #[test]
+    fn undecodable_progress_is_corrupt() {
+        let id = RequestId::random();
+        let err = decode_progress(&id, "alfa", b"{not json").unwrap_err();
+        assert_eq!(err.kind(), PortErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn invalid_url_is_rejected_without_echo() {
+        let err =
+            ValkeyStateStore::new_lazy("nonsense://secret@x", ValkeyConfig::default()).unwrap_err();
+        assert_eq!(err.kind(), PortErrorKind::Unavailable);
+        assert!(!err.to_string().contains("secret"));
+    }
+}

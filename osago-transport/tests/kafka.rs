@@ -1,0 +1,308 @@
+//! The Kafka adapter against a private tansu broker: the bus conformance
+//! suite, the topic configs as the broker reports them, manual commits of
+//! contiguous acknowledgements only, and the stream keys.
+//!
+//! Each test starts its own broker (in-memory storage), so tests run at
+//! once without sharing topics or groups.
+
+#![cfg(feature = "kafka")]
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use osago_core::outbox::Stream;
+use osago_core::ports::{EventPublisher, QuoteSink, RequestSource, Subscription};
+use osago_core::{QuoteStatus, RequestEvent, RequestId};
+use osago_testkit::Tansu;
+use osago_transport::conformance::bus;
+use osago_transport::kafka::{KafkaBus, KafkaConfig};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// A broker and a bus connected to it (the topics created).
+async fn broker() -> (Tansu, KafkaBus) {
+    let tansu = Tansu::start().await;
+    let bus = KafkaBus::connect(config(&tansu)).await.expect("connect");
+    (tansu, bus)
+}
+
+fn config(tansu: &Tansu) -> KafkaConfig {
+    KafkaConfig {
+        client_id: "osago-transport-tests".into(),
+        partitions: 3,
+        ..KafkaConfig::new(tansu.bootstrap())
+    }
+}
+
+// Conformance
+
+#[tokio::test]
+async fn kafka_published_requests_reach_every_group() {
+    let (_tansu, bus) = broker().await;
+    bus::published_requests_reach_every_group(&bus, &bus).await;
+}
+
+#[tokio::test]
+async fn kafka_group_members_share_the_events() {
+    let (_tansu, bus) = broker().await;
+    bus::group_members_share_the_events(&bus, &bus).await;
+}
+
+#[tokio::test]
+async fn kafka_undecodable_requests_are_skipped() {
+    let (_tansu, bus) = broker().await;
+    bus::undecodable_requests_are_skipped(&bus, &bus).await;
+}
+
+#[tokio::test]
+async fn kafka_acked_requests_are_not_redelivered_to_the_group() {
+    let (_tansu, bus) = broker().await;
+    bus::acked_requests_are_not_redelivered_to_the_group(&bus, &bus).await;
+}
+
+#[tokio::test]
+async fn kafka_insurer_events_reach_outcome_subscribers_in_order_per_key() {
+    let (_tansu, bus) = broker().await;
+    bus::insurer_events_reach_outcome_subscribers_in_order_per_key(&bus, &bus).await;
+}
+
+#[tokio::test]
+async fn kafka_live_feed_sees_events_published_after_follow() {
+    let (_tansu, bus) = broker().await;
+    bus::live_feed_sees_events_published_after_follow(&bus, &bus).await;
+}
+
+#[tokio::test]
+async fn kafka_every_live_follower_sees_every_event() {
+    let (_tansu, bus) = broker().await;
+    bus::every_live_follower_sees_every_event(&bus, &bus).await;
+}
+
+// Kafka specifics
+
+#[tokio::test]
+async fn topics_exist_with_delete_policy_and_required_retention() {
+    let (_tansu, bus) = broker().await;
+    bus.ping().await.expect("ping");
+    let configs = bus.topic_configs().await.expect("topic configs");
+    for (topic, least) in [
+        ("osago.requests.v1", 259_200_000_i64),
+        ("osago.quotes.v1", 259_200_000),
+        ("osago.errors.v1", 604_800_000),
+    ] {
+        let entries = configs
+            .get(topic)
+            .unwrap_or_else(|| panic!("no config of {topic}: {configs:?}"));
+        assert_eq!(
+            entries.get("cleanup.policy").map(String::as_str),
+            Some("delete"),
+            "{topic}: {entries:?}"
+        );
+        let retention: i64 = entries
+            .get("retention.ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{topic} has no retention.ms: {entries:?}"));
+        assert!(
+            retention >= least,
+            "{topic}: retention.ms {retention} < {least}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn connect_raises_a_retention_that_is_too_low() {
+    let tansu = Tansu::start().await;
+    // Someone created the error topic with a one-hour retention.
+    let admin: rdkafka::admin::AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", tansu.bootstrap())
+        .create()
+        .expect("admin client");
+    let topic = rdkafka::admin::NewTopic::new(
+        "osago.errors.v1",
+        3,
+        rdkafka::admin::TopicReplication::Fixed(1),
+    )
+    .set("retention.ms", "3600000");
+    let created = admin
+        .create_topics([&topic], &rdkafka::admin::AdminOptions::new())
+        .await
+        .expect("create topic");
+    assert!(created[0].is_ok(), "{created:?}");
+
+    let bus = KafkaBus::connect(config(&tansu)).await.expect("connect");
+    let configs = bus.topic_configs().await.expect("topic configs");
+    let retention: i64 = configs["osago.errors.v1"]["retention.ms"].parse().unwrap();
+    assert!(retention >= 604_800_000, "retention.ms {retention}");
+}
+
+/// Acks out of order: only the contiguous prefix is committed, so after a
+/// re-join the unacknowledged message and everything after it come again.
+#[tokio::test]
+async fn only_contiguous_acks_are_committed() {
+    let (_tansu, bus) = broker().await;
+    let key = RequestId::random().to_string();
+    let events: Vec<RequestEvent> = (0..3).map(|_| bus::request_event()).collect();
+    for event in &events {
+        let mut message = bus::request_message(event);
+        // One key: one partition, in this order.
+        message.key = key.clone();
+        EventPublisher::publish(&bus, &message)
+            .await
+            .expect("publish");
+    }
+    let ours = |e: &RequestEvent| events.iter().any(|x| x.event_id == e.event_id);
+
+    let group = format!("contiguous-{}", uuid::Uuid::new_v4().simple());
+    let mut subscription = bus.subscribe(&group).await.expect("subscribe");
+    let mut deliveries = Vec::new();
+    while deliveries.len() < 3 {
+        deliveries.push(next_of(&mut *subscription, &ours).await);
+    }
+    let ids: Vec<_> = deliveries.iter().map(|d| d.event.event_id).collect();
+    assert_eq!(ids, events.iter().map(|e| e.event_id).collect::<Vec<_>>());
+    let mut deliveries = deliveries.into_iter();
+    let first = deliveries.next().unwrap();
+    let second = deliveries.next().unwrap();
+    let third = deliveries.next().unwrap();
+    third.ack.ack();
+    first.ack.ack();
+    // Several commit intervals pass: whatever may be committed is.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(second);
+    drop(subscription);
+
+    let mut subscription = bus.subscribe(&group).await.expect("subscribe again");
+    let again = next_of(&mut *subscription, &ours).await;
+    assert_eq!(
+        again.event.event_id, events[1].event_id,
+        "the unacknowledged second event comes first (the first is committed)"
+    );
+    let after = next_of(&mut *subscription, &ours).await;
+    assert_eq!(after.event.event_id, events[2].event_id);
+    again.ack.ack();
+    after.ack.ack();
+}
+
+/// An undecodable message counts as acknowledged: it never holds back the
+/// commit of the events after it on its partition.
+#[tokio::test]
+async fn undecodable_messages_do_not_block_commits() {
+    let (_tansu, bus) = broker().await;
+    let first = bus::request_event();
+    let mut second = bus::request_event();
+    second.request_id = first.request_id;
+    let mut garbage = bus::request_message(&first);
+    garbage.payload = b"not json".to_vec();
+    EventPublisher::publish(&bus, &garbage)
+        .await
+        .expect("publish garbage");
+    EventPublisher::publish(&bus, &bus::request_message(&first))
+        .await
+        .expect("publish");
+    let ours = |e: &RequestEvent| e.request_id == first.request_id;
+
+    let group = format!("undecodable-{}", uuid::Uuid::new_v4().simple());
+    let mut subscription = bus.subscribe(&group).await.expect("subscribe");
+    let delivery = next_of(&mut *subscription, &ours).await;
+    assert_eq!(delivery.event.event_id, first.event_id);
+    delivery.ack.ack();
+    drop(subscription);
+
+    let mut subscription = bus.subscribe(&group).await.expect("subscribe again");
+    EventPublisher::publish(&bus, &bus::request_message(&second))
+        .await
+        .expect("publish");
+    let delivery = next_of(&mut *subscription, &ours).await;
+    assert_eq!(
+        delivery.event.event_id, second.event_id,
+        "the bad message and the acknowledged event after it are committed"
+    );
+}
+
+async fn next_of(
+    subscription: &mut dyn Subscription<RequestEvent>,
+    wanted: &impl Fn(&RequestEvent) -> bool,
+) -> osago_core::ports::Delivery<RequestEvent> {
+    tokio::time::timeout(bus::WAIT, async {
+        loop {
+            match subscription.next().await {
+                Some(Ok(d)) if wanted(&d.event) => return d,
+                Some(Ok(_)) => {}
+                Some(Err(err)) => {
+                    eprintln!("subscription error: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                None => panic!("subscription closed"),
+            }
+        }
+    })
+    .await
+    .expect("a delivery in time")
+}
+
+/// Quote and error events are keyed `request_id:insurer_id` on the wire.
+#[tokio::test]
+async fn insurer_events_are_keyed_by_request_and_insurer() {
+    let (tansu, bus) = broker().await;
+    let request = RequestId::random();
+    let quote = bus::quote_event(request, "swift", 1, QuoteStatus::Pending);
+    let error = bus::error_event(request, "legacy", 2, true);
+    QuoteSink::publish(&bus, &quote)
+        .await
+        .expect("publish quote");
+    QuoteSink::publish(&bus, &error)
+        .await
+        .expect("publish error");
+
+    for (topic, insurer) in [(Stream::Quotes, "swift"), (Stream::Errors, "legacy")] {
+        let topic = bus.config().topic(topic).to_owned();
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", tansu.bootstrap())
+            .set(
+                "group.id",
+                format!("keys-{}", uuid::Uuid::new_v4().simple()),
+            )
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("plain consumer");
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..bus.config().partitions {
+            assignment
+                .add_partition_offset(&topic, partition, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&assignment).expect("assign");
+        let key = tokio::time::timeout(bus::WAIT, async {
+            let mut messages = consumer.stream();
+            loop {
+                let message = messages.next().await.expect("stream").expect("message");
+                let payload: serde_json::Value =
+                    serde_json::from_slice(message.payload().unwrap()).unwrap();
+                if payload["request_id"] == request.to_string() {
+                    return String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+                }
+            }
+        })
+        .await
+        .expect("the event in time");
+        assert_eq!(key, format!("{request}:{insurer}"), "key on {topic}");
+    }
+}
+
+/// With the broker gone, ping fails (bounded by the request timeout).
+#[tokio::test]
+async fn ping_fails_when_the_broker_is_gone() {
+    let mut tansu = Tansu::start().await;
+    let bus = KafkaBus::connect(KafkaConfig {
+        request_timeout: Duration::from_secs(2),
+        ..config(&tansu)
+    })
+    .await
+    .expect("connect");
+    bus.ping().await.expect("ping");
+    tansu.kill().await;
+    let started = std::time::Instant::now();
+    assert!(bus.ping().await.is_err(), "ping must fail without a broker");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

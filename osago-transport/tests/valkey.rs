@@ -1,0 +1,280 @@
+//! The Valkey state store on a private Valkey: the `StateStore` conformance
+//! suite, plus what only a real server can get wrong (every key has a TTL,
+//! an unreachable or silent server fails fast, data survives a restart).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use deadpool_redis::redis;
+use osago_core::ports::{InsurerProgress, PortErrorKind, StateStore};
+use osago_core::{InsurerId, RequestId};
+use osago_testkit::{free_port, Valkey, ValkeyOptions};
+use osago_transport::conformance::state_store;
+use osago_transport::valkey::{ValkeyConfig, ValkeyStateStore};
+
+async fn store_on(valkey: &Valkey) -> ValkeyStateStore {
+    ValkeyStateStore::connect(&valkey.url(), ValkeyConfig::default())
+        .await
+        .expect("connect")
+}
+
+#[tokio::test]
+async fn claim_is_true_only_once() {
+    let valkey = Valkey::start().await;
+    state_store::claim_is_true_only_once(&store_on(&valkey).await).await;
+}
+
+#[tokio::test]
+async fn progress_round_trips_and_replaces() {
+    let valkey = Valkey::start().await;
+    state_store::progress_round_trips_and_replaces(&store_on(&valkey).await).await;
+}
+
+#[tokio::test]
+async fn progress_of_unknown_request_is_empty() {
+    let valkey = Valkey::start().await;
+    state_store::progress_of_unknown_request_is_empty(&store_on(&valkey).await).await;
+}
+
+#[tokio::test]
+async fn entries_expire_after_their_ttl() {
+    let valkey = Valkey::start().await;
+    state_store::entries_expire_after_their_ttl(&store_on(&valkey).await).await;
+}
+
+#[tokio::test]
+async fn requests_are_independent() {
+    let valkey = Valkey::start().await;
+    state_store::requests_are_independent(&store_on(&valkey).await).await;
+}
+
+#[tokio::test]
+async fn every_key_has_a_ttl_within_the_configured_one() {
+    let valkey = Valkey::start().await;
+    let store = store_on(&valkey).await;
+    let ttl = Duration::from_secs(7_200);
+    let mut requests = Vec::new();
+    for _ in 0..5 {
+        let id = RequestId::random();
+        assert!(store.claim_request(&id, ttl).await.expect("claim"));
+        for insurer in ["alfa", "beta", "gamma"] {
+            store
+                .save_progress(&progress(&id, insurer), ttl)
+                .await
+                .expect("save");
+        }
+        requests.push(id);
+    }
+    // Sub-second TTLs round up to whole seconds, never down to none.
+    let short = RequestId::random();
+    assert!(store
+        .claim_request(&short, Duration::from_millis(300))
+        .await
+        .expect("claim"));
+
+    let ttls = key_ttls(&valkey).await;
+    assert_eq!(ttls.len(), requests.len() * 2 + 1, "keys: {ttls:?}");
+    for (key, remaining) in &ttls {
+        assert!(
+            key.starts_with("osago:v1:{"),
+            "key outside the layout: {key}"
+        );
+        assert!(
+            *remaining > 0 && *remaining <= ttl.as_secs() as i64,
+            "key {key} has ttl {remaining}"
+        );
+    }
+    let short_key = format!("osago:v1:{{{short}}}:claim");
+    assert_eq!(ttls.get(&short_key), Some(&1));
+    for id in requests {
+        assert!(ttls.contains_key(&format!("osago:v1:{{{id}}}:claim")));
+        assert!(ttls.contains_key(&format!("osago:v1:{{{id}}}:progress")));
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_server_fails_fast() {
+    let config = ValkeyConfig {
+        timeout: Duration::from_millis(500),
+        ..ValkeyConfig::default()
+    };
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let err = ValkeyStateStore::connect(&url, config.clone())
+        .await
+        .expect_err("nobody listens");
+    assert!(
+        matches!(
+            err.kind(),
+            PortErrorKind::Unavailable | PortErrorKind::Timeout
+        ),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // A server that accepts but never answers: a timeout, not a hang.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_url = format!("redis://{}", silent.local_addr().expect("addr"));
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let started = Instant::now();
+    let err = ValkeyStateStore::connect(&silent_url, config.clone())
+        .await
+        .expect_err("the server never answers");
+    assert_eq!(err.kind(), PortErrorKind::Timeout, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    hold.abort();
+
+    // A server that goes away after connecting.
+    let mut valkey = Valkey::start().await;
+    let store = ValkeyStateStore::connect(&valkey.url(), config)
+        .await
+        .expect("connect");
+    let id = RequestId::random();
+    assert!(store
+        .claim_request(&id, Duration::from_secs(60))
+        .await
+        .expect("claim"));
+    valkey.kill().await;
+    let started = Instant::now();
+    for result in [
+        store
+            .claim_request(&id, Duration::from_secs(60))
+            .await
+            .err(),
+        store.load_progress(&id).await.err(),
+        store.ping().await.err(),
+    ] {
+        let err = result.expect("the server is gone");
+        assert!(
+            matches!(
+                err.kind(),
+                PortErrorKind::Unavailable | PortErrorKind::Timeout
+            ),
+            "{err}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // And it recovers once the server is back.
+    valkey.restart().await;
+    store.ping().await.expect("ping after restart");
+}
+
+#[tokio::test]
+async fn keys_survive_a_restart_with_appendonly() {
+    let mut valkey = Valkey::start_with(ValkeyOptions { appendonly: true }).await;
+    let store = store_on(&valkey).await;
+    let ttl = Duration::from_secs(3_600);
+
+    let id = RequestId::random();
+    let alfa = progress(&id, "alfa");
+    assert!(store.claim_request(&id, ttl).await.expect("claim"));
+    store.save_progress(&alfa, ttl).await.expect("save");
+    valkey.stop().await;
+    valkey.restart().await;
+    assert!(!store.claim_request(&id, ttl).await.expect("claim"));
+    assert_eq!(store.load_progress(&id).await.expect("load"), vec![alfa]);
+
+    // A crash loses nothing already acknowledged either.
+    let crashed = RequestId::random();
+    let beta = progress(&crashed, "beta");
+    assert!(store.claim_request(&crashed, ttl).await.expect("claim"));
+    store.save_progress(&beta, ttl).await.expect("save");
+    valkey.kill().await;
+    valkey.restart().await;
+    assert!(!store.claim_request(&crashed, ttl).await.expect("claim"));
+    assert_eq!(
+        store.load_progress(&crashed).await.expect("load"),
+        vec![beta]
+    );
+
+    // TTLs survive too.
+    for (key, remaining) in key_ttls(&valkey).await {
+        assert!(
+            remaining > 0 && remaining <= ttl.as_secs() as i64,
+            "key {key} has ttl {remaining}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn undecodable_progress_is_corrupt() {
+    let valkey = Valkey::start().await;
+    let store = store_on(&valkey).await;
+    let id = RequestId::random();
+    store
+        .save_progress(&progress(&id, "alfa"), Duration::from_secs(60))
+        .await
+        .expect("save");
+    let client = redis::Client::open(valkey.url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("HSET")
+        .arg(format!("osago:v1:{{{id}}}:progress"))
+        .arg("beta")
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    let err = store.load_progress(&id).await.expect_err("corrupt entry");
+    assert_eq!(err.kind(), PortErrorKind::Corrupt, "{err}");
+}
+
+/// Every key on the server with its TTL (`SCAN` then `TTL`).
+async fn key_ttls(valkey: &Valkey) -> HashMap<String, i64> {
+    let client = redis::Client::open(valkey.url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("*")
+            .arg("COUNT")
+            .arg(100)
+            .query_async(&mut conn)
+            .await
+            .expect("scan");
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    let mut ttls = HashMap::new();
+    for key in keys {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("ttl");
+        ttls.insert(key, ttl);
+    }
+    ttls
+}
+
+fn progress(request_id: &RequestId, insurer: &str) -> InsurerProgress {
+    InsurerProgress {
+        request_id: *request_id,
+        insurer_id: InsurerId::new(insurer).expect("insurer id"),
+        application_id: Some(format!("{insurer}-app")),
+        attempts: 1,
+        version: 1,
+        deadline_at: Utc::now() + chrono::Duration::seconds(60),
+        finished: false,
+    }
+}

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Makes sure the binaries of the services the tests start privately
+# (osago-testkit) are installed; quiet and quick when they are:
+#
+# - PostgreSQL server: initdb, pg_ctl, postgres, psql (Debian: postgresql),
+#   or $OSAGO_PG_BIN; as root, also the `postgres` user to run it as;
+# - Valkey or Redis: valkey-server or redis-server (Debian: redis-server),
+#   or $OSAGO_VALKEY_BIN;
+# - tansu 0.6.0 (Kafka protocol), built from crates.io into
+#   $HOME/.cache/osago/tansu-0.6.0, or $OSAGO_TANSU_BIN.
+#
+# Missing Debian packages are installed with apt-get when running as root;
+# otherwise the script names what to install and exits 1. Idempotent.
+set -euo pipefail
+
+TANSU_VERSION=0.6.0
+TANSU_ROOT="${HOME}/.cache/osago/tansu-${TANSU_VERSION}"
+
+say() { echo "install-test-services: $*" >&2; }
+
+have_pg_in() {
+    [ -x "$1/initdb" ] && [ -x "$1/pg_ctl" ] && [ -x "$1/postgres" ]
+}
+
+have_postgres() {
+    if [ -n "${OSAGO_PG_BIN:-}" ]; then
+        have_pg_in "$OSAGO_PG_BIN"
+        return
+    fi
+    local dir
+    for dir in /usr/lib/postgresql/*/bin; do
+        if have_pg_in "$dir"; then
+            return 0
+        fi
+    done
+    command -v initdb >/dev/null && command -v pg_ctl >/dev/null && command -v postgres >/dev/null
+}
+
+have_psql() {
+    if [ -n "${OSAGO_PG_BIN:-}" ] && [ -x "$OSAGO_PG_BIN/psql" ]; then
+        return 0
+    fi
+    compgen -G '/usr/lib/postgresql/*/bin/psql' >/dev/null || command -v psql >/dev/null
+}
+
+have_valkey() {
+    if [ -n "${OSAGO_VALKEY_BIN:-}" ]; then
+        [ -x "$OSAGO_VALKEY_BIN" ]
+        return
+    fi
+    command -v valkey-server >/dev/null || command -v redis-server >/dev/null
+}
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+# 1. Debian packages.
+missing=()
+if ! have_postgres || ! have_psql; then
+    missing+=(postgresql)
+fi
+if ! have_valkey; then
+    missing+=(redis-server)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    if is_root && command -v apt-get >/dev/null; then
+        say "installing ${missing[*]} with apt-get"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        say "missing ${missing[*]}: install them (Debian/Ubuntu: sudo apt-get install -y ${missing[*]}), or point OSAGO_PG_BIN / OSAGO_VALKEY_BIN at the binaries"
+        exit 1
+    fi
+    if ! have_postgres || ! have_psql || ! have_valkey; then
+        say "${missing[*]} installed but the binaries are still not found"
+        exit 1
+    fi
+fi
+
+# 2. PostgreSQL refuses to run as root: the testkit runs it as `postgres`.
+if is_root && ! id -u postgres >/dev/null 2>&1; then
+    if command -v useradd >/dev/null; then
+        say "creating the postgres system user"
+        useradd --system --user-group --no-create-home --shell /usr/sbin/nologin postgres
+    else
+        say "running as root without a postgres user: create one (useradd --system postgres)"
+        exit 1
+    fi
+fi
+
+# 3. tansu, pinned, built once into the cache.
+if [ -n "${OSAGO_TANSU_BIN:-}" ]; then
+    if [ ! -x "$OSAGO_TANSU_BIN" ]; then
+        say "OSAGO_TANSU_BIN=$OSAGO_TANSU_BIN is not an executable: unset it to build tansu ${TANSU_VERSION} into ${TANSU_ROOT}"
+        exit 1
+    fi
+elif [ ! -x "${TANSU_ROOT}/bin/tansu" ]; then
+    if ! command -v cargo >/dev/null; then
+        say "tansu ${TANSU_VERSION} is missing and so is cargo: install the Rust toolchain (https://rustup.rs)"
+        exit 1
+    fi
+    say "building tansu ${TANSU_VERSION} into ${TANSU_ROOT} (cargo install, takes ~10 min, once)"
+    cargo install --locked tansu --version "${TANSU_VERSION}" --features dynostore --root "${TANSU_ROOT}"
+fi

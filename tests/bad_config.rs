@@ -1,0 +1,74 @@
+//! Bad configuration: each binary checks all of it before binding a port
+//! and exits with status 64 and one clear line per problem.
+
+use std::process::Command;
+
+use osago_tests::processes::binary;
+
+fn run(name: &str, args: &[&str]) -> (Option<i32>, Vec<String>) {
+    let output = Command::new(binary(name))
+        .args(args)
+        .env_remove("OSAGO_BUS_URL")
+        .env_remove("OSAGO_DATABASE_URL")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    (
+        output.status.code(),
+        stderr.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect(),
+    )
+}
+
+#[test]
+fn core_app_reports_every_problem_and_exits_64() {
+    let (code, lines) = run(
+        "core-app",
+        &[
+            "--listen",
+            "127.0.0.1:1",
+            "--bus",
+            "nats://x:1",
+            "--database",
+            "mysql://secret@db/x",
+            "--heartbeat",
+            "0s",
+        ],
+    );
+    assert_eq!(code, Some(64), "{lines:?}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("--bus")));
+    assert!(lines.iter().any(|l| l.contains("--database")));
+    assert!(lines.iter().any(|l| l.contains("--heartbeat")));
+    assert!(lines.iter().all(|l| !l.contains("secret")), "urls may hold passwords: {lines:?}");
+}
+
+#[test]
+fn aggregator_reports_every_problem_and_exits_64() {
+    let (code, lines) = run(
+        "aggregator",
+        &["--state", "memcached://x", "--insurer", "Bad Id=http://x", "--state-ttl", "1h"],
+    );
+    assert_eq!(code, Some(64), "{lines:?}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("--state:")));
+    assert!(lines.iter().any(|l| l.contains("--insurer")));
+    assert!(lines.iter().any(|l| l.contains("--state-ttl")));
+}
+
+#[test]
+fn a_kafka_bus_needs_durable_stores() {
+    let (code, lines) = run("core-app", &["--bus", "kafka://127.0.0.1:9", "--database", "memory://"]);
+    assert_eq!(code, Some(64), "{lines:?}");
+    let (code, lines) = run(
+        "aggregator",
+        &["--bus", "kafka://127.0.0.1:9", "--state", "memory://", "--insurer", "a=http://127.0.0.1:9/"],
+    );
+    assert_eq!(code, Some(64), "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+}
+
+#[test]
+fn simulator_rejects_an_unknown_archetype() {
+    let (code, lines) = run("insurer-sim", &["--insurer-id", "x", "--archetype", "psychic"]);
+    assert_eq!(code, Some(64), "{lines:?}");
+}
