@@ -70,8 +70,16 @@ async fn main() {
     let postgres = Postgres::start().await;
     let tansu = Tansu::start().await;
     let url = postgres.create_database("bench").await;
-    let store = Arc::new(PostgresStore::connect(&url, PostgresConfig::default()).await.expect("postgres"));
-    let bus = Arc::new(KafkaBus::connect(KafkaConfig::new(tansu.bootstrap())).await.expect("kafka"));
+    let store = Arc::new(
+        PostgresStore::connect(&url, PostgresConfig::default())
+            .await
+            .expect("postgres"),
+    );
+    let bus = Arc::new(
+        KafkaBus::connect(KafkaConfig::new(tansu.bootstrap()))
+            .await
+            .expect("kafka"),
+    );
     let acked: Stamps = Arc::default();
     let consumed: Stamps = Arc::default();
     let committed: Stamps = Arc::default();
@@ -95,7 +103,10 @@ async fn main() {
         tokio::spawn(async move {
             let mut seen = 0;
             while let Some(Ok(delivery)) = subscription.next().await {
-                consumed.lock().unwrap().insert(delivery.event.request_id, Instant::now());
+                consumed
+                    .lock()
+                    .unwrap()
+                    .insert(delivery.event.request_id, Instant::now());
                 delivery.ack.ack();
                 seen += 1;
                 if seen == count + 20 {
@@ -129,7 +140,10 @@ async fn main() {
                 created_at: now,
                 attempts: 0,
             };
-            store.create(&summary, &event.request, &message).await.expect("create");
+            store
+                .create(&summary, &event.request, &message)
+                .await
+                .expect("create");
             Instant::now()
         }
     };
@@ -169,7 +183,10 @@ async fn main() {
     println!("outbox latency, {count} requests, one every ~5 ms ({elapsed:.1?} in all)");
     println!("| from commit to | n | p50 ms | p90 ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|---|");
-    println!("{}", summary("broker ack on osago.requests.v1", to_ack.clone()));
+    println!(
+        "{}",
+        summary("broker ack on osago.requests.v1", to_ack.clone())
+    );
     println!("{}", summary("consumer receives it", to_consumer.clone()));
     assert_eq!(to_ack.len(), count, "every request was published");
     assert_eq!(to_consumer.len(), count, "every request was consumed");

@@ -15,7 +15,11 @@ fn run(name: &str, args: &[&str]) -> (Option<i32>, Vec<String>) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     (
         output.status.code(),
-        stderr.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect(),
+        stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect(),
     )
 }
 
@@ -39,14 +43,24 @@ fn core_app_reports_every_problem_and_exits_64() {
     assert!(lines.iter().any(|l| l.contains("--bus")));
     assert!(lines.iter().any(|l| l.contains("--database")));
     assert!(lines.iter().any(|l| l.contains("--heartbeat")));
-    assert!(lines.iter().all(|l| !l.contains("secret")), "urls may hold passwords: {lines:?}");
+    assert!(
+        lines.iter().all(|l| !l.contains("secret")),
+        "urls may hold passwords: {lines:?}"
+    );
 }
 
 #[test]
 fn aggregator_reports_every_problem_and_exits_64() {
     let (code, lines) = run(
         "aggregator",
-        &["--state", "memcached://x", "--insurer", "Bad Id=http://x", "--state-ttl", "1h"],
+        &[
+            "--state",
+            "memcached://x",
+            "--insurer",
+            "Bad Id=http://x",
+            "--state-ttl",
+            "1h",
+        ],
     );
     assert_eq!(code, Some(64), "{lines:?}");
     assert_eq!(lines.len(), 3, "{lines:?}");
@@ -57,11 +71,21 @@ fn aggregator_reports_every_problem_and_exits_64() {
 
 #[test]
 fn a_kafka_bus_needs_durable_stores() {
-    let (code, lines) = run("core-app", &["--bus", "kafka://127.0.0.1:9", "--database", "memory://"]);
+    let (code, lines) = run(
+        "core-app",
+        &["--bus", "kafka://127.0.0.1:9", "--database", "memory://"],
+    );
     assert_eq!(code, Some(64), "{lines:?}");
     let (code, lines) = run(
         "aggregator",
-        &["--bus", "kafka://127.0.0.1:9", "--state", "memory://", "--insurer", "a=http://127.0.0.1:9/"],
+        &[
+            "--bus",
+            "kafka://127.0.0.1:9",
+            "--state",
+            "memory://",
+            "--insurer",
+            "a=http://127.0.0.1:9/",
+        ],
     );
     assert_eq!(code, Some(64), "{lines:?}");
     assert_eq!(lines.len(), 1, "{lines:?}");
@@ -69,6 +93,9 @@ fn a_kafka_bus_needs_durable_stores() {
 
 #[test]
 fn simulator_rejects_an_unknown_archetype() {
-    let (code, lines) = run("insurer-sim", &["--insurer-id", "x", "--archetype", "psychic"]);
+    let (code, lines) = run(
+        "insurer-sim",
+        &["--insurer-id", "x", "--archetype", "psychic"],
+    );
     assert_eq!(code, Some(64), "{lines:?}");
 }

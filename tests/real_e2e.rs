@@ -45,7 +45,12 @@ async fn a_request_flows_through_the_real_services() {
             "--speed".to_owned(),
             "20".to_owned(),
         ];
-        insurers.push(Service::start(&format!("sim-{id}"), "insurer-sim", &args, logs.path()));
+        insurers.push(Service::start(
+            &format!("sim-{id}"),
+            "insurer-sim",
+            &args,
+            logs.path(),
+        ));
         specs.push(format!("{id}=http://127.0.0.1:{port}/"));
     }
 
@@ -87,8 +92,18 @@ async fn a_request_flows_through_the_real_services() {
         ],
         logs.path(),
     );
-    wait_healthy(&aggregator, &format!("http://127.0.0.1:{aggregator_port}/health"), Duration::from_secs(90)).await;
-    wait_healthy(&core, &format!("http://127.0.0.1:{core_port}/health"), Duration::from_secs(90)).await;
+    wait_healthy(
+        &aggregator,
+        &format!("http://127.0.0.1:{aggregator_port}/health"),
+        Duration::from_secs(90),
+    )
+    .await;
+    wait_healthy(
+        &core,
+        &format!("http://127.0.0.1:{core_port}/health"),
+        Duration::from_secs(90),
+    )
+    .await;
 
     let base = format!("http://127.0.0.1:{core_port}");
     let http = reqwest::Client::new();
@@ -106,19 +121,41 @@ async fn a_request_flows_through_the_real_services() {
         .await
         .unwrap();
     let events = read_stream(stream, Duration::from_secs(60)).await;
-    let context = || format!("events: {events:#?}\naggregator:\n{}\ncore-app:\n{}", aggregator.tail(), core.tail());
+    let context = || {
+        format!(
+            "events: {events:#?}\naggregator:\n{}\ncore-app:\n{}",
+            aggregator.tail(),
+            core.tail()
+        )
+    };
 
-    assert_eq!(events.last().map(|e| e.event.as_str()), Some("done"), "{}", context());
+    assert_eq!(
+        events.last().map(|e| e.event.as_str()),
+        Some("done"),
+        "{}",
+        context()
+    );
     let mut by_insurer: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for event in events.iter().filter(|e| e.event == "insurer") {
         let row = event.json();
-        by_insurer.entry(row["insurer_id"].as_str().unwrap().to_owned()).or_default().push(row);
+        by_insurer
+            .entry(row["insurer_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(row);
     }
     assert_eq!(by_insurer.len(), LINEUP.len(), "{}", context());
     for (insurer, rows) in &by_insurer {
         let statuses: Vec<&str> = rows.iter().map(|r| r["status"].as_str().unwrap()).collect();
-        assert_eq!(statuses.first(), Some(&"pending"), "{insurer}: {statuses:?}");
-        assert_eq!(statuses.iter().filter(|s| **s != "pending").count(), 1, "{insurer}: {statuses:?}");
+        assert_eq!(
+            statuses.first(),
+            Some(&"pending"),
+            "{insurer}: {statuses:?}"
+        );
+        assert_eq!(
+            statuses.iter().filter(|s| **s != "pending").count(),
+            1,
+            "{insurer}: {statuses:?}"
+        );
     }
     let silent = by_insurer["silent"].last().unwrap();
     assert_eq!(silent["error_kind"], "timeout");
@@ -140,26 +177,48 @@ async fn a_request_flows_through_the_real_services() {
 
     // The outbox row was published and cleaned up; the read model has a row per insurer.
     let pool = sqlx::PgPool::connect(&database).await.unwrap();
-    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM osago_outbox").fetch_one(&pool).await.unwrap();
-    assert_eq!(outbox, 0);
-    let offers: i64 = sqlx::query_scalar("SELECT count(*) FROM osago_offers WHERE status <> 'pending'")
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM osago_outbox")
         .fetch_one(&pool)
         .await
         .unwrap();
+    assert_eq!(outbox, 0);
+    let offers: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM osago_offers WHERE status <> 'pending'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(offers as usize, LINEUP.len());
 
     // Every key the aggregator wrote to Valkey has a TTL (2 to 6 hours).
     let client = redis::Client::open(valkey.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(!keys.is_empty(), "the aggregator kept state in Valkey");
     for key in &keys {
-        let ttl: i64 = redis::cmd("TTL").arg(key).query_async(&mut conn).await.unwrap();
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         assert!((1..=6 * 3600).contains(&ttl), "{key} has TTL {ttl}");
     }
 
     // Both services stop cleanly on SIGTERM.
-    assert_eq!(core.terminate(Duration::from_secs(20)).await, Some(0), "{}", core.tail());
-    assert_eq!(aggregator.terminate(Duration::from_secs(90)).await, Some(0), "{}", aggregator.tail());
+    assert_eq!(
+        core.terminate(Duration::from_secs(20)).await,
+        Some(0),
+        "{}",
+        core.tail()
+    );
+    assert_eq!(
+        aggregator.terminate(Duration::from_secs(90)).await,
+        Some(0),
+        "{}",
+        aggregator.tail()
+    );
     drop(insurers);
 }

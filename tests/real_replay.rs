@@ -16,7 +16,9 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 async fn engine(valkey: &Valkey, insurer: &MockServer) -> Engine {
-    let state = ValkeyStateStore::connect(&valkey.url(), ValkeyConfig::default()).await.unwrap();
+    let state = ValkeyStateStore::connect(&valkey.url(), ValkeyConfig::default())
+        .await
+        .unwrap();
     let client = HttpInsurerClient::new(
         InsurerId::new("mock").unwrap(),
         url::Url::parse(&insurer.uri()).unwrap(),
@@ -46,16 +48,19 @@ async fn a_replayed_request_event_starts_no_second_fan_out() {
     Mock::given(method("POST"))
         .and(path("/applications"))
         .respond_with(
-            ResponseTemplate::new(202).set_body_json(json!({"application_id": "a-1", "status": "IN_PROGRESS"})),
+            ResponseTemplate::new(202)
+                .set_body_json(json!({"application_id": "a-1", "status": "IN_PROGRESS"})),
         )
         .expect(1)
         .mount(&insurer)
         .await;
     Mock::given(method("GET"))
         .and(path("/quotes/a-1"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"application_id": "a-1", "status": "DECLINED", "reason": "no"}),
-        ))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                json!({"application_id": "a-1", "status": "DECLINED", "reason": "no"}),
+            ),
+        )
         .mount(&insurer)
         .await;
     let now = SystemClock.now();
@@ -75,8 +80,14 @@ async fn a_replayed_request_event_starts_no_second_fan_out() {
         Started::Duplicate => panic!("the first delivery starts the fan-out"),
     }
     // The same event again, on the same instance and on another one.
-    assert!(matches!(first.start(event.clone()).await.unwrap(), Started::Duplicate));
+    assert!(matches!(
+        first.start(event.clone()).await.unwrap(),
+        Started::Duplicate
+    ));
     let second = engine(&valkey, &insurer).await;
-    assert!(matches!(second.start(event).await.unwrap(), Started::Duplicate));
+    assert!(matches!(
+        second.start(event).await.unwrap(),
+        Started::Duplicate
+    ));
     // MockServer verifies `expect(1)` on drop: one application only.
 }

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::sync::Mutex;
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, SubsecRound, Utc};
 
 /// A source of wall-clock time.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
@@ -19,13 +19,14 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-/// The system clock.
+/// The system clock, at microsecond precision (what databases keep, so a
+/// stamp reads back exactly as it was written).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        Utc::now().trunc_subsecs(6)
     }
 }
 

@@ -9,7 +9,10 @@ use std::time::Duration;
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test>-<hash> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -31,7 +34,12 @@ pub struct Service {
 
 impl Service {
     /// Starts `binary` with `args` and extra environment.
-    pub fn start(name: &str, binary_name: &str, args: &[String], logs: &std::path::Path) -> Service {
+    pub fn start(
+        name: &str,
+        binary_name: &str,
+        args: &[String],
+        logs: &std::path::Path,
+    ) -> Service {
         let log = logs.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(binary(binary_name))
@@ -64,7 +72,9 @@ impl Service {
     /// Sends SIGTERM and waits (up to `limit`) for the exit status code.
     pub async fn terminate(&mut self, limit: Duration) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Ok(Some(status)) = child.try_wait() {

@@ -102,7 +102,9 @@ pub async fn run(
             let registry = registry.clone();
             let ready = ready.clone();
             let checks = checks.clone();
-            async move { Ok::<_, std::convert::Infallible>(route(&req, &registry, &ready, &checks).await) }
+            async move {
+                Ok::<_, std::convert::Infallible>(route(&req, &registry, &ready, &checks).await)
+            }
         });
         let connection = builder
             .serve_connection(TokioIo::new(socket), service)

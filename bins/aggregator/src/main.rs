@@ -27,7 +27,11 @@ use osago_transport::valkey::{ValkeyConfig, ValkeyStateStore};
 #[command(version, about)]
 struct Args {
     /// Address for /health and /metrics.
-    #[arg(long, env = "OSAGO_AGGREGATOR_LISTEN", default_value = "127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "OSAGO_AGGREGATOR_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
     listen: SocketAddr,
     /// The event bus: memory:// or kafka://host:port[,host:port]
     #[arg(long, env = "OSAGO_BUS_URL", default_value = "memory://")]
@@ -51,7 +55,11 @@ struct Args {
     #[arg(long, env = "OSAGO_STATE_TTL", default_value = "4h", value_parser = humantime::parse_duration)]
     state_ttl: Duration,
     /// Consumer group on the request stream.
-    #[arg(long, env = "OSAGO_AGGREGATOR_GROUP", default_value = "osago-aggregator")]
+    #[arg(
+        long,
+        env = "OSAGO_AGGREGATOR_GROUP",
+        default_value = "osago-aggregator"
+    )]
     group: String,
     /// How long to keep retrying the broker and Valkey at start-up.
     #[arg(long, env = "OSAGO_CONNECT_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -90,8 +98,12 @@ fn parse_insurers(specs: &[String], problems: &mut Vec<String>) -> Vec<(InsurerI
 
 fn check(args: &Args) -> Result<Checked, Vec<String>> {
     let mut problems = Vec::new();
-    let bus = resolve::bus(&args.bus).map_err(|e| problems.push(format!("--bus: {e}"))).ok();
-    let state = resolve::state(&args.state).map_err(|e| problems.push(format!("--state: {e}"))).ok();
+    let bus = resolve::bus(&args.bus)
+        .map_err(|e| problems.push(format!("--bus: {e}")))
+        .ok();
+    let state = resolve::state(&args.state)
+        .map_err(|e| problems.push(format!("--state: {e}")))
+        .ok();
     if args.insurer_deadline.is_zero() || args.insurer_deadline > Duration::from_secs(600) {
         problems.push("--insurer-deadline must be between 1ms and 10m".to_owned());
     }
@@ -109,15 +121,26 @@ fn check(args: &Args) -> Result<Checked, Vec<String>> {
     }
     let insurers = parse_insurers(&args.insurers, &mut problems);
     if let (Some(BusUrl::Kafka(_)), Some(StateUrl::Memory)) = (&bus, &state) {
-        problems.push("--state memory:// loses in-flight work on restart: use redis:// with a kafka bus".to_owned());
+        problems.push(
+            "--state memory:// loses in-flight work on restart: use redis:// with a kafka bus"
+                .to_owned(),
+        );
     }
     match (bus, state) {
-        (Some(bus), Some(state)) if problems.is_empty() => Ok(Checked { bus, state, insurers }),
+        (Some(bus), Some(state)) if problems.is_empty() => Ok(Checked {
+            bus,
+            state,
+            insurers,
+        }),
         _ => Err(problems),
     }
 }
 
-async fn build(args: &Args, checked: Checked, registry: &mut prometheus_client::registry::Registry) -> Result<aggregator::Deps, String> {
+async fn build(
+    args: &Args,
+    checked: Checked,
+    registry: &mut prometheus_client::registry::Registry,
+) -> Result<aggregator::Deps, String> {
     let http = HttpInsurerConfig {
         connect_timeout: args.socket_timeout,
         read_timeout: args.socket_timeout,
@@ -125,7 +148,8 @@ async fn build(args: &Args, checked: Checked, registry: &mut prometheus_client::
     };
     let mut insurers = Vec::new();
     for (id, url) in checked.insurers {
-        let client = HttpInsurerClient::new(id.clone(), url, http.clone()).map_err(|e| format!("http client for {id}: {e}"))?;
+        let client = HttpInsurerClient::new(id.clone(), url, http.clone())
+            .map_err(|e| format!("http client for {id}: {e}"))?;
         insurers.push(Insurer {
             id,
             client: Arc::new(client),
@@ -135,9 +159,11 @@ async fn build(args: &Args, checked: Checked, registry: &mut prometheus_client::
     let state: Arc<dyn StateStore> = match checked.state {
         StateUrl::Memory => Arc::new(MemoryStateStore::new()),
         StateUrl::Valkey(url) => {
-            let store = retry_connect("valkey", args.connect_timeout, || ValkeyStateStore::connect(&url, ValkeyConfig::default()))
-                .await
-                .map_err(|e| format!("state: {e}"))?;
+            let store = retry_connect("valkey", args.connect_timeout, || {
+                ValkeyStateStore::connect(&url, ValkeyConfig::default())
+            })
+            .await
+            .map_err(|e| format!("state: {e}"))?;
             let store = Arc::new(store);
             health.push(store.clone());
             store
@@ -150,9 +176,11 @@ async fn build(args: &Args, checked: Checked, registry: &mut prometheus_client::
         }
         BusUrl::Kafka(servers) => {
             let config = KafkaConfig::new(servers);
-            let bus = retry_connect("kafka", args.connect_timeout, || KafkaBus::connect(config.clone()))
-                .await
-                .map_err(|e| format!("bus: {e}"))?;
+            let bus = retry_connect("kafka", args.connect_timeout, || {
+                KafkaBus::connect(config.clone())
+            })
+            .await
+            .map_err(|e| format!("bus: {e}"))?;
             let bus = Arc::new(bus);
             health.push(bus.clone());
             (bus.clone(), bus)

@@ -159,8 +159,13 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
 async fn health(app: &App) -> Response<Body> {
     let (healthy, checks) =
         osago_transport::health::report(&app.deps.health, std::time::Duration::from_secs(1)).await;
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = serde_json::json!({ "status": if healthy { "ok" } else { "degraded" }, "checks": checks });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body =
+        serde_json::json!({ "status": if healthy { "ok" } else { "degraded" }, "checks": checks });
     json_response(status, &body)
 }
 

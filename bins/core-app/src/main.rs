@@ -52,7 +52,11 @@ struct Args {
     #[arg(long, env = "OSAGO_AUDIT", default_value_t = false)]
     audit: bool,
     /// Consumer group of the read-model projector.
-    #[arg(long, env = "OSAGO_PROJECTOR_GROUP", default_value = "core-app-read-model")]
+    #[arg(
+        long,
+        env = "OSAGO_PROJECTOR_GROUP",
+        default_value = "core-app-read-model"
+    )]
     projector_group: String,
     /// How long to keep retrying the database and the broker at start-up.
     #[arg(long, env = "OSAGO_CONNECT_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -67,7 +71,9 @@ struct Checked {
 
 fn check(args: &Args) -> Result<Checked, Vec<String>> {
     let mut problems = Vec::new();
-    let bus = resolve::bus(&args.bus).map_err(|e| problems.push(format!("--bus: {e}"))).ok();
+    let bus = resolve::bus(&args.bus)
+        .map_err(|e| problems.push(format!("--bus: {e}")))
+        .ok();
     let database = resolve::database(&args.database)
         .map_err(|e| problems.push(format!("--database: {e}")))
         .ok();
@@ -87,7 +93,10 @@ fn check(args: &Args) -> Result<Checked, Vec<String>> {
         problems.push("--projector-group must not be empty".to_owned());
     }
     if let (Some(BusUrl::Kafka(_)), Some(DatabaseUrl::Memory)) = (&bus, &database) {
-        problems.push("--database memory:// cannot share a kafka bus between processes: use postgres://".to_owned());
+        problems.push(
+            "--database memory:// cannot share a kafka bus between processes: use postgres://"
+                .to_owned(),
+        );
     }
     match (bus, database) {
         (Some(bus), Some(database)) if problems.is_empty() => Ok(Checked { bus, database }),
@@ -97,7 +106,11 @@ fn check(args: &Args) -> Result<Checked, Vec<String>> {
 
 async fn build(args: &Args, checked: Checked) -> Result<Deps, String> {
     let mut health: Vec<Arc<dyn HealthCheck>> = Vec::new();
-    type Stores = (Arc<dyn RequestStore>, Arc<dyn OutboxStore>, Arc<dyn ReadModel>);
+    type Stores = (
+        Arc<dyn RequestStore>,
+        Arc<dyn OutboxStore>,
+        Arc<dyn ReadModel>,
+    );
     let (requests, outbox, read_model): Stores = match checked.database {
         DatabaseUrl::Memory => {
             let store = MemoryRequestStore::new(args.retention);
@@ -139,9 +152,11 @@ async fn build(args: &Args, checked: Checked) -> Result<Deps, String> {
         }
         BusUrl::Kafka(servers) => {
             let config = KafkaConfig::new(servers);
-            let bus = retry_connect("kafka", args.connect_timeout, || KafkaBus::connect(config.clone()))
-                .await
-                .map_err(|e| format!("bus: {e}"))?;
+            let bus = retry_connect("kafka", args.connect_timeout, || {
+                KafkaBus::connect(config.clone())
+            })
+            .await
+            .map_err(|e| format!("bus: {e}"))?;
             let bus = Arc::new(bus);
             health.push(bus.clone());
             Deps {
