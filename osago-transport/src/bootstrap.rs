@@ -1,10 +1,43 @@
-//! Plumbing shared by the thin binaries: connecting adapters with retries
-//! at start-up, and waiting for a shutdown signal.
+//! Plumbing shared by the thin binaries: logging set-up, reporting
+//! configuration problems, connecting adapters with retries at start-up,
+//! and waiting for a shutdown signal.
 
 use std::future::Future;
 use std::time::Duration;
 
 use osago_core::ports::PortError;
+
+/// The exit status for bad configuration (EX_USAGE).
+pub const EXIT_BAD_CONFIG: u8 = 64;
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Prints one line per configuration problem, prefixed with the binary's
+/// name, and returns the bad-configuration exit status.
+pub fn bad_config(binary: &str, problems: &[String]) -> std::process::ExitCode {
+    for problem in problems {
+        eprintln!("{binary}: {problem}");
+    }
+    std::process::ExitCode::from(EXIT_BAD_CONFIG)
+}
+
+/// Binds `addr`, or reports why not with the bad-configuration status.
+pub async fn bind(
+    binary: &str,
+    addr: std::net::SocketAddr,
+) -> Result<tokio::net::TcpListener, std::process::ExitCode> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|err| bad_config(binary, &[format!("cannot listen on {addr}: {err}")]))
+}
 
 /// Calls `connect` until it succeeds or `give_up_after` passes, backing off
 /// from 250 ms to 5 s and logging each failure.

@@ -208,27 +208,15 @@ async fn build(
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    osago_transport::bootstrap::init_tracing();
     let args = Args::parse();
     let checked = match check(&args) {
         Ok(checked) => checked,
-        Err(problems) => {
-            for p in problems {
-                eprintln!("aggregator: {p}");
-            }
-            return ExitCode::from(64);
-        }
+        Err(problems) => return osago_transport::bootstrap::bad_config("aggregator", &problems),
     };
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(err) => {
-            eprintln!("aggregator: cannot listen on {}: {err}", args.listen);
-            return ExitCode::from(64);
-        }
+    let listener = match osago_transport::bootstrap::bind("aggregator", args.listen).await {
+        Ok(listener) => listener,
+        Err(code) => return code,
     };
     let mut registry = prometheus_client::registry::Registry::default();
     let deps = tokio::select! {

@@ -176,27 +176,15 @@ async fn build(args: &Args, checked: Checked) -> Result<Deps, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    osago_transport::bootstrap::init_tracing();
     let args = Args::parse();
     let checked = match check(&args) {
         Ok(checked) => checked,
-        Err(problems) => {
-            for p in problems {
-                eprintln!("core-app: {p}");
-            }
-            return ExitCode::from(64);
-        }
+        Err(problems) => return osago_transport::bootstrap::bad_config("core-app", &problems),
     };
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(err) => {
-            eprintln!("core-app: cannot listen on {}: {err}", args.listen);
-            return ExitCode::from(64);
-        }
+    let listener = match osago_transport::bootstrap::bind("core-app", args.listen).await {
+        Ok(listener) => listener,
+        Err(code) => return code,
     };
     let deps = tokio::select! {
         built = build(&args, checked) => match built {

@@ -57,18 +57,11 @@ fn problems(args: &Args) -> Vec<String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    osago_transport::bootstrap::init_tracing();
     let args = Args::parse();
     let problems = problems(&args);
     if !problems.is_empty() {
-        for p in problems {
-            eprintln!("osago: {p}");
-        }
-        return ExitCode::from(64);
+        return osago_transport::bootstrap::bad_config("osago", &problems);
     }
     let mut config = EmbeddedConfig {
         sim_speed: args.sim_speed,
@@ -82,12 +75,9 @@ async fn main() -> ExitCode {
     config.http.connect_timeout = args.socket_timeout;
     config.http.read_timeout = args.socket_timeout;
 
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(err) => {
-            eprintln!("osago: cannot listen on {}: {err}", args.listen);
-            return ExitCode::from(64);
-        }
+    let listener = match osago_transport::bootstrap::bind("osago", args.listen).await {
+        Ok(listener) => listener,
+        Err(code) => return code,
     };
     let system = match osago::start(listener, config).await {
         Ok(system) => system,

@@ -1,49 +1,15 @@
 //! Conformance of [`ReadModel`]: UPSERT guarded by version.
 
-use chrono::Utc;
-use osago_core::events::{ErrorEvent, ErrorKind, InsurerEvent, QuoteEvent, QuoteStatus};
+use osago_core::events::{ErrorKind, InsurerEvent, QuoteStatus};
 use osago_core::ports::ReadModel;
 use osago_core::showcase::OfferStatus;
-use osago_core::{EventId, InsurerId, RequestId};
+use osago_core::RequestId;
 
-/// A quote event for (request, insurer) at `version`.
-pub fn quote_event(
-    request_id: RequestId,
-    insurer: &str,
-    version: u32,
-    status: QuoteStatus,
-) -> InsurerEvent {
-    let now = Utc::now();
-    InsurerEvent::Quote(QuoteEvent {
-        event_id: EventId::random(),
-        request_id,
-        insurer_id: InsurerId::new(insurer).expect("valid id"),
-        occurred_at: now,
-        deadline_at: now + chrono::Duration::seconds(60),
-        version,
-        insurers_total: 2,
-        status,
-        quote: None,
-        reason: (status == QuoteStatus::Declined).then(|| "declined".to_owned()),
-    })
-}
+pub use super::bus::quote_event;
 
-/// A final error event.
+/// A final error event for (request, insurer) at `version`.
 pub fn error_event(request_id: RequestId, insurer: &str, version: u32) -> InsurerEvent {
-    let now = Utc::now();
-    InsurerEvent::Error(ErrorEvent {
-        event_id: EventId::random(),
-        request_id,
-        insurer_id: InsurerId::new(insurer).expect("valid id"),
-        occurred_at: now,
-        deadline_at: now + chrono::Duration::seconds(60),
-        version,
-        insurers_total: 2,
-        kind: ErrorKind::Timeout,
-        message: "no answer before the deadline".to_owned(),
-        attempts: 3,
-        is_final: true,
-    })
+    super::bus::error_event(request_id, insurer, version, true)
 }
 
 /// Newer versions replace older ones; rows come back ordered by insurer.
@@ -73,7 +39,7 @@ pub async fn newer_versions_apply<R: ReadModel + ?Sized>(model: &R) {
             ("zeta", 2, OfferStatus::Failed)
         ]
     );
-    assert_eq!(rows[1].error_kind, Some(ErrorKind::Timeout));
+    assert_eq!(rows[1].error_kind, Some(ErrorKind::Unavailable));
 }
 
 /// A duplicate or a stale event changes nothing.
