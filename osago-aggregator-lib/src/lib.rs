@@ -19,10 +19,12 @@
 //! - [`config`] - [`EngineConfig`].
 //! - [`engine`] - [`Engine`], [`FanOut`], the per-insurer pipeline.
 //! - [`metrics`] - Prometheus metrics of the engine.
+//! - [`policy`] - resilience policies: quota, circuit breaker, concurrency, backoff.
 
 pub mod config;
 pub mod engine;
 pub mod metrics;
+pub mod policy;
 
 pub use config::EngineConfig;
 pub use engine::{Engine, EngineError, FanOut, Insurer, InsurerOutcome, Started};
