@@ -1,11 +1,14 @@
 //! Engine settings.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::guard::PolicyConfig;
+
 /// How the engine treats every insurer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EngineConfig {
     /// The most an insurer gets, from the request's acceptance (also capped
@@ -17,6 +20,11 @@ pub struct EngineConfig {
     pub state_ttl: Duration,
     /// Attempts to publish one event before giving up on it.
     pub publish_attempts: u32,
+    /// Resilience policies of every insurer (quota, breaker, concurrency,
+    /// retries).
+    pub policy: PolicyConfig,
+    /// Policies of particular insurers, by insurer id, replacing `policy`.
+    pub policy_overrides: BTreeMap<String, PolicyConfig>,
 }
 
 impl Default for EngineConfig {
@@ -26,6 +34,8 @@ impl Default for EngineConfig {
             poll_interval: Duration::from_secs(1),
             state_ttl: Duration::from_secs(4 * 3600),
             publish_attempts: 5,
+            policy: PolicyConfig::default(),
+            policy_overrides: BTreeMap::new(),
         }
     }
 }

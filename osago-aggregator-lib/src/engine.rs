@@ -14,7 +14,11 @@ use osago_core::{Clock, EventId, InsurerId, QuoteRequest, RequestId};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use crate::config::EngineConfig;
+use crate::guard::{CallError, CallKind, Guard};
 use crate::metrics::{EngineMetrics, InsurerLabel, OutcomeLabels};
 
 /// One insurer the engine asks.
@@ -93,6 +97,7 @@ impl FanOut {
 
 struct Inner {
     insurers: Vec<Insurer>,
+    guards: HashMap<InsurerId, Arc<Guard>>,
     sink: Arc<dyn QuoteSink>,
     state: Arc<dyn StateStore>,
     clock: Arc<dyn Clock>,
@@ -118,8 +123,21 @@ impl fmt::Debug for Engine {
 /// Calls made to one insurer for one request.
 #[derive(Debug, Default)]
 struct Calls {
-    attempts: u32,
+    /// Calls that reached the insurer (atomic: counted inside call futures).
+    attempts: AtomicU32,
     application_id: Option<String>,
+}
+
+impl Calls {
+    fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// Wraps a call so it counts only if it is actually made.
+    async fn counted<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        call.await
+    }
 }
 
 /// What one insurer task needs.
@@ -142,9 +160,26 @@ impl Engine {
         config: EngineConfig,
         metrics: EngineMetrics,
     ) -> Self {
+        let guards = insurers
+            .iter()
+            .map(|insurer| {
+                let policy = config
+                    .policy_overrides
+                    .get(insurer.id.as_str())
+                    .unwrap_or(&config.policy);
+                let label = InsurerLabel {
+                    insurer: insurer.id.to_string(),
+                };
+                (
+                    insurer.id.clone(),
+                    Arc::new(Guard::new(label, policy, metrics.clone())),
+                )
+            })
+            .collect();
         Self {
             inner: Arc::new(Inner {
                 insurers,
+                guards,
                 sink,
                 state,
                 clock,
@@ -268,40 +303,72 @@ impl Inner {
     /// Creates the application and polls until a final answer.
     async fn ask(&self, job: &Job, calls: &mut Calls) -> Result<PollOutcome, InsurerError> {
         let client = &job.insurer.client;
+        let guard = &self.guards[&job.insurer.id];
+        let label = InsurerLabel {
+            insurer: job.insurer.id.to_string(),
+        };
         let key = idempotency_key(&job.request_id, &job.insurer.id);
+        let mut retry = 0;
         let application = loop {
-            calls.attempts += 1;
-            match client.create_application(&key, &job.request).await {
+            let create = calls.counted(client.create_application(&key, &job.request));
+            let created = guard.call(CallKind::Create, job.deadline, create).await;
+            match created {
                 Ok(application) => break application,
-                Err(err) if err.kind == ErrorKind::RateLimited && err.retry_after.is_some() => {
-                    tokio::time::sleep(err.retry_after.unwrap_or_default()).await;
+                Err(CallError::Refused(err)) => return Err(err),
+                Err(CallError::Failed(err)) if err.kind.is_retryable() => {
+                    // Same Idempotency-Key next time: the insurer sees one application.
+                    let Some(delay) =
+                        guard
+                            .backoff
+                            .next_delay(retry, err.retry_after, job.deadline)
+                    else {
+                        return Err(err);
+                    };
+                    self.metrics.retries.get_or_create(&label).inc();
+                    tracing::debug!(request_id = %job.request_id, insurer = %job.insurer.id, kind = %err.kind, retry, "retrying the application");
+                    tokio::time::sleep(delay).await;
+                    retry += 1;
                 }
-                Err(err) => return Err(err),
+                Err(CallError::Failed(err)) => return Err(err),
             }
         };
         calls.application_id = Some(application.id.clone());
         self.save_progress(job, calls, 1, false).await;
-        let polls = self
-            .metrics
-            .polls
-            .get_or_create(&InsurerLabel {
-                insurer: job.insurer.id.to_string(),
-            })
-            .clone();
+        let polls = self.metrics.polls.get_or_create(&label).clone();
         let mut wait = application.retry_after.unwrap_or(self.config.poll_interval);
+        let mut failed_polls = 0;
         loop {
             tokio::time::sleep(wait).await;
-            calls.attempts += 1;
-            polls.inc();
-            match client.poll_quote(&application.id).await {
+            let poll = calls.counted(async {
+                polls.inc();
+                client.poll_quote(&application.id).await
+            });
+            let polled = guard.call(CallKind::Poll, job.deadline, poll).await;
+            match polled {
                 Ok(PollOutcome::Pending { retry_after }) => {
+                    failed_polls = 0;
                     wait = retry_after.unwrap_or(self.config.poll_interval);
                 }
                 Ok(answer) => return Ok(answer),
-                Err(err) if err.kind == ErrorKind::RateLimited => {
+                Err(CallError::Refused(err)) => return Err(err),
+                Err(CallError::Failed(err)) if err.kind == ErrorKind::RateLimited => {
                     wait = err.retry_after.unwrap_or(self.config.poll_interval);
                 }
-                Err(err) => return Err(err),
+                Err(CallError::Failed(err))
+                    if err.kind.is_retryable() && failed_polls < guard.poll_retries =>
+                {
+                    let Some(delay) =
+                        guard
+                            .backoff
+                            .next_delay(failed_polls, err.retry_after, job.deadline)
+                    else {
+                        return Err(err);
+                    };
+                    self.metrics.retries.get_or_create(&label).inc();
+                    failed_polls += 1;
+                    wait = delay;
+                }
+                Err(CallError::Failed(err)) => return Err(err),
             }
         }
     }
@@ -314,7 +381,7 @@ impl Inner {
         calls: Calls,
         version: u32,
     ) -> InsurerOutcome {
-        let attempts = calls.attempts;
+        let attempts = calls.attempts();
         let (event, outcome) = match result {
             Ok(PollOutcome::Quoted(quote)) => (
                 self.quote_event(job, version, QuoteStatus::Quoted, Some(quote), None),
@@ -405,7 +472,7 @@ impl Inner {
             request_id: job.request_id,
             insurer_id: job.insurer.id.clone(),
             application_id: calls.application_id.clone(),
-            attempts: calls.attempts,
+            attempts: calls.attempts(),
             version,
             deadline_at: job.deadline_at,
             finished,

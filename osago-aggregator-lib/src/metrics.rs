@@ -24,6 +24,15 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// `insurer` and `to` (breaker state) labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    /// Insurer id.
+    pub insurer: String,
+    /// The state entered.
+    pub to: String,
+}
+
 fn answer_histogram() -> Histogram {
     // 50 ms .. ~100 s
     Histogram::new(exponential_buckets(0.05, 2.0, 12))
@@ -46,6 +55,18 @@ pub struct EngineMetrics {
     pub in_flight: Family<InsurerLabel, Gauge>,
     /// Events that could not be published after every attempt.
     pub publish_failures: Counter,
+    /// Retries of calls per insurer (after a retryable failure).
+    pub retries: Family<InsurerLabel, Counter>,
+    /// Circuit breaker state per insurer: 0 closed, 1 half-open, 2 open.
+    pub breaker_state: Family<InsurerLabel, Gauge>,
+    /// Circuit breaker transitions per insurer and state entered.
+    pub breaker_transitions: Family<TransitionLabels, Counter>,
+    /// Calls that waited in the burst buffer for the outbound quota.
+    pub quota_waits: Family<InsurerLabel, Counter>,
+    /// Work refused by the outbound quota (no slot before the deadline).
+    pub quota_rejections: Family<InsurerLabel, Counter>,
+    /// Calls in flight per insurer (concurrency slots in use).
+    pub slots_in_use: Family<InsurerLabel, Gauge>,
 }
 
 impl Default for EngineMetrics {
@@ -58,6 +79,12 @@ impl Default for EngineMetrics {
             polls: Family::default(),
             in_flight: Family::default(),
             publish_failures: Counter::default(),
+            retries: Family::default(),
+            breaker_state: Family::default(),
+            breaker_transitions: Family::default(),
+            quota_waits: Family::default(),
+            quota_rejections: Family::default(),
+            slots_in_use: Family::default(),
         }
     }
 }
@@ -89,6 +116,32 @@ impl EngineMetrics {
             "publish_failures",
             "Events not published after every attempt",
             m.publish_failures.clone(),
+        );
+        r.register("retries", "Retries of insurer calls", m.retries.clone());
+        r.register(
+            "breaker_state",
+            "Circuit breaker state per insurer (0 closed, 1 half-open, 2 open)",
+            m.breaker_state.clone(),
+        );
+        r.register(
+            "breaker_transitions",
+            "Circuit breaker transitions per insurer",
+            m.breaker_transitions.clone(),
+        );
+        r.register(
+            "quota_waits",
+            "Calls that waited for the outbound quota",
+            m.quota_waits.clone(),
+        );
+        r.register(
+            "quota_rejections",
+            "Work refused by the outbound quota",
+            m.quota_rejections.clone(),
+        );
+        r.register(
+            "slots_in_use",
+            "Insurer calls in flight",
+            m.slots_in_use.clone(),
         );
         m
     }

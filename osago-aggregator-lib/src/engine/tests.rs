@@ -173,6 +173,10 @@ struct Harness {
 }
 
 fn harness(insurers: Vec<(&str, Arc<Scripted>)>) -> Harness {
+    harness_with(insurers, EngineConfig::default())
+}
+
+fn harness_with(insurers: Vec<(&str, Arc<Scripted>)>, config: EngineConfig) -> Harness {
     let sink = Arc::new(Recorder::default());
     let state = Arc::new(MemoryStateStore::new());
     let insurers = insurers
@@ -187,7 +191,7 @@ fn harness(insurers: Vec<(&str, Arc<Scripted>)>) -> Harness {
         sink.clone(),
         state.clone(),
         Arc::new(ManualClock::new(now())),
-        EngineConfig::default(),
+        config,
         EngineMetrics::default(),
     );
     Harness {
@@ -444,4 +448,168 @@ async fn a_failing_sink_is_retried() {
     let outcomes = fan_out.wait().await;
     assert!(outcomes[0].published);
     assert_protocol(&h, &["one"]);
+}
+
+fn unavailable() -> InsurerError {
+    InsurerError::new(ErrorKind::Unavailable, "insurer answered 503")
+}
+
+fn app() -> Result<Application, InsurerError> {
+    Ok(Application {
+        id: "app".into(),
+        retry_after: None,
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_is_retried_with_jittered_backoff_and_one_idempotency_key() {
+    let insurer = Scripted::new(vec![ok(PollOutcome::Quoted(quote()))]).with_create(vec![
+        Err(unavailable()),
+        Err(InsurerError::new(ErrorKind::Timeout, "timed out")),
+        app(),
+    ]);
+    let h = harness(vec![("retry", insurer.clone())]);
+    let outcomes = run(&h, request_event(chrono::Duration::seconds(60))).await;
+    assert_eq!(outcomes[0].outcome, "quoted");
+    let creates = insurer.calls("create");
+    assert_eq!(creates.len(), 3);
+    // Full jitter: retry n waits uniformly in [0, min(cap, base * 2^n)].
+    let base = EngineConfig::default().policy.backoff.base;
+    assert!(
+        creates[1] - creates[0] <= base,
+        "{:?}",
+        creates[1] - creates[0]
+    );
+    assert!(
+        creates[2] - creates[1] <= base * 2,
+        "{:?}",
+        creates[2] - creates[1]
+    );
+    let keys = insurer.keys.lock().unwrap().clone();
+    assert!(
+        keys.iter().all(|k| *k == keys[0]),
+        "one Idempotency-Key: {keys:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_never_go_past_the_deadline() {
+    let mut config = EngineConfig::default();
+    config.policy.backoff.base = Duration::from_millis(300);
+    config.policy.backoff.max_attempts = 1_000;
+    let insurer = Scripted::new(vec![]).with_create(vec![Err(unavailable()); 1_000]);
+    let h = harness_with(vec![("down", insurer.clone())], config);
+    let outcomes = run(&h, request_event(chrono::Duration::seconds(2))).await;
+    assert_eq!(
+        outcomes[0].outcome, "unavailable",
+        "ends with the failure's kind, not a timeout"
+    );
+    let creates = insurer.calls("create");
+    assert!(creates.len() > 2, "retried: {}", creates.len());
+    let deadline = h.t0 + Duration::from_secs(2);
+    assert!(creates.iter().all(|at| *at < deadline));
+    let (final_at, _) = h.sink.final_of("down");
+    assert!(final_at < deadline);
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_retryable_answers_are_not_retried() {
+    let insurer =
+        Scripted::new(vec![]).with_create(vec![Err(InsurerError::new(ErrorKind::Rejected, "400"))]);
+    let h = harness(vec![("strict", insurer.clone())]);
+    run(&h, request_event(chrono::Duration::seconds(60))).await;
+    assert_eq!(insurer.calls("create").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_ends_new_work_at_once_as_circuit_open() {
+    let mut config = EngineConfig::default();
+    config.policy.backoff.max_attempts = 1;
+    let insurer = Scripted::new(vec![]).with_create(vec![Err(unavailable()); 100]);
+    let h = harness_with(vec![("broken", insurer.clone())], config);
+    let min_calls = EngineConfig::default().policy.breaker.min_calls as usize;
+    for _ in 0..min_calls {
+        let outcomes = run(&h, request_event(chrono::Duration::seconds(60))).await;
+        assert_eq!(outcomes[0].outcome, "unavailable");
+    }
+    let started = Instant::now();
+    let outcomes = run(&h, request_event(chrono::Duration::seconds(60))).await;
+    assert_eq!(outcomes[0].outcome, "circuit_open");
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "the user sees it at once"
+    );
+    assert_eq!(
+        insurer.calls("create").len(),
+        min_calls,
+        "no call while open"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_over_the_quota_is_delayed_not_failed() {
+    let mut config = EngineConfig::default();
+    config.policy.quota.rate = crate::policy::GcraConfig {
+        rate_per_sec: 1.0,
+        burst: 1,
+    };
+    let insurer = Scripted::new(vec![
+        ok(PollOutcome::Quoted(quote())),
+        ok(PollOutcome::Quoted(quote())),
+    ]);
+    let h = harness_with(vec![("slowquota", insurer.clone())], config);
+    let (a, b) = tokio::join!(
+        run(&h, request_event(chrono::Duration::seconds(60))),
+        run(&h, request_event(chrono::Duration::seconds(60)))
+    );
+    assert_eq!((a[0].outcome, b[0].outcome), ("quoted", "quoted"));
+    let calls: Vec<Instant> = insurer
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, at)| *at)
+        .collect();
+    for pair in calls.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(999),
+            "1 call per second: {calls:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn over_the_deadline_the_quota_ends_work_as_rate_limited() {
+    let mut config = EngineConfig::default();
+    config.policy.quota.rate = crate::policy::GcraConfig {
+        rate_per_sec: 0.1,
+        burst: 1,
+    };
+    let first = Scripted::new(vec![]);
+    let h = harness_with(vec![("tight", first.clone())], config);
+    // One call fits the burst; the second would wait 10 s past a 5 s deadline.
+    let outcomes = run(&h, request_event(chrono::Duration::seconds(5))).await;
+    assert_eq!(outcomes[0].outcome, "rate_limited");
+    assert_eq!(first.calls("create").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_polls_are_retried_a_bounded_number_of_times() {
+    let recovers = Scripted::new(vec![
+        Step::Answer(Err(unavailable())),
+        Step::Answer(Err(unavailable())),
+        ok(PollOutcome::Quoted(quote())),
+    ]);
+    let gives_up = Scripted::new(vec![Step::Answer(Err(unavailable())); 10]);
+    let h = harness(vec![("recovers", recovers), ("givesup", gives_up.clone())]);
+    let outcomes = run(&h, request_event(chrono::Duration::seconds(60))).await;
+    let by: std::collections::HashMap<_, _> = outcomes
+        .iter()
+        .map(|o| (o.insurer_id.as_str().to_owned(), o.outcome))
+        .collect();
+    assert_eq!(by["recovers"], "quoted");
+    assert_eq!(by["givesup"], "unavailable");
+    let retries = EngineConfig::default().policy.poll_retries as usize;
+    assert_eq!(gives_up.calls("poll").len(), retries + 1);
 }
