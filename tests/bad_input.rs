@@ -9,10 +9,12 @@ use osago_tests::sample_json;
 use serde_json::{json, Value};
 
 async fn start() -> Embedded {
-    let config = EmbeddedConfig {
+    let mut config = EmbeddedConfig {
         insurers: vec![],
         ..EmbeddedConfig::default()
     };
+    // Many requests from one address: the inbound limit has its own test.
+    config.core.rate_limit.per_second = 0.0;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     osago::start(listener, config).await.unwrap()
 }
@@ -359,5 +361,46 @@ async fn non_json_media_type_is_415_and_the_server_keeps_serving() {
         .unwrap();
     assert_eq!(health.status(), 200);
     tokio::time::sleep(Duration::from_millis(10)).await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_over_the_inbound_limit_gets_429_with_retry_after() {
+    let mut config = EmbeddedConfig {
+        insurers: vec![],
+        ..EmbeddedConfig::default()
+    };
+    config.core.rate_limit = osago_core::ratelimit::RateLimit {
+        per_second: 1.0 / 60.0,
+        burst: 2,
+    };
+    config.core.client_ip_header = Some("x-forwarded-for".to_owned());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let system = osago::start(listener, config).await.unwrap();
+    let http = reqwest::Client::new();
+    let post = |client: &'static str| {
+        http.post(format!("http://{}/api/osago/requests", system.addr))
+            .header("x-forwarded-for", format!("{client}, 10.0.0.1"))
+            .json(&sample_json())
+            .send()
+    };
+    assert_eq!(post("203.0.113.7").await.unwrap().status(), 202);
+    assert_eq!(post("203.0.113.7").await.unwrap().status(), 202);
+    let limited = post("203.0.113.7").await.unwrap();
+    assert_eq!(limited.status(), 429);
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        limited.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = limited.json().await.unwrap();
+    assert_eq!(problem["status"], 429);
+    // Another client is not affected.
+    assert_eq!(post("198.51.100.9").await.unwrap().status(), 202);
     system.stop().await;
 }

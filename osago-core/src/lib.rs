@@ -16,6 +16,7 @@
 //! - [`insurer`] - what an insurer's partner API answers, and its error kinds.
 //! - [`outbox`] - the transactional outbox message.
 //! - [`ports`] - the traits adapters implement.
+//! - [`ratelimit`] - the GCRA arithmetic and rate limits.
 
 pub mod clock;
 pub mod events;
@@ -24,6 +25,7 @@ pub mod insurer;
 pub mod money;
 pub mod outbox;
 pub mod ports;
+pub mod ratelimit;
 pub mod request;
 pub mod showcase;
 pub mod tariff;

@@ -264,3 +264,15 @@ pub trait HealthCheck: Send + Sync + 'static {
     /// `Ok` when the dependency answers.
     async fn check(&self) -> Result<(), PortError>;
 }
+
+/// A rate limiter shared by every instance (Valkey in production): GCRA per
+/// key, every key expiring when idle.
+#[async_trait]
+pub trait RateLimiter: Send + Sync + 'static {
+    /// Admits one call for `key` under `limit`, or says how long to wait.
+    async fn check(
+        &self,
+        key: &str,
+        limit: &crate::ratelimit::RateLimit,
+    ) -> Result<crate::ratelimit::Admission, PortError>;
+}

@@ -145,3 +145,29 @@ async fn read_model_final_rows_keep_their_start() {
 async fn read_model_unknown_requests_have_no_rows() {
     osago_transport::conformance::read_model::unknown_requests_have_no_rows(&read_model()).await;
 }
+
+// RateLimiter
+
+#[tokio::test]
+async fn limiter_bursts_then_limits_then_recovers() {
+    osago_transport::conformance::limiter::bursts_then_limits_then_recovers(
+        &osago_transport::memory::MemoryRateLimiter::new(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn limiter_keys_are_independent() {
+    osago_transport::conformance::limiter::keys_are_independent(
+        &osago_transport::memory::MemoryRateLimiter::new(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn limiter_zero_rate_is_unlimited() {
+    osago_transport::conformance::limiter::zero_rate_is_unlimited(
+        &osago_transport::memory::MemoryRateLimiter::new(),
+    )
+    .await;
+}

@@ -278,3 +278,47 @@ fn progress(request_id: &RequestId, insurer: &str) -> InsurerProgress {
         finished: false,
     }
 }
+
+// RateLimiter (the shared GCRA script)
+
+#[tokio::test]
+async fn limiter_conformance_and_ttl() {
+    use osago_transport::conformance::limiter;
+    let valkey = Valkey::start().await;
+    let store = store_on(&valkey).await;
+    limiter::bursts_then_limits_then_recovers(&store).await;
+    limiter::keys_are_independent(&store).await;
+    limiter::zero_rate_is_unlimited(&store).await;
+    let ttls = key_ttls(&valkey).await;
+    let limiter_keys: Vec<_> = ttls
+        .iter()
+        .filter(|(k, _)| k.starts_with("osago:v1:rl:"))
+        .collect();
+    assert!(!limiter_keys.is_empty());
+    assert!(
+        limiter_keys.iter().all(|(_, ttl)| **ttl >= 0),
+        "{limiter_keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn two_instances_share_one_limit() {
+    use osago_core::ports::RateLimiter;
+    use osago_core::ratelimit::{Admission, RateLimit};
+    let valkey = Valkey::start().await;
+    let (a, b) = (store_on(&valkey).await, store_on(&valkey).await);
+    let limit = RateLimit {
+        per_second: 1.0,
+        burst: 2,
+    };
+    assert_eq!(a.check("shared", &limit).await.unwrap(), Admission::Allowed);
+    assert_eq!(b.check("shared", &limit).await.unwrap(), Admission::Allowed);
+    assert!(matches!(
+        a.check("shared", &limit).await.unwrap(),
+        Admission::Limited { .. }
+    ));
+    assert!(matches!(
+        b.check("shared", &limit).await.unwrap(),
+        Admission::Limited { .. }
+    ));
+}

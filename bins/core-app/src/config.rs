@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use osago_core::ratelimit::RateLimit;
 use serde::{Deserialize, Serialize};
 
 /// core-app settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// How long insurers get for a request; sets the request's `deadline_at`.
@@ -27,6 +28,12 @@ pub struct Config {
     pub projector_group: String,
     /// How long shutdown waits for open connections to finish.
     pub drain_timeout: Duration,
+    /// The inbound limit on `POST /api/osago/requests` per client (B2C
+    /// abuse protection), shared by every instance through the limiter.
+    pub rate_limit: RateLimit,
+    /// The header naming the client behind a trusted proxy (for example
+    /// `x-forwarded-for`, first address); the peer address when unset.
+    pub client_ip_header: Option<String>,
 }
 
 impl Default for Config {
@@ -41,6 +48,11 @@ impl Default for Config {
             relay: RelayConfig::default(),
             projector_group: "core-app-read-model".to_owned(),
             drain_timeout: Duration::from_secs(10),
+            rate_limit: RateLimit {
+                per_second: 0.2,
+                burst: 5,
+            },
+            client_ip_header: None,
         }
     }
 }

@@ -18,6 +18,7 @@ use hyper::body::{Frame, Incoming};
 use osago_core::events::RequestEvent;
 use osago_core::outbox::{OutboxMessage, Stream};
 use osago_core::ports::RequestSummary;
+use osago_core::ratelimit::Admission;
 use osago_core::request::{self, DecodeError};
 use osago_core::showcase::is_complete;
 use osago_core::{EventId, FieldError, RequestId};
@@ -117,8 +118,12 @@ fn unavailable(detail: &str) -> Response<Body> {
     response
 }
 
-/// Routes one request.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+/// Routes one request from `peer`.
+pub async fn handle(
+    app: Arc<App>,
+    peer: std::net::SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let response = match (req.method(), segments.as_slice()) {
@@ -130,7 +135,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
             .expect("valid response"),
         (&Method::GET, ["health"]) => health(&app).await,
         (&Method::GET, ["metrics"]) => metrics(&app),
-        (&Method::POST, ["api", "osago", "requests"]) => create(&app, req).await,
+        (&Method::POST, ["api", "osago", "requests"]) => match limit(&app, peer, &req).await {
+            Some(refused) => refused,
+            None => create(&app, req).await,
+        },
         (_, ["api", "osago", "requests"]) => method_not_allowed("POST"),
         (&Method::GET, ["api", "osago", "requests", id, "stream"]) => {
             let last_event_id = req
@@ -189,6 +197,54 @@ fn metrics(app: &App) -> Response<Body> {
         )
         .body(full(text))
         .expect("valid response")
+}
+
+/// The client a request counts against: the configured proxy header's first
+/// address, else the peer address.
+fn client_key(app: &App, peer: std::net::SocketAddr, req: &Request<Incoming>) -> String {
+    app.config
+        .client_ip_header
+        .as_deref()
+        .and_then(|name| req.headers().get(name))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| peer.ip().to_string())
+}
+
+/// The inbound B2C limit: `Some(429)` when the client is over it. A limiter
+/// that cannot be reached lets the request through (availability first) and
+/// says so in the log.
+async fn limit(
+    app: &App,
+    peer: std::net::SocketAddr,
+    req: &Request<Incoming>,
+) -> Option<Response<Body>> {
+    let key = client_key(app, peer, req);
+    match app.deps.limiter.check(&key, &app.config.rate_limit).await {
+        Ok(Admission::Allowed) => None,
+        Ok(Admission::Limited { retry_after }) => {
+            reject(app, "rate_limited");
+            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            let mut response = problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "/problems/rate-limited",
+                "Too Many Requests",
+                format!("too many quote requests from this client; try again in {seconds} s"),
+                vec![],
+            );
+            response.headers_mut().insert(
+                RETRY_AFTER,
+                HeaderValue::from_str(&seconds.to_string()).expect("digits"),
+            );
+            Some(response)
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "rate limiter unavailable; request let through");
+            None
+        }
+    }
 }
 
 fn reject(app: &App, reason: &'static str) {

@@ -31,7 +31,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use osago_core::ports::{
-    EventPublisher, HealthCheck, LiveFeed, OutboxStore, OutcomeSource, ReadModel, RequestStore,
+    EventPublisher, HealthCheck, LiveFeed, OutboxStore, OutcomeSource, RateLimiter, ReadModel,
+    RequestStore,
 };
 use osago_core::Clock;
 use prometheus_client::registry::Registry;
@@ -62,6 +63,8 @@ pub struct Deps {
     pub clock: Arc<dyn Clock>,
     /// What `/health` reports on besides the process itself.
     pub health: Vec<Arc<dyn HealthCheck>>,
+    /// The inbound rate limiter (shared by every instance in production).
+    pub limiter: Arc<dyn RateLimiter>,
 }
 
 impl std::fmt::Debug for Deps {
@@ -157,7 +160,7 @@ async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Outpu
     let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
     loop {
-        let (socket, _peer) = tokio::select! {
+        let (socket, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(err) => {
@@ -171,7 +174,7 @@ async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Outpu
         };
         let _ = socket.set_nodelay(true);
         let app = app.clone();
-        let service = service_fn(move |req| http::handle(app.clone(), req));
+        let service = service_fn(move |req| http::handle(app.clone(), peer, req));
         let connection = builder.serve_connection(TokioIo::new(socket), service);
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {

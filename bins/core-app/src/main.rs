@@ -15,13 +15,15 @@ use std::time::Duration;
 
 use clap::Parser;
 use core_app::Deps;
-use osago_core::ports::{HealthCheck, OutboxStore, ReadModel, RequestStore};
+use osago_core::ports::{HealthCheck, OutboxStore, RateLimiter, ReadModel, RequestStore};
+use osago_core::ratelimit::RateLimit;
 use osago_core::SystemClock;
 use osago_transport::bootstrap::{retry_connect, shutdown_signal};
 use osago_transport::kafka::{KafkaBus, KafkaConfig};
-use osago_transport::memory::{MemoryBus, MemoryReadModel, MemoryRequestStore};
+use osago_transport::memory::{MemoryBus, MemoryRateLimiter, MemoryReadModel, MemoryRequestStore};
 use osago_transport::postgres::{PostgresConfig, PostgresStore};
-use osago_transport::resolve::{self, BusUrl, DatabaseUrl};
+use osago_transport::resolve::{self, BusUrl, DatabaseUrl, StateUrl};
+use osago_transport::valkey::{ValkeyConfig, ValkeyStateStore};
 
 /// core-app: quote requests in, quotes streamed out over SSE.
 #[derive(Debug, Parser)]
@@ -58,6 +60,19 @@ struct Args {
         default_value = "core-app-read-model"
     )]
     projector_group: String,
+    /// Where inbound rate limits are kept: memory:// (this process) or
+    /// redis://host:port (Valkey, shared by every core-app).
+    #[arg(long, env = "OSAGO_RATE_LIMIT_URL", default_value = "memory://")]
+    rate_limit_store: String,
+    /// Quote requests per minute per client (0: no limit).
+    #[arg(long, env = "OSAGO_RATE_LIMIT_PER_MINUTE", default_value_t = 12.0)]
+    rate_limit_per_minute: f64,
+    /// Quote requests a client may send at once.
+    #[arg(long, env = "OSAGO_RATE_LIMIT_BURST", default_value_t = 5)]
+    rate_limit_burst: u32,
+    /// Header naming the client behind a trusted proxy (e.g. x-forwarded-for).
+    #[arg(long, env = "OSAGO_CLIENT_IP_HEADER")]
+    client_ip_header: Option<String>,
     /// How long to keep retrying the database and the broker at start-up.
     #[arg(long, env = "OSAGO_CONNECT_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
@@ -67,6 +82,7 @@ struct Args {
 struct Checked {
     bus: BusUrl,
     database: DatabaseUrl,
+    limits: StateUrl,
 }
 
 fn check(args: &Args) -> Result<Checked, Vec<String>> {
@@ -89,6 +105,15 @@ fn check(args: &Args) -> Result<Checked, Vec<String>> {
     if args.retention < Duration::from_secs(60) {
         problems.push("--retention must be at least 1m".to_owned());
     }
+    let limits = resolve::state(&args.rate_limit_store)
+        .map_err(|e| problems.push(format!("--rate-limit-store: {e}")))
+        .ok();
+    if !args.rate_limit_per_minute.is_finite() || args.rate_limit_per_minute < 0.0 {
+        problems.push("--rate-limit-per-minute must be zero or positive".to_owned());
+    }
+    if args.rate_limit_burst == 0 {
+        problems.push("--rate-limit-burst must be at least 1".to_owned());
+    }
     if args.projector_group.trim().is_empty() {
         problems.push("--projector-group must not be empty".to_owned());
     }
@@ -98,14 +123,31 @@ fn check(args: &Args) -> Result<Checked, Vec<String>> {
                 .to_owned(),
         );
     }
-    match (bus, database) {
-        (Some(bus), Some(database)) if problems.is_empty() => Ok(Checked { bus, database }),
+    match (bus, database, limits) {
+        (Some(bus), Some(database), Some(limits)) if problems.is_empty() => Ok(Checked {
+            bus,
+            database,
+            limits,
+        }),
         _ => Err(problems),
     }
 }
 
 async fn build(args: &Args, checked: Checked) -> Result<Deps, String> {
     let mut health: Vec<Arc<dyn HealthCheck>> = Vec::new();
+    let limiter: Arc<dyn RateLimiter> = match checked.limits {
+        StateUrl::Memory => Arc::new(MemoryRateLimiter::new()),
+        StateUrl::Valkey(url) => {
+            let store = retry_connect("valkey", args.connect_timeout, || {
+                ValkeyStateStore::connect(&url, ValkeyConfig::default())
+            })
+            .await
+            .map_err(|e| format!("rate limits: {e}"))?;
+            let store = Arc::new(store);
+            health.push(store.clone());
+            store
+        }
+    };
     type Stores = (
         Arc<dyn RequestStore>,
         Arc<dyn OutboxStore>,
@@ -148,6 +190,7 @@ async fn build(args: &Args, checked: Checked) -> Result<Deps, String> {
                 read_model,
                 clock: Arc::new(SystemClock),
                 health,
+                limiter,
             }
         }
         BusUrl::Kafka(servers) => {
@@ -168,6 +211,7 @@ async fn build(args: &Args, checked: Checked) -> Result<Deps, String> {
                 read_model,
                 clock: Arc::new(SystemClock),
                 health,
+                limiter,
             }
         }
     };
@@ -202,6 +246,11 @@ async fn main() -> ExitCode {
         body_limit: args.body_limit,
         retention: args.retention,
         projector_group: args.projector_group.clone(),
+        rate_limit: RateLimit {
+            per_second: args.rate_limit_per_minute / 60.0,
+            burst: args.rate_limit_burst,
+        },
+        client_ip_header: args.client_ip_header.clone(),
         ..core_app::Config::default()
     };
     let registry = prometheus_client::registry::Registry::default();

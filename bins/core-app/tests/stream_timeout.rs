@@ -21,6 +21,7 @@ async fn a_request_nobody_answers_ends_with_timeout() {
         read_model: Arc::new(MemoryReadModel::new(Duration::from_secs(60))),
         clock: Arc::new(SystemClock),
         health: Vec::new(),
+        limiter: Arc::new(osago_transport::memory::MemoryRateLimiter::new()),
     };
     let config = core_app::Config {
         request_deadline: Duration::from_millis(600),

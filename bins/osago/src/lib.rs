@@ -147,6 +147,7 @@ pub async fn start(listener: TcpListener, config: EmbeddedConfig) -> std::io::Re
         read_model: Arc::new(read_model),
         clock,
         health: Vec::new(),
+        limiter: Arc::new(osago_transport::memory::MemoryRateLimiter::new()),
     };
     let addr = listener.local_addr()?;
     let token = shutdown.clone();

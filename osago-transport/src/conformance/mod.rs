@@ -6,6 +6,7 @@
 //! They panic on failure, like any test assertion.
 
 pub mod bus;
+pub mod limiter;
 pub mod outbox;
 pub mod read_model;
 pub mod state_store;

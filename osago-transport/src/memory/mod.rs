@@ -3,9 +3,11 @@
 //! conformance suites; state is lost when the process ends.
 
 mod bus;
+mod limiter;
 mod stores;
 mod ttl;
 
 pub use bus::{MemoryBus, MemoryBusStats};
+pub use limiter::MemoryRateLimiter;
 pub use stores::{MemoryReadModel, MemoryRequestStore, MemoryStateStore};
 pub use ttl::TtlMap;

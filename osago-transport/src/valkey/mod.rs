@@ -10,6 +10,7 @@
 //! |-------------------------------------|--------|-------------------------------------------|---------------------------|
 //! | `osago:v1:{<request_id>}:claim`     | string | `1`                                       | `SET … NX EX <ttl>`       |
 //! | `osago:v1:{<request_id>}:progress`  | hash   | field = insurer id, value = [`InsurerProgress`] as JSON | `MULTI HSET … EXPIRE … EXEC` |
+//! | `osago:v1:rl:{<client key>}`        | string | GCRA theoretical arrival time (unix ms)   | one `EVAL` script, `SET … PX` |
 //!
 //! Every key is written together with its TTL, atomically (`SET … EX`, or
 //! `HSET` and `EXPIRE` in one `MULTI`/`EXEC`), so no key ever exists without
@@ -344,5 +345,55 @@ mod tests {
             ValkeyStateStore::new_lazy("nonsense://secret@x", ValkeyConfig::default()).unwrap_err();
         assert_eq!(err.kind(), PortErrorKind::Unavailable);
         assert!(!err.to_string().contains("secret"));
+    }
+}
+
+/// GCRA in one atomic script, the arithmetic of
+/// [`gcra_step`](osago_core::ratelimit::gcra_step) on the server's clock
+/// (`TIME`), so every instance shares one limit per key. The TAT key lives
+/// exactly as long as it matters (`PX tat - now`).
+const GCRA_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local burst = math.max(tonumber(ARGV[2]), 1)
+local stored = redis.call('GET', KEYS[1])
+local tat = now
+if stored then tat = math.max(tonumber(stored), now) end
+local new_tat = tat + interval
+local allow_at = new_tat - interval * burst
+if now < allow_at then
+  return {0, allow_at - now}
+end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.max(new_tat - now, 1))
+return {1, 0}
+"#;
+
+#[async_trait]
+impl osago_core::ports::RateLimiter for ValkeyStateStore {
+    async fn check(
+        &self,
+        key: &str,
+        limit: &osago_core::ratelimit::RateLimit,
+    ) -> Result<osago_core::ratelimit::Admission, PortError> {
+        use osago_core::ratelimit::Admission;
+        let interval = limit.emission_interval_ms();
+        if interval == 0 {
+            return Ok(Admission::Allowed);
+        }
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(GCRA_SCRIPT)
+            .arg(1)
+            .arg(format!("{KEY_PREFIX}rl:{{{key}}}"))
+            .arg(interval)
+            .arg(limit.burst);
+        let (allowed, retry_after_ms): (i64, i64) = self.query("rate limit", &cmd).await?;
+        Ok(if allowed == 1 {
+            Admission::Allowed
+        } else {
+            Admission::Limited {
+                retry_after: Duration::from_millis(retry_after_ms.max(1) as u64),
+            }
+        })
     }
 }

@@ -1,0 +1,56 @@
+//! The in-memory [`RateLimiter`]: GCRA per key on tokio's clock, each key
+//! expiring once its theoretical arrival time has passed.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use osago_core::ports::{PortError, RateLimiter};
+use osago_core::ratelimit::{gcra_step, Admission, RateLimit};
+use tokio::time::Instant;
+
+use super::TtlMap;
+
+/// GCRA per key, in memory (one process only).
+#[derive(Debug, Clone)]
+pub struct MemoryRateLimiter {
+    epoch: Instant,
+    tats: Arc<Mutex<TtlMap<String, u64>>>,
+}
+
+impl Default for MemoryRateLimiter {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            tats: Arc::default(),
+        }
+    }
+}
+
+impl MemoryRateLimiter {
+    /// An empty limiter.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl RateLimiter for MemoryRateLimiter {
+    async fn check(&self, key: &str, limit: &RateLimit) -> Result<Admission, PortError> {
+        let interval = limit.emission_interval_ms();
+        if interval == 0 {
+            return Ok(Admission::Allowed);
+        }
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        let mut tats = self.tats.lock().expect("limiter lock");
+        let decision = gcra_step(tats.get(key).copied(), now_ms, interval, limit.burst);
+        if !decision.allowed {
+            return Ok(Admission::Limited {
+                retry_after: Duration::from_millis(decision.retry_after_ms),
+            });
+        }
+        let ttl = Duration::from_millis(decision.tat_ms.saturating_sub(now_ms).max(1));
+        tats.insert(key.to_owned(), decision.tat_ms, ttl);
+        Ok(Admission::Allowed)
+    }
+}
