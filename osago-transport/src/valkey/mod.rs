@@ -306,48 +306,6 @@ fn pool_error(op: &'static str, e: PoolError) -> PortError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ttls_round_up_to_whole_seconds() {
-        assert_eq!(ttl_secs(Duration::ZERO), 1);
-        assert_eq!(ttl_secs(Duration::from_millis(1)), 1);
-        assert_eq!(ttl_secs(Duration::from_secs(1)), 1);
-        assert_eq!(ttl_secs(Duration::from_millis(1_001)), 2);
-        assert_eq!(ttl_secs(Duration::from_secs(90)), 90);
-    }
-
-    #[test]
-    fn keys_share_the_request_hash_tag() {
-        let id: RequestId = uuid::Uuid::nil().into();
-        assert_eq!(
-            claim_key(&id),
-            "osago:v1:{00000000-0000-0000-0000-000000000000}:claim"
-        );
-        assert_eq!(
-            progress_key(&id),
-            "osago:v1:{00000000-0000-0000-0000-000000000000}:progress"
-        );
-    }
-
-    #[test]
-    fn undecodable_progress_is_corrupt() {
-        let id = RequestId::random();
-        let err = decode_progress(&id, "alfa", b"{not json").unwrap_err();
-        assert_eq!(err.kind(), PortErrorKind::Corrupt);
-    }
-
-    #[test]
-    fn invalid_url_is_rejected_without_echo() {
-        let err =
-            ValkeyStateStore::new_lazy("nonsense://secret@x", ValkeyConfig::default()).unwrap_err();
-        assert_eq!(err.kind(), PortErrorKind::Unavailable);
-        assert!(!err.to_string().contains("secret"));
-    }
-}
-
 /// GCRA in one atomic script, the arithmetic of
 /// [`gcra_step`](osago_core::ratelimit::gcra_step) on the server's clock
 /// (`TIME`), so every instance shares one limit per key. The TAT key lives
@@ -395,5 +353,47 @@ impl osago_core::ports::RateLimiter for ValkeyStateStore {
                 retry_after: Duration::from_millis(retry_after_ms.max(1) as u64),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_round_up_to_whole_seconds() {
+        assert_eq!(ttl_secs(Duration::ZERO), 1);
+        assert_eq!(ttl_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ttl_secs(Duration::from_secs(1)), 1);
+        assert_eq!(ttl_secs(Duration::from_millis(1_001)), 2);
+        assert_eq!(ttl_secs(Duration::from_secs(90)), 90);
+    }
+
+    #[test]
+    fn keys_share_the_request_hash_tag() {
+        let id: RequestId = uuid::Uuid::nil().into();
+        assert_eq!(
+            claim_key(&id),
+            "osago:v1:{00000000-0000-0000-0000-000000000000}:claim"
+        );
+        assert_eq!(
+            progress_key(&id),
+            "osago:v1:{00000000-0000-0000-0000-000000000000}:progress"
+        );
+    }
+
+    #[test]
+    fn undecodable_progress_is_corrupt() {
+        let id = RequestId::random();
+        let err = decode_progress(&id, "alfa", b"{not json").unwrap_err();
+        assert_eq!(err.kind(), PortErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn invalid_url_is_rejected_without_echo() {
+        let err =
+            ValkeyStateStore::new_lazy("nonsense://secret@x", ValkeyConfig::default()).unwrap_err();
+        assert_eq!(err.kind(), PortErrorKind::Unavailable);
+        assert!(!err.to_string().contains("secret"));
     }
 }
