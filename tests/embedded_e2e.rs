@@ -1,13 +1,12 @@
 //! The embedded stack end to end: real HTTP client, real SSE, sped-up
 //! simulated insurers (one never answers, one answers garbage).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use insurer_sim::Archetype;
 use osago::{Embedded, EmbeddedConfig};
 use osago_core::InsurerId;
-use osago_tests::{read_stream, sample_json, SseEvent};
+use osago_tests::{complete_quotes, read_stream, rows_by_insurer, sample_json, without_started_at};
 use serde_json::Value;
 
 const INSURERS: usize = 9;
@@ -44,18 +43,6 @@ async fn start() -> Embedded {
     osago::start(listener, config).await.unwrap()
 }
 
-fn insurer_events(events: &[SseEvent]) -> BTreeMap<String, Vec<Value>> {
-    let mut by_insurer: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for e in events.iter().filter(|e| e.event == "insurer") {
-        let v = e.json();
-        by_insurer
-            .entry(v["insurer_id"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(v);
-    }
-    by_insurer
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
     let system = start().await;
@@ -86,7 +73,7 @@ async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
         "heartbeats while waiting"
     );
 
-    let by_insurer = insurer_events(&events);
+    let by_insurer = rows_by_insurer(&events);
     assert_eq!(by_insurer.len(), INSURERS, "{by_insurer:#?}");
     for (insurer, seen) in &by_insurer {
         let statuses: Vec<&str> = seen.iter().map(|v| v["status"].as_str().unwrap()).collect();
@@ -152,22 +139,14 @@ async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
     );
 
     // The quotes endpoint returns the same final state.
-    let quotes: Value = http
-        .get(&quotes_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(quotes["complete"], true);
+    let quotes = complete_quotes(&http, &quotes_url, Duration::from_secs(10)).await;
     let rows = quotes["insurers"].as_array().unwrap();
     assert_eq!(rows.len(), INSURERS);
     for row in rows {
         let id = row["insurer_id"].as_str().unwrap();
         assert_eq!(
-            row,
-            &final_of(id),
+            without_started_at(row),
+            without_started_at(&final_of(id)),
             "{id}: quotes endpoint equals the stream's final state"
         );
     }
@@ -194,7 +173,7 @@ async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
         .await
         .unwrap();
     let replay = read_stream(again, Duration::from_secs(10)).await;
-    let replayed = insurer_events(&replay);
+    let replayed = rows_by_insurer(&replay);
     assert_eq!(replayed.len(), INSURERS - 1);
     assert!(!replayed.contains_key("silent"));
 

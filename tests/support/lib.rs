@@ -56,6 +56,59 @@ pub fn parse_sse(body: &str) -> Vec<SseEvent> {
     events
 }
 
+/// The `insurer` events' rows, grouped by insurer id, in arrival order.
+pub fn rows_by_insurer(
+    events: &[SseEvent],
+) -> std::collections::BTreeMap<String, Vec<serde_json::Value>> {
+    let mut by_insurer: std::collections::BTreeMap<String, Vec<serde_json::Value>> =
+        Default::default();
+    for event in events.iter().filter(|e| e.event == "insurer") {
+        let row = event.json();
+        let insurer = row["insurer_id"].as_str().expect("insurer_id").to_owned();
+        by_insurer.entry(insurer).or_default().push(row);
+    }
+    by_insurer
+}
+
+/// Polls a quotes URL until the read model is complete (it follows the
+/// streams on its own consumer group, so it may trail the SSE stream by a
+/// moment), or panics after `limit`.
+pub async fn complete_quotes(
+    http: &reqwest::Client,
+    url: &str,
+    limit: Duration,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let quotes: serde_json::Value = http
+            .get(url)
+            .send()
+            .await
+            .expect("quotes answer")
+            .json()
+            .await
+            .expect("quotes JSON");
+        if quotes["complete"] == true {
+            return quotes;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "read model not complete: {quotes}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A read-model row without `started_at`, which a stream that met the
+/// insurer only in its final state cannot know.
+pub fn without_started_at(row: &serde_json::Value) -> serde_json::Value {
+    let mut row = row.clone();
+    if let Some(map) = row.as_object_mut() {
+        map.remove("started_at");
+    }
+    row
+}
+
 /// Reads a stream to its end (or `limit`), returning its events.
 pub async fn read_stream(response: reqwest::Response, limit: Duration) -> Vec<SseEvent> {
     let mut body = String::new();
