@@ -613,3 +613,96 @@ async fn failed_polls_are_retried_a_bounded_number_of_times() {
     let retries = EngineConfig::default().policy.poll_retries as usize;
     assert_eq!(gives_up.calls("poll").len(), retries + 1);
 }
+
+mod properties {
+    //! For random insurer behaviour: every (request, insurer) ends in
+    //! exactly one final event, no later than its deadline, and the insurer
+    //! sees one Idempotency-Key however many retries happen.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn error(kind: ErrorKind, retry_ms: Option<u64>) -> InsurerError {
+        InsurerError::new(kind, "scripted").with_retry_after(retry_ms.map(Duration::from_millis))
+    }
+
+    fn arb_error() -> impl Strategy<Value = InsurerError> {
+        (
+            prop::sample::select(vec![
+                ErrorKind::Timeout,
+                ErrorKind::Unavailable,
+                ErrorKind::RateLimited,
+                ErrorKind::BadResponse,
+                ErrorKind::Rejected,
+            ]),
+            prop::option::of(0u64..5_000),
+        )
+            .prop_map(|(kind, retry)| error(kind, retry))
+    }
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => prop::option::of(0u64..3_000)
+                .prop_map(|r| ok(PollOutcome::Pending { retry_after: r.map(Duration::from_millis) })),
+            1 => Just(ok(PollOutcome::Quoted(quote()))),
+            1 => Just(ok(PollOutcome::Declined { reason: "no".into() })),
+            2 => arb_error().prop_map(|e| Step::Answer(Err(e))),
+            1 => Just(Step::Hang),
+        ]
+    }
+
+    fn arb_create() -> impl Strategy<Value = Vec<Result<Application, InsurerError>>> {
+        prop::collection::vec(
+            prop_oneof![3 => Just(app()), 2 => arb_error().prop_map(Err)],
+            0..6,
+        )
+    }
+
+    fn arb_insurer(
+    ) -> impl Strategy<Value = (Vec<Result<Application, InsurerError>>, Vec<Step>, bool)> {
+        (
+            arb_create(),
+            prop::collection::vec(arb_step(), 0..10),
+            prop::bool::weighted(0.1),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn every_insurer_ends_once_by_its_deadline(
+            insurers in prop::collection::vec(arb_insurer(), 1..5),
+            deadline_secs in 1i64..40,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let names: Vec<String> = (0..insurers.len()).map(|i| format!("i{i}")).collect();
+                let scripted: Vec<Arc<Scripted>> = insurers
+                    .into_iter()
+                    .map(|(create, polls, hangs)| {
+                        if hangs { Scripted::hanging() } else { Scripted::new(polls).with_create(create) }
+                    })
+                    .collect();
+                let h = harness(names.iter().map(String::as_str).zip(scripted.iter().cloned()).collect());
+                let outcomes = run(&h, request_event(chrono::Duration::seconds(deadline_secs))).await;
+                assert_eq!(outcomes.len(), names.len());
+                let deadline = h.t0 + Duration::from_secs(deadline_secs as u64);
+                for (name, insurer) in names.iter().zip(&scripted) {
+                    let (at, event) = h.sink.final_of(name);
+                    assert!(at <= deadline, "{name}: final at {:?} after the deadline", at - h.t0);
+                    assert_eq!(event.version(), 2);
+                    let keys = insurer.keys.lock().unwrap().clone();
+                    assert!(keys.iter().all(|k| *k == keys[0]), "{name}: one Idempotency-Key");
+                    assert!(insurer.calls.lock().unwrap().iter().all(|(_, at)| *at <= deadline));
+                }
+                assert_eq!(h.sink.events().len(), 2 * names.len(), "a pending and a final each");
+            });
+        }
+    }
+}
