@@ -317,14 +317,9 @@ impl Inner {
                 Err(CallError::Refused(err)) => return Err(err),
                 Err(CallError::Failed(err)) if err.kind.is_retryable() => {
                     // Same Idempotency-Key next time: the insurer sees one application.
-                    let Some(delay) =
-                        guard
-                            .backoff
-                            .next_delay(retry, err.retry_after, job.deadline)
-                    else {
+                    let Some(delay) = self.retry_delay(guard, &label, retry, &err, job) else {
                         return Err(err);
                     };
-                    self.metrics.retries.get_or_create(&label).inc();
                     tracing::debug!(request_id = %job.request_id, insurer = %job.insurer.id, kind = %err.kind, retry, "retrying the application");
                     tokio::time::sleep(delay).await;
                     retry += 1;
@@ -357,20 +352,34 @@ impl Inner {
                 Err(CallError::Failed(err))
                     if err.kind.is_retryable() && failed_polls < guard.poll_retries =>
                 {
-                    let Some(delay) =
-                        guard
-                            .backoff
-                            .next_delay(failed_polls, err.retry_after, job.deadline)
+                    let Some(delay) = self.retry_delay(guard, &label, failed_polls, &err, job)
                     else {
                         return Err(err);
                     };
-                    self.metrics.retries.get_or_create(&label).inc();
                     failed_polls += 1;
                     wait = delay;
                 }
                 Err(CallError::Failed(err)) => return Err(err),
             }
         }
+    }
+
+    /// The wait before retry `retry` after `err` (backoff honouring the
+    /// insurer's hint, never past the deadline), counted in the retries
+    /// metric; `None` when no retry fits.
+    fn retry_delay(
+        &self,
+        guard: &Guard,
+        label: &InsurerLabel,
+        retry: u32,
+        err: &InsurerError,
+        job: &Job,
+    ) -> Option<Duration> {
+        let delay = guard
+            .backoff
+            .next_delay(retry, err.retry_after, job.deadline)?;
+        self.metrics.retries.get_or_create(label).inc();
+        Some(delay)
     }
 
     /// Publishes the final event and records the insurer as finished.
