@@ -34,7 +34,7 @@ async fn engine(valkey: &Valkey, insurer: &MockServer) -> Engine {
         Arc::new(state),
         Arc::new(SystemClock),
         EngineConfig {
-            poll_interval: Duration::from_millis(50),
+            poll: osago_aggregator_lib::policy::PollConfig::fixed(Duration::from_millis(50)),
             ..EngineConfig::default()
         },
         EngineMetrics::default(),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::guard::PolicyConfig;
+use crate::policy::PollConfig;
 
 /// How the engine treats every insurer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,8 +15,9 @@ pub struct EngineConfig {
     /// The most an insurer gets, from the request's acceptance (also capped
     /// by the event's `deadline_at`). 60 s by design.
     pub insurer_deadline: Duration,
-    /// Wait between polls when the insurer gives no Retry-After.
-    pub poll_interval: Duration,
+    /// When to poll for quotes (adaptive by default; see
+    /// [`PollConfig`]).
+    pub poll: PollConfig,
     /// How long in-flight state and dedup marks live in the state store.
     pub state_ttl: Duration,
     /// Attempts to publish one event before giving up on it.
@@ -31,11 +33,20 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             insurer_deadline: Duration::from_secs(60),
-            poll_interval: Duration::from_secs(1),
+            poll: PollConfig::default(),
             state_ttl: Duration::from_secs(4 * 3600),
             publish_attempts: 5,
             policy: PolicyConfig::default(),
             policy_overrides: BTreeMap::new(),
         }
+    }
+}
+
+impl EngineConfig {
+    /// The policies of `insurer`: its override, or the common ones.
+    pub fn policy_for(&self, insurer: &osago_core::InsurerId) -> &PolicyConfig {
+        self.policy_overrides
+            .get(insurer.as_str())
+            .unwrap_or(&self.policy)
     }
 }

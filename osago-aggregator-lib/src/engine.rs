@@ -9,7 +9,9 @@ use osago_core::events::{
 };
 use osago_core::ids::idempotency_key;
 use osago_core::insurer::{InsurerError, PollOutcome};
-use osago_core::ports::{InsurerClient, InsurerProgress, PortError, QuoteSink, StateStore};
+use osago_core::ports::{
+    InsurerClient, InsurerProgress, PolicyStore, PortError, QuoteSink, StateStore,
+};
 use osago_core::{Clock, EventId, InsurerId, QuoteRequest, RequestId};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -20,6 +22,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use crate::config::EngineConfig;
 use crate::guard::{CallError, CallKind, Guard};
 use crate::metrics::{EngineMetrics, InsurerLabel, OutcomeLabels};
+use crate::policy::{AnswerTimes, PollPlan};
 
 /// One insurer the engine asks.
 #[derive(Debug, Clone)]
@@ -98,11 +101,15 @@ impl FanOut {
 struct Inner {
     insurers: Vec<Insurer>,
     guards: HashMap<InsurerId, Arc<Guard>>,
+    /// Recent answer times per insurer, for the poll schedule.
+    answers: HashMap<InsurerId, AnswerTimes>,
     sink: Arc<dyn QuoteSink>,
     state: Arc<dyn StateStore>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     metrics: EngineMetrics,
+    /// The shared policy store and this pod's holder name, when shared.
+    shared: Option<(Arc<dyn PolicyStore>, String)>,
 }
 
 /// The fan-out engine. Cheap to clone.
@@ -163,10 +170,7 @@ impl Engine {
         let guards = insurers
             .iter()
             .map(|insurer| {
-                let policy = config
-                    .policy_overrides
-                    .get(insurer.id.as_str())
-                    .unwrap_or(&config.policy);
+                let policy = config.policy_for(&insurer.id);
                 let label = InsurerLabel {
                     insurer: insurer.id.to_string(),
                 };
@@ -176,16 +180,71 @@ impl Engine {
                 )
             })
             .collect();
+        let answers = insurers
+            .iter()
+            .map(|insurer| (insurer.id.clone(), AnswerTimes::new(config.poll.history)))
+            .collect();
         Self {
             inner: Arc::new(Inner {
                 insurers,
                 guards,
+                answers,
                 sink,
                 state,
                 clock,
                 config,
                 metrics,
+                shared: None,
             }),
+        }
+    }
+
+    /// Shares every insurer's quota, concurrency cap and circuit breaker
+    /// with the other pods using `store` (see [`crate::shared`]): replaces
+    /// the engine's local guards with shared ones and starts their keeper
+    /// tasks, which end when the engine is dropped.
+    ///
+    /// Call it right after [`Engine::new`], within a tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// If the engine was already cloned.
+    pub fn with_policy_store(
+        mut self,
+        store: Arc<dyn PolicyStore>,
+        shared: crate::shared::SharedConfig,
+    ) -> Self {
+        let inner = Arc::get_mut(&mut self.inner)
+            .expect("Engine::with_policy_store is called before the engine is cloned");
+        for insurer in &inner.insurers {
+            let label = InsurerLabel {
+                insurer: insurer.id.to_string(),
+            };
+            let guard = Guard::shared(
+                label,
+                inner.config.policy_for(&insurer.id),
+                inner.metrics.clone(),
+                store.clone(),
+                &shared,
+                inner.clock.clone(),
+            );
+            inner.guards.insert(insurer.id.clone(), guard);
+        }
+        inner.shared = Some((store, shared.holder));
+        self
+    }
+
+    /// Gives back this pod's leased concurrency slots at once (on shutdown,
+    /// after the in-flight work ended), instead of letting the leases
+    /// expire. Does nothing for local policies.
+    pub async fn release_shared(&self) {
+        let Some((store, holder)) = &self.inner.shared else {
+            return;
+        };
+        for insurer in &self.inner.insurers {
+            if let Err(err) = store.release_slots(insurer.id.as_str(), holder).await {
+                tracing::warn!(insurer = %insurer.id, error = %err, "releasing shared slots failed; the lease will expire");
+            }
         }
     }
 
@@ -329,25 +388,34 @@ impl Inner {
         };
         calls.application_id = Some(application.id.clone());
         self.save_progress(job, calls, 1, false).await;
+        let created_at = Instant::now();
+        let created_wall = self.clock.now();
         let polls = self.metrics.polls.get_or_create(&label).clone();
-        let mut wait = application.retry_after.unwrap_or(self.config.poll_interval);
+        let answers = &self.answers[&job.insurer.id];
+        let mut plan = PollPlan::new(&self.config.poll);
+        let mut wait = plan.first(answers, application.retry_after);
         let mut failed_polls = 0;
+        let mut polls_made = 0u32;
         loop {
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(plan.fit(wait, Instant::now(), job.deadline)).await;
             let poll = calls.counted(async {
                 polls.inc();
                 client.poll_quote(&application.id).await
             });
+            polls_made += 1;
             let polled = guard.call(CallKind::Poll, job.deadline, poll).await;
             match polled {
                 Ok(PollOutcome::Pending { retry_after }) => {
                     failed_polls = 0;
-                    wait = retry_after.unwrap_or(self.config.poll_interval);
+                    wait = plan.next(retry_after);
                 }
-                Ok(answer) => return Ok(answer),
+                Ok(answer) => {
+                    self.learn(job, &label, created_at, created_wall, &answer, polls_made);
+                    return Ok(answer);
+                }
                 Err(CallError::Refused(err)) => return Err(err),
                 Err(CallError::Failed(err)) if err.kind == ErrorKind::RateLimited => {
-                    wait = err.retry_after.unwrap_or(self.config.poll_interval);
+                    wait = plan.next(err.retry_after);
                 }
                 Err(CallError::Failed(err))
                     if err.kind.is_retryable() && failed_polls < guard.poll_retries =>
@@ -362,6 +430,39 @@ impl Inner {
                 Err(CallError::Failed(err)) => return Err(err),
             }
         }
+    }
+
+    /// Learns from a final answer: the insurer's answer time (from the
+    /// application to the quote being ready, by its `ready_at` when given),
+    /// the detection lag, and the polls it took.
+    fn learn(
+        &self,
+        job: &Job,
+        label: &InsurerLabel,
+        created_at: Instant,
+        created_wall: chrono::DateTime<chrono::Utc>,
+        answer: &PollOutcome,
+        polls: u32,
+    ) {
+        let ready_at = match answer {
+            PollOutcome::Quoted(quote) => quote.ready_at,
+            _ => None,
+        };
+        let answer_time = ready_at
+            .and_then(|ready| (ready - created_wall).to_std().ok())
+            .unwrap_or_else(|| created_at.elapsed());
+        self.answers[&job.insurer.id].record(answer_time);
+        if let Some(ready) = ready_at {
+            let lag = (self.clock.now() - ready).to_std().unwrap_or_default();
+            self.metrics
+                .detection_lag_seconds
+                .get_or_create(label)
+                .observe(lag.as_secs_f64());
+        }
+        self.metrics
+            .polls_per_answer
+            .get_or_create(label)
+            .observe(f64::from(polls));
     }
 
     /// The wait before retry `retry` after `err` (backoff honouring the

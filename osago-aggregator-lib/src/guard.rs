@@ -2,22 +2,29 @@
 //! composed around every call to it (quota, then circuit breaker, then a
 //! concurrency slot, then the call, its outcome recorded).
 //!
-//! These are the pod-local policies; sharing them across pods through
-//! Valkey builds on the same state (issue 4 continues there).
+//! A guard is local ([`Guard::new`]) or shared between pods through a
+//! [`PolicyStore`] ([`Guard::shared`], see [`crate::shared`]): the same
+//! policies, with the quota taken from the store in blocks, the concurrency
+//! capacity leased from it, and breaker openings published through it.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use osago_core::insurer::{ErrorKind, InsurerError};
+use osago_core::ports::PolicyStore;
+use osago_core::Clock;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::metrics::{EngineMetrics, InsurerLabel, TransitionLabels};
+use crate::metrics::{CallLabels, EngineMetrics, InsurerLabel, TransitionLabels};
 use crate::policy::{
-    Backoff, BackoffConfig, BreakerConfig, CallOutcome, CircuitBreaker, ConcurrencyConfig,
-    ConcurrencyLimit, GcraConfig, QuotaConfig, QuotaQueue, Transition,
+    Backoff, BackoffConfig, BreakerConfig, BreakerSnapshot, CallOutcome, CircuitBreaker,
+    ConcurrencyConfig, ConcurrencyLimit, GcraConfig, QuotaConfig, QuotaError, QuotaQueue,
+    Transition,
 };
+use crate::shared::{self, SharedConfig, SharedQuota};
 
 /// The policies of one insurer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +71,16 @@ pub enum CallKind {
     Poll,
 }
 
+impl CallKind {
+    /// The label in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Create => "create",
+            CallKind::Poll => "poll",
+        }
+    }
+}
+
 /// Why a call did not happen or failed.
 #[derive(Debug)]
 pub enum CallError {
@@ -74,33 +91,128 @@ pub enum CallError {
     Failed(InsurerError),
 }
 
+/// The outbound quota: this pod's own, or shared by every pod.
+#[derive(Debug)]
+enum Quota {
+    Local(QuotaQueue),
+    Shared(Box<SharedQuota>),
+}
+
+impl Quota {
+    async fn admit(&self, deadline: Instant) -> Result<(), QuotaError> {
+        match self {
+            Quota::Local(queue) => queue.admit(deadline).await,
+            Quota::Shared(shared) => shared.admit(deadline).await,
+        }
+    }
+}
+
+/// Publishes this pod's own breaker transitions (shared guards only).
+#[derive(Debug)]
+struct BreakerFeed {
+    tx: watch::Sender<Option<BreakerSnapshot>>,
+    clock: Arc<dyn Clock>,
+}
+
 /// One insurer's guard.
 #[derive(Debug)]
 pub struct Guard {
-    label: InsurerLabel,
-    quota: QuotaQueue,
+    pub(crate) label: InsurerLabel,
+    quota: Quota,
     breaker: Mutex<CircuitBreaker>,
-    limit: ConcurrencyLimit,
+    pub(crate) limit: ConcurrencyLimit,
     /// Backoff between retries.
     pub backoff: Backoff,
     /// Consecutive failed polls tolerated.
     pub poll_retries: u32,
-    metrics: EngineMetrics,
+    pub(crate) metrics: EngineMetrics,
+    feed: Option<BreakerFeed>,
 }
 
 impl Guard {
-    /// A guard for the insurer labelled `label`.
+    /// A guard for the insurer labelled `label`, on this pod's own policies.
     pub fn new(label: InsurerLabel, config: &PolicyConfig, metrics: EngineMetrics) -> Self {
         metrics.breaker_state.get_or_create(&label).set(0);
         Self {
-            quota: QuotaQueue::new(config.quota.clone()),
+            quota: Quota::Local(QuotaQueue::new(config.quota.clone())),
             breaker: Mutex::new(CircuitBreaker::new(config.breaker.clone())),
             limit: ConcurrencyLimit::from_config(&config.concurrency),
             backoff: Backoff::new(config.backoff.clone()),
             poll_retries: config.poll_retries,
             label,
             metrics,
+            feed: None,
         }
+    }
+
+    /// A guard whose quota, concurrency cap and breaker are shared with
+    /// every pod using `store` (see [`crate::shared`]); starts its keeper
+    /// tasks, which end when the guard is dropped. Must be called within a
+    /// tokio runtime.
+    pub fn shared(
+        label: InsurerLabel,
+        config: &PolicyConfig,
+        metrics: EngineMetrics,
+        store: Arc<dyn PolicyStore>,
+        shared_config: &SharedConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        metrics.breaker_state.get_or_create(&label).set(0);
+        let limit = ConcurrencyLimit::from_config(&config.concurrency);
+        // No slot until the first lease is granted (or the store is found
+        // unreachable and the local cap applies).
+        limit.set_max_in_flight(0);
+        let (tx, rx) = watch::channel(None);
+        let guard = Arc::new(Self {
+            quota: Quota::Shared(Box::new(SharedQuota::new(
+                store.clone(),
+                label.insurer.clone(),
+                &config.quota,
+                shared_config.quota_window,
+                metrics.clone(),
+            ))),
+            breaker: Mutex::new(CircuitBreaker::new(config.breaker.clone())),
+            limit,
+            backoff: Backoff::new(config.backoff.clone()),
+            poll_retries: config.poll_retries,
+            label,
+            metrics,
+            feed: Some(BreakerFeed {
+                tx,
+                clock: clock.clone(),
+            }),
+        });
+        let cap = u32::try_from(config.concurrency.max_in_flight.max(1)).unwrap_or(u32::MAX);
+        shared::spawn_keepers(&guard, store, shared_config.clone(), cap, clock, rx);
+        guard
+    }
+
+    /// Takes in the insurer's breaker state published by another pod.
+    pub(crate) fn observe_remote(&self, now_unix_ms: u64, snapshot: &BreakerSnapshot) {
+        let transition = self.breaker.lock().expect("breaker lock").observe_remote(
+            Instant::now(),
+            now_unix_ms,
+            snapshot,
+        );
+        self.transition(transition);
+    }
+
+    /// A transition of this pod's own breaker: metrics, and published to the
+    /// other pods when shared.
+    fn own_transition(&self, transition: Option<Transition>) {
+        let Some(t) = transition else { return };
+        if let Some(feed) = &self.feed {
+            if shared::is_shared_transition(t.to) {
+                let now_unix_ms = u64::try_from(feed.clock.now().timestamp_millis()).unwrap_or(0);
+                let snapshot = self
+                    .breaker
+                    .lock()
+                    .expect("breaker lock")
+                    .snapshot(Instant::now(), now_unix_ms);
+                feed.tx.send_replace(Some(snapshot));
+            }
+        }
+        self.transition(Some(t));
     }
 
     fn transition(&self, transition: Option<Transition>) {
@@ -136,12 +248,14 @@ impl Guard {
                 .quota_rejections
                 .get_or_create(&self.label)
                 .inc();
+            self.count(kind, "rate_limited");
             return Err(CallError::Refused(InsurerError::new(
                 ErrorKind::RateLimited,
                 format!("{err}"),
             )));
         }
-        if waited.elapsed() > Duration::ZERO {
+        // A shared quota's round trip is not a wait.
+        if waited.elapsed() >= Duration::from_millis(1) {
             self.metrics.quota_waits.get_or_create(&self.label).inc();
         }
         let permit = if kind == CallKind::Create {
@@ -152,11 +266,12 @@ impl Guard {
                 .try_acquire(Instant::now());
             match acquired {
                 Ok(permit) => {
-                    self.transition(permit.transition());
+                    self.own_transition(permit.transition());
                     Some(permit)
                 }
                 Err(rejected) => {
-                    self.transition(rejected.transition);
+                    self.own_transition(rejected.transition);
+                    self.count(kind, "circuit_open");
                     return Err(CallError::Refused(
                         InsurerError::new(ErrorKind::CircuitOpen, "circuit open: insurer failing")
                             .with_retry_after(Some(rejected.retry_in)),
@@ -172,6 +287,7 @@ impl Guard {
                 if let Some(permit) = permit {
                     self.breaker.lock().expect("breaker lock").cancel(permit);
                 }
+                self.count(kind, "no_slot");
                 return Err(CallError::Refused(InsurerError::new(
                     ErrorKind::Timeout,
                     "no call slot before the deadline",
@@ -183,6 +299,13 @@ impl Guard {
         let result = call.await;
         drop(in_use);
         drop(slot);
+        self.count(
+            kind,
+            match &result {
+                Ok(_) => "ok",
+                Err(err) => err.kind.as_str(),
+            },
+        );
         if let Some(permit) = permit {
             let outcome = CallOutcome::of(&result, started.elapsed());
             let transition =
@@ -190,9 +313,20 @@ impl Guard {
                     .lock()
                     .expect("breaker lock")
                     .record(Instant::now(), permit, outcome);
-            self.transition(transition);
+            self.own_transition(transition);
         }
         result.map_err(CallError::Failed)
+    }
+
+    fn count(&self, kind: CallKind, outcome: &str) {
+        self.metrics
+            .calls
+            .get_or_create(&CallLabels {
+                insurer: self.label.insurer.clone(),
+                call: kind.as_str().to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 }
 

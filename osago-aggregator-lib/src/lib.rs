@@ -24,14 +24,18 @@
 //! - [`guard`] - one insurer's policies composed around each call.
 //! - [`metrics`] - Prometheus metrics of the engine.
 //! - [`policy`] - resilience policies: quota, circuit breaker, concurrency, backoff.
+//! - [`shared`] - the same policies shared by every pod through a
+//!   [`PolicyStore`](osago_core::ports::PolicyStore).
 
 pub mod config;
 pub mod engine;
 pub mod guard;
 pub mod metrics;
 pub mod policy;
+pub mod shared;
 
 pub use config::EngineConfig;
 pub use engine::{Engine, EngineError, FanOut, Insurer, InsurerOutcome, Started};
 pub use guard::PolicyConfig;
 pub use metrics::EngineMetrics;
+pub use shared::SharedConfig;

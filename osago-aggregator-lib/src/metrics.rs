@@ -67,6 +67,46 @@ pub struct EngineMetrics {
     pub quota_rejections: Family<InsurerLabel, Counter>,
     /// Calls in flight per insurer (concurrency slots in use).
     pub slots_in_use: Family<InsurerLabel, Gauge>,
+    /// Insurer calls by kind (`create`, `poll`) and outcome (`ok`, an error
+    /// kind, or refused here: `circuit_open`, `rate_limited`, `no_slot`).
+    pub calls: Family<CallLabels, Counter>,
+    /// This pod's share of the insurer's concurrency cap (shared policies).
+    pub slots_granted: Family<InsurerLabel, Gauge>,
+    /// Round trips to the shared policy store, by operation and result.
+    pub policy_store_calls: Family<StoreCallLabels, Counter>,
+    /// Seconds from the insurer having the quote ready (its `ready_at`) to
+    /// the poll that saw it.
+    pub detection_lag_seconds: Family<InsurerLabel, Histogram>,
+    /// Polls made per final answer.
+    pub polls_per_answer: Family<InsurerLabel, Histogram>,
+}
+
+/// Labels of [`EngineMetrics::calls`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CallLabels {
+    /// The insurer.
+    pub insurer: String,
+    /// `create` or `poll`.
+    pub call: String,
+    /// How it ended.
+    pub outcome: String,
+}
+
+/// Labels of [`EngineMetrics::policy_store_calls`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct StoreCallLabels {
+    /// `take_quota`, `claim_slots`, `put_breaker`, `get_breaker`.
+    pub op: String,
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+fn lag_histogram() -> Histogram {
+    Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0])
+}
+
+fn polls_histogram() -> Histogram {
+    Histogram::new([1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0])
 }
 
 impl Default for EngineMetrics {
@@ -85,6 +125,11 @@ impl Default for EngineMetrics {
             quota_waits: Family::default(),
             quota_rejections: Family::default(),
             slots_in_use: Family::default(),
+            calls: Family::default(),
+            slots_granted: Family::default(),
+            policy_store_calls: Family::default(),
+            detection_lag_seconds: Family::new_with_constructor(lag_histogram),
+            polls_per_answer: Family::new_with_constructor(polls_histogram),
         }
     }
 }
@@ -142,6 +187,31 @@ impl EngineMetrics {
             "slots_in_use",
             "Insurer calls in flight",
             m.slots_in_use.clone(),
+        );
+        r.register(
+            "calls",
+            "Insurer calls by kind and outcome",
+            m.calls.clone(),
+        );
+        r.register(
+            "slots_granted",
+            "This pod's share of the insurer's concurrency cap",
+            m.slots_granted.clone(),
+        );
+        r.register(
+            "policy_store_calls",
+            "Round trips to the shared policy store",
+            m.policy_store_calls.clone(),
+        );
+        r.register(
+            "detection_lag_seconds",
+            "Seconds from the quote being ready at the insurer to the poll that saw it",
+            m.detection_lag_seconds.clone(),
+        );
+        r.register(
+            "polls_per_answer",
+            "Polls per final answer",
+            m.polls_per_answer.clone(),
         );
         m
     }

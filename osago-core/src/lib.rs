@@ -28,6 +28,7 @@ pub mod ports;
 pub mod ratelimit;
 pub mod request;
 pub mod showcase;
+pub mod slots;
 pub mod tariff;
 
 pub use clock::{Clock, ManualClock, SystemClock};

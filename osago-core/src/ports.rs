@@ -276,3 +276,64 @@ pub trait RateLimiter: Send + Sync + 'static {
         limit: &crate::ratelimit::RateLimit,
     ) -> Result<crate::ratelimit::Admission, PortError>;
 }
+
+/// A block of outbound quota taken at once from a [`PolicyStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaGrant {
+    /// Calls granted now (0: none).
+    pub granted: u32,
+    /// When none was granted, how long until one would be.
+    pub retry_after: Duration,
+}
+
+/// One pod's claim on an insurer's shared concurrency cap (see
+/// [`crate::slots`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotClaim {
+    /// The claiming pod, unique per process.
+    pub holder: String,
+    /// The cap across all pods.
+    pub cap: u32,
+    /// Slots it would like.
+    pub want: u32,
+    /// Slots it may still have in flight: the store never records less.
+    pub floor: u32,
+    /// How long the lease lives unless claimed again.
+    pub ttl: Duration,
+}
+
+/// The state the aggregator's resilience policies share between pods
+/// (Valkey in production), built so that no insurer call costs a round trip:
+///
+/// - the outbound quota is taken in blocks ([`crate::ratelimit::gcra_take`]);
+/// - concurrency slots are leased per pod, renewed periodically
+///   ([`crate::slots::grant_slots`]);
+/// - a circuit breaker's state is a small value each pod publishes on a
+///   transition and reads periodically.
+#[async_trait]
+pub trait PolicyStore: Send + Sync + fmt::Debug + 'static {
+    /// Takes up to `want` calls of `key`'s quota under `limit` at once.
+    async fn take_quota(
+        &self,
+        key: &str,
+        limit: &crate::ratelimit::RateLimit,
+        want: u32,
+    ) -> Result<QuotaGrant, PortError>;
+
+    /// Claims slots of `key`'s concurrency cap; expired leases of other
+    /// holders are dropped first.
+    async fn claim_slots(
+        &self,
+        key: &str,
+        claim: &SlotClaim,
+    ) -> Result<crate::slots::SlotGrant, PortError>;
+
+    /// Gives back every slot `holder` holds (on shutdown).
+    async fn release_slots(&self, key: &str, holder: &str) -> Result<(), PortError>;
+
+    /// Publishes a breaker's state (opaque to the store) for `ttl`.
+    async fn put_breaker(&self, key: &str, state: &str, ttl: Duration) -> Result<(), PortError>;
+
+    /// The breaker state last published for `key`, if still live.
+    async fn get_breaker(&self, key: &str) -> Result<Option<String>, PortError>;
+}

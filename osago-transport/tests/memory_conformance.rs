@@ -171,3 +171,37 @@ async fn limiter_zero_rate_is_unlimited() {
     )
     .await;
 }
+
+// PolicyStore
+
+#[tokio::test]
+async fn policy_quota_is_taken_in_blocks() {
+    osago_transport::conformance::policy::quota_is_taken_in_blocks(
+        &osago_transport::memory::MemoryPolicyStore::new(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn policy_slots_are_shared_within_the_cap() {
+    osago_transport::conformance::policy::slots_are_shared_within_the_cap(
+        &osago_transport::memory::MemoryPolicyStore::new(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn policy_leases_expire_and_release() {
+    osago_transport::conformance::policy::leases_expire_and_release(
+        &osago_transport::memory::MemoryPolicyStore::new(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn policy_breaker_values_expire() {
+    osago_transport::conformance::policy::breaker_values_expire(
+        &osago_transport::memory::MemoryPolicyStore::new(),
+    )
+    .await;
+}

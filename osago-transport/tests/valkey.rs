@@ -322,3 +322,30 @@ async fn two_instances_share_one_limit() {
         Admission::Limited { .. }
     ));
 }
+
+// PolicyStore (the shared resilience policies' scripts)
+
+#[tokio::test]
+async fn policy_store_conformance_and_ttls() {
+    use osago_transport::conformance::policy;
+    let valkey = Valkey::start().await;
+    let store = store_on(&valkey).await;
+    policy::quota_is_taken_in_blocks(&store).await;
+    policy::slots_are_shared_within_the_cap(&store).await;
+    policy::leases_expire_and_release(&store).await;
+    policy::breaker_values_expire(&store).await;
+    let ttls = key_ttls(&valkey).await;
+    let policy_keys: Vec<_> = ttls
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("osago:v1:q:")
+                || k.starts_with("osago:v1:cc:")
+                || k.starts_with("osago:v1:cb:")
+        })
+        .collect();
+    assert!(!policy_keys.is_empty());
+    assert!(
+        policy_keys.iter().all(|(_, ttl)| **ttl >= 0),
+        "every policy key expires: {policy_keys:?}"
+    );
+}

@@ -238,4 +238,6 @@ pub async fn consume(
     {
         tracing::warn!("fan-outs still running after the drain timeout");
     }
+    // This pod's share of each insurer's concurrency cap, back at once.
+    deps.engine.release_shared().await;
 }

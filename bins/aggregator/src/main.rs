@@ -6,14 +6,18 @@
 //! `--state memory://` or `redis://host:port` (Valkey). Insurers are named
 //! with `--insurer id=url`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use osago_aggregator_lib::{Engine, EngineConfig, EngineMetrics, Insurer};
-use osago_core::ports::{HealthCheck, QuoteSink, RequestSource, StateStore};
+use osago_aggregator_lib::policy::PollConfig;
+use osago_aggregator_lib::{
+    Engine, EngineConfig, EngineMetrics, Insurer, PolicyConfig, SharedConfig,
+};
+use osago_core::ports::{HealthCheck, PolicyStore, QuoteSink, RequestSource, StateStore};
 use osago_core::{InsurerId, SystemClock};
 use osago_transport::bootstrap::{retry_connect, shutdown_signal};
 use osago_transport::http::{HttpInsurerClient, HttpInsurerConfig};
@@ -45,12 +49,41 @@ struct Args {
     /// The most each insurer gets per request.
     #[arg(long, env = "OSAGO_INSURER_DEADLINE", default_value = "60s", value_parser = humantime::parse_duration)]
     insurer_deadline: Duration,
-    /// Poll interval when an insurer gives no Retry-After.
-    #[arg(long, env = "OSAGO_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
-    poll_interval: Duration,
+    /// Poll at this fixed interval instead of the adaptive schedule (first
+    /// poll near the insurer's learned answer time, then 250 ms x 1.5 up to
+    /// 2 s). Default: adaptive.
+    #[arg(long, env = "OSAGO_POLL_INTERVAL", value_parser = humantime::parse_duration)]
+    poll_interval: Option<Duration>,
     /// Socket (connect and read) timeout for insurer calls.
     #[arg(long, env = "OSAGO_INSURER_SOCKET_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     socket_timeout: Duration,
+    /// The socket timeout of one insurer, as `id=duration` (repeat, or
+    /// comma-separate in the env var).
+    #[arg(
+        long = "insurer-socket-timeout",
+        env = "OSAGO_INSURER_SOCKET_TIMEOUTS",
+        value_delimiter = ','
+    )]
+    insurer_socket_timeouts: Vec<String>,
+    /// The most calls in flight to one insurer, across all aggregator pods
+    /// when the state store is Valkey.
+    #[arg(long, env = "OSAGO_INSURER_CONCURRENCY", default_value_t = 20)]
+    concurrency: u32,
+    /// The concurrency cap of one insurer, as `id=calls` (repeat, or
+    /// comma-separate in the env var).
+    #[arg(
+        long = "insurer-concurrency",
+        env = "OSAGO_INSURER_CONCURRENCIES",
+        value_delimiter = ','
+    )]
+    insurer_concurrencies: Vec<String>,
+    /// Outbound calls per second to one insurer (across all pods when the
+    /// state store is Valkey); 0 for no limit.
+    #[arg(long, env = "OSAGO_INSURER_RATE", default_value_t = 500.0)]
+    insurer_rate: f64,
+    /// Calls admitted at once from idle under the outbound rate.
+    #[arg(long, env = "OSAGO_INSURER_BURST", default_value_t = 200)]
+    insurer_burst: u32,
     /// How long in-flight state lives in the state store (2 to 6 hours).
     #[arg(long, env = "OSAGO_STATE_TTL", default_value = "4h", value_parser = humantime::parse_duration)]
     state_ttl: Duration,
@@ -71,6 +104,40 @@ struct Checked {
     bus: BusUrl,
     state: StateUrl,
     insurers: Vec<(InsurerId, url::Url)>,
+    socket_timeouts: BTreeMap<InsurerId, Duration>,
+    concurrencies: BTreeMap<InsurerId, u32>,
+}
+
+/// Parses every `id=value` of `flag` for a known insurer, collecting problems.
+fn parse_per_insurer<T>(
+    flag: &str,
+    specs: &[String],
+    insurers: &[(InsurerId, url::Url)],
+    parse: impl Fn(&str) -> Option<T>,
+    problems: &mut Vec<String>,
+) -> BTreeMap<InsurerId, T> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let Some((id, value)) = spec.split_once('=') else {
+            problems.push(format!("{flag} {spec:?}: expected id=value"));
+            continue;
+        };
+        let Ok(id) = InsurerId::new(id) else {
+            problems.push(format!("{flag} {id:?}: not an insurer id"));
+            continue;
+        };
+        if !insurers.iter().any(|(known, _)| *known == id) {
+            problems.push(format!("{flag} {id}: no such --insurer"));
+            continue;
+        }
+        match parse(value) {
+            Some(value) => {
+                out.insert(id, value);
+            }
+            None => problems.push(format!("{flag} {id}: invalid value {value:?}")),
+        }
+    }
+    out
 }
 
 /// Parses every `id=url`, collecting problems.
@@ -107,11 +174,23 @@ fn check(args: &Args) -> Result<Checked, Vec<String>> {
     if args.insurer_deadline.is_zero() || args.insurer_deadline > Duration::from_secs(600) {
         problems.push("--insurer-deadline must be between 1ms and 10m".to_owned());
     }
-    if args.poll_interval.is_zero() {
+    if args
+        .poll_interval
+        .is_some_and(|interval| interval.is_zero())
+    {
         problems.push("--poll-interval must be positive".to_owned());
     }
     if args.socket_timeout.is_zero() {
         problems.push("--socket-timeout must be positive".to_owned());
+    }
+    if args.concurrency == 0 {
+        problems.push("--concurrency must be at least 1".to_owned());
+    }
+    if !(args.insurer_rate.is_finite() && args.insurer_rate >= 0.0) {
+        problems.push("--insurer-rate must be 0 (no limit) or a positive number".to_owned());
+    }
+    if args.insurer_burst == 0 {
+        problems.push("--insurer-burst must be at least 1".to_owned());
     }
     if !(Duration::from_secs(2 * 3600)..=Duration::from_secs(6 * 3600)).contains(&args.state_ttl) {
         problems.push("--state-ttl must be between 2h and 6h".to_owned());
@@ -120,6 +199,20 @@ fn check(args: &Args) -> Result<Checked, Vec<String>> {
         problems.push("--group must not be empty".to_owned());
     }
     let insurers = parse_insurers(&args.insurers, &mut problems);
+    let socket_timeouts = parse_per_insurer(
+        "--insurer-socket-timeout",
+        &args.insurer_socket_timeouts,
+        &insurers,
+        |v| humantime::parse_duration(v).ok().filter(|d| !d.is_zero()),
+        &mut problems,
+    );
+    let concurrencies = parse_per_insurer(
+        "--insurer-concurrency",
+        &args.insurer_concurrencies,
+        &insurers,
+        |v| v.parse::<u32>().ok().filter(|n| *n > 0),
+        &mut problems,
+    );
     if let (Some(BusUrl::Kafka(_)), Some(StateUrl::Memory)) = (&bus, &state) {
         problems.push(
             "--state memory:// loses in-flight work on restart: use redis:// with a kafka bus"
@@ -131,6 +224,8 @@ fn check(args: &Args) -> Result<Checked, Vec<String>> {
             bus,
             state,
             insurers,
+            socket_timeouts,
+            concurrencies,
         }),
         _ => Err(problems),
     }
@@ -141,14 +236,19 @@ async fn build(
     checked: Checked,
     registry: &mut prometheus_client::registry::Registry,
 ) -> Result<aggregator::Deps, String> {
-    let http = HttpInsurerConfig {
-        connect_timeout: args.socket_timeout,
-        read_timeout: args.socket_timeout,
-        ..HttpInsurerConfig::default()
-    };
     let mut insurers = Vec::new();
     for (id, url) in checked.insurers {
-        let client = HttpInsurerClient::new(id.clone(), url, http.clone())
+        let timeout = checked
+            .socket_timeouts
+            .get(&id)
+            .copied()
+            .unwrap_or(args.socket_timeout);
+        let http = HttpInsurerConfig {
+            connect_timeout: timeout,
+            read_timeout: timeout,
+            ..HttpInsurerConfig::default()
+        };
+        let client = HttpInsurerClient::new(id.clone(), url, http)
             .map_err(|e| format!("http client for {id}: {e}"))?;
         insurers.push(Insurer {
             id,
@@ -156,6 +256,7 @@ async fn build(
         });
     }
     let mut health: Vec<Arc<dyn HealthCheck>> = Vec::new();
+    let mut policies: Option<Arc<dyn PolicyStore>> = None;
     let state: Arc<dyn StateStore> = match checked.state {
         StateUrl::Memory => Arc::new(MemoryStateStore::new()),
         StateUrl::Valkey(url) => {
@@ -166,6 +267,7 @@ async fn build(
             .map_err(|e| format!("state: {e}"))?;
             let store = Arc::new(store);
             health.push(store.clone());
+            policies = Some(store.clone());
             store
         }
     };
@@ -186,19 +288,42 @@ async fn build(
             (bus.clone(), bus)
         }
     };
-    let engine = Engine::new(
+    let mut policy = PolicyConfig::default();
+    policy.concurrency.max_in_flight = args.concurrency as usize;
+    policy.quota.rate.rate_per_sec = args.insurer_rate;
+    policy.quota.rate.burst = args.insurer_burst;
+    let policy_overrides = checked
+        .concurrencies
+        .iter()
+        .map(|(id, cap)| {
+            let mut own = policy.clone();
+            own.concurrency.max_in_flight = *cap as usize;
+            (id.to_string(), own)
+        })
+        .collect();
+    let poll = match args.poll_interval {
+        Some(interval) => PollConfig::fixed(interval),
+        None => PollConfig::default(),
+    };
+    let mut engine = Engine::new(
         insurers,
         sink,
         state,
         Arc::new(SystemClock),
         EngineConfig {
             insurer_deadline: args.insurer_deadline,
-            poll_interval: args.poll_interval,
+            poll,
             state_ttl: args.state_ttl,
+            policy,
+            policy_overrides,
             ..EngineConfig::default()
         },
         EngineMetrics::register(registry),
     );
+    if let Some(store) = policies {
+        // Quota, concurrency cap and breaker shared by every pod.
+        engine = engine.with_policy_store(store, SharedConfig::default());
+    }
     Ok(aggregator::Deps {
         engine,
         requests,

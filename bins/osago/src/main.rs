@@ -24,9 +24,10 @@ struct Args {
     /// The most each insurer gets per request.
     #[arg(long, env = "OSAGO_INSURER_DEADLINE", default_value = "60s", value_parser = osago::parse_duration)]
     insurer_deadline: Duration,
-    /// Poll interval when an insurer gives no Retry-After.
-    #[arg(long, env = "OSAGO_POLL_INTERVAL", default_value = "1s", value_parser = osago::parse_duration)]
-    poll_interval: Duration,
+    /// Poll at this fixed interval instead of the adaptive schedule.
+    /// Default: adaptive.
+    #[arg(long, env = "OSAGO_POLL_INTERVAL", value_parser = osago::parse_duration)]
+    poll_interval: Option<Duration>,
     /// SSE heartbeat interval.
     #[arg(long, env = "OSAGO_HEARTBEAT", default_value = "15s", value_parser = osago::parse_duration)]
     heartbeat: Duration,
@@ -43,7 +44,10 @@ fn problems(args: &Args) -> Vec<String> {
     if args.insurer_deadline.is_zero() || args.insurer_deadline > Duration::from_secs(600) {
         out.push("--insurer-deadline must be between 1ms and 10m".to_owned());
     }
-    if args.poll_interval.is_zero() {
+    if args
+        .poll_interval
+        .is_some_and(|interval| interval.is_zero())
+    {
         out.push("--poll-interval must be positive".to_owned());
     }
     if args.heartbeat.is_zero() {
@@ -69,7 +73,9 @@ async fn main() -> ExitCode {
         ..EmbeddedConfig::default()
     };
     config.engine.insurer_deadline = args.insurer_deadline;
-    config.engine.poll_interval = args.poll_interval;
+    if let Some(interval) = args.poll_interval {
+        config.engine.poll = osago_aggregator_lib::policy::PollConfig::fixed(interval);
+    }
     config.core.request_deadline = args.insurer_deadline;
     config.core.heartbeat_interval = args.heartbeat;
     config.http.connect_timeout = args.socket_timeout;

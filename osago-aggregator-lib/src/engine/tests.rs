@@ -202,6 +202,23 @@ fn harness_with(insurers: Vec<(&str, Arc<Scripted>)>, config: EngineConfig) -> H
     }
 }
 
+/// A harness asking one insurer of any kind.
+fn harness_one(id: &str, client: Arc<dyn InsurerClient>, config: EngineConfig) -> Harness {
+    let mut h = harness_with(vec![], config.clone());
+    h.engine = Engine::new(
+        vec![Insurer {
+            id: InsurerId::new(id).unwrap(),
+            client,
+        }],
+        h.sink.clone(),
+        h.state.clone(),
+        Arc::new(ManualClock::new(now())),
+        config,
+        EngineMetrics::default(),
+    );
+    h
+}
+
 fn request_event(deadline_in: chrono::Duration) -> RequestEvent {
     RequestEvent {
         event_id: EventId::random(),
@@ -296,8 +313,8 @@ async fn retry_after_429_is_honoured_before_the_next_poll() {
     );
     assert_eq!(
         polls[1] - polls[0],
-        Duration::from_secs(1),
-        "default interval otherwise"
+        Duration::from_millis(250),
+        "the schedule's first interval otherwise"
     );
     assert_protocol(&h, &["flaky"]);
 }
@@ -344,8 +361,8 @@ async fn a_slow_insurer_never_delays_another() {
     let (fast_at, fast_event) = h.sink.final_of("fast");
     assert_eq!(
         fast_at - h.t0,
-        Duration::from_secs(1),
-        "after one poll interval"
+        Duration::from_millis(250),
+        "at the first poll (nothing learned yet)"
     );
     assert!(
         matches!(fast_event, InsurerEvent::Quote(q) if q.status == QuoteStatus::Quoted && q.quote.is_some())
@@ -703,6 +720,282 @@ mod properties {
                 }
                 assert_eq!(h.sink.events().len(), 2 * names.len(), "a pending and a final each");
             });
+        }
+    }
+}
+
+/// An insurer whose quote is ready a fixed time after its application.
+#[derive(Debug)]
+struct ReadyAfter {
+    after: Duration,
+    created: Mutex<Option<Instant>>,
+    polls: Mutex<Vec<Instant>>,
+}
+
+impl ReadyAfter {
+    fn new(after: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            after,
+            created: Mutex::default(),
+            polls: Mutex::default(),
+        })
+    }
+}
+
+#[async_trait]
+impl InsurerClient for ReadyAfter {
+    async fn create_application(
+        &self,
+        _: &str,
+        _: &QuoteRequest,
+    ) -> Result<Application, InsurerError> {
+        *self.created.lock().unwrap() = Some(Instant::now());
+        self.polls.lock().unwrap().clear();
+        Ok(Application {
+            id: "app".into(),
+            retry_after: None,
+        })
+    }
+
+    async fn poll_quote(&self, _: &str) -> Result<PollOutcome, InsurerError> {
+        let now = Instant::now();
+        self.polls.lock().unwrap().push(now);
+        let created = self.created.lock().unwrap().expect("created first");
+        if now - created >= self.after {
+            Ok(PollOutcome::Quoted(quote()))
+        } else {
+            Ok(PollOutcome::Pending { retry_after: None })
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_poll_moves_to_the_insurers_learned_answer_time() {
+    let insurer = ReadyAfter::new(Duration::from_secs(3));
+    let h = harness_one("learner", insurer.clone(), EngineConfig::default());
+    // Nothing learned: polls from 250 ms on, growing.
+    run(&h, request_event(chrono::Duration::seconds(60))).await;
+    let first_polls = insurer.polls.lock().unwrap().len();
+    assert!(
+        first_polls >= 5,
+        "{first_polls} polls before anything was learned"
+    );
+    for _ in 0..9 {
+        run(&h, request_event(chrono::Duration::seconds(60))).await;
+    }
+    // Learned: the first poll comes at about 3 s and finds the quote.
+    let created = Instant::now();
+    run(&h, request_event(chrono::Duration::seconds(60))).await;
+    let polls = insurer.polls.lock().unwrap().clone();
+    assert_eq!(polls.len(), 1, "one poll once the answer time is learned");
+    let first = polls[0] - created;
+    assert!(
+        first >= Duration::from_secs(3) && first < Duration::from_millis(3_700),
+        "{first:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_poll_lands_just_before_the_deadline() {
+    let never = Scripted::new(vec![]);
+    let h = harness(vec![("never", never.clone())]);
+    run(&h, request_event(chrono::Duration::seconds(60))).await;
+    let polls = never.calls("poll");
+    let last = *polls.last().unwrap() - h.t0;
+    assert_eq!(last, Duration::from_millis(59_750), "{polls:?}");
+    // Intervals grew to 2 s and stayed there: about 30 polls, not 60.
+    assert!(polls.len() <= 36, "{} polls", polls.len());
+    let gaps: Vec<Duration> = polls.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().all(|gap| *gap <= Duration::from_secs(2)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn fixed_polling_keeps_its_interval() {
+    let never = Scripted::new(vec![]);
+    let config = EngineConfig {
+        poll: crate::policy::PollConfig::fixed(Duration::from_secs(1)),
+        ..EngineConfig::default()
+    };
+    let h = harness_with(vec![("never", never.clone())], config);
+    run(&h, request_event(chrono::Duration::seconds(10))).await;
+    let polls: Vec<Duration> = never.calls("poll").iter().map(|t| *t - h.t0).collect();
+    let mut expected: Vec<Duration> = (1..=9).map(Duration::from_secs).collect();
+    // And a last look just before the deadline.
+    expected.push(Duration::from_millis(9_750));
+    assert_eq!(polls, expected);
+}
+
+mod shared_policies {
+    //! Two engines sharing their policies through one in-memory store, on
+    //! the paused clock (the real-Valkey versions are in `tests/`).
+
+    use osago_transport::memory::MemoryPolicyStore;
+
+    use super::*;
+    use crate::shared::SharedConfig;
+
+    fn shared_harness(
+        insurer: Arc<dyn InsurerClient>,
+        store: &MemoryPolicyStore,
+        policy: crate::guard::PolicyConfig,
+    ) -> Harness {
+        let config = EngineConfig {
+            policy,
+            ..EngineConfig::default()
+        };
+        let mut h = harness_one("shared", insurer, config);
+        h.engine = h
+            .engine
+            .with_policy_store(Arc::new(store.clone()), SharedConfig::default());
+        h
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_breaker_opened_by_one_engine_short_circuits_the_other() {
+        let store = MemoryPolicyStore::new();
+        let failing = Scripted::new(vec![]).with_create(
+            (0..20)
+                .map(|_| Err(InsurerError::new(ErrorKind::Unavailable, "503")))
+                .collect(),
+        );
+        let mut policy = crate::guard::PolicyConfig::default();
+        policy.backoff.max_attempts = 1;
+        let a = shared_harness(failing.clone(), &store, policy.clone());
+        let b = shared_harness(failing.clone(), &store, policy);
+        // Let both keepers take their first slot leases.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for _ in 0..10 {
+            run(&a, request_event(chrono::Duration::seconds(60))).await;
+        }
+        let creates_before = failing.calls("create").len();
+        // b has seen no failure itself; after one sync it refuses at once.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let outcomes = run(&b, request_event(chrono::Duration::seconds(60))).await;
+        assert_eq!(outcomes[0].outcome, "circuit_open");
+        assert_eq!(
+            failing.calls("create").len(),
+            creates_before,
+            "b never called"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_engines_never_exceed_the_shared_cap() {
+        let store = MemoryPolicyStore::new();
+        let counter = Arc::new(InFlight::default());
+        let mut policy = crate::guard::PolicyConfig::default();
+        policy.concurrency.max_in_flight = 4;
+        let a = shared_harness(counter.clone(), &store, policy.clone());
+        let b = shared_harness(counter.clone(), &store, policy);
+        let mut fan_outs = Vec::new();
+        for i in 0..40 {
+            let h = if i % 2 == 0 { &a } else { &b };
+            let Started::Running(f) = h
+                .engine
+                .start(request_event(chrono::Duration::seconds(60)))
+                .await
+                .unwrap()
+            else {
+                panic!("fresh request")
+            };
+            fan_outs.push(f);
+        }
+        for f in fan_outs {
+            for outcome in f.wait().await {
+                assert_eq!(outcome.outcome, "quoted");
+            }
+        }
+        let max = counter.max.load(Ordering::SeqCst);
+        assert!(max <= 4, "{max} calls in flight over a cap of 4");
+        assert!(max >= 3, "the cap was used: {max}");
+    }
+
+    /// Counts calls in flight; each call takes 100 ms.
+    #[derive(Debug, Default)]
+    struct InFlight {
+        now: std::sync::atomic::AtomicU32,
+        max: std::sync::atomic::AtomicU32,
+    }
+
+    impl InFlight {
+        async fn call(&self) {
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[async_trait]
+    impl InsurerClient for InFlight {
+        async fn create_application(
+            &self,
+            _: &str,
+            _: &QuoteRequest,
+        ) -> Result<Application, InsurerError> {
+            self.call().await;
+            Ok(Application {
+                id: "app".into(),
+                retry_after: None,
+            })
+        }
+
+        async fn poll_quote(&self, _: &str) -> Result<PollOutcome, InsurerError> {
+            self.call().await;
+            Ok(PollOutcome::Quoted(quote()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_store_falls_back_to_local_policies() {
+        let down = Arc::new(DownStore);
+        let fast = Scripted::new(vec![ok(PollOutcome::Quoted(quote()))]);
+        let h = harness_one("fast", fast, EngineConfig::default());
+        let engine = h.engine.with_policy_store(down, SharedConfig::default());
+        let Started::Running(f) = engine
+            .start(request_event(chrono::Duration::seconds(60)))
+            .await
+            .unwrap()
+        else {
+            panic!("fresh request")
+        };
+        let outcomes = f.wait().await;
+        assert_eq!(outcomes[0].outcome, "quoted");
+    }
+
+    /// A policy store that is always unreachable.
+    #[derive(Debug)]
+    struct DownStore;
+
+    fn down() -> PortError {
+        PortError::new(osago_core::ports::PortErrorKind::Unavailable, "down")
+    }
+
+    #[async_trait]
+    impl PolicyStore for DownStore {
+        async fn take_quota(
+            &self,
+            _: &str,
+            _: &osago_core::ratelimit::RateLimit,
+            _: u32,
+        ) -> Result<osago_core::ports::QuotaGrant, PortError> {
+            Err(down())
+        }
+        async fn claim_slots(
+            &self,
+            _: &str,
+            _: &osago_core::ports::SlotClaim,
+        ) -> Result<osago_core::slots::SlotGrant, PortError> {
+            Err(down())
+        }
+        async fn release_slots(&self, _: &str, _: &str) -> Result<(), PortError> {
+            Err(down())
+        }
+        async fn put_breaker(&self, _: &str, _: &str, _: Duration) -> Result<(), PortError> {
+            Err(down())
+        }
+        async fn get_breaker(&self, _: &str) -> Result<Option<String>, PortError> {
+            Err(down())
         }
     }
 }

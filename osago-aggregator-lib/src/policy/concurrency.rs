@@ -14,7 +14,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 /// Concurrency settings.
@@ -68,6 +68,8 @@ impl PartialEq for Waiter {
 impl Eq for Waiter {}
 
 struct State {
+    /// Slots at most (changes when the cap is shared between pods).
+    max: usize,
     in_use: usize,
     waiters: BinaryHeap<Waiter>,
     seq: u64,
@@ -78,8 +80,9 @@ struct State {
 const MIN_PRUNE: usize = 64;
 
 struct Shared {
-    max: usize,
     state: Mutex<State>,
+    /// Woken when a waiter queues (the shared cap's keeper claims more).
+    demand: Notify,
 }
 
 impl Shared {
@@ -87,9 +90,14 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Hands a freed slot to the next live waiter, or returns it.
+    /// Hands a freed slot to the next live waiter, or returns it (also when
+    /// the capacity shrank below the slots in use).
     fn release(self: &Arc<Self>) {
         let mut state = self.lock();
+        if state.in_use > state.max {
+            state.in_use -= 1;
+            return;
+        }
         while let Some(waiter) = state.waiters.pop() {
             if waiter.tx.is_closed() {
                 continue;
@@ -115,7 +123,7 @@ pub struct ConcurrencyLimit {
 impl fmt::Debug for ConcurrencyLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConcurrencyLimit")
-            .field("max_in_flight", &self.shared.max)
+            .field("max_in_flight", &self.max_in_flight())
             .field("in_use", &self.in_use())
             .finish_non_exhaustive()
     }
@@ -146,8 +154,9 @@ impl ConcurrencyLimit {
     pub fn new(max_in_flight: usize) -> Self {
         Self {
             shared: Arc::new(Shared {
-                max: max_in_flight.max(1),
+                demand: Notify::new(),
                 state: Mutex::new(State {
+                    max: max_in_flight.max(1),
                     in_use: 0,
                     waiters: BinaryHeap::new(),
                     seq: 0,
@@ -164,7 +173,37 @@ impl ConcurrencyLimit {
 
     /// The most slots at once.
     pub fn max_in_flight(&self) -> usize {
-        self.shared.max
+        self.shared.lock().max
+    }
+
+    /// Changes the most slots at once (0 allowed: every call waits). Growing
+    /// hands the new slots to waiters at once, earliest deadline first;
+    /// shrinking takes effect as calls in flight finish.
+    pub fn set_max_in_flight(&self, max: usize) {
+        let mut state = self.shared.lock();
+        state.max = max;
+        while state.in_use < state.max {
+            let Some(waiter) = state.waiters.pop() else {
+                break;
+            };
+            if waiter.tx.is_closed() {
+                continue;
+            }
+            state.in_use += 1;
+            let slot = Slot {
+                shared: Some(self.shared.clone()),
+            };
+            if let Err(mut slot) = waiter.tx.send(slot) {
+                // Gone meanwhile: take the slot back without releasing.
+                slot.shared = None;
+                state.in_use -= 1;
+            }
+        }
+    }
+
+    /// Resolves when a call starts waiting for a slot (all are taken).
+    pub async fn demand(&self) {
+        self.shared.demand.notified().await;
     }
 
     /// Slots taken now.
@@ -186,7 +225,7 @@ impl ConcurrencyLimit {
     /// slot goes to them first).
     pub fn try_acquire(&self) -> Option<Slot> {
         let mut state = self.shared.lock();
-        (state.in_use < self.shared.max).then(|| {
+        (state.in_use < state.max).then(|| {
             state.in_use += 1;
             Slot {
                 shared: Some(self.shared.clone()),
@@ -203,7 +242,7 @@ impl ConcurrencyLimit {
             if deadline <= Instant::now() {
                 return Err(Elapsed);
             }
-            if state.in_use < self.shared.max {
+            if state.in_use < state.max {
                 state.in_use += 1;
                 return Ok(Slot {
                     shared: Some(self.shared.clone()),
@@ -217,6 +256,7 @@ impl ConcurrencyLimit {
             let seq = state.seq;
             state.seq += 1;
             state.waiters.push(Waiter { deadline, seq, tx });
+            self.shared.demand.notify_one();
             rx
         };
         // On timeout or cancellation `rx` is dropped: a slot sent to it in
@@ -413,5 +453,74 @@ mod tests {
         for stayer in stayers {
             stayer.abort();
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn growing_the_capacity_serves_waiters_earliest_deadline_first() {
+        let limit = ConcurrencyLimit::new(1);
+        limit.set_max_in_flight(0);
+        assert!(limit.try_acquire().is_none());
+        let start = Instant::now();
+        let late = {
+            let limit = limit.clone();
+            tokio::spawn(async move { limit.acquire(start + secs(50)).await })
+        };
+        until_waiting(&limit, 1).await;
+        let early = {
+            let limit = limit.clone();
+            tokio::spawn(async move { limit.acquire(start + secs(10)).await })
+        };
+        until_waiting(&limit, 2).await;
+        limit.set_max_in_flight(1);
+        let slot = early
+            .await
+            .unwrap()
+            .expect("the earliest deadline is served");
+        assert_eq!(limit.in_use(), 1);
+        assert_eq!(limit.waiting(), 1);
+        drop(slot);
+        let _next = late.await.unwrap().expect("then the next");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shrinking_the_capacity_takes_effect_as_calls_finish() {
+        let limit = ConcurrencyLimit::new(3);
+        let slots: Vec<Slot> = (0..3).map(|_| limit.try_acquire().unwrap()).collect();
+        limit.set_max_in_flight(1);
+        let waiter = {
+            let limit = limit.clone();
+            tokio::spawn(async move { limit.acquire(far()).await })
+        };
+        until_waiting(&limit, 1).await;
+        let mut slots = slots.into_iter();
+        drop(slots.next());
+        drop(slots.next());
+        assert_eq!(
+            limit.in_use(),
+            1,
+            "freed slots above the capacity are not handed on"
+        );
+        assert_eq!(limit.waiting(), 1);
+        drop(slots.next());
+        let served = waiter
+            .await
+            .unwrap()
+            .expect("served once under the capacity");
+        drop(served);
+        assert_eq!(limit.in_use(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_signals_demand() {
+        let limit = ConcurrencyLimit::new(1);
+        let _held = limit.try_acquire().unwrap();
+        let waiter = {
+            let limit = limit.clone();
+            tokio::spawn(async move { limit.acquire(far()).await })
+        };
+        tokio::time::timeout(secs(1), limit.demand())
+            .await
+            .expect("demand signalled when a call queues");
+        waiter.abort();
     }
 }

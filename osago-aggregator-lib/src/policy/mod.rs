@@ -17,6 +17,9 @@
 //!   when dropped.
 //! - [`backoff`] - [`Backoff`], exponential backoff with full jitter between
 //!   retries, never past the deadline, honouring Retry-After.
+//! - [`schedule`] - [`PollPlan`], when to poll: first near the insurer's
+//!   learned answer time ([`AnswerTimes`]), then at a growing interval,
+//!   Retry-After honoured, the last poll fitted before the deadline.
 //!
 //! # How the engine composes them
 //!
@@ -43,6 +46,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod concurrency;
 pub mod gcra;
+pub mod schedule;
 
 pub use backoff::{Backoff, BackoffConfig, FixedJitter, Jitter, RandomJitter};
 pub use breaker::{
@@ -51,3 +55,4 @@ pub use breaker::{
 };
 pub use concurrency::{ConcurrencyConfig, ConcurrencyLimit, Elapsed, Slot};
 pub use gcra::{gcra_step, Gcra, GcraConfig, GcraDecision, QuotaConfig, QuotaError, QuotaQueue};
+pub use schedule::{AnswerTimes, PollConfig, PollPlan};

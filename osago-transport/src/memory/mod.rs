@@ -4,10 +4,12 @@
 
 mod bus;
 mod limiter;
+mod policy;
 mod stores;
 mod ttl;
 
 pub use bus::{MemoryBus, MemoryBusStats};
 pub use limiter::MemoryRateLimiter;
+pub use policy::MemoryPolicyStore;
 pub use stores::{MemoryReadModel, MemoryRequestStore, MemoryStateStore};
 pub use ttl::TtlMap;

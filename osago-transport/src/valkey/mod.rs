@@ -1,4 +1,6 @@
-//! Valkey (or Redis 7) adapter: the aggregator's [`StateStore`], over a
+//! Valkey (or Redis 7) adapter: the aggregator's [`StateStore`], the shared
+//! [`PolicyStore`](osago_core::ports::PolicyStore) of its resilience
+//! policies, and the [`RateLimiter`](osago_core::ports::RateLimiter), over a
 //! deadpool-redis connection pool.
 //!
 //! # Key layout
@@ -11,6 +13,9 @@
 //! | `osago:v1:{<request_id>}:claim`     | string | `1`                                       | `SET … NX EX <ttl>`       |
 //! | `osago:v1:{<request_id>}:progress`  | hash   | field = insurer id, value = [`InsurerProgress`] as JSON | `MULTI HSET … EXPIRE … EXEC` |
 //! | `osago:v1:rl:{<client key>}`        | string | GCRA theoretical arrival time (unix ms)   | one `EVAL` script, `SET … PX` |
+//! | `osago:v1:q:{<insurer>}`            | string | shared outbound quota TAT (unix µs)       | one `EVAL` script, `SET … PX` |
+//! | `osago:v1:cc:{<insurer>}`           | hash   | field = pod, value = `held:want:expires_ms` (slot lease) | one `EVAL` script, `HSET` + `PEXPIRE` |
+//! | `osago:v1:cb:{<insurer>}`           | string | circuit breaker state (JSON)              | `SET … PX` |
 //!
 //! Every key is written together with its TTL, atomically (`SET … EX`, or
 //! `HSET` and `EXPIRE` in one `MULTI`/`EXEC`), so no key ever exists without
@@ -354,6 +359,165 @@ impl osago_core::ports::RateLimiter for ValkeyStateStore {
             }
         })
     }
+}
+
+/// [`gcra_take`](osago_core::ratelimit::gcra_take) in one atomic script,
+/// on the server's clock in microseconds: a block of up to `want` calls of a
+/// shared outbound quota. The TAT key lives as long as it matters.
+const QUOTA_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = math.max(tonumber(ARGV[2]), 1)
+local want = tonumber(ARGV[3])
+local stored = redis.call('GET', KEYS[1])
+local tat = now
+if stored then tat = math.max(tonumber(stored), now) end
+local horizon = now + interval * burst
+local available = 0
+if horizon > tat then available = math.floor((horizon - tat) / interval) end
+local granted = math.min(want, available)
+if granted <= 0 then
+  return {0, math.max(tat + interval - horizon, 1)}
+end
+local new_tat = tat + granted * interval
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.max(math.ceil((new_tat - now) / 1000), 1))
+return {granted, 0}
+"#;
+
+/// [`grant_slots`](osago_core::slots::grant_slots) in one atomic script, on
+/// the server's clock: one hash per insurer, a field per holder
+/// (`held:want:expires_ms`); expired leases are deleted first; the hash
+/// lives as long as its longest lease.
+const SLOTS_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local holder = ARGV[1]
+local cap = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local floor = tonumber(ARGV[4])
+local ttl = tonumber(ARGV[5])
+local all = redis.call('HGETALL', KEYS[1])
+local others_held = 0
+local starving = false
+local active = 1
+local last_expiry = now + ttl
+for i = 1, #all, 2 do
+  local field = all[i]
+  if field ~= holder then
+    local held, w, exp = string.match(all[i + 1], '^(%d+):(%d+):(%d+)$')
+    held = tonumber(held)
+    w = tonumber(w)
+    exp = tonumber(exp)
+    if held == nil or w == nil or exp == nil or exp <= now then
+      redis.call('HDEL', KEYS[1], field)
+    else
+      others_held = others_held + held
+      if w > held then starving = true end
+      if w > 0 then active = active + 1 end
+      if exp > last_expiry then last_expiry = exp end
+    end
+  end
+end
+local free = math.max(cap - others_held, 0)
+local target = want
+if starving then target = math.min(want, math.ceil(cap / active)) end
+local granted = math.min(target, free)
+local held = math.max(granted, floor)
+redis.call('HSET', KEYS[1], holder, string.format('%d:%d:%d', held, want, now + ttl))
+redis.call('PEXPIRE', KEYS[1], last_expiry - now)
+local contended = 0
+if starving or want > granted then contended = 1 end
+return {granted, held, contended}
+"#;
+
+#[async_trait]
+impl osago_core::ports::PolicyStore for ValkeyStateStore {
+    async fn take_quota(
+        &self,
+        key: &str,
+        limit: &osago_core::ratelimit::RateLimit,
+        want: u32,
+    ) -> Result<osago_core::ports::QuotaGrant, PortError> {
+        use osago_core::ports::QuotaGrant;
+        let interval = limit.emission_interval_us();
+        if interval == 0 || want == 0 {
+            return Ok(QuotaGrant {
+                granted: want,
+                retry_after: Duration::ZERO,
+            });
+        }
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(QUOTA_SCRIPT)
+            .arg(1)
+            .arg(format!("{KEY_PREFIX}q:{{{key}}}"))
+            .arg(interval)
+            .arg(limit.burst)
+            .arg(want);
+        let (granted, retry_after_us): (i64, i64) = self.query("quota", &cmd).await?;
+        Ok(QuotaGrant {
+            granted: u32::try_from(granted.max(0)).unwrap_or(0).min(want),
+            retry_after: Duration::from_micros(retry_after_us.max(0) as u64),
+        })
+    }
+
+    async fn claim_slots(
+        &self,
+        key: &str,
+        claim: &osago_core::ports::SlotClaim,
+    ) -> Result<osago_core::slots::SlotGrant, PortError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(SLOTS_SCRIPT)
+            .arg(1)
+            .arg(slots_key(key))
+            .arg(&claim.holder)
+            .arg(claim.cap)
+            .arg(claim.want)
+            .arg(claim.floor)
+            .arg(
+                u64::try_from(claim.ttl.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            );
+        let (granted, held, contended): (i64, i64, i64) = self.query("claim slots", &cmd).await?;
+        let count = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+        Ok(osago_core::slots::SlotGrant {
+            granted: count(granted),
+            held: count(held),
+            contended: contended == 1,
+        })
+    }
+
+    async fn release_slots(&self, key: &str, holder: &str) -> Result<(), PortError> {
+        let mut cmd = redis::cmd("HDEL");
+        cmd.arg(slots_key(key)).arg(holder);
+        let _: i64 = self.query("release slots", &cmd).await?;
+        Ok(())
+    }
+
+    async fn put_breaker(&self, key: &str, state: &str, ttl: Duration) -> Result<(), PortError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(breaker_key(key))
+            .arg(state)
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        let _: () = self.query("put breaker", &cmd).await?;
+        Ok(())
+    }
+
+    async fn get_breaker(&self, key: &str) -> Result<Option<String>, PortError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(breaker_key(key));
+        self.query("get breaker", &cmd).await
+    }
+}
+
+fn slots_key(key: &str) -> String {
+    format!("{KEY_PREFIX}cc:{{{key}}}")
+}
+
+fn breaker_key(key: &str) -> String {
+    format!("{KEY_PREFIX}cb:{{{key}}}")
 }
 
 #[cfg(test)]

@@ -1,0 +1,437 @@
+//! The policies shared by every aggregator pod through a [`PolicyStore`]
+//! (Valkey in production), without a round trip per insurer call:
+//!
+//! - **quota**: [`SharedQuota`] takes the insurer's outbound quota from the
+//!   store in blocks ([`gcra_take`](osago_core::ratelimit::gcra_take)) and
+//!   spends them locally for at most one `quota_window`; unspent calls
+//!   lapse, so the shared rate errs low, never high. Callers that find no
+//!   local call left queue for one refill at a time, so the block asked for
+//!   grows with the demand (callers waiting, plus what was spent in the last
+//!   window). One round trip serves a block; at peak, dozens of calls.
+//! - **concurrency**: a keeper task per insurer leases slots of the cap
+//!   across pods ([`grant_slots`](osago_core::slots::grant_slots)) and sets
+//!   the local [`ConcurrencyLimit`](crate::policy::ConcurrencyLimit)'s
+//!   capacity to the grant. It claims again every `renew_every`, at once
+//!   when calls queue for a slot, and every `contended_every` while some pod
+//!   wants more than it holds. A lease not renewed for `lease_ttl` expires:
+//!   a dead pod's share comes back.
+//! - **circuit breaker**: a pod's own transitions to open (and back to
+//!   closed after its probes) are published at once; every pod reads the
+//!   insurer's published state every `breaker_sync` and takes it in
+//!   ([`CircuitBreaker::observe_remote`]), so what one pod observes opens
+//!   the breaker for all.
+//!
+//! When the store is unreachable each pod falls back to its local policies:
+//! the local quota at the full configured rate, its last slot grant (the
+//! full cap if it never had one), its own breaker. The cross-pod limits are
+//! then per pod until the store answers again; this is logged and counted in
+//! `osago_aggregator_policy_store_calls{result="error"}`.
+//!
+//! [`CircuitBreaker::observe_remote`]: crate::policy::CircuitBreaker::observe_remote
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use osago_core::ports::{PolicyStore, SlotClaim};
+use osago_core::ratelimit::RateLimit;
+use osago_core::Clock;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::guard::Guard;
+use crate::metrics::{EngineMetrics, StoreCallLabels};
+use crate::policy::{BreakerSnapshot, BreakerState, QuotaError, QuotaQueue};
+
+/// How the policies are shared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SharedConfig {
+    /// This pod's name in slot leases: unique per process (random by
+    /// default).
+    pub holder: String,
+    /// How long calls of a quota block stay usable. Default 50 ms.
+    pub quota_window: Duration,
+    /// Lifetime of a slot lease that is not renewed. Default 10 s.
+    pub lease_ttl: Duration,
+    /// Renewal of slot leases when nobody waits. Default 1 s.
+    pub renew_every: Duration,
+    /// Renewal while slots are contended. Default 50 ms.
+    pub contended_every: Duration,
+    /// How often a pod reads the insurers' shared breaker states. Default 250 ms.
+    pub breaker_sync: Duration,
+}
+
+impl Default for SharedConfig {
+    fn default() -> Self {
+        Self {
+            holder: format!("pod-{}", uuid_like()),
+            quota_window: Duration::from_millis(50),
+            lease_ttl: Duration::from_secs(10),
+            renew_every: Duration::from_secs(1),
+            contended_every: Duration::from_millis(50),
+            breaker_sync: Duration::from_millis(250),
+        }
+    }
+}
+
+/// A random id without pulling a UUID crate into the engine.
+fn uuid_like() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+}
+
+/// Counts a call to the store in the metrics.
+pub(crate) fn count_call<T, E>(metrics: &EngineMetrics, op: &'static str, result: &Result<T, E>) {
+    metrics
+        .policy_store_calls
+        .get_or_create(&StoreCallLabels {
+            op: op.to_owned(),
+            result: if result.is_ok() { "ok" } else { "error" }.to_owned(),
+        })
+        .inc();
+}
+
+#[derive(Debug)]
+struct QuotaState {
+    /// Calls left of the last block.
+    tokens: u32,
+    /// Until when they may be spent.
+    valid_until: Instant,
+    /// Callers inside `admit`.
+    waiting: usize,
+    /// Calls admitted since `window_start`.
+    admitted: u32,
+    window_start: Instant,
+    /// Calls admitted in the last whole window.
+    recent: u32,
+}
+
+/// One insurer's outbound quota, shared by every pod. See the module
+/// documentation.
+#[derive(Debug)]
+pub(crate) struct SharedQuota {
+    store: Arc<dyn PolicyStore>,
+    key: String,
+    limit: RateLimit,
+    window: Duration,
+    max_block: u32,
+    buffer: usize,
+    state: Mutex<QuotaState>,
+    /// One refill at a time.
+    refill: tokio::sync::Mutex<()>,
+    /// The local quota used while the store is unreachable.
+    fallback: QuotaQueue,
+    metrics: EngineMetrics,
+}
+
+/// Leaves `waiting` when dropped, also when the caller is cancelled.
+struct Waiting<'a>(&'a SharedQuota);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.lock().waiting -= 1;
+    }
+}
+
+impl SharedQuota {
+    pub(crate) fn new(
+        store: Arc<dyn PolicyStore>,
+        key: String,
+        config: &crate::policy::QuotaConfig,
+        window: Duration,
+        metrics: EngineMetrics,
+    ) -> Self {
+        let limit = RateLimit {
+            per_second: config.rate.rate_per_sec,
+            burst: config.rate.burst.max(1),
+        };
+        let per_window = (limit.per_second.max(0.0) * window.as_secs_f64()).ceil();
+        let max_block = (per_window as u32).clamp(1, limit.burst);
+        let now = Instant::now();
+        Self {
+            store,
+            key,
+            limit,
+            window,
+            max_block,
+            buffer: config.buffer,
+            state: Mutex::new(QuotaState {
+                tokens: 0,
+                valid_until: now,
+                waiting: 0,
+                admitted: 0,
+                window_start: now,
+                recent: 0,
+            }),
+            refill: tokio::sync::Mutex::new(()),
+            fallback: QuotaQueue::new(config.clone()),
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QuotaState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a call of the current block, if one is left and still valid.
+    fn take_local(&self, now: Instant) -> bool {
+        let mut state = self.lock();
+        if state.tokens > 0 && now < state.valid_until {
+            state.tokens -= 1;
+            state.admitted += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The block to ask for: the callers waiting plus what the last window
+    /// spent, within `1..=max_block`.
+    fn block_size(&self, now: Instant) -> u32 {
+        let mut state = self.lock();
+        if now.duration_since(state.window_start) >= self.window {
+            state.recent = state.admitted;
+            state.admitted = 0;
+            state.window_start = now;
+        }
+        let waiting = u32::try_from(state.waiting).unwrap_or(u32::MAX);
+        waiting
+            .saturating_add(state.recent)
+            .clamp(1, self.max_block)
+    }
+
+    /// Waits until the shared quota admits a call, if that comes before
+    /// `deadline`; see [`QuotaQueue::admit`] for the contract.
+    pub(crate) async fn admit(&self, deadline: Instant) -> Result<(), QuotaError> {
+        if self.limit.emission_interval_us() == 0 || self.take_local(Instant::now()) {
+            return Ok(());
+        }
+        {
+            let mut state = self.lock();
+            if state.waiting >= self.buffer {
+                return Err(QuotaError::BufferFull);
+            }
+            state.waiting += 1;
+        }
+        let _waiting = Waiting(self);
+        loop {
+            let Ok(refill) = tokio::time::timeout_at(deadline, self.refill.lock()).await else {
+                return Err(QuotaError::RateLimited {
+                    retry_after: Duration::ZERO,
+                });
+            };
+            let now = Instant::now();
+            if self.take_local(now) {
+                return Ok(());
+            }
+            let want = self.block_size(now);
+            let taken = self.store.take_quota(&self.key, &self.limit, want).await;
+            count_call(&self.metrics, "take_quota", &taken);
+            match taken {
+                Ok(grant) if grant.granted > 0 => {
+                    let mut state = self.lock();
+                    state.tokens = grant.granted - 1;
+                    state.valid_until = Instant::now() + self.window;
+                    state.admitted += 1;
+                    return Ok(());
+                }
+                Ok(grant) => {
+                    let now = Instant::now();
+                    let first = now + grant.retry_after;
+                    if first >= deadline {
+                        return Err(QuotaError::RateLimited {
+                            retry_after: grant.retry_after,
+                        });
+                    }
+                    // Wait for a block's worth, not one call's, so a
+                    // saturated quota costs one round trip per block.
+                    let interval = Duration::from_micros(self.limit.emission_interval_us());
+                    let block = first + interval * want.saturating_sub(1);
+                    tokio::time::sleep_until(if block < deadline { block } else { first }).await;
+                    drop(refill);
+                }
+                Err(err) => {
+                    drop(refill);
+                    tracing::warn!(insurer = %self.key, error = %err, "shared quota unreachable; using the local quota");
+                    return self.fallback.admit(deadline).await;
+                }
+            }
+        }
+    }
+}
+
+/// Starts the tasks sharing `guard`'s concurrency cap and breaker.
+pub(crate) fn spawn_keepers(
+    guard: &Arc<Guard>,
+    store: Arc<dyn PolicyStore>,
+    config: SharedConfig,
+    cap: u32,
+    clock: Arc<dyn Clock>,
+    breaker_feed: watch::Receiver<Option<BreakerSnapshot>>,
+) {
+    tokio::spawn(keep_slots(
+        Arc::downgrade(guard),
+        store.clone(),
+        config.clone(),
+        cap,
+    ));
+    tokio::spawn(sync_breaker(
+        Arc::downgrade(guard),
+        store,
+        config,
+        clock,
+        breaker_feed,
+    ));
+}
+
+/// Leases this pod's share of the insurer's concurrency cap until the guard
+/// is gone.
+async fn keep_slots(
+    guard: Weak<Guard>,
+    store: Arc<dyn PolicyStore>,
+    config: SharedConfig,
+    cap: u32,
+) {
+    let headroom = (cap / 10).max(1);
+    let mut last_ok: Option<Instant> = None;
+    loop {
+        let Some(g) = guard.upgrade() else { return };
+        let limit = g.limit.clone();
+        let key = g.label.insurer.clone();
+        let metrics = g.metrics.clone();
+        let label = g.label.clone();
+        drop(g);
+        let in_use = limit.in_use();
+        let waiting = limit.waiting();
+        let capacity = limit.max_in_flight();
+        let want = u32::try_from(in_use + waiting)
+            .unwrap_or(u32::MAX)
+            .saturating_add(headroom)
+            .min(cap);
+        let claim = SlotClaim {
+            holder: config.holder.clone(),
+            cap,
+            want,
+            floor: u32::try_from(capacity.max(in_use)).unwrap_or(u32::MAX),
+            ttl: config.lease_ttl,
+        };
+        let claimed = store.claim_slots(&key, &claim).await;
+        count_call(&metrics, "claim_slots", &claimed);
+        let next = match claimed {
+            Ok(grant) => {
+                limit.set_max_in_flight(grant.granted as usize);
+                metrics
+                    .slots_granted
+                    .get_or_create(&label)
+                    .set(i64::from(grant.granted));
+                last_ok = Some(Instant::now());
+                if grant.contended {
+                    config.contended_every
+                } else {
+                    config.renew_every
+                }
+            }
+            Err(err) => {
+                let lapsed = last_ok.is_none_or(|at| at.elapsed() >= config.lease_ttl);
+                if lapsed && capacity < cap as usize {
+                    // Never granted, or the lease lapsed: run on the local cap.
+                    limit.set_max_in_flight(cap as usize);
+                    tracing::warn!(insurer = %key, error = %err, "shared concurrency cap unreachable; using the local cap");
+                }
+                config.renew_every
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(next) => {}
+            () = limit.demand() => {
+                // Coalesce a burst of waiters into one claim.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+}
+
+/// How long a published breaker state lives in the store: an open one a
+/// little past its end, a closed one long enough for every pod to read it.
+fn breaker_ttl(snapshot: &BreakerSnapshot, now_unix_ms: u64) -> Duration {
+    match snapshot.open_until_unix_ms {
+        Some(until) => Duration::from_millis(until.saturating_sub(now_unix_ms) + 2_000),
+        None => Duration::from_secs(60),
+    }
+}
+
+fn unix_ms(clock: &dyn Clock) -> u64 {
+    u64::try_from(clock.now().timestamp_millis()).unwrap_or_default()
+}
+
+/// Publishes this pod's own breaker transitions and takes in the other
+/// pods', until the guard is gone.
+async fn sync_breaker(
+    guard: Weak<Guard>,
+    store: Arc<dyn PolicyStore>,
+    config: SharedConfig,
+    clock: Arc<dyn Clock>,
+    mut feed: watch::Receiver<Option<BreakerSnapshot>>,
+) {
+    let Some(key) = guard.upgrade().map(|g| g.label.insurer.clone()) else {
+        return;
+    };
+    let metrics = match guard.upgrade() {
+        Some(g) => g.metrics.clone(),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(config.breaker_sync);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            changed = feed.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let Some(snapshot) = feed.borrow_and_update().clone() else { continue };
+                let now_ms = unix_ms(clock.as_ref());
+                let Ok(json) = serde_json::to_string(&snapshot) else { continue };
+                let put = store.put_breaker(&key, &json, breaker_ttl(&snapshot, now_ms)).await;
+                count_call(&metrics, "put_breaker", &put);
+                if let Err(err) = put {
+                    tracing::warn!(insurer = %key, error = %err, "publishing the circuit breaker failed; it stays local");
+                }
+            }
+            _ = tick.tick() => {
+                let got = store.get_breaker(&key).await;
+                count_call(&metrics, "get_breaker", &got);
+                let snapshot = match got {
+                    Ok(Some(json)) => match serde_json::from_str::<BreakerSnapshot>(&json) {
+                        Ok(snapshot) => snapshot,
+                        Err(_) => {
+                            tracing::warn!(insurer = %key, "undecodable shared breaker state ignored");
+                            continue;
+                        }
+                    },
+                    Ok(None) => continue,
+                    Err(err) => {
+                        tracing::debug!(insurer = %key, error = %err, "reading the shared breaker failed");
+                        continue;
+                    }
+                };
+                let Some(g) = guard.upgrade() else { return };
+                g.observe_remote(unix_ms(clock.as_ref()), &snapshot);
+            }
+        }
+    }
+}
+
+/// Whether a transition of this pod's own breaker is one other pods should
+/// follow.
+pub(crate) fn is_shared_transition(to: BreakerState) -> bool {
+    matches!(to, BreakerState::Open | BreakerState::Closed)
+}
