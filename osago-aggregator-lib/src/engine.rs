@@ -392,8 +392,8 @@ impl Inner {
         let created_wall = self.clock.now();
         let polls = self.metrics.polls.get_or_create(&label).clone();
         let answers = &self.answers[&job.insurer.id];
-        let mut plan = PollPlan::new(&self.config.poll);
-        let mut wait = plan.first(answers, application.retry_after);
+        let mut plan = PollPlan::new(&self.config.poll, answers, created_at);
+        let mut wait = plan.first(application.retry_after);
         let mut failed_polls = 0;
         let mut polls_made = 0u32;
         loop {
@@ -407,7 +407,7 @@ impl Inner {
             match polled {
                 Ok(PollOutcome::Pending { retry_after }) => {
                     failed_polls = 0;
-                    wait = plan.next(retry_after);
+                    wait = plan.next(Instant::now(), retry_after, guard.pressure());
                 }
                 Ok(answer) => {
                     self.learn(job, &label, created_at, created_wall, &answer, polls_made);
@@ -415,7 +415,7 @@ impl Inner {
                 }
                 Err(CallError::Refused(err)) => return Err(err),
                 Err(CallError::Failed(err)) if err.kind == ErrorKind::RateLimited => {
-                    wait = plan.next(err.retry_after);
+                    wait = plan.next(Instant::now(), err.retry_after, guard.pressure());
                 }
                 Err(CallError::Failed(err))
                     if err.kind.is_retryable() && failed_polls < guard.poll_retries =>

@@ -127,6 +127,8 @@ pub struct Guard {
     pub poll_retries: u32,
     pub(crate) metrics: EngineMetrics,
     feed: Option<BreakerFeed>,
+    /// The configured concurrency cap (across pods when shared).
+    cap: usize,
 }
 
 impl Guard {
@@ -142,6 +144,7 @@ impl Guard {
             label,
             metrics,
             feed: None,
+            cap: config.concurrency.max_in_flight.max(1),
         }
     }
 
@@ -181,10 +184,17 @@ impl Guard {
                 tx,
                 clock: clock.clone(),
             }),
+            cap: config.concurrency.max_in_flight.max(1),
         });
         let cap = u32::try_from(config.concurrency.max_in_flight.max(1)).unwrap_or(u32::MAX);
         shared::spawn_keepers(&guard, store, shared_config.clone(), cap, clock, rx);
         guard
+    }
+
+    /// Calls waiting for a concurrency slot per slot of the cap: 0 while the
+    /// cap is not the bottleneck. The poll schedule stretches with it.
+    pub fn pressure(&self) -> f64 {
+        self.limit.waiting() as f64 / self.cap as f64
     }
 
     /// Takes in the insurer's breaker state published by another pod.

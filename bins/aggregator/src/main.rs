@@ -50,8 +50,8 @@ struct Args {
     #[arg(long, env = "OSAGO_INSURER_DEADLINE", default_value = "60s", value_parser = humantime::parse_duration)]
     insurer_deadline: Duration,
     /// Poll at this fixed interval instead of the adaptive schedule (first
-    /// poll near the insurer's learned answer time, then 250 ms x 1.5 up to
-    /// 2 s). Default: adaptive.
+    /// poll near the insurer's learned answer time, then intervals short
+    /// where its answers are dense, up to 1 s). Default: adaptive.
     #[arg(long, env = "OSAGO_POLL_INTERVAL", value_parser = humantime::parse_duration)]
     poll_interval: Option<Duration>,
     /// Socket (connect and read) timeout for insurer calls.

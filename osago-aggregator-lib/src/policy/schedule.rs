@@ -1,28 +1,42 @@
 //! When to poll an insurer for a quote: deadline-aware, learned from the
-//! insurer's recent answers, instead of a fixed interval.
+//! insurer's recent answers, instead of a fixed interval. The aim is a low
+//! detection lag (quote ready at the insurer -> seen here) with few polls.
 //!
-//! - The **first poll** comes near the insurer's typical answer time: a low
-//!   percentile (`first_percentile`, 10 % by default) of how long its recent
-//!   applications took to be ready ([`AnswerTimes`]). With no history yet it
-//!   comes after `initial`.
-//! - Then the interval **grows**: `initial`, times `factor` each poll, up to
-//!   `max` (250 ms x 1.5 up to 2 s by default), so a quote ready soon after
-//!   the first poll is seen within a fraction of a second and a slow one
-//!   costs a poll every `max` at most.
+//! Each insurer keeps its recent answer times ([`AnswerTimes`]: from the
+//! application to the quote being ready, by the quote's `ready_at` when the
+//! insurer gives one). For one application ([`PollPlan`]):
+//!
+//! - **First poll** near the insurer's typical answer time: at a low
+//!   percentile (`first_percentile`, 5 % by default) of the learned times.
+//! - **Then** the interval at `t` since the application is
+//!   `spacing x sqrt(S(t) / f(t))`, where `S` is the share of answers still
+//!   to come after `t` and `f` their density there. This is the interval
+//!   that minimises expected lag plus a price per poll: short where answers
+//!   are dense (around the typical time), long where they are rare (early,
+//!   or deep in the tail). It stays within `min_interval..=max` (100 ms to
+//!   1 s by default), so the lag of any answer is at most about `max`.
+//! - **Past every known answer time**, and while fewer than 8 answers are
+//!   known, the interval grows from `initial` by `factor` up to `max`
+//!   (250 ms x 1.5 up to 1 s by default).
+//! - **When the insurer's concurrency cap is the bottleneck** (calls wait
+//!   for slots), learned intervals stretch by `1 + pressure_weight x
+//!   waiting / cap`, leaving room for new applications; which call goes
+//!   first is the [`ConcurrencyLimit`](super::ConcurrencyLimit)'s business:
+//!   the application nearest its deadline.
 //! - A **Retry-After** from the insurer is always honoured: the next poll is
 //!   never sooner.
 //! - Near the **deadline** the wait is shortened so one last poll lands
-//!   `last_look` before it rather than the deadline passing mid-wait.
+//!   `last_look` before it, rather than the deadline passing mid-wait.
 //!
-//! Which application polls first when the insurer's concurrency cap is the
-//! bottleneck is the [`ConcurrencyLimit`](super::ConcurrencyLimit)'s
-//! business: earliest deadline first.
+//! `fixed: Some(interval)` restores a fixed interval (for comparison in the
+//! scheduler benchmark, or for an insurer that asks for it).
 //!
-//! `fixed: Some(interval)` restores the old fixed interval (for comparison
-//! in the scheduler benchmark, or for an insurer that asks for it).
+//! The scheduler benchmark (`benches/poll_scheduler.rs`, results in
+//! docs/benchmarks.md) measures lag and polls per quote against fixed 1 s
+//! polling.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -39,13 +53,22 @@ pub struct PollConfig {
     pub initial: Duration,
     /// Growth of the interval per poll (at least 1). Default 1.5.
     pub factor: f64,
-    /// The longest interval. Default 2 s.
+    /// The longest interval. Default 1 s.
     pub max: Duration,
     /// Percentile of recent answer times at which the first poll comes
-    /// (0..=1). Default 0.1.
+    /// (0..=1). Default 0.05.
     pub first_percentile: f64,
     /// Answer times remembered per insurer. Default 256.
     pub history: usize,
+    /// Scale of the learned intervals (`spacing x sqrt(S/f)`): lower polls
+    /// more often for less lag. Default 0.15.
+    pub spacing: f64,
+    /// The shortest learned interval. Default 100 ms.
+    pub min_interval: Duration,
+    /// How much learned intervals stretch per call waiting for a slot per
+    /// slot of the cap (when the cap is the bottleneck, fewer polls leave
+    /// room for new applications). Default 0.05.
+    pub pressure_weight: f64,
     /// How long before the deadline the last poll lands. Default 250 ms.
     pub last_look: Duration,
 }
@@ -56,9 +79,12 @@ impl Default for PollConfig {
             fixed: None,
             initial: Duration::from_millis(250),
             factor: 1.5,
-            max: Duration::from_secs(2),
-            first_percentile: 0.1,
+            max: Duration::from_secs(1),
+            first_percentile: 0.05,
             history: 256,
+            spacing: 0.15,
+            min_interval: Duration::from_millis(100),
+            pressure_weight: 0.05,
             last_look: Duration::from_millis(250),
         }
     }
@@ -78,40 +104,98 @@ impl PollConfig {
 /// window of samples. Share it behind an `Arc`.
 #[derive(Debug)]
 pub struct AnswerTimes {
-    samples: Mutex<VecDeque<Duration>>,
+    state: Mutex<Samples>,
     capacity: usize,
 }
+
+#[derive(Debug)]
+struct Samples {
+    recent: VecDeque<Duration>,
+    /// `recent`, sorted, as of `stale` records ago.
+    sorted: Arc<Vec<Duration>>,
+    stale: usize,
+}
+
+/// Fewer samples than this: nothing is learned yet.
+const MIN_SAMPLES: usize = 8;
 
 impl AnswerTimes {
     /// An empty history of at most `capacity` samples (at least 1).
     pub fn new(capacity: usize) -> Self {
         Self {
-            samples: Mutex::new(VecDeque::with_capacity(capacity.max(1))),
+            state: Mutex::new(Samples {
+                recent: VecDeque::with_capacity(capacity.max(1)),
+                sorted: Arc::default(),
+                stale: 0,
+            }),
             capacity: capacity.max(1),
         }
     }
 
     /// Remembers one answer time, forgetting the oldest beyond capacity.
     pub fn record(&self, answer_time: Duration) {
-        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        if samples.len() == self.capacity {
-            samples.pop_front();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.recent.len() == self.capacity {
+            state.recent.pop_front();
         }
-        samples.push_back(answer_time);
+        state.recent.push_back(answer_time);
+        state.stale += 1;
+    }
+
+    /// The learned distribution: the samples, sorted (re-sorted once 1/16
+    /// of the window is new), or `None` while fewer than 8 are known.
+    pub fn profile(&self) -> Option<Profile> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.recent.len() < MIN_SAMPLES {
+            return None;
+        }
+        if state.sorted.len() < MIN_SAMPLES || state.stale * 16 >= self.capacity {
+            let mut sorted: Vec<Duration> = state.recent.iter().copied().collect();
+            sorted.sort_unstable();
+            state.sorted = Arc::new(sorted);
+            state.stale = 0;
+        }
+        Some(Profile {
+            sorted: state.sorted.clone(),
+        })
     }
 
     /// The `p` percentile (0..=1, nearest rank) of the remembered times;
     /// `None` while fewer than 8 are known.
     pub fn percentile(&self, p: f64) -> Option<Duration> {
-        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        if samples.len() < 8 {
+        self.profile().map(|profile| profile.percentile(p))
+    }
+}
+
+/// A learned answer-time distribution (sorted samples).
+#[derive(Debug, Clone)]
+pub struct Profile {
+    sorted: Arc<Vec<Duration>>,
+}
+
+impl Profile {
+    /// The `p` percentile (0..=1, nearest rank).
+    pub fn percentile(&self, p: f64) -> Duration {
+        let rank = (p.clamp(0.0, 1.0) * (self.sorted.len() - 1) as f64).round() as usize;
+        self.sorted[rank]
+    }
+
+    /// `sqrt(S(t) / f(t))` at `t` after the application, in seconds: the
+    /// survival function over the density, estimated from the samples
+    /// around `t` (an eighth of them); `None` past the last sample.
+    fn spacing(&self, t: Duration) -> Option<f64> {
+        let n = self.sorted.len();
+        let j = self.sorted.partition_point(|s| *s <= t);
+        if j >= n {
             return None;
         }
-        let mut sorted: Vec<Duration> = samples.iter().copied().collect();
-        drop(samples);
-        sorted.sort_unstable();
-        let rank = (p.clamp(0.0, 1.0) * (sorted.len() - 1) as f64).round() as usize;
-        Some(sorted[rank])
+        let m = (n / 8).max(4).min(n - 1);
+        let lo = j.saturating_sub(m / 2).min(n - 1 - m);
+        let hi = lo + m;
+        let spread = (self.sorted[hi] - self.sorted[lo]).as_secs_f64().max(0.001);
+        let survival = (n - j) as f64 / n as f64;
+        let density = m as f64 / (n as f64 * spread);
+        Some((survival / density).sqrt())
     }
 }
 
@@ -119,41 +203,66 @@ impl AnswerTimes {
 #[derive(Debug, Clone)]
 pub struct PollPlan {
     config: PollConfig,
+    profile: Option<Profile>,
+    /// The growing interval, while nothing is learned.
     next: Duration,
+    /// When the application was created.
+    created: Instant,
 }
 
 impl PollPlan {
-    /// A plan under `config`.
-    pub fn new(config: &PollConfig) -> Self {
+    /// A plan under `config` for an application created at `created`, from
+    /// the insurer's learned answer times.
+    pub fn new(config: &PollConfig, learned: &AnswerTimes, created: Instant) -> Self {
         Self {
             config: config.clone(),
+            profile: learned.profile(),
             next: config.initial,
+            created,
         }
     }
 
-    /// The wait before the first poll: near the learned answer time, never
-    /// sooner than the insurer's hint on creation.
-    pub fn first(&self, learned: &AnswerTimes, hint: Option<Duration>) -> Duration {
-        let planned = match self.config.fixed {
-            Some(interval) => interval,
-            None => learned
-                .percentile(self.config.first_percentile)
-                .unwrap_or(self.config.initial),
+    /// The wait before the first poll: at a low percentile of the learned
+    /// answer times (`initial` while nothing is learned), never sooner than
+    /// the insurer's hint on creation.
+    pub fn first(&self, hint: Option<Duration>) -> Duration {
+        let planned = match (&self.config.fixed, &self.profile) {
+            (Some(interval), _) => *interval,
+            (None, Some(profile)) => profile.percentile(self.config.first_percentile),
+            (None, None) => self.config.initial,
         };
         planned.max(hint.unwrap_or_default())
     }
 
-    /// The wait before the next poll after a `pending` answer (or a failed
-    /// poll), never sooner than the insurer's hint; the interval grows.
-    pub fn next(&mut self, hint: Option<Duration>) -> Duration {
-        let planned = match self.config.fixed {
-            Some(interval) => interval,
-            None => {
-                let wait = self.next;
-                let factor = self.config.factor.max(1.0);
-                self.next = self.next.mul_f64(factor).min(self.config.max);
-                wait
+    /// The wait from `now` before the next poll after a `pending` answer
+    /// (or a failed poll), never sooner than the insurer's hint.
+    ///
+    /// Learned: `spacing x sqrt(S(t) / f(t))` at `t` since the application,
+    /// with `S` the share of answers still to come and `f` their density
+    /// (the interval that minimises lag plus polls: short where answers are
+    /// dense, long where they are rare), within `min_interval..=max`; past
+    /// every known answer time, growing by `factor` up to `max`. Not
+    /// learned: `initial`, growing by `factor` up to `max`.
+    pub fn next(&mut self, now: Instant, hint: Option<Duration>, pressure: f64) -> Duration {
+        let grow = |next: &mut Duration, config: &PollConfig| {
+            let wait = *next;
+            *next = next.mul_f64(config.factor.max(1.0)).min(config.max);
+            wait
+        };
+        let planned = match (&self.config.fixed, &self.profile) {
+            (Some(interval), _) => *interval,
+            (None, Some(profile)) => {
+                match profile.spacing(now.saturating_duration_since(self.created)) {
+                    Some(spacing) => Duration::from_secs_f64(
+                        spacing
+                            * self.config.spacing
+                            * (1.0 + self.config.pressure_weight * pressure.max(0.0)),
+                    )
+                    .clamp(self.config.min_interval, self.config.max),
+                    None => grow(&mut self.next, &self.config),
+                }
             }
+            (None, None) => grow(&mut self.next, &self.config),
         };
         planned.max(hint.unwrap_or_default())
     }
@@ -180,42 +289,100 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    fn plan(config: &PollConfig, learned: &AnswerTimes) -> PollPlan {
+        PollPlan::new(config, learned, Instant::now())
+    }
+
+    /// 200 answer times: most between 3 and 5 s, a few early and late.
+    fn learned() -> AnswerTimes {
+        let learned = AnswerTimes::new(256);
+        for i in 0..180 {
+            learned.record(ms(3_000 + i * 2_000 / 180));
+        }
+        for i in 0..10 {
+            learned.record(ms(500 + i * 200));
+            learned.record(ms(8_000 + i * 1_000));
+        }
+        learned
+    }
+
     #[test]
-    fn intervals_grow_by_the_factor_up_to_the_max() {
-        let mut plan = PollPlan::new(&PollConfig::default());
-        let waits: Vec<u64> = (0..8).map(|_| plan.next(None).as_millis() as u64).collect();
-        assert_eq!(waits, [250, 375, 562, 843, 1265, 1898, 2000, 2000]);
+    fn unlearned_intervals_grow_by_the_factor_up_to_the_max() {
+        let mut plan = plan(&PollConfig::default(), &AnswerTimes::new(16));
+        let now = Instant::now();
+        let waits: Vec<u64> = (0..8)
+            .map(|_| plan.next(now, None, 0.0).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [250, 375, 562, 843, 1000, 1000, 1000, 1000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn learned_intervals_are_short_where_answers_are_dense() {
+        let learned = learned();
+        let created = Instant::now();
+        let mut plan = PollPlan::new(&PollConfig::default(), &learned, created);
+        let at = |secs: f64| created + Duration::from_secs_f64(secs);
+        let dense = plan.next(at(4.0), None, 0.0);
+        let early = plan.next(at(0.2), None, 0.0);
+        let tail = plan.next(at(12.0), None, 0.0);
+        assert!(
+            dense < early && dense < tail,
+            "{dense:?} {early:?} {tail:?}"
+        );
+        assert!(dense >= ms(100) && dense <= ms(300), "{dense:?}");
+        assert!(early >= ms(600), "{early:?}");
+        // Past every known answer: growing from `initial`.
+        assert_eq!(plan.next(at(30.0), None, 0.0), ms(250));
+        assert_eq!(plan.next(at(30.3), None, 0.0), ms(375));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn learned_intervals_stretch_when_calls_wait_for_slots() {
+        let learned = learned();
+        let created = Instant::now();
+        let mut plan = PollPlan::new(&PollConfig::default(), &learned, created);
+        let at = created + ms(4_000);
+        let calm = plan.next(at, None, 0.0);
+        let pressed = plan.next(at, None, 10.0);
+        assert!(pressed > calm, "{calm:?} -> {pressed:?}");
+        assert_eq!(plan.next(at, None, 1_000.0), ms(1000), "never over the max");
     }
 
     #[test]
     fn retry_after_is_never_undercut() {
-        let mut plan = PollPlan::new(&PollConfig::default());
-        assert_eq!(plan.next(Some(ms(1000))), ms(1000));
+        let learned = learned();
+        let mut plan = plan(&PollConfig::default(), &learned);
+        let now = Instant::now();
+        assert_eq!(plan.next(now, Some(ms(3000)), 0.0), ms(3000));
+        assert_eq!(plan.first(Some(ms(3000))), ms(3000));
+        let mut unlearned = PollPlan::new(&PollConfig::default(), &AnswerTimes::new(8), now);
+        assert_eq!(unlearned.next(now, Some(ms(1000)), 0.0), ms(1000));
         // The schedule went on growing underneath.
-        assert_eq!(plan.next(None), ms(375));
-        let learned = AnswerTimes::new(16);
-        assert_eq!(plan.first(&learned, Some(ms(3000))), ms(3000));
+        assert_eq!(unlearned.next(now, None, 0.0), ms(375));
     }
 
     #[test]
     fn the_first_poll_follows_the_learned_answer_times() {
-        let plan = PollPlan::new(&PollConfig::default());
         let learned = AnswerTimes::new(100);
-        assert_eq!(plan.first(&learned, None), ms(250), "nothing learned yet");
+        assert_eq!(
+            plan(&PollConfig::default(), &learned).first(None),
+            ms(250),
+            "nothing learned yet"
+        );
         for n in 1..=100 {
             learned.record(ms(n * 100));
         }
-        // The 10th percentile of 100 ms .. 10 s.
-        assert_eq!(plan.first(&learned, None), ms(1100));
+        // The 5th percentile of 100 ms .. 10 s.
+        assert_eq!(plan(&PollConfig::default(), &learned).first(None), ms(600));
     }
 
     #[test]
     fn history_is_bounded_and_forgets_the_oldest() {
-        let learned = AnswerTimes::new(10);
-        for _ in 0..10 {
+        let learned = AnswerTimes::new(16);
+        for _ in 0..16 {
             learned.record(ms(10_000));
         }
-        for _ in 0..10 {
+        for _ in 0..16 {
             learned.record(ms(100));
         }
         assert_eq!(learned.percentile(1.0), Some(ms(100)));
@@ -223,19 +390,17 @@ mod tests {
 
     #[test]
     fn fixed_mode_polls_at_its_interval() {
-        let mut plan = PollPlan::new(&PollConfig::fixed(ms(1000)));
-        let learned = AnswerTimes::new(16);
-        for _ in 0..16 {
-            learned.record(ms(100));
-        }
-        assert_eq!(plan.first(&learned, None), ms(1000));
-        assert_eq!(plan.next(None), ms(1000));
-        assert_eq!(plan.next(Some(ms(3000))), ms(3000));
+        let learned = learned();
+        let mut plan = plan(&PollConfig::fixed(ms(1000)), &learned);
+        let now = Instant::now();
+        assert_eq!(plan.first(None), ms(1000));
+        assert_eq!(plan.next(now, None, 50.0), ms(1000));
+        assert_eq!(plan.next(now, Some(ms(3000)), 0.0), ms(3000));
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_last_poll_lands_before_the_deadline() {
-        let plan = PollPlan::new(&PollConfig::default());
+        let plan = plan(&PollConfig::default(), &AnswerTimes::new(8));
         let now = Instant::now();
         let deadline = now + ms(1000);
         assert_eq!(plan.fit(ms(2000), now, deadline), ms(750));

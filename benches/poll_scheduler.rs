@@ -1,0 +1,319 @@
+//! Poll scheduler benchmark: the real fan-out engine against a simulated
+//! insurer, on tokio's paused clock (a discrete-event simulation: minutes of
+//! virtual time in seconds, the same result every run for a seed).
+//!
+//! The insurer (one, as the engine sees each insurer on its own):
+//! - answers every call (`POST /applications`, `GET /quotes`) after a
+//!   uniform 50-200 ms;
+//! - has a quote ready a log-normal time after the application: p50 4 s,
+//!   p95 12 s (the "typical" archetype of docs/domain facts);
+//! - is called at most 20 at a time (the engine's default concurrency cap;
+//!   so at most 20 / 0.125 s = 160 calls per second); one extra run at 500
+//!   in flight with a cap of 200 shows the schedule when the cap is not the
+//!   bottleneck.
+//!
+//! A closed loop keeps N applications in flight (a finished one is replaced
+//! at once) for 60 s of warm-up and 300 s measured, once with the adaptive
+//! schedule (the default) and once with fixed 1 s polling. Per quote it
+//! records the detection lag (ready at the insurer -> the poll's answer
+//! back at the aggregator) and the polls it took.
+//!
+//! `cargo bench -p osago-benches --bench poll_scheduler` prints a markdown
+//! table (docs/benchmarks.md holds the last one). `-- 100 500` runs only
+//! those N.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use osago_aggregator_lib::policy::PollConfig;
+use osago_aggregator_lib::{Engine, EngineConfig, EngineMetrics, Insurer, Started};
+use osago_core::events::InsurerEvent;
+use osago_core::insurer::{Application, InsurerError, PollOutcome, Quote};
+use osago_core::ports::{InsurerClient, PortError, QuoteSink};
+use osago_core::request::sample;
+use osago_core::{
+    tariff, Clock, EventId, InsurerId, Kopecks, QuoteRequest, RequestEvent, RequestId,
+};
+use osago_transport::memory::MemoryStateStore;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, LogNormal};
+use tokio::time::Instant;
+
+const WARM_UP: Duration = Duration::from_secs(60);
+const MEASURED: Duration = Duration::from_secs(300);
+
+/// Wall-clock time that follows tokio's (paused) clock.
+#[derive(Debug)]
+struct SimClock {
+    base: DateTime<Utc>,
+    start: Instant,
+}
+
+impl Clock for SimClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.base + chrono::TimeDelta::from_std(self.start.elapsed()).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    /// (detection lag, polls) of every quote seen in the measured window.
+    quotes: Vec<(Duration, u32)>,
+    timeouts: u32,
+}
+
+#[derive(Debug)]
+struct App {
+    ready: Instant,
+    polls: u32,
+}
+
+/// The simulated insurer.
+#[derive(Debug)]
+struct SimInsurer {
+    clock: Arc<SimClock>,
+    rng: Mutex<StdRng>,
+    ready: LogNormal<f64>,
+    apps: Mutex<std::collections::HashMap<String, App>>,
+    next_id: std::sync::atomic::AtomicU64,
+    stats: Arc<Mutex<Stats>>,
+    measure_from: Instant,
+    measure_until: Instant,
+    quote: Quote,
+}
+
+impl SimInsurer {
+    async fn latency(&self) {
+        let ms = self.rng.lock().unwrap().random_range(50..=200);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+#[async_trait]
+impl InsurerClient for SimInsurer {
+    async fn create_application(
+        &self,
+        _key: &str,
+        _: &QuoteRequest,
+    ) -> Result<Application, InsurerError> {
+        self.latency().await;
+        let secs = self.ready.sample(&mut *self.rng.lock().unwrap());
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_string();
+        let ready = Instant::now() + Duration::from_secs_f64(secs.min(3600.0));
+        self.apps
+            .lock()
+            .unwrap()
+            .insert(id.clone(), App { ready, polls: 0 });
+        Ok(Application {
+            id,
+            retry_after: None,
+        })
+    }
+
+    async fn poll_quote(&self, id: &str) -> Result<PollOutcome, InsurerError> {
+        let asked = Instant::now();
+        // The insurer looks at the application when the request arrives
+        // (half-way through the call), and the answer travels back.
+        let latency = Duration::from_millis(self.rng.lock().unwrap().random_range(50..=200));
+        tokio::time::sleep(latency / 2).await;
+        let (ready, polls) = {
+            let mut apps = self.apps.lock().unwrap();
+            let app = apps.get_mut(id).expect("known application");
+            app.polls += 1;
+            (app.ready, app.polls)
+        };
+        let seen_ready = Instant::now() >= ready;
+        tokio::time::sleep(latency - latency / 2).await;
+        if !seen_ready {
+            return Ok(PollOutcome::Pending { retry_after: None });
+        }
+        let back = Instant::now();
+        self.apps.lock().unwrap().remove(id);
+        if asked >= self.measure_from && back < self.measure_until {
+            self.stats
+                .lock()
+                .unwrap()
+                .quotes
+                .push((back - ready, polls));
+        }
+        let ready_at =
+            self.clock.now() - chrono::TimeDelta::from_std(back - ready).unwrap_or_default();
+        Ok(PollOutcome::Quoted(Quote {
+            ready_at: Some(ready_at),
+            ..self.quote.clone()
+        }))
+    }
+}
+
+fn a_quote(clock: &SimClock) -> Quote {
+    let today = clock.now().date_naive();
+    let start = sample().policy.effective_start(today);
+    let p = tariff::premium(&sample(), Kopecks::from_rub(7_000), start).expect("premium");
+    Quote {
+        premium_kopecks: p.premium_kopecks,
+        coefficients: p.coefficients,
+        capped: p.capped,
+        valid_until: clock.now() + chrono::Duration::days(1),
+        add_ons: vec![],
+        message: None,
+        purchase_url: None,
+        ready_at: None,
+    }
+}
+
+/// Drops every event.
+#[derive(Debug)]
+struct NullSink;
+
+#[async_trait]
+impl QuoteSink for NullSink {
+    async fn publish(&self, _: &InsurerEvent) -> Result<(), PortError> {
+        Ok(())
+    }
+}
+
+struct Row {
+    lag_p50: Duration,
+    lag_p99: Duration,
+    polls_mean: f64,
+    quotes: usize,
+    timeouts: u32,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn simulate(in_flight: usize, cap: usize, poll: PollConfig) -> Row {
+    let start = Instant::now();
+    let clock = Arc::new(SimClock {
+        base: Utc::now(),
+        start,
+    });
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let insurer = Arc::new(SimInsurer {
+        quote: a_quote(&clock),
+        clock: clock.clone(),
+        rng: Mutex::new(StdRng::seed_from_u64(42)),
+        ready: LogNormal::new(4f64.ln(), (12f64 / 4.0).ln() / 1.645).expect("log-normal"),
+        apps: Mutex::default(),
+        next_id: Default::default(),
+        stats: stats.clone(),
+        measure_from: start + WARM_UP,
+        measure_until: start + WARM_UP + MEASURED,
+    });
+    let mut config = EngineConfig {
+        poll,
+        ..EngineConfig::default()
+    };
+    // Only the concurrency cap limits calls here.
+    config.policy.quota.rate.rate_per_sec = 0.0;
+    config.policy.concurrency.max_in_flight = cap;
+    config.policy.breaker.slow_call = Duration::from_secs(3600);
+    let engine = Engine::new(
+        vec![Insurer {
+            id: InsurerId::new("sim").expect("id"),
+            client: insurer.clone(),
+        }],
+        Arc::new(NullSink),
+        Arc::new(MemoryStateStore::new()),
+        clock.clone(),
+        config,
+        EngineMetrics::default(),
+    );
+    let end = start + WARM_UP + MEASURED;
+    let mut users = tokio::task::JoinSet::new();
+    for _ in 0..in_flight {
+        let engine = engine.clone();
+        let clock = clock.clone();
+        let stats = stats.clone();
+        users.spawn(async move {
+            while Instant::now() < end {
+                let now = clock.now();
+                let event = RequestEvent {
+                    event_id: EventId::random(),
+                    request_id: RequestId::random(),
+                    occurred_at: now,
+                    deadline_at: now + chrono::Duration::seconds(60),
+                    request: sample(),
+                };
+                let began = Instant::now();
+                let Ok(Started::Running(fan_out)) = engine.start(event).await else {
+                    panic!("fresh request");
+                };
+                for outcome in fan_out.wait().await {
+                    let measured = began >= start + WARM_UP && Instant::now() < end;
+                    if outcome.outcome == "timeout" && measured {
+                        stats.lock().unwrap().timeouts += 1;
+                    }
+                }
+            }
+        });
+    }
+    while users.join_next().await.is_some() {}
+    let stats = stats.lock().unwrap();
+    let mut lags: Vec<Duration> = stats.quotes.iter().map(|(lag, _)| *lag).collect();
+    lags.sort();
+    let polls: u64 = stats
+        .quotes
+        .iter()
+        .map(|(_, polls)| u64::from(*polls))
+        .sum();
+    Row {
+        lag_p50: percentile(&lags, 0.5),
+        lag_p99: percentile(&lags, 0.99),
+        polls_mean: polls as f64 / stats.quotes.len().max(1) as f64,
+        quotes: stats.quotes.len(),
+        timeouts: stats.timeouts,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{}", d.as_millis())
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    // (in flight, cap): the cap of 20, and one run where the cap is
+    // not the bottleneck, to show the schedule on its own.
+    let levels: Vec<(usize, usize)> = if args.is_empty() {
+        vec![(100, 20), (500, 20), (2000, 20), (500, 200)]
+    } else {
+        args.into_iter().map(|n| (n, 20)).collect()
+    };
+    println!("| in flight | cap | scheduler | detection lag p50 (ms) | p99 (ms) | polls per quote | quotes | timeouts |");
+    println!("|---:|---:|---|---:|---:|---:|---:|---:|");
+    for (n, cap) in levels {
+        for (name, poll) in [
+            ("adaptive", PollConfig::default()),
+            ("fixed 1 s", PollConfig::fixed(Duration::from_secs(1))),
+        ] {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("runtime");
+            let row = runtime.block_on(simulate(n, cap, poll));
+            println!(
+                "| {n} | {cap} | {name} | {} | {} | {:.1} | {} | {} |",
+                ms(row.lag_p50),
+                ms(row.lag_p99),
+                row.polls_mean,
+                row.quotes,
+                row.timeouts
+            );
+        }
+    }
+}
