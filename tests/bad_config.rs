@@ -70,6 +70,36 @@ fn aggregator_reports_every_problem_and_exits_64() {
 }
 
 #[test]
+fn aggregator_checks_per_insurer_policies() {
+    let (code, lines) = run(
+        "aggregator",
+        &[
+            "--insurer",
+            "alfa=http://127.0.0.1:9",
+            "--insurer-socket-timeout",
+            "alfa=0s",
+            "--insurer-socket-timeout",
+            "nobody=5s",
+            "--insurer-concurrency",
+            "alfa=lots",
+            "--insurer-rate=-1",
+        ],
+    );
+    assert_eq!(code, Some(64), "{lines:?}");
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("--insurer-socket-timeout alfa")));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("nobody: no such --insurer")));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("--insurer-concurrency alfa")));
+    assert!(lines.iter().any(|l| l.contains("--insurer-rate")));
+}
+
+#[test]
 fn a_kafka_bus_needs_durable_stores() {
     let (code, lines) = run(
         "core-app",

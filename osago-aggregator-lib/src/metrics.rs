@@ -216,3 +216,54 @@ impl EngineMetrics {
         m
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_policy_metric_is_exposed_per_insurer() {
+        let mut registry = Registry::default();
+        let metrics = EngineMetrics::register(&mut registry);
+        let insurer = InsurerLabel {
+            insurer: "alfa".into(),
+        };
+        metrics
+            .calls
+            .get_or_create(&CallLabels {
+                insurer: "alfa".into(),
+                call: "poll".into(),
+                outcome: "ok".into(),
+            })
+            .inc();
+        metrics.retries.get_or_create(&insurer).inc();
+        metrics.breaker_state.get_or_create(&insurer).set(2);
+        metrics.quota_waits.get_or_create(&insurer).inc();
+        metrics.quota_rejections.get_or_create(&insurer).inc();
+        metrics.slots_in_use.get_or_create(&insurer).set(3);
+        metrics.slots_granted.get_or_create(&insurer).set(10);
+        metrics
+            .detection_lag_seconds
+            .get_or_create(&insurer)
+            .observe(0.2);
+        metrics
+            .polls_per_answer
+            .get_or_create(&insurer)
+            .observe(4.0);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for name in [
+            "osago_aggregator_calls_total{insurer=\"alfa\",call=\"poll\",outcome=\"ok\"} 1",
+            "osago_aggregator_retries_total{insurer=\"alfa\"} 1",
+            "osago_aggregator_breaker_state{insurer=\"alfa\"} 2",
+            "osago_aggregator_quota_waits_total{insurer=\"alfa\"} 1",
+            "osago_aggregator_quota_rejections_total{insurer=\"alfa\"} 1",
+            "osago_aggregator_slots_in_use{insurer=\"alfa\"} 3",
+            "osago_aggregator_slots_granted{insurer=\"alfa\"} 10",
+            "osago_aggregator_detection_lag_seconds_count{insurer=\"alfa\"} 1",
+            "osago_aggregator_polls_per_answer_count{insurer=\"alfa\"} 1",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
+}
