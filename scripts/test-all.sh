@@ -28,3 +28,6 @@ cargo test --workspace --locked --no-fail-fast
 
 echo "== benchmarks build"
 cargo bench --workspace --locked --no-run
+
+echo "== poll scheduler benchmark (paused-clock simulation, seconds; keeps it from rotting)"
+cargo bench -p osago-benches --locked --bench poll_scheduler
