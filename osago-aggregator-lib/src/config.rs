@@ -22,6 +22,13 @@ pub struct EngineConfig {
     pub state_ttl: Duration,
     /// Attempts to publish one event before giving up on it.
     pub publish_attempts: u32,
+    /// How long a request stays leased to this pod without renewal; after
+    /// that another pod takes it over. Renewed every third of it.
+    pub lease: Duration,
+    /// How often a pod looks for requests whose lease expired.
+    pub take_over_every: Duration,
+    /// The most requests taken over at one look.
+    pub take_over_batch: usize,
     /// Resilience policies of every insurer (quota, breaker, concurrency,
     /// retries).
     pub policy: PolicyConfig,
@@ -36,6 +43,9 @@ impl Default for EngineConfig {
             poll: PollConfig::default(),
             state_ttl: Duration::from_secs(4 * 3600),
             publish_attempts: 5,
+            lease: Duration::from_secs(10),
+            take_over_every: Duration::from_secs(2),
+            take_over_batch: 100,
             policy: PolicyConfig::default(),
             policy_overrides: BTreeMap::new(),
         }

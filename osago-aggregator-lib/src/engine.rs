@@ -8,7 +8,7 @@ use osago_core::events::{
     ErrorEvent, ErrorKind, InsurerEvent, QuoteEvent, QuoteStatus, RequestEvent,
 };
 use osago_core::ids::idempotency_key;
-use osago_core::insurer::{InsurerError, PollOutcome};
+use osago_core::insurer::{Application, InsurerError, PollOutcome};
 use osago_core::ports::{
     InsurerClient, InsurerProgress, PolicyStore, PortError, QuoteSink, StateStore,
 };
@@ -16,8 +16,9 @@ use osago_core::{Clock, EventId, InsurerId, QuoteRequest, RequestId};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use crate::config::EngineConfig;
 use crate::guard::{CallError, CallKind, Guard};
@@ -110,6 +111,8 @@ struct Inner {
     metrics: EngineMetrics,
     /// The shared policy store and this pod's holder name, when shared.
     shared: Option<(Arc<dyn PolicyStore>, String)>,
+    /// Requests in flight here, whose leases this pod renews.
+    owned: Mutex<HashSet<RequestId>>,
 }
 
 /// The fan-out engine. Cheap to clone.
@@ -136,6 +139,14 @@ struct Calls {
 }
 
 impl Calls {
+    /// Calls as recorded before a takeover.
+    fn resumed(progress: Option<&InsurerProgress>) -> Self {
+        Self {
+            attempts: AtomicU32::new(progress.map_or(0, |p| p.attempts)),
+            application_id: progress.and_then(|p| p.application_id.clone()),
+        }
+    }
+
     fn attempts(&self) -> u32 {
         self.attempts.load(Ordering::Relaxed)
     }
@@ -155,6 +166,8 @@ struct Job {
     deadline_at: chrono::DateTime<chrono::Utc>,
     deadline: Instant,
     insurers_total: u16,
+    /// Progress recorded by a pod that left the request, when resuming.
+    resume: Option<InsurerProgress>,
 }
 
 impl Engine {
@@ -195,6 +208,7 @@ impl Engine {
                 config,
                 metrics,
                 shared: None,
+                owned: Mutex::default(),
             }),
         }
     }
@@ -254,23 +268,105 @@ impl Engine {
     }
 
     /// Starts the fan-out for one request event. Returns once the request
-    /// is claimed and every insurer's `pending` event is published (so the
-    /// event may be acknowledged); the insurers are then asked on their own
+    /// is recorded in the state store (claimed, its event kept, leased to
+    /// this pod) and every insurer's `pending` event is published, so the
+    /// event may be acknowledged; the insurers are then asked on their own
     /// tasks. An event whose deadline has passed asks nobody and ends every
     /// insurer as a timeout at once.
     pub async fn start(&self, event: RequestEvent) -> Result<Started, EngineError> {
         let inner = &self.inner;
-        let claimed = inner
+        let keep = (event.deadline_at - inner.clock.now())
+            .to_std()
+            .unwrap_or_default()
+            + KEEP_AFTER_DEADLINE;
+        let began = inner
             .state
-            .claim_request(&event.request_id, inner.config.state_ttl)
+            .begin_request(&event, inner.config.lease, keep, inner.config.state_ttl)
             .await
             .map_err(EngineError::State)?;
-        if !claimed {
+        if !began {
             inner.metrics.duplicates.inc();
             tracing::debug!(request_id = %event.request_id, "duplicate request event skipped");
             return Ok(Started::Duplicate);
         }
         inner.metrics.fanouts.inc();
+        self.launch(event, BTreeMap::new(), true)
+            .await
+            .map(Started::Running)
+    }
+
+    /// Resumes a request another pod began and left (its lease expired):
+    /// every insurer not finished goes on from its recorded progress: an
+    /// insurer with an application is polled (no second `POST`), one
+    /// without is asked again under the same Idempotency-Key; the original
+    /// deadline holds.
+    pub async fn resume(&self, event: RequestEvent) -> Result<FanOut, EngineError> {
+        let progress = self
+            .inner
+            .state
+            .load_progress(&event.request_id)
+            .await
+            .map_err(EngineError::State)?
+            .into_iter()
+            .map(|p| (p.insurer_id.clone(), p))
+            .collect();
+        self.inner.metrics.takeovers.inc();
+        tracing::info!(request_id = %event.request_id, "resuming a request left by another pod");
+        self.launch(event, progress, false).await
+    }
+
+    /// Keeps this pod's leases alive and takes over requests whose pod
+    /// died, until the returned task is aborted (or the engine dropped).
+    /// Must be called within a tokio runtime; the aggregator service runs
+    /// one per pod.
+    pub fn spawn_lease_keeper(&self) -> tokio::task::JoinHandle<()> {
+        let engine = Arc::downgrade(&self.inner);
+        let config = self.inner.config.clone();
+        tokio::spawn(async move {
+            let mut renew = tokio::time::interval(config.lease / 3);
+            let mut take = tokio::time::interval(config.take_over_every);
+            renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            take.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = renew.tick() => {
+                        let Some(inner) = engine.upgrade() else { return };
+                        let ids: Vec<RequestId> = inner.owned.lock().expect("owned lock").iter().copied().collect();
+                        if let Err(err) = inner.state.renew_leases(&ids, config.lease).await {
+                            tracing::warn!(error = %err, requests = ids.len(), "renewing leases failed");
+                        }
+                    }
+                    _ = take.tick() => {
+                        let Some(inner) = engine.upgrade() else { return };
+                        let engine = Engine { inner };
+                        match engine.inner.state.take_over(config.lease, config.take_over_batch).await {
+                            Ok(events) => {
+                                for event in events {
+                                    let id = event.request_id;
+                                    match engine.resume(event).await {
+                                        Ok(fan_out) => fan_out.detach(),
+                                        Err(err) => tracing::warn!(request_id = %id, error = %err, "resuming a request failed; its lease will expire again"),
+                                    }
+                                }
+                            }
+                            Err(err) => tracing::debug!(error = %err, "looking for requests to take over failed"),
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Runs every insurer not finished in `progress`; `fresh` when nothing
+    /// was published for the request yet.
+    async fn launch(
+        &self,
+        event: RequestEvent,
+        mut progress: BTreeMap<InsurerId, InsurerProgress>,
+        fresh: bool,
+    ) -> Result<FanOut, EngineError> {
+        let inner = &self.inner;
+        let request_id = event.request_id;
         let now = inner.clock.now();
         let remaining = (event.deadline_at - now)
             .to_std()
@@ -279,61 +375,114 @@ impl Engine {
         let deadline = Instant::now() + remaining;
         let insurers_total = u16::try_from(inner.insurers.len()).unwrap_or(u16::MAX);
         let mut fan_out = FanOut {
-            request_id: event.request_id,
+            request_id,
             tasks: JoinSet::new(),
             done: Vec::new(),
         };
-
-        if remaining.is_zero() {
-            tracing::info!(request_id = %event.request_id, "request consumed after its deadline; no insurer asked");
-            for insurer in &inner.insurers {
-                let job = Job {
-                    request_id: event.request_id,
-                    insurer: insurer.clone(),
-                    request: Arc::new(event.request.clone()),
-                    deadline_at: event.deadline_at,
-                    deadline,
-                    insurers_total,
-                };
-                let error =
-                    InsurerError::new(ErrorKind::Timeout, "request arrived after its deadline");
-                let outcome = inner.finish(&job, Err(error), Calls::default(), 1).await;
-                fan_out.done.push(outcome);
-            }
-            return Ok(Started::Running(fan_out));
-        }
-
         let request = Arc::new(event.request);
         let jobs: Vec<Job> = inner
             .insurers
             .iter()
-            .map(|insurer| Job {
-                request_id: event.request_id,
-                insurer: insurer.clone(),
-                request: request.clone(),
-                deadline_at: event.deadline_at,
-                deadline,
-                insurers_total,
+            .filter_map(|insurer| {
+                let resume = progress.remove(&insurer.id);
+                if resume.as_ref().is_some_and(|p| p.finished) {
+                    return None;
+                }
+                Some(Job {
+                    request_id,
+                    insurer: insurer.clone(),
+                    request: request.clone(),
+                    deadline_at: event.deadline_at,
+                    deadline,
+                    insurers_total,
+                    resume,
+                })
             })
             .collect();
-        let pending = jobs.iter().map(|job| async move {
-            inner
-                .sink
-                .publish(&inner.quote_event(job, 1, QuoteStatus::Pending, None, None))
-                .await
+        let done = Arc::new(Completion {
+            request_id,
+            left: AtomicUsize::new(jobs.len()),
         });
+        if jobs.is_empty() {
+            inner.end(&done.request_id).await;
+            return Ok(fan_out);
+        }
+        inner.owned.lock().expect("owned lock").insert(request_id);
+
+        if remaining.is_zero() {
+            tracing::info!(request_id = %request_id, "request consumed after its deadline; no insurer asked");
+            for job in jobs {
+                let error =
+                    InsurerError::new(ErrorKind::Timeout, "request arrived after its deadline");
+                let calls = Calls::resumed(job.resume.as_ref());
+                // Fresh, nothing was published: the final event is the
+                // first. Resumed, a pending may have been: it must be newer.
+                let version = if fresh { 1 } else { 2 };
+                let outcome = inner.finish(&job, Err(error), calls, version).await;
+                fan_out.done.push(outcome);
+                done.one_finished(inner).await;
+            }
+            return Ok(fan_out);
+        }
+
+        // Pending first (again, for a resumed insurer without progress:
+        // the read model ignores what it has seen).
+        let pending = jobs
+            .iter()
+            .filter(|job| job.resume.is_none())
+            .map(|job| async move {
+                inner
+                    .sink
+                    .publish(&inner.quote_event(job, 1, QuoteStatus::Pending, None, None))
+                    .await
+            });
         for result in futures::future::join_all(pending).await {
-            result.map_err(EngineError::Publish)?;
+            if let Err(err) = result {
+                // The lease expires and another pod (or this one) resumes.
+                inner.owned.lock().expect("owned lock").remove(&request_id);
+                return Err(EngineError::Publish(err));
+            }
         }
         for job in jobs {
             let engine = self.inner.clone();
-            fan_out.tasks.spawn(async move { engine.run(job).await });
+            let done = done.clone();
+            fan_out.tasks.spawn(async move {
+                let outcome = engine.run(job).await;
+                done.one_finished(&engine).await;
+                outcome
+            });
         }
-        Ok(Started::Running(fan_out))
+        Ok(fan_out)
+    }
+}
+
+/// How long a request's event is kept past its deadline for a pod resuming it.
+const KEEP_AFTER_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Counts a request's insurers down; the last one ends the request.
+struct Completion {
+    request_id: RequestId,
+    left: AtomicUsize,
+}
+
+impl Completion {
+    async fn one_finished(&self, inner: &Inner) {
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            inner.end(&self.request_id).await;
+        }
     }
 }
 
 impl Inner {
+    /// Every insurer of a request finished: no lease, no stored event.
+    async fn end(&self, request_id: &RequestId) {
+        self.owned.lock().expect("owned lock").remove(request_id);
+        if let Err(err) = self.state.end_request(request_id).await {
+            // Its lease expires; a pod taking it over finds every insurer finished.
+            tracing::warn!(request_id = %request_id, error = %err, "ending a request failed");
+        }
+    }
+
     /// One insurer, from application to final event.
     async fn run(&self, job: Job) -> InsurerOutcome {
         let label = InsurerLabel {
@@ -342,7 +491,7 @@ impl Inner {
         let in_flight = self.metrics.in_flight.get_or_create(&label).clone();
         in_flight.inc();
         let started = Instant::now();
-        let mut calls = Calls::default();
+        let mut calls = Calls::resumed(job.resume.as_ref());
         let result = match tokio::time::timeout_at(job.deadline, self.ask(&job, &mut calls)).await {
             Ok(result) => result,
             Err(_) => Err(InsurerError::new(
@@ -368,22 +517,31 @@ impl Inner {
         };
         let key = idempotency_key(&job.request_id, &job.insurer.id);
         let mut retry = 0;
-        let application = loop {
-            let create = calls.counted(client.create_application(&key, &job.request));
-            let created = guard.call(CallKind::Create, job.deadline, create).await;
-            match created {
-                Ok(application) => break application,
-                Err(CallError::Refused(err)) => return Err(err),
-                Err(CallError::Failed(err)) if err.kind.is_retryable() => {
-                    // Same Idempotency-Key next time: the insurer sees one application.
-                    let Some(delay) = self.retry_delay(guard, &label, retry, &err, job) else {
-                        return Err(err);
-                    };
-                    tracing::debug!(request_id = %job.request_id, insurer = %job.insurer.id, kind = %err.kind, retry, "retrying the application");
-                    tokio::time::sleep(delay).await;
-                    retry += 1;
+        let known = calls.application_id.clone().map(|id| Application {
+            id,
+            retry_after: None,
+        });
+        let application = if let Some(application) = known {
+            // Resumed: the insurer has the application; poll it.
+            application
+        } else {
+            loop {
+                let create = calls.counted(client.create_application(&key, &job.request));
+                let created = guard.call(CallKind::Create, job.deadline, create).await;
+                match created {
+                    Ok(application) => break application,
+                    Err(CallError::Refused(err)) => return Err(err),
+                    Err(CallError::Failed(err)) if err.kind.is_retryable() => {
+                        // Same Idempotency-Key next time: the insurer sees one application.
+                        let Some(delay) = self.retry_delay(guard, &label, retry, &err, job) else {
+                            return Err(err);
+                        };
+                        tracing::debug!(request_id = %job.request_id, insurer = %job.insurer.id, kind = %err.kind, retry, "retrying the application");
+                        tokio::time::sleep(delay).await;
+                        retry += 1;
+                    }
+                    Err(CallError::Failed(err)) => return Err(err),
                 }
-                Err(CallError::Failed(err)) => return Err(err),
             }
         };
         calls.application_id = Some(application.id.clone());

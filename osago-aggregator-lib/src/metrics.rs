@@ -43,6 +43,8 @@ fn answer_histogram() -> Histogram {
 pub struct EngineMetrics {
     /// Fan-outs started.
     pub fanouts: Counter,
+    /// Requests taken over from a pod whose lease expired.
+    pub takeovers: Counter,
     /// Request events seen again and skipped.
     pub duplicates: Counter,
     /// Final outcomes per insurer.
@@ -114,6 +116,7 @@ impl Default for EngineMetrics {
         Self {
             fanouts: Counter::default(),
             duplicates: Counter::default(),
+            takeovers: Counter::default(),
             outcomes: Family::default(),
             answer_seconds: Family::new_with_constructor(answer_histogram),
             polls: Family::default(),
@@ -140,6 +143,11 @@ impl EngineMetrics {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("osago_aggregator");
         r.register("fanouts", "Fan-outs started", m.fanouts.clone());
+        r.register(
+            "takeovers",
+            "Requests resumed after their pod's lease expired",
+            m.takeovers.clone(),
+        );
         r.register(
             "duplicate_requests",
             "Request events seen again and skipped",

@@ -129,6 +129,32 @@ pub trait StateStore: Send + Sync + 'static {
         &self,
         request_id: &RequestId,
     ) -> Result<Vec<InsurerProgress>, PortError>;
+
+    /// Takes a request event and puts it in flight, atomically: the claim
+    /// (as [`StateStore::claim_request`], for `ttl`), the event itself (so
+    /// another pod can resume it; kept until `keep`), and a lease expiring
+    /// `lease` from now. `false` if the request was claimed before: then
+    /// nothing changes.
+    async fn begin_request(
+        &self,
+        event: &RequestEvent,
+        lease: Duration,
+        keep: Duration,
+        ttl: Duration,
+    ) -> Result<bool, PortError>;
+
+    /// Extends the leases of requests in flight here to `lease` from now;
+    /// a request already ended stays ended.
+    async fn renew_leases(&self, ids: &[RequestId], lease: Duration) -> Result<(), PortError>;
+
+    /// Takes over at most `max` requests whose lease expired (their pod died
+    /// or stalled), leasing each anew for `lease`; returns their events. A
+    /// request is taken by one caller only.
+    async fn take_over(&self, lease: Duration, max: usize) -> Result<Vec<RequestEvent>, PortError>;
+
+    /// Ends a request: its lease and stored event go (the claim and the
+    /// progress stay until their TTL).
+    async fn end_request(&self, request_id: &RequestId) -> Result<(), PortError>;
 }
 
 /// A stored request, without its personal data.

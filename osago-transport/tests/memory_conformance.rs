@@ -32,6 +32,16 @@ async fn state_store_requests_are_independent() {
     state_store::requests_are_independent(&MemoryStateStore::new()).await;
 }
 
+#[tokio::test]
+async fn state_store_begin_is_true_only_once() {
+    state_store::begin_is_true_only_once(&MemoryStateStore::new()).await;
+}
+
+#[tokio::test]
+async fn state_store_expired_leases_are_taken_over_once() {
+    state_store::expired_leases_are_taken_over_once(&MemoryStateStore::new()).await;
+}
+
 // Bus (EventPublisher, QuoteSink, RequestSource, OutcomeSource, LiveFeed)
 
 #[tokio::test]

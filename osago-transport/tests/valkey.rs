@@ -50,6 +50,23 @@ async fn requests_are_independent() {
 }
 
 #[tokio::test]
+async fn begin_is_true_only_once() {
+    let valkey = Valkey::start().await;
+    state_store::begin_is_true_only_once(&store_on(&valkey).await).await;
+}
+
+#[tokio::test]
+async fn expired_leases_are_taken_over_once() {
+    let valkey = Valkey::start().await;
+    state_store::expired_leases_are_taken_over_once(&store_on(&valkey).await).await;
+    let ttls = key_ttls(&valkey).await;
+    assert!(
+        ttls.values().all(|ttl| *ttl >= 0),
+        "every key, the in-flight index too, has a TTL: {ttls:?}"
+    );
+}
+
+#[tokio::test]
 async fn every_key_has_a_ttl_within_the_configured_one() {
     let valkey = Valkey::start().await;
     let store = store_on(&valkey).await;

@@ -166,9 +166,12 @@ async fn route(
 }
 
 /// The consumer loop: joins the group, starts a fan-out per request event
-/// and acknowledges the event once its pending events are published. On
-/// shutdown it stops taking events and waits (up to the drain timeout) for
-/// running fan-outs to finish.
+/// and acknowledges the event once the request is recorded in the state
+/// store and its pending events are published. Meanwhile it renews this
+/// pod's leases and takes over requests whose pod died
+/// ([`Engine::spawn_lease_keeper`]). On shutdown it stops taking events and
+/// waits (up to the drain timeout) for running fan-outs to finish; what is
+/// left is handed over through the expiring leases.
 pub async fn consume(
     deps: Deps,
     config: Config,
@@ -188,6 +191,8 @@ pub async fn consume(
         }
     };
     ready.store(true, Ordering::Relaxed);
+    // Renews this pod's leases and takes over requests of pods that died.
+    let lease_keeper = deps.engine.spawn_lease_keeper();
     let limit = Arc::new(Semaphore::new(config.max_in_flight_requests.max(1)));
     let tracker = TaskTracker::new();
     'events: loop {
@@ -238,6 +243,9 @@ pub async fn consume(
     {
         tracing::warn!("fan-outs still running after the drain timeout");
     }
+    // What still runs is handed over: its leases expire and another pod
+    // takes it over from the recorded progress.
+    lease_keeper.abort();
     // This pod's share of each insurer's concurrency cap, back at once.
     deps.engine.release_shared().await;
 }

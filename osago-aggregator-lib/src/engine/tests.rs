@@ -999,3 +999,170 @@ mod shared_policies {
         }
     }
 }
+
+mod resume {
+    //! A pod dies mid-fan-out; another takes the request over from the
+    //! state store when its lease expires.
+
+    use super::*;
+
+    /// Wall-clock time following tokio's paused clock, as real time would.
+    #[derive(Debug)]
+    struct FollowingClock {
+        start: Instant,
+    }
+
+    impl Clock for FollowingClock {
+        fn now(&self) -> chrono::DateTime<Utc> {
+            now() + chrono::TimeDelta::from_std(self.start.elapsed()).unwrap()
+        }
+    }
+
+    /// Two engines (pods) on one state store and sink.
+    fn pods(insurer: Arc<Scripted>) -> (Harness, Engine) {
+        let mut h = harness(vec![]);
+        let clock = Arc::new(FollowingClock {
+            start: Instant::now(),
+        });
+        let pod = |client: Arc<Scripted>| {
+            Engine::new(
+                vec![Insurer {
+                    id: InsurerId::new("one").unwrap(),
+                    client,
+                }],
+                h.sink.clone(),
+                h.state.clone(),
+                clock.clone(),
+                EngineConfig::default(),
+                EngineMetrics::default(),
+            )
+        };
+        let other = pod(insurer.clone());
+        h.engine = pod(insurer);
+        (h, other)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_pods_request_is_polled_on_by_another_without_a_second_post() {
+        // Pending for 20 s of polls, then quoted.
+        let mut steps: Vec<Step> = (0..40).map(|_| pending()).collect();
+        steps.push(ok(PollOutcome::Quoted(quote())));
+        let insurer = Scripted::new(steps).with_create(vec![Ok(Application {
+            id: "app-7".into(),
+            retry_after: None,
+        })]);
+        let (a, b) = pods(insurer.clone());
+        let keeper_b = b.spawn_lease_keeper();
+        let event = request_event(chrono::Duration::seconds(60));
+        let Started::Running(fan_out) = a.engine.start(event.clone()).await.unwrap() else {
+            panic!("fresh request")
+        };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Pod a dies: its tasks stop, nobody renews its lease.
+        drop(fan_out);
+        drop(a.engine);
+        assert_eq!(insurer.calls("create").len(), 1);
+        let polls_before = insurer.calls("poll").len();
+        tokio::time::sleep(Duration::from_secs(55)).await;
+        keeper_b.abort();
+        assert_eq!(insurer.calls("create").len(), 1, "no second POST");
+        assert!(insurer.calls("poll").len() > polls_before, "b polled on");
+        let (at, last) = a.sink.final_of("one");
+        assert!(
+            matches!(&last, InsurerEvent::Quote(q) if q.status == QuoteStatus::Quoted && q.version == 2),
+            "{last:?}"
+        );
+        // Taken over after the 10 s lease, within a 2 s look.
+        let taken = at - a.t0;
+        assert!(taken > Duration::from_secs(10), "{taken:?}");
+        let finals = a.sink.events().iter().filter(|(_, e)| e.is_final()).count();
+        assert_eq!(finals, 1, "exactly one final event");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resumed_request_keeps_its_original_deadline() {
+        let insurer = Scripted::new(vec![]); // never ready
+        let (a, b) = pods(insurer.clone());
+        let keeper_b = b.spawn_lease_keeper();
+        let event = request_event(chrono::Duration::seconds(30));
+        let Started::Running(fan_out) = a.engine.start(event).await.unwrap() else {
+            panic!("fresh request")
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(fan_out);
+        drop(a.engine);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        keeper_b.abort();
+        let (at, last) = a.sink.final_of("one");
+        assert!(
+            matches!(&last, InsurerEvent::Error(e) if e.kind == ErrorKind::Timeout && e.version == 2)
+        );
+        assert_eq!(at - a.t0, Duration::from_secs(30), "the original deadline");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_insurer_without_an_application_is_asked_again_under_the_same_key() {
+        // a dies while its POST hangs.
+        let insurer = Scripted::hanging();
+        let (a, _) = pods(insurer.clone());
+        let event = request_event(chrono::Duration::seconds(60));
+        let Started::Running(fan_out) = a.engine.start(event.clone()).await.unwrap() else {
+            panic!("fresh request")
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(fan_out);
+        // b resumes it (explicitly here) against a working insurer.
+        let working = Scripted::new(vec![ok(PollOutcome::Quoted(quote()))]);
+        let b = Engine::new(
+            vec![Insurer {
+                id: InsurerId::new("one").unwrap(),
+                client: working.clone(),
+            }],
+            a.sink.clone(),
+            a.state.clone(),
+            Arc::new(ManualClock::new(now())),
+            EngineConfig::default(),
+            EngineMetrics::default(),
+        );
+        let outcomes = b.resume(event.clone()).await.unwrap().wait().await;
+        assert_eq!(outcomes[0].outcome, "quoted");
+        let key = idempotency_key(&event.request_id, &InsurerId::new("one").unwrap());
+        assert_eq!(*insurer.keys.lock().unwrap(), vec![key.clone()]);
+        assert_eq!(working.keys.lock().unwrap().clone(), [key]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_finished_request_is_never_taken_over() {
+        let insurer = Scripted::new(vec![ok(PollOutcome::Quoted(quote()))]);
+        let (a, b) = pods(insurer.clone());
+        let keeper_b = b.spawn_lease_keeper();
+        run(&a, request_event(chrono::Duration::seconds(60))).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        keeper_b.abort();
+        assert_eq!(insurer.calls("create").len(), 1);
+        assert_eq!(insurer.calls("poll").len(), 1);
+        assert_eq!(
+            a.sink.events().iter().filter(|(_, e)| e.is_final()).count(),
+            1
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_live_pod_keeps_its_requests() {
+        let mut steps: Vec<Step> = (0..60).map(|_| pending()).collect();
+        steps.push(ok(PollOutcome::Quoted(quote())));
+        let insurer = Scripted::new(steps);
+        let (a, b) = pods(insurer.clone());
+        let keeper_a = a.engine.spawn_lease_keeper();
+        let keeper_b = b.spawn_lease_keeper();
+        run(&a, request_event(chrono::Duration::seconds(60))).await;
+        keeper_a.abort();
+        keeper_b.abort();
+        assert_eq!(insurer.calls("create").len(), 1);
+        assert_eq!(
+            a.sink.events().iter().filter(|(_, e)| e.is_final()).count(),
+            1,
+            "b never resumed a's live request"
+        );
+    }
+}

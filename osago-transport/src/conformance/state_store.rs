@@ -168,3 +168,80 @@ fn sorted(mut progress: Vec<InsurerProgress>) -> Vec<InsurerProgress> {
     progress.sort_by(|a, b| a.insurer_id.as_str().cmp(b.insurer_id.as_str()));
     progress
 }
+
+fn event(deadline_in: chrono::Duration) -> osago_core::RequestEvent {
+    let now = Utc::now();
+    osago_core::RequestEvent {
+        event_id: osago_core::EventId::random(),
+        request_id: RequestId::random(),
+        occurred_at: now,
+        deadline_at: now + deadline_in,
+        request: osago_core::request::sample(),
+    }
+}
+
+/// Beginning a request claims it: `true` once, also when racing, and a
+/// plain claim afterwards fails too.
+pub async fn begin_is_true_only_once(store: &dyn StateStore) {
+    let ev = event(chrono::Duration::seconds(60));
+    let lease = Duration::from_secs(30);
+    let begins = join_all((0..8).map(|_| store.begin_request(&ev, lease, LONG, LONG))).await;
+    let won = begins
+        .into_iter()
+        .map(|b| b.expect("begin"))
+        .filter(|&won| won)
+        .count();
+    assert_eq!(won, 1, "exactly one of racing begins must succeed");
+    assert!(!store
+        .claim_request(&ev.request_id, LONG)
+        .await
+        .expect("claim"));
+}
+
+/// A live lease is never taken over; once it expires exactly one caller
+/// takes the request over, with its event; renewing keeps a lease alive;
+/// an ended request is never taken over.
+pub async fn expired_leases_are_taken_over_once(store: &dyn StateStore) {
+    let short = Duration::from_millis(300);
+    let kept = event(chrono::Duration::seconds(60));
+    let dead = event(chrono::Duration::seconds(60));
+    let ended = event(chrono::Duration::seconds(60));
+    for ev in [&kept, &dead, &ended] {
+        assert!(store
+            .begin_request(ev, short, LONG, LONG)
+            .await
+            .expect("begin"));
+    }
+    store.end_request(&ended.request_id).await.expect("end");
+    let taken = store.take_over(LONG, 100).await.expect("take over");
+    assert!(
+        taken
+            .iter()
+            .all(|e| e.request_id != kept.request_id && e.request_id != dead.request_id),
+        "live leases are not taken over"
+    );
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        store
+            .renew_leases(&[kept.request_id, ended.request_id], short)
+            .await
+            .expect("renew");
+    }
+    // `dead` expired 300 ms in; `kept` was renewed; `ended` stays ended.
+    let takers = join_all((0..4).map(|_| store.take_over(LONG, 100))).await;
+    let mut mine: Vec<osago_core::RequestEvent> = takers
+        .into_iter()
+        .flat_map(|t| t.expect("take over"))
+        .filter(|e| [kept.request_id, dead.request_id, ended.request_id].contains(&e.request_id))
+        .collect();
+    assert_eq!(
+        mine.len(),
+        1,
+        "one taker gets the dead pod's request: {mine:?}"
+    );
+    let taken = mine.pop().unwrap();
+    assert_eq!(taken, dead, "the stored event comes back whole");
+    // Taken over, it is leased again: nobody else takes it now.
+    let again = store.take_over(LONG, 100).await.expect("take over");
+    assert!(again.iter().all(|e| e.request_id != dead.request_id));
+}

@@ -11,7 +11,7 @@ use osago_core::ports::{
     InsurerProgress, OutboxStore, PortError, ReadModel, RequestStore, RequestSummary, StateStore,
 };
 use osago_core::showcase::OfferRow;
-use osago_core::{InsurerEvent, InsurerId, QuoteRequest, RequestId};
+use osago_core::{InsurerEvent, InsurerId, QuoteRequest, RequestEvent, RequestId};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -28,6 +28,8 @@ pub struct MemoryStateStore {
 struct StateInner {
     claims: TtlMap<RequestId, ()>,
     progress: TtlMap<RequestId, BTreeMap<InsurerId, InsurerProgress>>,
+    /// Requests in flight: their event and lease expiry.
+    in_flight: TtlMap<RequestId, (RequestEvent, Instant)>,
 }
 
 impl MemoryStateStore {
@@ -41,6 +43,7 @@ impl MemoryStateStore {
         let inner = self.inner.lock().expect("state lock");
         let mut out = inner.claims.ttls();
         out.extend(inner.progress.ttls());
+        out.extend(inner.in_flight.ttls());
         out
     }
 }
@@ -86,6 +89,65 @@ impl StateStore for MemoryStateStore {
             .get(request_id)
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn begin_request(
+        &self,
+        event: &RequestEvent,
+        lease: Duration,
+        keep: Duration,
+        ttl: Duration,
+    ) -> Result<bool, PortError> {
+        let mut inner = self.inner.lock().expect("state lock");
+        if inner.claims.get(&event.request_id).is_some() {
+            return Ok(false);
+        }
+        inner.claims.insert(event.request_id, (), ttl);
+        let expiry = Instant::now() + lease;
+        inner
+            .in_flight
+            .insert(event.request_id, (event.clone(), expiry), keep);
+        Ok(true)
+    }
+
+    async fn renew_leases(&self, ids: &[RequestId], lease: Duration) -> Result<(), PortError> {
+        let mut inner = self.inner.lock().expect("state lock");
+        let expiry = Instant::now() + lease;
+        for id in ids {
+            if let Some((_, until)) = inner.in_flight.get_mut(id) {
+                *until = expiry;
+            }
+        }
+        Ok(())
+    }
+
+    async fn take_over(&self, lease: Duration, max: usize) -> Result<Vec<RequestEvent>, PortError> {
+        let mut inner = self.inner.lock().expect("state lock");
+        let now = Instant::now();
+        let expired: Vec<RequestId> = inner
+            .in_flight
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(id, _)| *id)
+            .take(max)
+            .collect();
+        let mut out = Vec::with_capacity(expired.len());
+        for id in expired {
+            if let Some((event, until)) = inner.in_flight.get_mut(&id) {
+                *until = now + lease;
+                out.push(event.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn end_request(&self, request_id: &RequestId) -> Result<(), PortError> {
+        self.inner
+            .lock()
+            .expect("state lock")
+            .in_flight
+            .remove(request_id);
+        Ok(())
     }
 }
 

@@ -94,6 +94,27 @@ impl<K: Eq + Hash, V> TtlMap<K, V> {
             .collect()
     }
 
+    /// Live entries, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        let now = Instant::now();
+        self.entries
+            .iter()
+            .filter(move |(_, (at, _))| *at > now)
+            .map(|(k, (_, v))| (k, v))
+    }
+
+    /// Removes `key`, returning its live value.
+    pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = Instant::now();
+        self.entries
+            .remove(key)
+            .and_then(|(at, v)| (at > now).then_some(v))
+    }
+
     /// Live entries.
     pub fn len(&self) -> usize {
         let now = Instant::now();

@@ -12,10 +12,16 @@
 //! |-------------------------------------|--------|-------------------------------------------|---------------------------|
 //! | `osago:v1:{<request_id>}:claim`     | string | `1`                                       | `SET … NX EX <ttl>`       |
 //! | `osago:v1:{<request_id>}:progress`  | hash   | field = insurer id, value = [`InsurerProgress`] as JSON | `MULTI HSET … EXPIRE … EXEC` |
+//! | `osago:v1:{<request_id>}:event`     | string | the request event (JSON, with the form's personal data) while in flight, for a pod resuming it | one `EVAL` with the claim, `SET … EX` |
+//! | `osago:v1:in-flight`                | zset   | request ids in flight, scored by lease expiry (unix ms) | `EVAL` scripts; `EXPIRE` = the claim TTL |
 //! | `osago:v1:rl:{<client key>}`        | string | GCRA theoretical arrival time (unix ms)   | one `EVAL` script, `SET … PX` |
 //! | `osago:v1:q:{<insurer>}`            | string | shared outbound quota TAT (unix µs)       | one `EVAL` script, `SET … PX` |
 //! | `osago:v1:cc:{<insurer>}`           | hash   | field = pod, value = `held:want:expires_ms` (slot lease) | one `EVAL` script, `HSET` + `PEXPIRE` |
 //! | `osago:v1:cb:{<insurer>}`           | string | circuit breaker state (JSON)              | `SET … PX` |
+//!
+//! The in-flight index is one key for all requests, used in the same
+//! scripts as per-request keys: a single Valkey (with replicas), not
+//! cluster mode.
 //!
 //! Every key is written together with its TTL, atomically (`SET … EX`, or
 //! `HSET` and `EXPIRE` in one `MULTI`/`EXEC`), so no key ever exists without
@@ -40,7 +46,7 @@ use async_trait::async_trait;
 use deadpool_redis::redis::{self, AsyncConnectionConfig, RedisError};
 use deadpool_redis::{Manager, Pool, PoolError, Runtime};
 use osago_core::ports::{HealthCheck, InsurerProgress, PortError, PortErrorKind, StateStore};
-use osago_core::RequestId;
+use osago_core::{RequestEvent, RequestId};
 use serde::{Deserialize, Serialize};
 
 /// Prefix of every key this adapter writes.
@@ -248,6 +254,141 @@ impl StateStore for ValkeyStateStore {
         out.sort_by(|a, b| a.insurer_id.as_str().cmp(b.insurer_id.as_str()));
         Ok(out)
     }
+
+    async fn begin_request(
+        &self,
+        event: &RequestEvent,
+        lease: Duration,
+        keep: Duration,
+        ttl: Duration,
+    ) -> Result<bool, PortError> {
+        let json = serde_json::to_vec(event).map_err(|e| {
+            PortError::new(PortErrorKind::Corrupt, "cannot encode the request event").with_source(e)
+        })?;
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(BEGIN_SCRIPT)
+            .arg(3)
+            .arg(claim_key(&event.request_id))
+            .arg(event_key(&event.request_id))
+            .arg(IN_FLIGHT_KEY)
+            .arg(event.request_id.to_string())
+            .arg(json)
+            .arg(millis(lease))
+            .arg(ttl_secs(keep))
+            .arg(ttl_secs(ttl));
+        let began: i64 = self.query("begin request", &cmd).await?;
+        Ok(began == 1)
+    }
+
+    async fn renew_leases(&self, ids: &[RequestId], lease: Duration) -> Result<(), PortError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RENEW_SCRIPT)
+            .arg(1)
+            .arg(IN_FLIGHT_KEY)
+            .arg(millis(lease));
+        for id in ids {
+            cmd.arg(id.to_string());
+        }
+        let _: i64 = self.query("renew leases", &cmd).await?;
+        Ok(())
+    }
+
+    async fn take_over(&self, lease: Duration, max: usize) -> Result<Vec<RequestEvent>, PortError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(TAKE_OVER_SCRIPT)
+            .arg(1)
+            .arg(IN_FLIGHT_KEY)
+            .arg(millis(lease))
+            .arg(max.max(1))
+            .arg(KEY_PREFIX);
+        let events: Vec<Vec<u8>> = self.query("take over", &cmd).await?;
+        events
+            .into_iter()
+            .map(|json| {
+                serde_json::from_slice(&json).map_err(|e| {
+                    PortError::new(
+                        PortErrorKind::Corrupt,
+                        "undecodable request event in valkey",
+                    )
+                    .with_source(e)
+                })
+            })
+            .collect()
+    }
+
+    async fn end_request(&self, request_id: &RequestId) -> Result<(), PortError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ZREM")
+            .arg(IN_FLIGHT_KEY)
+            .arg(request_id.to_string())
+            .ignore()
+            .cmd("DEL")
+            .arg(event_key(request_id))
+            .ignore();
+        self.query_pipe::<()>("end request", &pipe).await
+    }
+}
+
+/// The requests in flight: a sorted set of request ids scored by lease
+/// expiry (unix ms, the server's clock).
+const IN_FLIGHT_KEY: &str = "osago:v1:in-flight";
+
+/// Claim, stored event and lease in one step (all or nothing).
+const BEGIN_SCRIPT: &str = r#"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[5]) then
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[4])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+return 1
+"#;
+
+/// Extends existing leases only (`XX`: an ended request stays ended).
+const RENEW_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local until_ms = now + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', until_ms, ARGV[i])
+end
+return #ARGV - 1
+"#;
+
+/// Expired leases, re-leased to the caller with their stored events; an
+/// entry whose event is gone (past its keep time) is dropped.
+const TAKE_OVER_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(expired) do
+  local event = redis.call('GET', ARGV[3] .. '{' .. id .. '}:event')
+  if event then
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), id)
+    table.insert(out, event)
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"#;
+
+/// `osago:v1:{<request_id>}:event`.
+fn event_key(request_id: &RequestId) -> String {
+    format!("{KEY_PREFIX}{{{request_id}}}:event")
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// `osago:v1:{<request_id>}:claim`.
