@@ -6,15 +6,16 @@
 #   or $OSAGO_PG_BIN; as root, also the `postgres` user to run it as;
 # - Valkey or Redis: valkey-server or redis-server (Debian: redis-server),
 #   or $OSAGO_VALKEY_BIN;
-# - tansu 0.6.0 (Kafka protocol), built from crates.io into
-#   $HOME/.cache/osago/tansu-0.6.0, or $OSAGO_TANSU_BIN.
+# - tansu 0.6.0 (Kafka protocol) with in-memory and SQLite storage, built
+#   from crates.io into $HOME/.cache/osago/tansu-0.6.0-libsql, or
+#   $OSAGO_TANSU_BIN.
 #
 # Missing Debian packages are installed with apt-get when running as root;
 # otherwise the script names what to install and exits 1. Idempotent.
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
-TANSU_ROOT="${HOME}/.cache/osago/tansu-${TANSU_VERSION}"
+TANSU_ROOT="${HOME}/.cache/osago/tansu-${TANSU_VERSION}-libsql"
 
 say() { echo "install-test-services: $*" >&2; }
 
@@ -99,6 +100,6 @@ elif [ ! -x "${TANSU_ROOT}/bin/tansu" ]; then
         say "tansu ${TANSU_VERSION} is missing and so is cargo: install the Rust toolchain (https://rustup.rs)"
         exit 1
     fi
-    say "building tansu ${TANSU_VERSION} into ${TANSU_ROOT} (cargo install, takes ~10 min, once)"
-    cargo install --locked tansu --version "${TANSU_VERSION}" --features dynostore --root "${TANSU_ROOT}"
+    say "building tansu ${TANSU_VERSION} into ${TANSU_ROOT} (cargo install, takes ~15 min, once)"
+    cargo install --locked tansu --version "${TANSU_VERSION}" --features dynostore,libsql --root "${TANSU_ROOT}"
 fi

@@ -1,5 +1,8 @@
-//! A private tansu broker (Kafka protocol), version 0.6.0, with in-memory
-//! storage (`memory://tansu/`): topics and records do not survive a restart.
+//! A private tansu broker (Kafka protocol), version 0.6.0, built with the
+//! `dynostore` and `libsql` features: [`Tansu::start`] keeps topics and
+//! records in memory (`memory://tansu/`, lost on restart);
+//! [`Tansu::start_durable`] in an SQLite file in its folder
+//! (`sqlite://tansu.db`), so they survive a stop and start.
 //!
 //! Readiness is a Kafka `ApiVersions` (v0) round trip on the listener.
 
@@ -18,7 +21,8 @@ use crate::{free_port, INSTALL_HINT};
 const VERSION: &str = "0.6.0";
 
 /// Where tansu is: `$OSAGO_TANSU_BIN`, else
-/// `$HOME/.cache/osago/tansu-0.6.0/bin/tansu`. Panics if it is missing.
+/// `$HOME/.cache/osago/tansu-0.6.0-libsql/bin/tansu` (what
+/// scripts/install-test-services.sh builds). Panics if it is missing.
 pub fn tansu_binary() -> PathBuf {
     let path = match std::env::var_os("OSAGO_TANSU_BIN") {
         Some(path) => PathBuf::from(path),
@@ -26,7 +30,7 @@ pub fn tansu_binary() -> PathBuf {
             let home = std::env::var_os("HOME")
                 .map(PathBuf::from)
                 .unwrap_or_default();
-            home.join(format!(".cache/osago/tansu-{VERSION}/bin/tansu"))
+            home.join(format!(".cache/osago/tansu-{VERSION}-libsql/bin/tansu"))
         }
     };
     if !path.is_file() {
@@ -45,24 +49,51 @@ pub struct Tansu {
     /// The TCP port on 127.0.0.1 (listener and advertised listener).
     pub port: u16,
     binary: PathBuf,
+    storage: &'static str,
+    /// The port advertised to clients (a proxy in front), if not `port`.
+    advertised: Option<u16>,
     process: ServiceProcess,
     // Last: removed after the process is killed.
     dir: TempDir,
 }
 
 impl Tansu {
-    /// Starts a broker; returns once it answers an `ApiVersions` request.
+    /// Starts a broker with in-memory storage; returns once it answers an
+    /// `ApiVersions` request.
     pub async fn start() -> Tansu {
+        Self::start_with("memory://tansu/").await
+    }
+
+    /// Starts a broker whose topics and records are kept in an SQLite file
+    /// in its folder, so they survive [`stop`](Self::stop) and
+    /// [`restart`](Self::restart).
+    pub async fn start_durable() -> Tansu {
+        Self::start_with("sqlite://tansu.db").await
+    }
+
+    /// Starts a broker (in-memory storage) on `port` that tells clients to
+    /// reach it at `127.0.0.1:{advertised}`: a proxy the test controls, so
+    /// the test can cut every client connection while the broker runs on.
+    pub async fn start_behind(port: u16, advertised: u16) -> Tansu {
+        Self::start_on("memory://tansu/", port, Some(advertised)).await
+    }
+
+    async fn start_with(storage: &'static str) -> Tansu {
+        Self::start_on(storage, free_port(), None).await
+    }
+
+    async fn start_on(storage: &'static str, port: u16, advertised: Option<u16>) -> Tansu {
         let binary = tansu_binary();
         let dir = tempfile::Builder::new()
             .prefix("osago-tansu-")
             .tempdir_in("/tmp")
             .expect("cannot create a temp dir under /tmp");
-        let port = free_port();
         let process = ServiceProcess::new("tansu", dir.path().join("tansu.log"));
         let mut tansu = Tansu {
             port,
             binary,
+            storage,
+            advertised,
             process,
             dir,
         };
@@ -71,9 +102,15 @@ impl Tansu {
         tansu
     }
 
-    /// `127.0.0.1:{port}`, for `bootstrap.servers`.
+    /// The broker's own log (all its runs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
+    }
+
+    /// `127.0.0.1:{port}` (the advertised port when behind a proxy), for
+    /// `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.advertised.unwrap_or(self.port))
     }
 
     /// SIGKILLs the broker.
@@ -92,8 +129,9 @@ impl Tansu {
     }
 
     /// Starts the broker again on the same port (after [`stop`](Self::stop)
-    /// or [`kill`](Self::kill); stops it first if it is still running). Its
-    /// storage is in memory, so it starts empty.
+    /// or [`kill`](Self::kill); stops it first if it is still running).
+    /// With in-memory storage it starts empty; a durable one keeps its
+    /// topics and records.
     pub async fn restart(&mut self) {
         self.stop().await;
         self.launch().await;
@@ -102,15 +140,16 @@ impl Tansu {
 
     async fn launch(&mut self) {
         let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised.unwrap_or(self.port));
         let mut broker = Command::new(&self.binary);
         broker
             .arg("broker")
             .arg("--listener-url")
             .arg(&listener)
             .arg("--advertised-listener-url")
-            .arg(&listener)
+            .arg(&advertised)
             .arg("--storage-engine")
-            .arg("memory://tansu/")
+            .arg(self.storage)
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("SCHEMA_REGISTRY")
             .current_dir(self.dir.path());

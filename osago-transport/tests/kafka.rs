@@ -306,3 +306,44 @@ async fn ping_fails_when_the_broker_is_gone() {
     assert!(bus.ping().await.is_err(), "ping must fail without a broker");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// A durable broker stopped and started again keeps its topics and
+/// records: publishing and consuming go on once it is back.
+#[tokio::test]
+async fn a_durable_broker_restart_loses_nothing() {
+    let mut tansu = Tansu::start_durable().await;
+    let bus = KafkaBus::connect(config(&tansu)).await.expect("connect");
+    let before = bus::request_event();
+    EventPublisher::publish(&bus, &bus::request_message(&before))
+        .await
+        .expect("publish before");
+    tansu.stop().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tansu.restart().await;
+    let after = bus::request_event();
+    let mut published = false;
+    for _ in 0..30 {
+        if EventPublisher::publish(&bus, &bus::request_message(&after))
+            .await
+            .is_ok()
+        {
+            published = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        published,
+        "publishing after the restart failed:\n{}",
+        tansu.log()
+    );
+    let group = format!("restart-{}", uuid::Uuid::new_v4().simple());
+    let mut subscription = bus.subscribe(&group).await.expect("subscribe");
+    let ours = |e: &RequestEvent| e.event_id == before.event_id || e.event_id == after.event_id;
+    let first = tokio::time::timeout(Duration::from_secs(30), next_of(&mut *subscription, &ours))
+        .await
+        .unwrap_or_else(|_| panic!("nothing consumed after the restart:\n{}", tansu.log()));
+    let second = next_of(&mut *subscription, &ours).await;
+    let seen = [first.event.event_id, second.event.event_id];
+    assert!(seen.contains(&before.event_id) && seen.contains(&after.event_id));
+}

@@ -6,6 +6,8 @@ use std::time::Duration;
 use futures::StreamExt;
 
 pub mod processes;
+pub mod proxy;
+pub mod stack;
 
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -94,6 +94,11 @@ struct Args {
         default_value = "osago-aggregator"
     )]
     group: String,
+    /// This pod's stable name in the consumer groups (static membership,
+    /// `group.instance.id`; for example the StatefulSet pod name): restarted
+    /// under the same name, it takes back its partitions at once.
+    #[arg(long, env = "OSAGO_INSTANCE_ID")]
+    instance_id: Option<String>,
     /// How long to keep retrying the broker and Valkey at start-up.
     #[arg(long, env = "OSAGO_CONNECT_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
@@ -165,6 +170,13 @@ fn parse_insurers(specs: &[String], problems: &mut Vec<String>) -> Vec<(InsurerI
 
 fn check(args: &Args) -> Result<Checked, Vec<String>> {
     let mut problems = Vec::new();
+    if args
+        .instance_id
+        .as_deref()
+        .is_some_and(|id| id.trim().is_empty())
+    {
+        problems.push("--instance-id must not be empty".to_owned());
+    }
     let bus = resolve::bus(&args.bus)
         .map_err(|e| problems.push(format!("--bus: {e}")))
         .ok();
@@ -277,7 +289,8 @@ async fn build(
             (Arc::new(bus.clone()), Arc::new(bus))
         }
         BusUrl::Kafka(servers) => {
-            let config = KafkaConfig::new(servers);
+            let mut config = KafkaConfig::new(servers);
+            config.instance_id = args.instance_id.clone();
             let bus = retry_connect("kafka", args.connect_timeout, || {
                 KafkaBus::connect(config.clone())
             })

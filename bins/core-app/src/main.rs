@@ -73,6 +73,11 @@ struct Args {
     /// Header naming the client behind a trusted proxy (e.g. x-forwarded-for).
     #[arg(long, env = "OSAGO_CLIENT_IP_HEADER")]
     client_ip_header: Option<String>,
+    /// This pod's stable name in the consumer groups (static membership,
+    /// `group.instance.id`; for example the StatefulSet pod name): restarted
+    /// under the same name, it takes back its partitions at once.
+    #[arg(long, env = "OSAGO_INSTANCE_ID")]
+    instance_id: Option<String>,
     /// How long to keep retrying the database and the broker at start-up.
     #[arg(long, env = "OSAGO_CONNECT_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
@@ -87,6 +92,13 @@ struct Checked {
 
 fn check(args: &Args) -> Result<Checked, Vec<String>> {
     let mut problems = Vec::new();
+    if args
+        .instance_id
+        .as_deref()
+        .is_some_and(|id| id.trim().is_empty())
+    {
+        problems.push("--instance-id must not be empty".to_owned());
+    }
     let bus = resolve::bus(&args.bus)
         .map_err(|e| problems.push(format!("--bus: {e}")))
         .ok();
@@ -194,7 +206,8 @@ async fn build(args: &Args, checked: Checked) -> Result<Deps, String> {
             }
         }
         BusUrl::Kafka(servers) => {
-            let config = KafkaConfig::new(servers);
+            let mut config = KafkaConfig::new(servers);
+            config.instance_id = args.instance_id.clone();
             let bus = retry_connect("kafka", args.connect_timeout, || {
                 KafkaBus::connect(config.clone())
             })

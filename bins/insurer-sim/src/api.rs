@@ -1,5 +1,6 @@
 //! The partner API's routes and handlers (`docs/insurer-api.md`):
-//! `POST /applications`, `GET /quotes/{id}`, `GET /health`.
+//! `POST /applications`, `GET /quotes/{id}`, `GET /health`; and, for
+//! tests, `GET /stats` (what the simulator has seen, no personal data).
 //!
 //! The request body is personal data: it is decoded and priced, never
 //! logged, and only its field names appear in answers.
@@ -36,6 +37,20 @@ const MAX_KEY_LEN: usize = 255;
 pub(crate) struct Simulator {
     config: SimConfig,
     store: Mutex<Store>,
+    stats: Mutex<Stats>,
+}
+
+/// Counters served at `GET /stats`.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub(crate) struct Stats {
+    /// `POST /applications` received (with a valid key and body).
+    pub(crate) posts: u64,
+    /// Applications created: one per idempotency key.
+    pub(crate) applications: u64,
+    /// POSTs answered with the application their key already had.
+    pub(crate) replays: u64,
+    /// `GET /quotes/{id}` received.
+    pub(crate) polls: u64,
 }
 
 impl Simulator {
@@ -44,6 +59,7 @@ impl Simulator {
         Self {
             config,
             store: Mutex::new(Store::new(Instant::now())),
+            stats: Mutex::default(),
         }
     }
 
@@ -64,6 +80,10 @@ impl Simulator {
         let path = request.uri().path();
         match *request.method() {
             Method::GET if path == "/health" => reply::health(),
+            Method::GET if path == "/stats" => {
+                let stats = *self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+                reply::json(StatusCode::OK, &stats)
+            }
             Method::POST if path == "/applications" => self.create(request).await,
             Method::GET => match quote_id(path) {
                 Some(id) => self.poll(id),
@@ -92,6 +112,7 @@ impl Simulator {
     /// Creates (or finds) the application for `key`.
     fn create_application(&self, key: String, request: &QuoteRequest) -> Reply {
         let now = Instant::now();
+        self.count(|stats| stats.posts += 1);
         let mut store = self.lock();
         let attempt = store.count_post(&key, now);
         if let Some(fault) = plan::post_fault(&self.config, &key, attempt) {
@@ -99,6 +120,7 @@ impl Simulator {
             return reply::fault(fault, self.config.speed);
         }
         if let Some(existing) = store.by_key(&key) {
+            self.count(|stats| stats.replays += 1);
             let status = wire_status(existing.outcome_at(now));
             return self.created(StatusCode::OK, &existing.id, status);
         }
@@ -127,6 +149,7 @@ impl Simulator {
             ready_in_ms = plan.delay.as_millis() as u64,
             "application created"
         );
+        self.count(|stats| stats.applications += 1);
         store.insert(Application {
             id: id.clone(),
             key,
@@ -154,6 +177,7 @@ impl Simulator {
     /// `GET /quotes/{id}`.
     fn poll(&self, id: &str) -> Reply {
         let now = Instant::now();
+        self.count(|stats| stats.polls += 1);
         let mut store = self.lock();
         let Some(application) = store.poll(id) else {
             return reply::not_found();
@@ -198,6 +222,10 @@ impl Simulator {
             }
         }
         state
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Stats)) {
+        f(&mut self.stats.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
     fn lock(&self) -> MutexGuard<'_, Store> {
@@ -383,6 +411,25 @@ mod tests {
         let ready = state(&sim, &created.application_id).await;
         assert_eq!(ready.status, QuoteStatusWire::Ready);
         assert!(ready.quote.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stats_count_applications_once_per_key() {
+        let sim = simulator(Archetype::Typical);
+        let first = create(&sim, "k1").await;
+        let body = serde_json::to_vec(&sample()).unwrap();
+        let replay = sim.handle(post("k1", body)).await;
+        assert_eq!(replay.status(), StatusCode::OK);
+        create(&sim, "k2").await;
+        let _ = sim
+            .handle(get(&format!("/quotes/{}", first.application_id)))
+            .await;
+        let stats: serde_json::Value =
+            serde_json::from_slice(&body_of(sim.handle(get("/stats")).await).await).unwrap();
+        assert_eq!(
+            stats,
+            serde_json::json!({"posts": 3, "applications": 2, "replays": 1, "polls": 1})
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -51,6 +51,13 @@ pub struct KafkaConfig {
     /// The consumer group session timeout (`session.timeout.ms`).
     #[serde(with = "millis")]
     pub session_timeout: Duration,
+    /// A stable name of this process in its consumer groups
+    /// (`group.instance.id`, static membership), such as a StatefulSet pod
+    /// name. A process restarted under the same name takes back its
+    /// partitions at once, without waiting for the broker to notice the old
+    /// one died. `None`: dynamic membership.
+    #[serde(default)]
+    pub instance_id: Option<String>,
 }
 
 impl Default for KafkaConfig {
@@ -70,6 +77,7 @@ impl Default for KafkaConfig {
             delivery_timeout: Duration::from_secs(30),
             commit_interval: Duration::from_millis(100),
             session_timeout: Duration::from_secs(10),
+            instance_id: None,
         }
     }
 }

@@ -232,7 +232,15 @@ impl<T> std::fmt::Debug for GroupSubscription<T> {
 }
 
 /// Consumer settings of a group member, on top of the common ones.
-pub(crate) fn group_settings(config: &mut rdkafka::ClientConfig, group: &str, session: Duration) {
+pub(crate) fn group_settings(
+    config: &mut rdkafka::ClientConfig,
+    group: &str,
+    session: Duration,
+    instance_id: Option<&str>,
+) {
+    if let Some(instance) = instance_id {
+        config.set("group.instance.id", instance);
+    }
     config
         .set("group.id", group)
         .set("enable.auto.commit", "false")

@@ -200,7 +200,12 @@ impl KafkaBus {
 
     fn consumer_config(&self, group: &str) -> ClientConfig {
         let mut client = self.inner.client.clone();
-        group_settings(&mut client, group, self.inner.config.session_timeout);
+        group_settings(
+            &mut client,
+            group,
+            self.inner.config.session_timeout,
+            self.inner.config.instance_id.as_deref(),
+        );
         client
     }
 }
