@@ -34,6 +34,10 @@ struct Args {
     /// Socket (connect and read) timeout for insurer calls.
     #[arg(long, env = "OSAGO_INSURER_SOCKET_TIMEOUT", default_value = "5s", value_parser = osago::parse_duration)]
     socket_timeout: Duration,
+    /// Quote requests per minute per client address (0: no limit; load
+    /// tests from one machine need 0).
+    #[arg(long, env = "OSAGO_RATE_LIMIT_PER_MINUTE", default_value_t = 12.0)]
+    rate_limit_per_minute: f64,
 }
 
 fn problems(args: &Args) -> Vec<String> {
@@ -49,6 +53,9 @@ fn problems(args: &Args) -> Vec<String> {
         .is_some_and(|interval| interval.is_zero())
     {
         out.push("--poll-interval must be positive".to_owned());
+    }
+    if !(args.rate_limit_per_minute.is_finite() && args.rate_limit_per_minute >= 0.0) {
+        out.push("--rate-limit-per-minute must be 0 (no limit) or positive".to_owned());
     }
     if args.heartbeat.is_zero() {
         out.push("--heartbeat must be positive".to_owned());
@@ -78,6 +85,7 @@ async fn main() -> ExitCode {
     }
     config.core.request_deadline = args.insurer_deadline;
     config.core.heartbeat_interval = args.heartbeat;
+    config.core.rate_limit.per_second = args.rate_limit_per_minute / 60.0;
     config.http.connect_timeout = args.socket_timeout;
     config.http.read_timeout = args.socket_timeout;
 

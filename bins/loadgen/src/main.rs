@@ -1,0 +1,171 @@
+//! `loadgen`: runs N virtual users against one or more core-apps and prints
+//! what they saw (markdown row and, with `--json`, the full report).
+//!
+//! ```text
+//! loadgen --target http://127.0.0.1:8080 --users 2500 --ramp 500 \
+//!         --source-ips 8 --watch osago=$(pidof osago)
+//! ```
+//!
+//! `--processes P` splits the users over P child processes (each may hold at
+//! most 20 000 open files); `--source-ips K` connects from 127.0.0.1 ..
+//! 127.0.0.K in turn. `--watch name=pid` reports the peak RSS and the CPU
+//! seconds of a server process over the run.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use loadgen::{LoadConfig, Report};
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// core-app base URL (repeat, or comma-separate, for several).
+    #[arg(
+        long = "target",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8080"
+    )]
+    targets: Vec<String>,
+    /// Virtual users.
+    #[arg(long, default_value_t = 200)]
+    users: usize,
+    /// Users started per second.
+    #[arg(long, default_value_t = 200.0)]
+    ramp: f64,
+    /// Connect from 127.0.0.1 .. 127.0.0.K in turn (0: the default address).
+    #[arg(long, default_value_t = 0)]
+    source_ips: u8,
+    /// How long a user waits for its stream to end.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Split the users over this many child processes.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// Server processes to measure, as `name=pid` (repeatable).
+    #[arg(long = "watch")]
+    watch: Vec<String>,
+    /// Print the full report as JSON (children use it).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Peak RSS (KiB) and CPU seconds of a process, from /proc.
+fn proc_usage(pid: u32) -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 (1-based), 12 and 13 after ')'.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some((hwm, ticks / 100.0))
+}
+
+fn sample_request() -> serde_json::Value {
+    serde_json::from_str(include_str!("../../../docs/examples/request.json"))
+        .expect("the sample request is JSON")
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.users == 0 || args.ramp <= 0.0 || args.targets.is_empty() || args.processes == 0 {
+        eprintln!("loadgen: --users, --ramp and --processes must be positive, --target given");
+        return ExitCode::from(64);
+    }
+    let watched: Vec<(String, u32)> = args
+        .watch
+        .iter()
+        .filter_map(|w| {
+            let (name, pid) = w.split_once('=')?;
+            Some((name.to_owned(), pid.parse().ok()?))
+        })
+        .collect();
+    let cpu_before: Vec<f64> = watched
+        .iter()
+        .map(|(_, pid)| proc_usage(*pid).map_or(0.0, |u| u.1))
+        .collect();
+    let started = Instant::now();
+    let report = if args.processes > 1 {
+        let exe = std::env::current_exe().expect("own path");
+        let per = args.users.div_ceil(args.processes);
+        let children: Vec<_> = (0..args.processes)
+            .map(|_| {
+                Command::new(&exe)
+                    .args(["--users", &per.to_string()])
+                    .args(["--ramp", &(args.ramp / args.processes as f64).to_string()])
+                    .args(["--source-ips", &args.source_ips.to_string()])
+                    .args(["--timeout", &format!("{}s", args.timeout.as_secs())])
+                    .args(["--target", &args.targets.join(",")])
+                    .arg("--json")
+                    .output()
+            })
+            .collect();
+        let parts: Vec<Report> = children
+            .into_iter()
+            .filter_map(|c| c.ok())
+            .filter_map(|out| serde_json::from_slice(&out.stdout).ok())
+            .collect();
+        Report::merge(&parts)
+    } else {
+        let source_ips = (1..=args.source_ips)
+            .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+            .collect();
+        let config = LoadConfig {
+            targets: args.targets.clone(),
+            users: args.users,
+            ramp_per_sec: args.ramp,
+            source_ips,
+            timeout: args.timeout,
+            request: sample_request(),
+        };
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let records = runtime.block_on(loadgen::run(config));
+        Report::of(&records, started.elapsed().as_secs_f64())
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report).expect("report JSON"));
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "| users | errors | end-to-end p50/p99 ms | pipeline p50/p99 ms | detection p50/p99 ms | first quote p50/p99 ms | done p50/p99 ms | quotes | seconds |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let pair = |(a, b): (f64, f64)| format!("{a:.0} / {b:.0}");
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+        report.users,
+        report.errors,
+        pair(report.end_to_end_ms),
+        pair(report.pipeline_ms),
+        pair(report.detection_ms),
+        pair(report.first_quote_ms),
+        pair(report.done_ms),
+        report.quotes,
+        report.seconds
+    );
+    for ((name, pid), before) in watched.iter().zip(cpu_before) {
+        if let Some((hwm_kib, cpu)) = proc_usage(*pid) {
+            println!(
+                "{name}: peak RSS {:.1} MiB, CPU {:.1} s ({:.2} ms per request)",
+                hwm_kib as f64 / 1024.0,
+                cpu - before,
+                (cpu - before) * 1000.0 / report.users.max(1) as f64
+            );
+        }
+    }
+    for error in &report.sample_errors {
+        println!("error: {error}");
+    }
+    if report.errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
