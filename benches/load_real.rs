@@ -13,26 +13,6 @@ use std::time::{Duration, Instant};
 use loadgen::{LoadConfig, Report};
 use osago_tests::stack::{InsurerSpec, Stack, StackOptions};
 
-fn lineup() -> Vec<InsurerSpec> {
-    [
-        ("swift", "fast"),
-        ("steady", "typical"),
-        ("patient", "calculate-then-poll"),
-        ("legacy", "slow-legacy"),
-        ("flaky", "flaky"),
-        ("strict", "strict-underwriter"),
-        ("addon", "mandatory-add-on"),
-        ("picky", "needs-more-data"),
-    ]
-    .into_iter()
-    .map(|(id, archetype)| InsurerSpec {
-        id,
-        archetype,
-        proxied: false,
-    })
-    .collect()
-}
-
 fn main() {
     let levels: Vec<usize> = std::env::args()
         .skip(1)
@@ -53,7 +33,7 @@ fn main() {
     for users in levels {
         let report = runtime.block_on(async {
             let stack = Stack::start(StackOptions {
-                insurers: lineup(),
+                insurers: InsurerSpec::lineup(),
                 deadline: Duration::from_secs(60),
                 sim_speed: 1.0,
                 static_membership: false,

@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use insurer_sim::Archetype;
 use osago_tests::stack::{InsurerSpec, Load, Stack, StackOptions, Verdict};
 
 /// One stack at a time: this machine has two cores.
@@ -42,12 +43,11 @@ async fn scenario(
     verdict
 }
 
-fn with_insurer(id: &'static str, archetype: &'static str, proxied: bool) -> StackOptions {
+fn with_insurer(id: &str, archetype: Archetype, proxied: bool) -> StackOptions {
     let mut options = StackOptions::default();
     options.insurers.push(InsurerSpec {
-        id,
-        archetype,
         proxied,
+        ..InsurerSpec::new(id, archetype)
     });
     options
 }
@@ -139,7 +139,7 @@ async fn an_insurer_hangs() {
     let _serial = SERIAL.lock().await;
     scenario(
         "insurer hangs",
-        with_insurer("silent", "hang", false),
+        with_insurer("silent", Archetype::Hang, false),
         async |_: &mut Stack| {},
     )
     .await;
@@ -150,7 +150,7 @@ async fn an_insurer_resets_connections() {
     let _serial = SERIAL.lock().await;
     scenario(
         "insurer resets connections",
-        with_insurer("rude", "fast", true),
+        with_insurer("rude", Archetype::Fast, true),
         async |stack: &mut Stack| {
             stack.proxies["rude"].set_reset(true);
         },
@@ -163,7 +163,7 @@ async fn an_insurer_returns_garbage() {
     let _serial = SERIAL.lock().await;
     scenario(
         "insurer returns garbage",
-        with_insurer("junk", "garbage", false),
+        with_insurer("junk", Archetype::Garbage, false),
         async |_: &mut Stack| {},
     )
     .await;
@@ -174,7 +174,7 @@ async fn network_delay_to_one_insurer() {
     let _serial = SERIAL.lock().await;
     scenario(
         "3 s delay to one insurer",
-        with_insurer("far", "fast", true),
+        with_insurer("far", Archetype::Fast, true),
         async |stack: &mut Stack| {
             stack.proxies["far"].set_delay(Duration::from_secs(3));
         },

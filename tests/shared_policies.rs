@@ -98,7 +98,7 @@ async fn load(engines: &[&Engine], n: usize) -> Vec<&'static str> {
     outcomes
 }
 
-/// Records when each call arrived; answers after `delay`.
+/// Records when each call arrived, and answers with `reply`.
 #[derive(Clone)]
 struct Recording {
     arrivals: Arc<Mutex<Vec<Instant>>>,
@@ -127,16 +127,21 @@ impl Respond for Recording {
     }
 }
 
-async fn instant_insurer() -> (MockServer, Recording, Recording) {
+/// An insurer that takes every application and declines it at the first
+/// poll, each call answered after `stay`; the two recordings are its
+/// POSTs and its polls.
+async fn insurer_answering_after(stay: Duration) -> (MockServer, Recording, Recording) {
     let insurer = MockServer::start().await;
     let creates = Recording::new(
         ResponseTemplate::new(202)
-            .set_body_json(json!({"application_id": "a-1", "status": "IN_PROGRESS"})),
+            .set_body_json(json!({"application_id": "a-1", "status": "IN_PROGRESS"}))
+            .set_delay(stay),
     );
-    let polls =
-        Recording::new(ResponseTemplate::new(200).set_body_json(
-            json!({"application_id": "a-1", "status": "DECLINED", "reason": "test"}),
-        ));
+    let polls = Recording::new(
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"application_id": "a-1", "status": "DECLINED", "reason": "test"}))
+            .set_delay(stay),
+    );
     Mock::given(method("POST"))
         .and(path("/applications"))
         .respond_with(creates.clone())
@@ -167,7 +172,7 @@ fn store_calls(metrics: &EngineMetrics, op: &str) -> u64 {
 #[tokio::test]
 async fn the_shared_quota_holds_within_ten_percent_of_its_rate() {
     let valkey = Valkey::start().await;
-    let (insurer, creates, polls) = instant_insurer().await;
+    let (insurer, creates, polls) = insurer_answering_after(Duration::ZERO).await;
     let mut policy = PolicyConfig::default();
     policy.quota.rate.rate_per_sec = 200.0;
     policy.quota.rate.burst = 10;
@@ -207,7 +212,7 @@ async fn the_shared_quota_holds_within_ten_percent_of_its_rate() {
 async fn without_sharing_two_pods_double_the_quota() {
     // The control for the test above: the same load on local quotas goes
     // through at twice the rate, so that test measures the sharing.
-    let (insurer, creates, polls) = instant_insurer().await;
+    let (insurer, creates, polls) = insurer_answering_after(Duration::ZERO).await;
     let mut policy = PolicyConfig::default();
     policy.quota.rate.rate_per_sec = 200.0;
     policy.quota.rate.burst = 10;
@@ -220,16 +225,6 @@ async fn without_sharing_two_pods_double_the_quota() {
     let span = (*calls.last().unwrap() - calls[0]).as_secs_f64();
     let rate = (calls.len() - 20) as f64 / span;
     assert!(rate > 300.0, "two local quotas: {rate:.1}/s");
-}
-
-/// Records each call's stay at the insurer (arrival, arrival + delay).
-#[derive(Clone)]
-struct Slow(Recording, Duration);
-
-impl Respond for Slow {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        self.0.respond(request).set_delay(self.1)
-    }
 }
 
 fn max_overlap(arrivals: &[Instant], stay: Duration) -> usize {
@@ -250,39 +245,16 @@ fn max_overlap(arrivals: &[Instant], stay: Duration) -> usize {
 #[tokio::test]
 async fn the_shared_concurrency_cap_is_never_exceeded() {
     let valkey = Valkey::start().await;
-    let insurer = MockServer::start().await;
     let stay = Duration::from_millis(100);
-    let creates = Slow(
-        Recording::new(
-            ResponseTemplate::new(202)
-                .set_body_json(json!({"application_id": "a-1", "status": "IN_PROGRESS"})),
-        ),
-        stay,
-    );
-    let polls = Slow(
-        Recording::new(ResponseTemplate::new(200).set_body_json(
-            json!({"application_id": "a-1", "status": "DECLINED", "reason": "test"}),
-        )),
-        stay,
-    );
-    Mock::given(method("POST"))
-        .and(path("/applications"))
-        .respond_with(creates.clone())
-        .mount(&insurer)
-        .await;
-    Mock::given(method("GET"))
-        .and(path_regex("^/quotes/"))
-        .respond_with(polls.clone())
-        .mount(&insurer)
-        .await;
+    let (insurer, creates, polls) = insurer_answering_after(stay).await;
     let mut policy = PolicyConfig::default();
     policy.concurrency.max_in_flight = 6;
     let (a, _) = pod(Some(&valkey.url()), &insurer, policy.clone()).await;
     let (b, _) = pod(Some(&valkey.url()), &insurer, policy).await;
     let outcomes = load(&[&a, &b], 40).await;
     assert!(outcomes.iter().all(|o| *o == "declined"), "{outcomes:?}");
-    let mut calls = creates.0.arrivals();
-    calls.extend(polls.0.arrivals());
+    let mut calls = creates.arrivals();
+    calls.extend(polls.arrivals());
     assert_eq!(calls.len(), 160);
     let max = max_overlap(&calls, stay);
     println!("calls in flight at the insurer: at most {max} (cap 6 across 2 pods)");

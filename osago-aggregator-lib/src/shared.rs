@@ -65,7 +65,7 @@ pub struct SharedConfig {
 impl Default for SharedConfig {
     fn default() -> Self {
         Self {
-            holder: format!("pod-{}", uuid_like()),
+            holder: format!("pod-{}", uuid::Uuid::new_v4().simple()),
             quota_window: Duration::from_millis(50),
             lease_ttl: Duration::from_secs(10),
             renew_every: Duration::from_secs(1),
@@ -73,20 +73,6 @@ impl Default for SharedConfig {
             breaker_sync: Duration::from_millis(250),
         }
     }
-}
-
-/// A random id without pulling a UUID crate into the engine.
-fn uuid_like() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    hasher.write_u32(std::process::id());
-    format!("{:016x}", hasher.finish())
 }
 
 /// Counts a call to the store in the metrics.
@@ -382,12 +368,11 @@ async fn sync_breaker(
     clock: Arc<dyn Clock>,
     mut feed: watch::Receiver<Option<BreakerSnapshot>>,
 ) {
-    let Some(key) = guard.upgrade().map(|g| g.label.insurer.clone()) else {
+    let Some((key, metrics)) = guard
+        .upgrade()
+        .map(|g| (g.label.insurer.clone(), g.metrics.clone()))
+    else {
         return;
-    };
-    let metrics = match guard.upgrade() {
-        Some(g) => g.metrics.clone(),
-        None => return,
     };
     let mut tick = tokio::time::interval(config.breaker_sync);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -19,6 +19,8 @@ use osago_testkit::{free_port, Postgres, Tansu, Valkey, ValkeyOptions};
 use serde_json::Value;
 
 use crate::processes::{wait_healthy, Service};
+use insurer_sim::Archetype;
+
 use crate::proxy::Proxy;
 use crate::{parse_sse, sample_json};
 
@@ -129,11 +131,30 @@ impl Restartable {
 #[derive(Debug, Clone)]
 pub struct InsurerSpec {
     /// Its id.
-    pub id: &'static str,
-    /// Its archetype (`fast`, `typical`, `hang`, `garbage`, ...).
-    pub archetype: &'static str,
+    pub id: String,
+    /// Its archetype.
+    pub archetype: Archetype,
     /// Put a controllable proxy in front of it.
     pub proxied: bool,
+}
+
+impl InsurerSpec {
+    /// An insurer reached directly (not through a proxy).
+    pub fn new(id: &str, archetype: Archetype) -> Self {
+        Self {
+            id: id.to_owned(),
+            archetype,
+            proxied: false,
+        }
+    }
+
+    /// The simulator's eight realistic insurers (`insurer_sim::default_lineup`).
+    pub fn lineup() -> Vec<Self> {
+        insurer_sim::default_lineup()
+            .into_iter()
+            .map(|(id, archetype)| Self::new(id.as_str(), archetype))
+            .collect()
+    }
 }
 
 /// The stack's settings.
@@ -157,26 +178,10 @@ impl Default for StackOptions {
     fn default() -> Self {
         Self {
             insurers: vec![
-                InsurerSpec {
-                    id: "swift",
-                    archetype: "fast",
-                    proxied: false,
-                },
-                InsurerSpec {
-                    id: "steady",
-                    archetype: "typical",
-                    proxied: false,
-                },
-                InsurerSpec {
-                    id: "patient",
-                    archetype: "calculate-then-poll",
-                    proxied: false,
-                },
-                InsurerSpec {
-                    id: "flaky",
-                    archetype: "flaky",
-                    proxied: false,
-                },
+                InsurerSpec::new("swift", Archetype::Fast),
+                InsurerSpec::new("steady", Archetype::Typical),
+                InsurerSpec::new("patient", Archetype::CalculateThenPoll),
+                InsurerSpec::new("flaky", Archetype::Flaky),
             ],
             deadline: Duration::from_secs(20),
             sim_speed: 4.0,
@@ -202,9 +207,9 @@ pub struct Stack {
     /// core-app's database URL.
     pub database: String,
     /// Simulated insurers, by id.
-    pub sims: BTreeMap<&'static str, (Service, u16)>,
+    pub sims: BTreeMap<String, (Service, u16)>,
     /// Proxies in front of insurers, by id.
-    pub proxies: BTreeMap<&'static str, Proxy>,
+    pub proxies: BTreeMap<String, Proxy>,
     /// The aggregators.
     pub aggregators: Vec<Restartable>,
     /// The core-apps.
@@ -246,7 +251,7 @@ impl Stack {
                     "--insurer-id".to_owned(),
                     insurer.id.to_owned(),
                     "--archetype".to_owned(),
-                    insurer.archetype.to_owned(),
+                    insurer.archetype.as_str().to_owned(),
                     "--speed".to_owned(),
                     options.sim_speed.to_string(),
                 ],
@@ -256,10 +261,10 @@ impl Stack {
             if insurer.proxied {
                 let proxy = Proxy::start(port).await;
                 target = proxy.port();
-                proxies.insert(insurer.id, proxy);
+                proxies.insert(insurer.id.clone(), proxy);
             }
             specs.push(format!("{}=http://127.0.0.1:{target}/", insurer.id));
-            sims.insert(insurer.id, (sim, port));
+            sims.insert(insurer.id.clone(), (sim, port));
         }
         let deadline = format!("{}ms", options.deadline.as_millis());
         let bus = format!("kafka://{}", tansu.bootstrap());
@@ -351,8 +356,12 @@ impl Stack {
     }
 
     /// The insurer ids.
-    pub fn insurer_ids(&self) -> Vec<&'static str> {
-        self.options.insurers.iter().map(|i| i.id).collect()
+    pub fn insurer_ids(&self) -> Vec<&str> {
+        self.options
+            .insurers
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect()
     }
 
     /// Every service's log tail, for failure messages.
