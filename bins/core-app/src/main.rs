@@ -78,6 +78,12 @@ struct Args {
     /// under the same name, it takes back its partitions at once.
     #[arg(long, env = "OSAGO_INSTANCE_ID")]
     instance_id: Option<String>,
+    /// How long the broker may hold a fetch that has no new records
+    /// (`fetch.wait.max.ms`, 0..=1s). Kafka answers as soon as a record
+    /// arrives; tansu 0.6.0 holds every fetch this long, so on tansu a
+    /// shorter wait means lower latency for more idle fetches.
+    #[arg(long, env = "OSAGO_KAFKA_FETCH_WAIT", default_value = "10ms", value_parser = humantime::parse_duration)]
+    kafka_fetch_wait: Duration,
     /// How long to keep retrying the database and the broker at start-up.
     #[arg(long, env = "OSAGO_CONNECT_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
@@ -98,6 +104,9 @@ fn check(args: &Args) -> Result<Checked, Vec<String>> {
         .is_some_and(|id| id.trim().is_empty())
     {
         problems.push("--instance-id must not be empty".to_owned());
+    }
+    if args.kafka_fetch_wait > Duration::from_secs(1) {
+        problems.push("--kafka-fetch-wait must be at most 1s".to_owned());
     }
     let bus = resolve::bus(&args.bus)
         .map_err(|e| problems.push(format!("--bus: {e}")))
@@ -208,6 +217,7 @@ async fn build(args: &Args, checked: Checked) -> Result<Deps, String> {
         BusUrl::Kafka(servers) => {
             let mut config = KafkaConfig::new(servers);
             config.instance_id = args.instance_id.clone();
+            config.fetch_wait = args.kafka_fetch_wait;
             let bus = retry_connect("kafka", args.connect_timeout, || {
                 KafkaBus::connect(config.clone())
             })

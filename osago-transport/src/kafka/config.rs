@@ -58,6 +58,13 @@ pub struct KafkaConfig {
     /// one died. `None`: dynamic membership.
     #[serde(default)]
     pub instance_id: Option<String>,
+    /// How long the broker may hold a fetch with no new records
+    /// (`fetch.wait.max.ms`) on every consumer. Kafka answers as soon as a
+    /// record arrives, so this only sets how often an idle consumer asks.
+    /// tansu 0.6.0 holds every fetch for the whole wait, records or not, so
+    /// there it is added to every event's latency (docs/benchmarks.md).
+    #[serde(with = "millis")]
+    pub fetch_wait: Duration,
 }
 
 impl Default for KafkaConfig {
@@ -78,6 +85,7 @@ impl Default for KafkaConfig {
             commit_interval: Duration::from_millis(100),
             session_timeout: Duration::from_secs(10),
             instance_id: None,
+            fetch_wait: Duration::from_millis(10),
         }
     }
 }

@@ -237,6 +237,7 @@ pub(crate) fn group_settings(
     group: &str,
     session: Duration,
     instance_id: Option<&str>,
+    fetch_wait: Duration,
 ) {
     if let Some(instance) = instance_id {
         config.set("group.instance.id", instance);
@@ -246,7 +247,7 @@ pub(crate) fn group_settings(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
         .set("session.timeout.ms", session.as_millis().to_string())
         .set(
             "heartbeat.interval.ms",

@@ -39,7 +39,10 @@ pub(crate) async fn follow(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "latest")
-        .set("fetch.wait.max.ms", "10");
+        .set(
+            "fetch.wait.max.ms",
+            config.fetch_wait.as_millis().to_string(),
+        );
     let consumer: LiveConsumer = client
         .create_with_context(TracingContext)
         .map_err(|e| kafka_error("creating a live consumer failed", e))?;

@@ -205,6 +205,7 @@ impl KafkaBus {
             group,
             self.inner.config.session_timeout,
             self.inner.config.instance_id.as_deref(),
+            self.inner.config.fetch_wait,
         );
         client
     }
