@@ -34,6 +34,11 @@ pub struct Config {
     pub group: String,
     /// Requests fanned out at once; the consumer waits beyond this.
     pub max_in_flight_requests: usize,
+    /// Request events being started at once (recorded in the state store,
+    /// `pending` published): starting one costs a state-store and a broker
+    /// round trip, so one at a time would cap the intake at a few dozen
+    /// requests per second.
+    pub max_starting: usize,
     /// How long shutdown waits for in-flight fan-outs.
     pub drain_timeout: Duration,
 }
@@ -43,6 +48,7 @@ impl Default for Config {
         Self {
             group: "osago-aggregator".to_owned(),
             max_in_flight_requests: 20_000,
+            max_starting: 256,
             drain_timeout: Duration::from_secs(65),
         }
     }
@@ -194,10 +200,15 @@ pub async fn consume(
     // Renews this pod's leases and takes over requests of pods that died.
     let lease_keeper = deps.engine.spawn_lease_keeper();
     let limit = Arc::new(Semaphore::new(config.max_in_flight_requests.max(1)));
+    let starting = Arc::new(Semaphore::new(config.max_starting.max(1)));
     let tracker = TaskTracker::new();
-    'events: loop {
+    loop {
         let permit = tokio::select! {
             permit = limit.clone().acquire_owned() => permit.expect("semaphore open"),
+            _ = shutdown.cancelled() => break,
+        };
+        let start_permit = tokio::select! {
+            permit = starting.clone().acquire_owned() => permit.expect("semaphore open"),
             _ = shutdown.cancelled() => break,
         };
         let delivery = tokio::select! {
@@ -213,27 +224,34 @@ pub async fn consume(
             }
             None => break,
         };
-        let mut backoff = Duration::from_millis(100);
-        let fan_out = loop {
-            match deps.engine.start(delivery.event.clone()).await {
-                Ok(started) => break started,
-                Err(err @ (EngineError::State(_) | EngineError::Publish(_))) => {
-                    tracing::warn!(request_id = %delivery.event.request_id, error = %err, "starting a fan-out failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.cancelled() => break 'events,
+        // Each event starts on its own task, so one slow start (a broker
+        // or Valkey round trip) does not hold up the next; the offsets
+        // committed stop at the oldest event not yet acknowledged.
+        let engine = deps.engine.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            let fan_out = loop {
+                match engine.start(delivery.event.clone()).await {
+                    Ok(started) => break started,
+                    Err(err @ (EngineError::State(_) | EngineError::Publish(_))) => {
+                        tracing::warn!(request_id = %delivery.event.request_id, error = %err, "starting a fan-out failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            // Not acknowledged: delivered again, or taken over.
+                            _ = shutdown.cancelled() => return,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-            }
-        };
-        delivery.ack.ack();
-        if let Started::Running(fan_out) = fan_out {
-            tracker.spawn(async move {
+            };
+            delivery.ack.ack();
+            drop(start_permit);
+            if let Started::Running(fan_out) = fan_out {
                 fan_out.wait().await;
-                drop(permit);
-            });
-        }
+            }
+            drop(permit);
+        });
     }
     ready.store(false, Ordering::Relaxed);
     tracker.close();
@@ -248,4 +266,105 @@ pub async fn consume(
     lease_keeper.abort();
     // This pod's share of each insurer's concurrency cap, back at once.
     deps.engine.release_shared().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+    use osago_aggregator_lib::{EngineConfig, EngineMetrics, Insurer};
+    use osago_core::insurer::{Application, InsurerError, PollOutcome};
+    use osago_core::ports::{EventPublisher, InsurerClient, QuoteSink};
+    use osago_core::{
+        EventId, InsurerEvent, InsurerId, QuoteRequest, RequestEvent, RequestId, SystemClock,
+    };
+    use osago_transport::conformance::bus::request_message;
+    use osago_transport::memory::{MemoryBus, MemoryStateStore};
+
+    use super::*;
+
+    /// A sink whose every publish takes 50 ms, as a broker round trip
+    /// under load may; counts the publishes begun.
+    struct SlowSink {
+        begun: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl QuoteSink for SlowSink {
+        async fn publish(&self, _event: &InsurerEvent) -> Result<(), osago_core::ports::PortError> {
+            self.begun.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(())
+        }
+    }
+
+    /// An insurer that never gets to answer within the test.
+    #[derive(Debug)]
+    struct Silent;
+
+    #[async_trait]
+    impl InsurerClient for Silent {
+        async fn create_application(
+            &self,
+            _idempotency_key: &str,
+            _request: &QuoteRequest,
+        ) -> Result<Application, InsurerError> {
+            std::future::pending().await
+        }
+
+        async fn poll_quote(&self, _application_id: &str) -> Result<PollOutcome, InsurerError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn request_events_start_concurrently() {
+        let bus = MemoryBus::new();
+        let sink = Arc::new(SlowSink {
+            begun: AtomicUsize::new(0),
+        });
+        let engine = Engine::new(
+            vec![Insurer {
+                id: InsurerId::new("silent").unwrap(),
+                client: Arc::new(Silent),
+            }],
+            sink.clone(),
+            Arc::new(MemoryStateStore::new()),
+            Arc::new(SystemClock),
+            EngineConfig::default(),
+            EngineMetrics::default(),
+        );
+        let deps = Deps {
+            engine,
+            requests: Arc::new(bus.clone()),
+            health: Vec::new(),
+        };
+        let shutdown = CancellationToken::new();
+        let consumer = tokio::spawn(consume(
+            deps,
+            Config::default(),
+            shutdown.clone(),
+            Arc::new(AtomicBool::new(false)),
+        ));
+        let now = chrono::Utc::now();
+        for _ in 0..40 {
+            let event = RequestEvent {
+                event_id: EventId::random(),
+                request_id: RequestId::random(),
+                occurred_at: now,
+                deadline_at: now + chrono::Duration::seconds(60),
+                request: osago_core::request::sample(),
+            };
+            EventPublisher::publish(&bus, &request_message(&event))
+                .await
+                .unwrap();
+        }
+        // One at a time, 40 starts would take 40 x 50 ms; side by side,
+        // every one has published its pending within one round trip.
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(sink.begun.load(Ordering::SeqCst), 40);
+        shutdown.cancel();
+        let _ = consumer.await;
+    }
 }
