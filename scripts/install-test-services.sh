@@ -10,6 +10,10 @@
 #   from crates.io into $HOME/.cache/osago/tansu-0.6.0-libsql, or
 #   $OSAGO_TANSU_BIN.
 #
+# With --bench, also nginx with the nchan module (Debian: nginx-light or
+# nginx, and libnginx-mod-nchan), the SSE comparison of
+# `scripts/bench-load.sh sse`.
+#
 # Missing Debian packages are installed with apt-get when running as root;
 # otherwise the script names what to install and exits 1. Idempotent.
 set -euo pipefail
@@ -54,8 +58,19 @@ have_valkey() {
 
 is_root() { [ "$(id -u)" = 0 ]; }
 
+bench=false
+[ "${1:-}" = --bench ] && bench=true
+
+have_nchan() {
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || return 1
+    [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ]
+}
+
 # 1. Debian packages.
 missing=()
+if $bench && ! have_nchan; then
+    missing+=(nginx-light libnginx-mod-nchan)
+fi
 if ! have_postgres || ! have_psql; then
     missing+=(postgresql)
 fi
@@ -67,12 +82,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
         say "installing ${missing[*]} with apt-get"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
+        # Packages must not start services (nginx would take port 80).
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+            chmod +x /usr/sbin/policy-rc.d
+            trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+        fi
         apt-get install -y -qq "${missing[@]}" >/dev/null
     else
         say "missing ${missing[*]}: install them (Debian/Ubuntu: sudo apt-get install -y ${missing[*]}), or point OSAGO_PG_BIN / OSAGO_VALKEY_BIN at the binaries"
         exit 1
     fi
-    if ! have_postgres || ! have_psql || ! have_valkey; then
+    if ! have_postgres || ! have_psql || ! have_valkey || { $bench && ! have_nchan; }; then
         say "${missing[*]} installed but the binaries are still not found"
         exit 1
     fi

@@ -35,6 +35,12 @@ pub struct Postgres {
 }
 
 impl Postgres {
+    /// The server process id while it runs (benchmarks watch its memory
+    /// and CPU).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// Creates a cluster and starts it; returns once it accepts connections.
     pub async fn start() -> Postgres {
         let bin = bin_dir();

@@ -58,6 +58,12 @@ pub struct Tansu {
 }
 
 impl Tansu {
+    /// The server process id while it runs (benchmarks watch its memory
+    /// and CPU).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// Starts a broker with in-memory storage; returns once it answers an
     /// `ApiVersions` request.
     pub async fn start() -> Tansu {

@@ -40,6 +40,12 @@ pub struct Valkey {
 }
 
 impl Valkey {
+    /// The server process id while it runs (benchmarks watch its memory
+    /// and CPU).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// Starts a server with the default options (no persistence).
     pub async fn start() -> Valkey {
         Self::start_with(ValkeyOptions::default()).await

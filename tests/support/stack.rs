@@ -121,6 +121,11 @@ impl Restartable {
         self.service.as_ref().map(Service::tail).unwrap_or_default()
     }
 
+    /// Its process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.service.as_ref().map(Service::pid)
+    }
+
     /// Base URL.
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
@@ -172,6 +177,15 @@ pub struct StackOptions {
     /// not give static members their partitions back after a broker outage
     /// longer than the session timeout.
     pub static_membership: bool,
+    /// How many core-apps (each with its own `/health` port).
+    pub cores: usize,
+    /// core-app's SSE heartbeat interval.
+    pub heartbeat: Duration,
+    /// Put the broker behind a proxy the test controls (fault tests); off,
+    /// clients reach tansu directly (benchmarks).
+    pub broker_proxy: bool,
+    /// Extra flags for every core-app and aggregator.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for StackOptions {
@@ -186,6 +200,10 @@ impl Default for StackOptions {
             deadline: Duration::from_secs(20),
             sim_speed: 4.0,
             static_membership: true,
+            cores: 2,
+            heartbeat: Duration::from_secs(1),
+            broker_proxy: true,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -234,7 +252,11 @@ impl Stack {
         // so a test can cut them off while the broker keeps its data.
         let broker_port = free_port();
         let broker_proxy = Proxy::start(broker_port).await;
-        let tansu = Tansu::start_behind(broker_port, broker_proxy.port()).await;
+        let tansu = if options.broker_proxy {
+            Tansu::start_behind(broker_port, broker_proxy.port()).await
+        } else {
+            Tansu::start_behind(broker_port, broker_port).await
+        };
         let database = postgres.create_database("osago").await;
 
         let mut sims = BTreeMap::new();
@@ -298,13 +320,14 @@ impl Stack {
                         "--socket-timeout".to_owned(),
                         "2s".to_owned(),
                     ],
+                    options.extra_args.clone(),
                 ]
                 .concat(),
                 logs.path(),
             ));
         }
         let mut cores = Vec::new();
-        for n in 0..2 {
+        for n in 0..options.cores {
             let port = free_port();
             cores.push(Restartable::start(
                 &format!("core-app-{n}"),
@@ -322,10 +345,11 @@ impl Stack {
                         "--request-deadline".to_owned(),
                         deadline.clone(),
                         "--heartbeat".to_owned(),
-                        "1s".to_owned(),
+                        format!("{}ms", options.heartbeat.as_millis()),
                         "--rate-limit-per-minute".to_owned(),
                         "0".to_owned(),
                     ],
+                    options.extra_args.clone(),
                 ]
                 .concat(),
                 logs.path(),

@@ -8,12 +8,16 @@
 //! - **end-to-end lag**: the quote ready at the insurer (`quote.ready_at`,
 //!   stamped by the simulated insurer) -> the SSE event received here;
 //! - **pipeline latency**: the aggregator saw it (the event's
-//!   `occurred_at`) -> received here;
+//!   `occurred_at`) -> received here, for rows that happened while the
+//!   stream was open (a row from the snapshot a stream starts with waited
+//!   for the client, not in the pipeline);
 //! - **detection lag**: ready at the insurer -> seen by the aggregator.
 //!
 //! Users start at `ramp_per_sec`; they connect from the `source_ips` in turn
 //! (several 127.0.0.x addresses spread connections past one address's
 //! ephemeral ports) to the `targets` in turn (several core-apps).
+
+pub mod fanout;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -56,6 +60,14 @@ pub struct UserRecord {
     pub pipeline: Vec<Duration>,
     /// Detection lags of its quotes.
     pub detection: Vec<Duration>,
+    /// POST sent -> the aggregator started the fan-out (the earliest
+    /// `occurred_at` of its rows): the request path through the outbox,
+    /// the broker and the aggregator's consumer.
+    #[serde(default)]
+    pub request_path: Option<Duration>,
+    /// The earliest `occurred_at` seen so far.
+    #[serde(skip)]
+    first_occurred: Option<DateTime<Utc>>,
 }
 
 /// The run, summarised.
@@ -81,10 +93,61 @@ pub struct Report {
     pub pipeline_ms: (f64, f64),
     /// Ready at the insurer -> aggregator saw it.
     pub detection_ms: (f64, f64),
+    /// POST sent -> fan-out started.
+    #[serde(default)]
+    pub request_path_ms: (f64, f64),
     /// Wall time of the run.
     pub seconds: f64,
     /// The first few distinct errors.
     pub sample_errors: Vec<String>,
+    /// Server processes watched over the run.
+    #[serde(default)]
+    pub processes: Vec<ProcessUsage>,
+}
+
+/// What one watched server process used over a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProcessUsage {
+    /// Its role (`core-app-0`, `tansu`, ...).
+    pub name: String,
+    /// Peak resident set (`VmHWM`), KiB.
+    pub peak_rss_kib: u64,
+    /// CPU time (user + system) spent during the run, seconds.
+    pub cpu_seconds: f64,
+}
+
+/// Peak RSS (KiB) and CPU seconds so far of a process, from /proc.
+pub fn proc_usage(pid: u32) -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((hwm, proc_cpu(pid)?))
+}
+
+/// CPU seconds (user + system) so far of a process, from /proc.
+pub fn proc_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 (1-based), 12 and 13 after ')'.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Resident set now (`VmRSS`), KiB.
+pub fn proc_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn percentiles(mut values: Vec<Duration>) -> (f64, f64) {
@@ -125,8 +188,10 @@ impl Report {
             end_to_end_ms: percentiles(flat(|r| &r.end_to_end)),
             pipeline_ms: percentiles(flat(|r| &r.pipeline)),
             detection_ms: percentiles(flat(|r| &r.detection)),
+            request_path_ms: percentiles(records.iter().filter_map(|r| r.request_path).collect()),
             seconds,
             sample_errors,
+            processes: Vec::new(),
         }
     }
 
@@ -150,12 +215,14 @@ impl Report {
             end_to_end_ms: worst(|p| p.end_to_end_ms),
             pipeline_ms: worst(|p| p.pipeline_ms),
             detection_ms: worst(|p| p.detection_ms),
+            request_path_ms: worst(|p| p.request_path_ms),
             seconds: parts.iter().map(|p| p.seconds).fold(0.0, f64::max),
             sample_errors: parts
                 .iter()
                 .flat_map(|p| p.sample_errors.clone())
                 .take(5)
                 .collect(),
+            processes: Vec::new(),
         }
     }
 }
@@ -213,6 +280,7 @@ async fn user(
 ) -> UserRecord {
     let mut record = UserRecord::default();
     let posted = Instant::now();
+    let posted_at = Utc::now();
     let outcome = tokio::time::timeout(timeout, async {
         let response = http
             .post(format!("{base}/api/osago/requests"))
@@ -238,9 +306,15 @@ async fn user(
         if stream.status() != 200 {
             return Err(format!("stream: HTTP {}", stream.status().as_u16()));
         }
-        read_stream(stream, posted, &mut record).await
+        let opened = Utc::now();
+        read_stream(stream, posted, opened, &mut record).await?;
+        Ok(())
     })
     .await;
+    record.request_path = record
+        .first_occurred
+        .take()
+        .and_then(|first| since(first, posted_at));
     match outcome {
         Ok(Ok(())) => {}
         Ok(Err(error)) => record.error = Some(error),
@@ -264,6 +338,7 @@ fn kind_of(error: &reqwest::Error) -> &'static str {
 async fn read_stream(
     response: reqwest::Response,
     posted: Instant,
+    opened: DateTime<Utc>,
     record: &mut UserRecord,
 ) -> Result<(), String> {
     let mut chunks = response.bytes_stream();
@@ -278,7 +353,7 @@ async fn read_stream(
             match event.as_deref() {
                 Some("insurer") => {
                     record.events += 1;
-                    observe_row(&data, received, posted, record);
+                    observe_row(&data, received, opened, posted, record);
                 }
                 Some("done") | Some("timeout") => {
                     record.events += 1;
@@ -310,7 +385,13 @@ fn since(later: DateTime<Utc>, earlier: DateTime<Utc>) -> Option<Duration> {
     (later - earlier).to_std().ok()
 }
 
-fn observe_row(data: &str, received: DateTime<Utc>, posted: Instant, record: &mut UserRecord) {
+fn observe_row(
+    data: &str,
+    received: DateTime<Utc>,
+    opened: DateTime<Utc>,
+    posted: Instant,
+    record: &mut UserRecord,
+) {
     let Ok(row) = serde_json::from_str::<serde_json::Value>(data) else {
         return;
     };
@@ -318,6 +399,9 @@ fn observe_row(data: &str, received: DateTime<Utc>, posted: Instant, record: &mu
         .as_str()
         .and_then(|s| s.parse::<DateTime<Utc>>().ok());
     if let Some(occurred) = occurred {
+        record.first_occurred = Some(record.first_occurred.map_or(occurred, |f| f.min(occurred)));
+    }
+    if let Some(occurred) = occurred.filter(|occurred| *occurred >= opened) {
         record.pipeline.extend(since(received, occurred));
     }
     if row["status"] != "quoted" {
@@ -346,11 +430,24 @@ mod tests {
         let mut record = UserRecord::default();
         let received: DateTime<Utc> = "2026-11-26T12:00:01.000Z".parse().unwrap();
         let data = r#"{"status":"quoted","occurred_at":"2026-11-26T12:00:00.990Z","quote":{"ready_at":"2026-11-26T12:00:00.700Z"}}"#;
-        observe_row(data, received, Instant::now(), &mut record);
+        let opened: DateTime<Utc> = "2026-11-26T12:00:00.500Z".parse().unwrap();
+        observe_row(data, received, opened, Instant::now(), &mut record);
         assert_eq!(record.end_to_end, [Duration::from_millis(300)]);
         assert_eq!(record.pipeline, [Duration::from_millis(10)]);
         assert_eq!(record.detection, [Duration::from_millis(290)]);
         assert!(record.first_quote.is_some());
+    }
+
+    #[test]
+    fn a_snapshot_row_has_no_pipeline_latency() {
+        let mut record = UserRecord::default();
+        let received: DateTime<Utc> = "2026-11-26T12:00:01.000Z".parse().unwrap();
+        let opened: DateTime<Utc> = "2026-11-26T12:00:00.995Z".parse().unwrap();
+        let data = r#"{"status":"quoted","occurred_at":"2026-11-26T12:00:00.990Z","quote":{"ready_at":"2026-11-26T12:00:00.700Z"}}"#;
+        observe_row(data, received, opened, Instant::now(), &mut record);
+        assert!(record.pipeline.is_empty());
+        assert_eq!(record.end_to_end, [Duration::from_millis(300)]);
+        assert_eq!(record.detection, [Duration::from_millis(290)]);
     }
 
     #[test]

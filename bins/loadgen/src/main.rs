@@ -16,11 +16,14 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use loadgen::{LoadConfig, Report};
+use loadgen::fanout::FanoutConfig;
+use loadgen::{proc_cpu, proc_usage, LoadConfig, ProcessUsage, Report};
 
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// core-app base URL (repeat, or comma-separate, for several).
     #[arg(
         long = "target",
@@ -51,21 +54,68 @@ struct Args {
     json: bool,
 }
 
-/// Peak RSS (KiB) and CPU seconds of a process, from /proc.
-fn proc_usage(pid: u32) -> Option<(u64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 (1-based), 12 and 13 after ')'.
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some((hwm, ticks / 100.0))
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// Hold N SSE streams of one URL and measure the delivery lag of every
+    /// event stamped with `occurred_at` (one publisher, many subscribers).
+    /// Prints `connected K` once every stream is open or failed, then the
+    /// report as JSON.
+    Subscribe {
+        /// The stream URL.
+        #[arg(long)]
+        url: String,
+        /// Subscribers.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Subscribers connected per second.
+        #[arg(long, default_value_t = 2000.0)]
+        connect_rate: f64,
+        /// Connect from 127.0.0.1 .. 127.0.0.K in turn (0: the default address).
+        #[arg(long, default_value_t = 0)]
+        source_ips: u8,
+        /// Stamped events each subscriber waits for.
+        #[arg(long, default_value_t = 10)]
+        events: usize,
+        /// How long a subscriber waits for them.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+fn source_addresses(k: u8) -> Vec<IpAddr> {
+    (1..=k)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+        .collect()
+}
+
+fn subscribe(command: Cmd) -> ExitCode {
+    let Cmd::Subscribe {
+        url,
+        subscribers,
+        connect_rate,
+        source_ips,
+        events,
+        timeout,
+    } = command;
+    if subscribers == 0 || connect_rate <= 0.0 {
+        eprintln!("loadgen subscribe: --subscribers and --connect-rate must be positive");
+        return ExitCode::from(64);
+    }
+    let config = FanoutConfig {
+        url,
+        subscribers,
+        connect_per_sec: connect_rate,
+        source_ips: source_addresses(source_ips),
+        events,
+        timeout,
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let report = runtime.block_on(loadgen::fanout::subscribe(config, |open| {
+        println!("connected {open}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+    }));
+    println!("{}", serde_json::to_string(&report).expect("report JSON"));
+    ExitCode::SUCCESS
 }
 
 fn sample_request() -> serde_json::Value {
@@ -75,6 +125,9 @@ fn sample_request() -> serde_json::Value {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(command) = args.command {
+        return subscribe(command);
+    }
     if args.users == 0 || args.ramp <= 0.0 || args.targets.is_empty() || args.processes == 0 {
         eprintln!("loadgen: --users, --ramp and --processes must be positive, --target given");
         return ExitCode::from(64);
@@ -89,7 +142,7 @@ fn main() -> ExitCode {
         .collect();
     let cpu_before: Vec<f64> = watched
         .iter()
-        .map(|(_, pid)| proc_usage(*pid).map_or(0.0, |u| u.1))
+        .map(|(_, pid)| proc_cpu(*pid).unwrap_or(0.0))
         .collect();
     let started = Instant::now();
     let report = if args.processes > 1 {
@@ -114,9 +167,7 @@ fn main() -> ExitCode {
             .collect();
         Report::merge(&parts)
     } else {
-        let source_ips = (1..=args.source_ips)
-            .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
-            .collect();
+        let source_ips = source_addresses(args.source_ips);
         let config = LoadConfig {
             targets: args.targets.clone(),
             users: args.users,
@@ -129,6 +180,19 @@ fn main() -> ExitCode {
         let records = runtime.block_on(loadgen::run(config));
         Report::of(&records, started.elapsed().as_secs_f64())
     };
+    let mut report = report;
+    report.processes = watched
+        .iter()
+        .zip(cpu_before)
+        .filter_map(|((name, pid), before)| {
+            let (peak_rss_kib, cpu) = proc_usage(*pid)?;
+            Some(ProcessUsage {
+                name: name.clone(),
+                peak_rss_kib,
+                cpu_seconds: cpu - before,
+            })
+        })
+        .collect();
     if args.json {
         println!("{}", serde_json::to_string(&report).expect("report JSON"));
         return ExitCode::SUCCESS;
@@ -150,15 +214,14 @@ fn main() -> ExitCode {
         report.quotes,
         report.seconds
     );
-    for ((name, pid), before) in watched.iter().zip(cpu_before) {
-        if let Some((hwm_kib, cpu)) = proc_usage(*pid) {
-            println!(
-                "{name}: peak RSS {:.1} MiB, CPU {:.1} s ({:.2} ms per request)",
-                hwm_kib as f64 / 1024.0,
-                cpu - before,
-                (cpu - before) * 1000.0 / report.users.max(1) as f64
-            );
-        }
+    for process in &report.processes {
+        println!(
+            "{}: peak RSS {:.1} MiB, CPU {:.1} s ({:.2} ms per request)",
+            process.name,
+            process.peak_rss_kib as f64 / 1024.0,
+            process.cpu_seconds,
+            process.cpu_seconds * 1000.0 / report.users.max(1) as f64
+        );
     }
     for error in &report.sample_errors {
         println!("error: {error}");

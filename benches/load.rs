@@ -1,0 +1,1055 @@
+//! Load benchmarks on this box, in three modes. Each prints its table and
+//! writes it into docs/benchmarks.md between its markers, with the date,
+//! the machine and the command (`--no-write`: print only).
+//!
+//! ```sh
+//! ./scripts/bench-load.sh embedded 2500 10000 19000  # one `osago` process
+//! ./scripts/bench-load.sh real 2500 10000            # 2 core-apps, 2 aggregators, PG, Valkey, tansu
+//! ./scripts/bench-load.sh real --cores 4 40000       # more core-app processes
+//! ./scripts/bench-load.sh sse 10000 19000            # core-app's SSE against nginx + nchan
+//! ```
+//!
+//! The script builds the release binaries and raises the open-file limit;
+//! the generator (`bins/loadgen`) runs as child processes of at most 15 000
+//! users each, connecting from 127.0.0.1..8.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use loadgen::fanout::FanoutReport;
+use loadgen::{proc_cpu, Report};
+use osago_tests::processes::binary;
+use osago_tests::stack::{InsurerSpec, Stack, StackOptions};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Users (or subscribers) per generator process: under the 20 000 open
+/// files one process may hold.
+const PER_PROCESS: usize = 15_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Embedded,
+    Real,
+    Sse,
+}
+
+#[derive(Debug)]
+struct Opts {
+    mode: Mode,
+    levels: Vec<usize>,
+    cores: usize,
+    events: usize,
+    fetch_wait: String,
+    sim_speed: f64,
+    deadline: Duration,
+    write: bool,
+    command: String,
+}
+
+fn parse_opts(args: &[String]) -> Result<Opts, String> {
+    let mut opts = Opts {
+        mode: Mode::Embedded,
+        levels: Vec::new(),
+        cores: 2,
+        events: 20,
+        fetch_wait: "1ms".to_owned(),
+        sim_speed: 1.0,
+        deadline: Duration::from_secs(60),
+        write: true,
+        command: String::new(),
+    };
+    let mut shown = Vec::new();
+    let mut mode = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "--bench" => continue,
+            "--no-write" => opts.write = false,
+            "--cores" => {
+                let v = value("--cores")?;
+                opts.cores = v.parse().map_err(|_| "--cores: a number".to_owned())?;
+                shown.push(format!("--cores {v}"));
+            }
+            "--events" => {
+                let v = value("--events")?;
+                opts.events = v.parse().map_err(|_| "--events: a number".to_owned())?;
+                shown.push(format!("--events {v}"));
+            }
+            "--kafka-fetch-wait" => {
+                opts.fetch_wait = value("--kafka-fetch-wait")?;
+                shown.push(format!("--kafka-fetch-wait {}", opts.fetch_wait));
+            }
+            "--sim-speed" => {
+                let v = value("--sim-speed")?;
+                opts.sim_speed = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                    .ok_or("--sim-speed: a positive number")?;
+                shown.push(format!("--sim-speed {v}"));
+            }
+            "--deadline" => {
+                let v = value("--deadline")?;
+                opts.deadline =
+                    humantime::parse_duration(&v).map_err(|e| format!("--deadline: {e}"))?;
+                shown.push(format!("--deadline {v}"));
+            }
+            "embedded" => mode = Some(Mode::Embedded),
+            "real" => mode = Some(Mode::Real),
+            "sse" => mode = Some(Mode::Sse),
+            number => {
+                let n = number
+                    .parse()
+                    .map_err(|_| format!("unknown argument {number:?}"))?;
+                opts.levels.push(n);
+                shown.push(number.to_owned());
+            }
+        }
+    }
+    opts.mode = mode.ok_or("name a mode: embedded, real or sse")?;
+    if opts.levels.is_empty() {
+        opts.levels.push(if opts.mode == Mode::Sse {
+            10_000
+        } else {
+            2_500
+        });
+    }
+    let name = match opts.mode {
+        Mode::Embedded => "embedded",
+        Mode::Real => "real",
+        Mode::Sse => "sse",
+    };
+    opts.command = format!("./scripts/bench-load.sh {name} {}", shown.join(" "));
+    Ok(opts)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("__sse-server") {
+        sse_server::main(&args[1..]);
+        return;
+    }
+    let opts = match parse_opts(&args) {
+        Ok(opts) => opts,
+        Err(problem) => {
+            eprintln!("load bench: {problem}");
+            std::process::exit(64);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (marker, table) = runtime.block_on(async {
+        match opts.mode {
+            Mode::Embedded => {
+                let mut rows = Vec::new();
+                for &users in &opts.levels {
+                    rows.push(embedded(users, &opts).await);
+                    println!("{}", rows.last().expect("row").markdown());
+                }
+                ("load-embedded", load_table(&rows))
+            }
+            Mode::Real => {
+                let mut rows = Vec::new();
+                for &users in &opts.levels {
+                    rows.push(real(users, &opts).await);
+                    println!("{}", rows.last().expect("row").markdown());
+                }
+                ("load-real", load_table(&rows))
+            }
+            Mode::Sse => {
+                let mut rows = Vec::new();
+                for &n in &opts.levels {
+                    for row in sse(n, opts.events).await {
+                        println!("{}", row.markdown());
+                        rows.push(row);
+                    }
+                }
+                ("load-sse", sse_table(&rows))
+            }
+        }
+    });
+    let section = format!(
+        "Measured {} on {}.\n\n```sh\n{}\n```\n\n{table}",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        machine(),
+        opts.command.trim_end()
+    );
+    println!("\n{section}");
+    if opts.write {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
+        match write_section(&docs, marker, &section) {
+            Ok(()) => println!("written to docs/benchmarks.md ({marker})"),
+            Err(problem) => eprintln!("load bench: not written: {problem}"),
+        }
+    }
+}
+
+/// Replaces what lies between `<!-- bench:{marker} -->` and
+/// `<!-- /bench:{marker} -->` in `path`.
+fn write_section(path: &Path, marker: &str, section: &str) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let open = format!("<!-- bench:{marker} -->");
+    let close = format!("<!-- /bench:{marker} -->");
+    let start = text
+        .find(&open)
+        .ok_or_else(|| format!("no {open} marker"))?
+        + open.len();
+    let end = text[start..]
+        .find(&close)
+        .ok_or_else(|| format!("no {close} marker"))?
+        + start;
+    let updated = format!(
+        "{}\n{}\n{}",
+        &text[..start],
+        section.trim_end(),
+        &text[end..]
+    );
+    std::fs::write(path, updated).map_err(|e| e.to_string())
+}
+
+/// `2 cores (model), 24 GiB, Linux 6.1`.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown CPU")
+        .trim()
+        .to_owned();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cores} cores ({model}), {mem_gib:.0} GiB, Linux {}; generator and servers on the same box",
+        kernel.trim()
+    )
+}
+
+// ---------------------------------------------------------------- processes
+
+/// Every process below `root` (children, grandchildren, ...), and `root`.
+fn tree(root: u32) -> Vec<u32> {
+    let mut parent_of = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                parent_of.insert(pid, ppid);
+            }
+        }
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(
+            parent_of
+                .iter()
+                .filter(|(_, p)| **p == parent)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    out
+}
+
+/// A `/proc/{pid}/status` or `smaps_rollup` field, KiB.
+fn kib_field(pid: u32, file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Proportional set size of a process tree now, KiB (shared pages split
+/// between the processes that map them, so a tree's sum is fair).
+fn pss_kib(root: u32) -> u64 {
+    tree(root)
+        .into_iter()
+        .map(|pid| kib_field(pid, "smaps_rollup", "Pss:"))
+        .sum()
+}
+
+/// A server role whose memory and CPU a run reports.
+#[derive(Debug, Clone)]
+struct Watched {
+    name: String,
+    root: u32,
+    cpu_before: f64,
+    peak_pss_kib: Arc<AtomicU64>,
+}
+
+impl Watched {
+    fn new(name: impl Into<String>, root: u32) -> Self {
+        let mut me = Self {
+            name: name.into(),
+            root,
+            cpu_before: 0.0,
+            peak_pss_kib: Arc::new(AtomicU64::new(0)),
+        };
+        me.cpu_before = me.cpu_now();
+        me
+    }
+
+    fn cpu_now(&self) -> f64 {
+        tree(self.root)
+            .into_iter()
+            .filter_map(proc_cpu)
+            .sum::<f64>()
+    }
+
+    fn sample(&self) {
+        self.peak_pss_kib
+            .fetch_max(pss_kib(self.root), Ordering::Relaxed);
+    }
+
+    /// (name, peak PSS MiB of the tree, CPU seconds since `new`).
+    fn usage(&self) -> (String, f64, f64) {
+        self.sample();
+        (
+            self.name.clone(),
+            self.peak_pss_kib.load(Ordering::Relaxed) as f64 / 1024.0,
+            self.cpu_now() - self.cpu_before,
+        )
+    }
+}
+
+/// Samples the watched processes' memory every half second until dropped.
+struct Sampler(tokio::task::JoinHandle<()>);
+
+impl Sampler {
+    fn start(watched: &[Watched]) -> Sampler {
+        let watched = watched.to_vec();
+        Sampler(tokio::spawn(async move {
+            loop {
+                let w = watched.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || w.iter().for_each(Watched::sample)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }))
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Where each run leaves every server's final `/metrics`, for a look at
+/// what the table summarises.
+fn metrics_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-load");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// Sum of a Prometheus counter's samples (every label set) at `url`; the
+/// whole exposition is kept as `target/bench-load/{keep_as}.prom`.
+async fn scrape_sum(url: &str, metric: &str, keep_as: &str) -> f64 {
+    let Ok(response) = reqwest::get(url).await else {
+        return 0.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    let _ = std::fs::write(metrics_dir().join(format!("{keep_as}.prom")), &text);
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn wait_http_ok(url: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(response) = reqwest::get(url).await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} did not answer in {limit:?}");
+}
+
+fn free_port() -> u16 {
+    osago_testkit::free_port()
+}
+
+// ---------------------------------------------------------------- load runs
+
+/// One level of a load run.
+#[derive(Debug)]
+struct LoadRow {
+    report: Report,
+    polls: f64,
+    processes: Vec<(String, f64, f64)>,
+}
+
+impl LoadRow {
+    fn markdown(&self) -> String {
+        let r = &self.report;
+        let pair = |(a, b): (f64, f64)| format!("{} / {}", thousands(a), thousands(b));
+        let cpu: f64 = self.processes.iter().map(|p| p.2).sum();
+        let mut by_role: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for (name, rss, cpu) in &self.processes {
+            let role = if name.starts_with("sim-") {
+                "sims"
+            } else {
+                name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+            };
+            by_role
+                .entry(role.to_owned())
+                .or_default()
+                .push((*rss, *cpu));
+        }
+        let per_role = |pick: fn(&(f64, f64)) -> f64| {
+            by_role
+                .iter()
+                .map(|(role, values)| {
+                    let list: Vec<String> =
+                        values.iter().map(|v| format!("{:.0}", pick(v))).collect();
+                    format!("{role} {}", list.join("+"))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (rss, cpus) = (per_role(|v| v.0), per_role(|v| v.1));
+        format!(
+            "| {} | {} ({:.2} %) | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {:.1} |",
+            thousands(r.users as f64),
+            r.errors,
+            100.0 * r.errors as f64 / r.users.max(1) as f64,
+            pair(r.end_to_end_ms),
+            pair(r.pipeline_ms),
+            pair(r.detection_ms),
+            self.polls / r.quotes.max(1) as f64,
+            pair(r.request_path_ms),
+            pair(r.first_quote_ms),
+            thousands(r.quotes as f64),
+            rss,
+            cpus,
+            cpu * 1000.0 / r.users.max(1) as f64,
+        )
+    }
+}
+
+fn load_table(rows: &[LoadRow]) -> String {
+    let mut out = String::from(
+        "| users | errors | end-to-end p50 / p99 ms | pipeline p50 / p99 ms | detection p50 / p99 ms | polls per quote | request path p50 / p99 ms | first quote p50 / p99 ms | quotes | peak memory (PSS) per process, MiB | CPU s per process | server CPU ms per user |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|\n",
+    );
+    for row in rows {
+        out.push_str(&row.markdown());
+        out.push('\n');
+    }
+    for row in rows {
+        for error in &row.report.sample_errors {
+            out.push_str(&format!(
+                "\nSample error at {} users: `{error}`\n",
+                row.report.users
+            ));
+        }
+    }
+    out
+}
+
+fn thousands(v: f64) -> String {
+    let n = v.round() as i64;
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push('\u{202f}');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+/// Runs the generator as child processes against `targets`; merges their
+/// reports.
+async fn generate(targets: &[String], users: usize) -> Report {
+    let processes = users.div_ceil(PER_PROCESS);
+    let ramp = (users as f64 / 10.0).max(250.0);
+    let started = Instant::now();
+    let children: Vec<Child> = (0..processes)
+        .map(|p| {
+            let share = users / processes + usize::from(p < users % processes);
+            Command::new(binary("loadgen"))
+                .args(["--target", &targets.join(",")])
+                .args(["--users", &share.to_string()])
+                .args(["--ramp", &(ramp / processes as f64).to_string()])
+                .args(["--source-ips", "8", "--timeout", "150s", "--json"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("starting loadgen (cargo build --release --workspace --bins)")
+        })
+        .collect();
+    let mut parts = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().await.expect("loadgen output");
+        match serde_json::from_slice::<Report>(&output.stdout) {
+            Ok(report) => parts.push(report),
+            Err(e) => eprintln!("load bench: a generator gave no report: {e}"),
+        }
+    }
+    let mut report = if parts.len() == 1 {
+        parts.pop().expect("one part")
+    } else {
+        Report::merge(&parts)
+    };
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+/// Embedded mode: one release `osago` process.
+async fn embedded(users: usize, opts: &Opts) -> LoadRow {
+    let logs = tempfile::tempdir().expect("log dir");
+    let port = free_port();
+    let log = std::fs::File::create(logs.path().join("osago.log")).expect("log");
+    let mut server = Command::new(binary("osago"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--rate-limit-per-minute", "0", "--heartbeat", "15s"])
+        .args(["--sim-speed", &opts.sim_speed.to_string()])
+        .args([
+            "--insurer-deadline",
+            &format!("{}ms", opts.deadline.as_millis()),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::from(log.try_clone().expect("log")))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting osago (cargo build --release --workspace --bins)");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_http_ok(&format!("{base}/health"), Duration::from_secs(30)).await;
+    let watched = Watched::new("osago", server.id().expect("running"));
+    eprintln!("== embedded, {users} users");
+    let sampler = Sampler::start(std::slice::from_ref(&watched));
+    let report = generate(std::slice::from_ref(&base), users).await;
+    drop(sampler);
+    let polls = scrape_sum(
+        &format!("{base}/metrics"),
+        "osago_aggregator_polls_total",
+        &format!("embedded-{users}-osago"),
+    )
+    .await;
+    let row = LoadRow {
+        report,
+        polls,
+        processes: vec![watched.usage()],
+    };
+    let _ = server.kill().await;
+    row
+}
+
+/// Real-stack mode: several core-apps, 2 aggregators, PostgreSQL, Valkey
+/// and tansu, eight simulated insurers, each its own process.
+async fn real(users: usize, opts: &Opts) -> LoadRow {
+    let stack = Stack::start(StackOptions {
+        insurers: InsurerSpec::lineup(),
+        deadline: opts.deadline,
+        sim_speed: opts.sim_speed,
+        static_membership: false,
+        cores: opts.cores,
+        heartbeat: Duration::from_secs(15),
+        broker_proxy: false,
+        extra_args: vec!["--kafka-fetch-wait".to_owned(), opts.fetch_wait.clone()],
+    })
+    .await;
+    let mut watched = Vec::new();
+    for (i, core) in stack.cores.iter().enumerate() {
+        watched.push(Watched::new(
+            format!("core-app-{i}"),
+            core.pid().expect("running"),
+        ));
+    }
+    for (i, aggregator) in stack.aggregators.iter().enumerate() {
+        watched.push(Watched::new(
+            format!("aggregator-{i}"),
+            aggregator.pid().expect("running"),
+        ));
+    }
+    for (id, (sim, _)) in &stack.sims {
+        watched.push(Watched::new(format!("sim-{id}"), sim.pid()));
+    }
+    watched.push(Watched::new("tansu", stack.tansu.pid().expect("running")));
+    watched.push(Watched::new("valkey", stack.valkey.pid().expect("running")));
+    watched.push(Watched::new(
+        "postgres",
+        stack.postgres.pid().expect("running"),
+    ));
+    eprintln!("== real stack, {users} users, {} core-apps", opts.cores);
+    let targets: Vec<String> = stack.cores.iter().map(|c| c.base()).collect();
+    let sampler = Sampler::start(&watched);
+    let report = generate(&targets, users).await;
+    drop(sampler);
+    let mut polls = 0.0;
+    for (i, aggregator) in stack.aggregators.iter().enumerate() {
+        polls += scrape_sum(
+            &format!("{}/metrics", aggregator.base()),
+            "osago_aggregator_polls_total",
+            &format!("real-{users}-aggregator-{i}"),
+        )
+        .await;
+    }
+    for (i, core) in stack.cores.iter().enumerate() {
+        scrape_sum(
+            &format!("{}/metrics", core.base()),
+            "",
+            &format!("real-{users}-core-app-{i}"),
+        )
+        .await;
+    }
+    LoadRow {
+        report,
+        polls,
+        processes: watched.iter().map(Watched::usage).collect(),
+    }
+}
+
+// ---------------------------------------------------------------- SSE fan-out
+
+/// One server's figures in the SSE comparison.
+#[derive(Debug)]
+struct SseRow {
+    server: &'static str,
+    subscribers: usize,
+    report: FanoutReport,
+    kib_per_subscriber: f64,
+    cpu_seconds: f64,
+}
+
+impl SseRow {
+    fn markdown(&self) -> String {
+        let r = &self.report;
+        format!(
+            "| {} | {} | {} | {} | {:.1} | {:.1} / {:.1} / {:.1} | {:.2} |",
+            self.server,
+            thousands(self.subscribers as f64),
+            thousands(r.connected as f64),
+            r.errors,
+            self.kib_per_subscriber,
+            r.lag_ms(0.5),
+            r.lag_ms(0.99),
+            r.lag_ms(1.0),
+            self.cpu_seconds,
+        )
+    }
+}
+
+fn sse_table(rows: &[SseRow]) -> String {
+    let mut out = String::from(
+        "| server | subscribers | connected | errors | RSS per idle subscriber, KiB | delivery p50 / p99 / max ms | server CPU s (delivery) |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for row in rows {
+        out.push_str(&row.markdown());
+        out.push('\n');
+    }
+    for row in rows {
+        for error in &row.report.sample_errors {
+            out.push_str(&format!(
+                "\nSample error ({}, {} subscribers): `{error}`\n",
+                row.server, row.subscribers
+            ));
+        }
+    }
+    out
+}
+
+type Subscriber = (
+    Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+);
+
+/// Starts subscriber processes on `url`; returns them once each reports
+/// its streams open, with how many are open.
+async fn subscribers(url: &str, n: usize, events: usize) -> (Vec<Subscriber>, usize) {
+    let processes = n.div_ceil(PER_PROCESS);
+    let mut children = Vec::new();
+    for p in 0..processes {
+        let share = n / processes + usize::from(p < n % processes);
+        let mut child = Command::new(binary("loadgen"))
+            .args(["subscribe", "--url", url])
+            .args(["--subscribers", &share.to_string()])
+            .args(["--events", &events.to_string()])
+            .args(["--connect-rate", &(4000 / processes).to_string()])
+            .args(["--source-ips", "8", "--timeout", "300s"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting loadgen subscribe");
+        let stdout = child.stdout.take().expect("piped");
+        children.push((child, BufReader::new(stdout).lines()));
+    }
+    let mut open = 0;
+    for (_, lines) in &mut children {
+        let line = lines.next_line().await.ok().flatten().unwrap_or_default();
+        open += line
+            .strip_prefix("connected ")
+            .and_then(|k| k.parse::<usize>().ok())
+            .unwrap_or(0);
+    }
+    (children, open)
+}
+
+/// Waits for the subscribers' reports.
+async fn reports(children: Vec<Subscriber>) -> FanoutReport {
+    let mut parts = Vec::new();
+    for (mut child, mut lines) in children {
+        let mut last = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            last = line;
+        }
+        let _ = child.wait().await;
+        match serde_json::from_str::<FanoutReport>(&last) {
+            Ok(report) => parts.push(report),
+            Err(e) => eprintln!("load bench: a subscriber process gave no report: {e}"),
+        }
+    }
+    FanoutReport::merge(parts)
+}
+
+/// Publishes `events` stamped messages, one every 100 ms.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// The SSE comparison at `n` subscribers: core-app's stream (its real HTTP
+/// server, hub and SSE code on the in-memory bus, one request watched by
+/// every subscriber, events published on the bus as the aggregator would),
+/// then nginx + nchan (one channel, events published over HTTP).
+async fn sse(n: usize, events: usize) -> Vec<SseRow> {
+    let mut rows = vec![sse_ours(n, events).await];
+    match nchan_setup() {
+        Ok(setup) => rows.push(sse_nchan(n, events, setup).await),
+        Err(problem) => eprintln!("load bench: nchan skipped: {problem}"),
+    }
+    rows
+}
+
+async fn sse_ours(n: usize, events: usize) -> SseRow {
+    let port = free_port();
+    let exe = std::env::current_exe().expect("own path");
+    let mut server = Command::new(exe)
+        .args(["__sse-server", &port.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting the SSE server");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_http_ok(&format!("{base}/health"), Duration::from_secs(30)).await;
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/api/osago/requests"))
+        .json(&osago_tests::sample_json())
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("created");
+    let request_id = created["request_id"]
+        .as_str()
+        .expect("request_id")
+        .to_owned();
+    let url = format!(
+        "{base}{}",
+        created["stream_url"].as_str().expect("stream_url")
+    );
+    let pid = server.id().expect("running");
+    let result = fan_out(n, events, &url, pid, async |count: usize| {
+        let stdin = server.stdin.as_mut().expect("piped");
+        stdin
+            .write_all(
+                format!(
+                    "publish {request_id} {count} {}\n",
+                    PUBLISH_EVERY.as_millis()
+                )
+                .as_bytes(),
+            )
+            .await
+            .expect("telling the server to publish");
+        stdin.flush().await.expect("flush");
+    })
+    .await;
+    let _ = server.kill().await;
+    SseRow {
+        server: "core-app (ours)",
+        subscribers: n,
+        ..result
+    }
+}
+
+/// Connects the subscribers, measures memory, publishes, collects.
+async fn fan_out(
+    n: usize,
+    events: usize,
+    url: &str,
+    server_root: u32,
+    publish: impl AsyncFnOnce(usize),
+) -> SseRow {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = pss_kib(server_root);
+    eprintln!("== SSE, {n} subscribers on {url}");
+    let (children, open) = subscribers(url, n, events).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = pss_kib(server_root);
+    let watched = Watched::new("server", server_root);
+    publish(events).await;
+    let report = reports(children).await;
+    SseRow {
+        server: "",
+        subscribers: n,
+        kib_per_subscriber: after.saturating_sub(before) as f64 / open.max(1) as f64,
+        cpu_seconds: watched.usage().2,
+        report,
+    }
+}
+
+struct NchanSetup {
+    nginx: PathBuf,
+    module: PathBuf,
+}
+
+fn nchan_setup() -> Result<NchanSetup, String> {
+    let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or("no nginx (Debian: nginx-light or nginx, and libnginx-mod-nchan; scripts/install-test-services.sh --bench)")?;
+    let module = ["/usr/lib/nginx/modules/ngx_nchan_module.so"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or("no nchan module (Debian: libnginx-mod-nchan)")?;
+    Ok(NchanSetup { nginx, module })
+}
+
+async fn sse_nchan(n: usize, events: usize, setup: NchanSetup) -> SseRow {
+    let dir = tempfile::tempdir().expect("nginx dir");
+    let port = free_port();
+    let root_user = if osago_testkit_uid() == 0 {
+        "user root;"
+    } else {
+        ""
+    };
+    let conf = format!(
+        r#"load_module {module};
+{root_user}
+worker_processes 1;
+worker_rlimit_nofile 65536;
+error_log {dir}/error.log warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections 65536; multi_accept on; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location = /health {{ return 200 "ok"; }}
+    location = /pub {{ nchan_publisher; nchan_channel_id bench; }}
+    location = /sub {{ nchan_subscriber eventsource; nchan_channel_id bench; }}
+  }}
+}}
+"#,
+        module = setup.module.display(),
+        dir = dir.path().display(),
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("nginx.conf");
+    let mut nginx = Command::new(&setup.nginx)
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf_path)
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting nginx");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_http_ok(&format!("{base}/health"), Duration::from_secs(30)).await;
+    let pid = nginx.id().expect("running");
+    let http = reqwest::Client::new();
+    let publish_url = format!("{base}/pub");
+    let result = fan_out(
+        n,
+        events,
+        &format!("{base}/sub"),
+        pid,
+        async |count: usize| {
+            let mut next = tokio::time::Instant::now();
+            for _ in 0..count {
+                tokio::time::sleep_until(next).await;
+                next += PUBLISH_EVERY;
+                let body = serde_json::json!({ "occurred_at": chrono::Utc::now() }).to_string();
+                let _ = http.post(&publish_url).body(body).send().await;
+            }
+        },
+    )
+    .await;
+    // nginx's master stops its worker on QUIT; kill_on_drop is the fallback.
+    let _ = std::process::Command::new("kill")
+        .args(["-QUIT", &pid.to_string()])
+        .status();
+    let _ = tokio::time::timeout(Duration::from_secs(10), nginx.wait()).await;
+    SseRow {
+        server: "nginx + nchan",
+        subscribers: n,
+        ..result
+    }
+}
+
+fn osago_testkit_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// core-app's HTTP server, hub and SSE streams on the in-memory bus and
+/// stores (no aggregator), in its own process so its memory is its own.
+/// `publish <request_id> <count> <interval_ms>` on stdin publishes `count`
+/// pending rows of one insurer for that request, stamped as they go out,
+/// as the aggregator would publish them.
+mod sse_server {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use osago_core::events::{InsurerEvent, QuoteEvent, QuoteStatus};
+    use osago_core::ports::QuoteSink;
+    use osago_core::{EventId, InsurerId, RequestId, SystemClock};
+    use osago_transport::memory::{
+        MemoryBus, MemoryRateLimiter, MemoryReadModel, MemoryRequestStore,
+    };
+    use prometheus_client::registry::Registry;
+    use tokio::io::AsyncBufReadExt;
+
+    pub fn main(args: &[String]) {
+        let port: u16 = args
+            .first()
+            .and_then(|p| p.parse().ok())
+            .expect("__sse-server PORT");
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async move {
+            let mut config = core_app::Config {
+                request_deadline: Duration::from_secs(600),
+                ..core_app::Config::default()
+            };
+            config.rate_limit.per_second = 0.0;
+            let bus = MemoryBus::new();
+            let requests = MemoryRequestStore::new(config.retention);
+            let deps = core_app::Deps {
+                requests: Arc::new(requests.clone()),
+                outbox: Arc::new(requests),
+                publisher: Arc::new(bus.clone()),
+                outcomes: Arc::new(bus.clone()),
+                live: Arc::new(bus.clone()),
+                read_model: Arc::new(MemoryReadModel::new(config.retention)),
+                clock: Arc::new(SystemClock),
+                health: Vec::new(),
+                limiter: Arc::new(MemoryRateLimiter::new()),
+            };
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .expect("bind");
+            tokio::spawn(publisher(bus));
+            core_app::run(
+                listener,
+                deps,
+                config,
+                Registry::default(),
+                std::future::pending(),
+            )
+            .await
+            .expect("core-app");
+        });
+    }
+
+    async fn publisher(bus: MemoryBus) {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        let insurer = InsurerId::new("bench").expect("insurer id");
+        while let Ok(Some(line)) = lines.next_line().await {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let ["publish", request_id, count, every_ms] = words[..] else {
+                continue;
+            };
+            let (Ok(request_id), Ok(count), Ok(every_ms)) = (
+                request_id.parse::<RequestId>(),
+                count.parse::<u32>(),
+                every_ms.parse::<u64>(),
+            ) else {
+                continue;
+            };
+            let mut next = tokio::time::Instant::now();
+            for version in 1..=count {
+                tokio::time::sleep_until(next).await;
+                next += Duration::from_millis(every_ms);
+                let now = chrono::Utc::now();
+                let event = InsurerEvent::Quote(QuoteEvent {
+                    event_id: EventId::random(),
+                    request_id,
+                    insurer_id: insurer.clone(),
+                    occurred_at: now,
+                    deadline_at: now + chrono::Duration::minutes(10),
+                    version,
+                    // Two insurers, one of them silent: the stream never
+                    // completes while rows keep coming.
+                    insurers_total: 2,
+                    status: QuoteStatus::Pending,
+                    quote: None,
+                    reason: None,
+                });
+                let _ = bus.publish(&event).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! SSE delivery, one publisher to many subscribers: N subscribers hold one
+//! stream URL each (the same URL or not), and every event whose `data` is
+//! JSON with an `occurred_at` stamp gives one delivery lag (stamp ->
+//! received here, on this machine's one clock). Works against any SSE
+//! server: core-app's request stream, or nginx + nchan's EventSource
+//! subscriber, for a comparison in the same run.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::parse_block;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct FanoutConfig {
+    /// The stream URL every subscriber opens.
+    pub url: String,
+    /// Subscribers.
+    pub subscribers: usize,
+    /// Subscribers connected per second.
+    pub connect_per_sec: f64,
+    /// Local addresses to connect from, in turn (empty: the default).
+    pub source_ips: Vec<IpAddr>,
+    /// Stamped events each subscriber waits for before it hangs up.
+    pub events: usize,
+    /// How long a subscriber waits for them, from its start.
+    pub timeout: Duration,
+}
+
+/// What the subscribers saw.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FanoutReport {
+    /// Subscribers started.
+    pub subscribers: usize,
+    /// Subscribers whose stream opened (status 200).
+    pub connected: usize,
+    /// Subscribers that got every event.
+    pub complete: usize,
+    /// Subscribers that failed (refused, broken, or short of events in time).
+    pub errors: usize,
+    /// Every delivery lag, microseconds.
+    pub lags_us: Vec<u64>,
+    /// The first few distinct errors.
+    pub sample_errors: Vec<String>,
+}
+
+impl FanoutReport {
+    /// Merges the reports of several subscriber processes.
+    pub fn merge(parts: Vec<FanoutReport>) -> FanoutReport {
+        let mut merged = FanoutReport::default();
+        for part in parts {
+            merged.subscribers += part.subscribers;
+            merged.connected += part.connected;
+            merged.complete += part.complete;
+            merged.errors += part.errors;
+            merged.lags_us.extend(part.lags_us);
+            for error in part.sample_errors {
+                if merged.sample_errors.len() < 5 && !merged.sample_errors.contains(&error) {
+                    merged.sample_errors.push(error);
+                }
+            }
+        }
+        merged
+    }
+
+    /// Delivery lag percentile `p` (0..=1), milliseconds.
+    pub fn lag_ms(&self, p: f64) -> f64 {
+        if self.lags_us.is_empty() {
+            return 0.0;
+        }
+        let mut lags = self.lags_us.clone();
+        lags.sort_unstable();
+        let i = ((lags.len() - 1) as f64 * p).round() as usize;
+        lags[i] as f64 / 1000.0
+    }
+}
+
+/// Opens every subscriber's stream; calls `connected` with the number of
+/// open streams once every subscriber has either opened its stream or
+/// failed; returns when each has its events, failed, or timed out.
+pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> FanoutReport {
+    let clients: Vec<reqwest::Client> = if config.source_ips.is_empty() {
+        vec![crate::client(None)]
+    } else {
+        config
+            .source_ips
+            .iter()
+            .map(|ip| crate::client(Some(*ip)))
+            .collect()
+    };
+    let settled = Arc::new(AtomicUsize::new(0));
+    let opened = Arc::new(AtomicUsize::new(0));
+    let wake = Arc::new(Notify::new());
+    let interval = Duration::from_secs_f64(1.0 / config.connect_per_sec.max(0.001));
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(config.subscribers);
+    for i in 0..config.subscribers {
+        tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
+        let http = clients[i % clients.len()].clone();
+        let (url, events, timeout) = (config.url.clone(), config.events, config.timeout);
+        let (settled, opened, wake) = (settled.clone(), opened.clone(), wake.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lags = Vec::with_capacity(events);
+            let mut settle = Some(move |open: bool| {
+                if open {
+                    opened.fetch_add(1, Ordering::SeqCst);
+                }
+                settled.fetch_add(1, Ordering::SeqCst);
+                wake.notify_one();
+            });
+            let outcome = tokio::time::timeout(
+                timeout,
+                one_subscriber(&http, &url, events, &mut lags, &mut settle),
+            )
+            .await
+            .unwrap_or_else(|_| Err("short of events in time".to_owned()));
+            if let Some(settle) = settle.take() {
+                settle(false);
+            }
+            (lags, outcome)
+        }));
+    }
+    while settled.load(Ordering::SeqCst) < config.subscribers {
+        wake.notified().await;
+    }
+    connected(opened.load(Ordering::SeqCst));
+
+    let mut report = FanoutReport {
+        subscribers: config.subscribers,
+        connected: opened.load(Ordering::SeqCst),
+        ..FanoutReport::default()
+    };
+    for task in tasks {
+        let (lags, outcome) = task
+            .await
+            .unwrap_or_else(|e| (Vec::new(), Err(format!("subscriber failed: {e}"))));
+        report.lags_us.extend(lags);
+        match outcome {
+            Ok(()) => report.complete += 1,
+            Err(error) => {
+                report.errors += 1;
+                if report.sample_errors.len() < 5 && !report.sample_errors.contains(&error) {
+                    report.sample_errors.push(error);
+                }
+            }
+        }
+    }
+    report
+}
+
+async fn one_subscriber(
+    http: &reqwest::Client,
+    url: &str,
+    events: usize,
+    lags: &mut Vec<u64>,
+    settle: &mut Option<impl FnOnce(bool)>,
+) -> Result<(), String> {
+    let response = http
+        .get(url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .map_err(|e| format!("stream: {}", crate::kind_of(&e)))?;
+    if response.status() != 200 {
+        return Err(format!("stream: HTTP {}", response.status().as_u16()));
+    }
+    if let Some(settle) = settle.take() {
+        settle(true);
+    }
+    let mut chunks = response.bytes_stream();
+    let mut buffer = String::new();
+    while lags.len() < events {
+        let Some(chunk) = chunks.next().await else {
+            return Err("stream: ended early".to_owned());
+        };
+        let chunk = chunk.map_err(|e| format!("stream: {}", crate::kind_of(&e)))?;
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let received = Utc::now();
+            let (_, data) = parse_block(&block);
+            if let Some(lag) = stamp_lag(&data, received) {
+                lags.push(lag);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The lag of an event whose data is JSON with an `occurred_at` stamp.
+fn stamp_lag(data: &str, received: DateTime<Utc>) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_str(data).ok()?;
+    let occurred: DateTime<Utc> = value["occurred_at"].as_str()?.parse().ok()?;
+    let lag = (received - occurred).to_std().unwrap_or(Duration::ZERO);
+    Some(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_stamped_events_count() {
+        let received: DateTime<Utc> = "2026-11-26T12:00:01.000Z".parse().unwrap();
+        assert_eq!(
+            stamp_lag(r#"{"occurred_at":"2026-11-26T12:00:00.998Z"}"#, received),
+            Some(2_000)
+        );
+        assert_eq!(
+            stamp_lag(r#"{"at":"2026-11-26T12:00:00Z"}"#, received),
+            None
+        );
+        assert_eq!(stamp_lag("not json", received), None);
+    }
+
+    #[test]
+    fn merged_percentiles_are_over_every_sample() {
+        let a = FanoutReport {
+            subscribers: 2,
+            lags_us: vec![1_000, 2_000],
+            ..FanoutReport::default()
+        };
+        let b = FanoutReport {
+            subscribers: 2,
+            lags_us: vec![3_000, 100_000],
+            ..FanoutReport::default()
+        };
+        let merged = FanoutReport::merge(vec![a, b]);
+        assert_eq!(merged.subscribers, 4);
+        assert_eq!(merged.lag_ms(0.0), 1.0);
+        assert_eq!(merged.lag_ms(1.0), 100.0);
+    }
+}
