@@ -5,7 +5,7 @@
 //! ```sh
 //! ./scripts/bench-load.sh embedded 2500 10000 19000  # one `osago` process
 //! ./scripts/bench-load.sh real 2500 10000            # 2 core-apps, 2 aggregators, PG, Valkey, tansu
-//! ./scripts/bench-load.sh real --cores 4 40000       # more core-app processes
+//! ./scripts/bench-load.sh real 2500 --cores 4 40000 # --cores applies to the levels after it
 //! ./scripts/bench-load.sh sse 10000 19000            # core-app's SSE against nginx + nchan
 //! ```
 //!
@@ -41,12 +41,14 @@ enum Mode {
 #[derive(Debug)]
 struct Opts {
     mode: Mode,
-    levels: Vec<usize>,
+    /// Users (subscribers), each with the core-app count given before it.
+    levels: Vec<(usize, usize)>,
     cores: usize,
     events: usize,
     fetch_wait: String,
     sim_speed: f64,
     deadline: Duration,
+    broker_storage: &'static str,
     write: bool,
     command: String,
 }
@@ -60,6 +62,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         fetch_wait: "1ms".to_owned(),
         sim_speed: 1.0,
         deadline: Duration::from_secs(60),
+        broker_storage: "memory://tansu/",
         write: true,
         command: String::new(),
     };
@@ -104,6 +107,15 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
                     humantime::parse_duration(&v).map_err(|e| format!("--deadline: {e}"))?;
                 shown.push(format!("--deadline {v}"));
             }
+            "--broker-storage" => {
+                let v = value("--broker-storage")?;
+                opts.broker_storage = match v.as_str() {
+                    "memory" => "memory://tansu/",
+                    "sqlite" => "sqlite://tansu.db",
+                    _ => return Err("--broker-storage: memory or sqlite".to_owned()),
+                };
+                shown.push(format!("--broker-storage {v}"));
+            }
             "embedded" => mode = Some(Mode::Embedded),
             "real" => mode = Some(Mode::Real),
             "sse" => mode = Some(Mode::Sse),
@@ -111,18 +123,19 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
                 let n = number
                     .parse()
                     .map_err(|_| format!("unknown argument {number:?}"))?;
-                opts.levels.push(n);
+                opts.levels.push((n, opts.cores));
                 shown.push(number.to_owned());
             }
         }
     }
     opts.mode = mode.ok_or("name a mode: embedded, real or sse")?;
     if opts.levels.is_empty() {
-        opts.levels.push(if opts.mode == Mode::Sse {
+        let n = if opts.mode == Mode::Sse {
             10_000
         } else {
             2_500
-        });
+        };
+        opts.levels.push((n, opts.cores));
     }
     let name = match opts.mode {
         Mode::Embedded => "embedded",
@@ -155,7 +168,7 @@ fn main() {
         match opts.mode {
             Mode::Embedded => {
                 let mut rows = Vec::new();
-                for &users in &opts.levels {
+                for &(users, _) in &opts.levels {
                     rows.push(embedded(users, &opts).await);
                     println!("{}", rows.last().expect("row").markdown());
                 }
@@ -163,15 +176,15 @@ fn main() {
             }
             Mode::Real => {
                 let mut rows = Vec::new();
-                for &users in &opts.levels {
-                    rows.push(real(users, &opts).await);
+                for &(users, cores) in &opts.levels {
+                    rows.push(real(users, cores, &opts).await);
                     println!("{}", rows.last().expect("row").markdown());
                 }
                 ("load-real", load_table(&rows))
             }
             Mode::Sse => {
                 let mut rows = Vec::new();
-                for &n in &opts.levels {
+                for &(n, _) in &opts.levels {
                     for row in sse(n, opts.events).await {
                         println!("{}", row.markdown());
                         rows.push(row);
@@ -417,6 +430,8 @@ fn free_port() -> u16 {
 /// One level of a load run.
 #[derive(Debug)]
 struct LoadRow {
+    /// core-app processes (real stack).
+    cores: Option<usize>,
     report: Report,
     polls: f64,
     processes: Vec<(String, f64, f64)>,
@@ -452,8 +467,11 @@ impl LoadRow {
         };
         let (rss, cpus) = (per_role(|v| v.0), per_role(|v| v.1));
         format!(
-            "| {} | {} ({:.2} %) | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {:.1} |",
+            "| {}{} | {} ({:.2} %) | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {:.1} |",
             thousands(r.users as f64),
+            self.cores
+                .map(|c| format!(" ({c} core-apps)"))
+                .unwrap_or_default(),
             r.errors,
             100.0 * r.errors as f64 / r.users.max(1) as f64,
             pair(r.end_to_end_ms),
@@ -577,6 +595,7 @@ async fn embedded(users: usize, opts: &Opts) -> LoadRow {
     )
     .await;
     let row = LoadRow {
+        cores: None,
         report,
         polls,
         processes: vec![watched.usage()],
@@ -587,16 +606,17 @@ async fn embedded(users: usize, opts: &Opts) -> LoadRow {
 
 /// Real-stack mode: several core-apps, 2 aggregators, PostgreSQL, Valkey
 /// and tansu, eight simulated insurers, each its own process.
-async fn real(users: usize, opts: &Opts) -> LoadRow {
+async fn real(users: usize, cores: usize, opts: &Opts) -> LoadRow {
     let stack = Stack::start(StackOptions {
         insurers: InsurerSpec::lineup(),
         deadline: opts.deadline,
         sim_speed: opts.sim_speed,
         static_membership: false,
-        cores: opts.cores,
+        cores,
         heartbeat: Duration::from_secs(15),
         broker_proxy: false,
         extra_args: vec!["--kafka-fetch-wait".to_owned(), opts.fetch_wait.clone()],
+        broker_storage: opts.broker_storage,
     })
     .await;
     let mut watched = Vec::new();
@@ -621,7 +641,7 @@ async fn real(users: usize, opts: &Opts) -> LoadRow {
         "postgres",
         stack.postgres.pid().expect("running"),
     ));
-    eprintln!("== real stack, {users} users, {} core-apps", opts.cores);
+    eprintln!("== real stack, {users} users, {cores} core-apps");
     let targets: Vec<String> = stack.cores.iter().map(|c| c.base()).collect();
     let sampler = Sampler::start(&watched);
     let report = generate(&targets, users).await;
@@ -644,6 +664,7 @@ async fn real(users: usize, opts: &Opts) -> LoadRow {
         .await;
     }
     LoadRow {
+        cores: Some(cores),
         report,
         polls,
         processes: watched.iter().map(Watched::usage).collect(),

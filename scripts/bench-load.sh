@@ -5,7 +5,7 @@
 #   ./scripts/bench-load.sh embedded 2500 10000 19000   # one `osago` process
 #   ./scripts/bench-load.sh real 2500 10000             # 2 core-apps, 2 aggregators,
 #                                                       # PostgreSQL, Valkey, tansu
-#   ./scripts/bench-load.sh real --cores 4 40000        # more core-app processes
+#   ./scripts/bench-load.sh real 2500 10000 --cores 4 40000  # --cores: for the levels after it
 #   ./scripts/bench-load.sh sse 10000 19000             # core-app's SSE vs nginx + nchan
 #
 # Options: --sim-speed X, --deadline D (default 60s), --kafka-fetch-wait D

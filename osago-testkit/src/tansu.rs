@@ -84,6 +84,12 @@ impl Tansu {
         Self::start_on("memory://tansu/", port, Some(advertised)).await
     }
 
+    /// [`start_behind`](Self::start_behind) on a given storage engine
+    /// (`memory://tansu/`, or `sqlite://tansu.db` in its folder).
+    pub async fn start_behind_on(storage: &'static str, port: u16, advertised: u16) -> Tansu {
+        Self::start_on(storage, port, Some(advertised)).await
+    }
+
     async fn start_with(storage: &'static str) -> Tansu {
         Self::start_on(storage, free_port(), None).await
     }

@@ -186,6 +186,8 @@ pub struct StackOptions {
     pub broker_proxy: bool,
     /// Extra flags for every core-app and aggregator.
     pub extra_args: Vec<String>,
+    /// tansu's storage engine (`memory://tansu/` or `sqlite://tansu.db`).
+    pub broker_storage: &'static str,
 }
 
 impl Default for StackOptions {
@@ -204,6 +206,7 @@ impl Default for StackOptions {
             heartbeat: Duration::from_secs(1),
             broker_proxy: true,
             extra_args: Vec::new(),
+            broker_storage: "memory://tansu/",
         }
     }
 }
@@ -252,11 +255,12 @@ impl Stack {
         // so a test can cut them off while the broker keeps its data.
         let broker_port = free_port();
         let broker_proxy = Proxy::start(broker_port).await;
-        let tansu = if options.broker_proxy {
-            Tansu::start_behind(broker_port, broker_proxy.port()).await
+        let advertised = if options.broker_proxy {
+            broker_proxy.port()
         } else {
-            Tansu::start_behind(broker_port, broker_port).await
+            broker_port
         };
+        let tansu = Tansu::start_behind_on(options.broker_storage, broker_port, advertised).await;
         let database = postgres.create_database("osago").await;
 
         let mut sims = BTreeMap::new();

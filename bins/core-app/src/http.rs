@@ -133,12 +133,17 @@ pub async fn handle(
             .status(StatusCode::NO_CONTENT)
             .body(full(Bytes::new()))
             .expect("valid response"),
-        (&Method::GET, ["health"]) => health(&app).await,
+        // Each handler's future is boxed: hyper keeps room for this
+        // function's future for the whole life of every connection, SSE
+        // streams included, so it must stay small.
+        (&Method::GET, ["health"]) => Box::pin(health(&app)).await,
         (&Method::GET, ["metrics"]) => metrics(&app),
-        (&Method::POST, ["api", "osago", "requests"]) => match limit(&app, peer, &req).await {
-            Some(refused) => refused,
-            None => create(&app, req).await,
-        },
+        (&Method::POST, ["api", "osago", "requests"]) => {
+            match Box::pin(limit(&app, peer, &req)).await {
+                Some(refused) => refused,
+                None => Box::pin(create(&app, req)).await,
+            }
+        }
         (_, ["api", "osago", "requests"]) => method_not_allowed("POST"),
         (&Method::GET, ["api", "osago", "requests", id, "stream"]) => {
             let last_event_id = req
@@ -147,13 +152,13 @@ pub async fn handle(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             match id.parse::<RequestId>() {
-                Ok(id) => stream(&app, id, last_event_id).await,
+                Ok(id) => Box::pin(stream(&app, id, last_event_id)).await,
                 Err(_) => not_found(),
             }
         }
         (&Method::GET, ["api", "osago", "requests", id, "quotes"]) => match id.parse::<RequestId>()
         {
-            Ok(id) => quotes(&app, id).await,
+            Ok(id) => Box::pin(quotes(&app, id)).await,
             Err(_) => not_found(),
         },
         (_, ["api", "osago", "requests", _, "stream" | "quotes"]) => method_not_allowed("GET"),
