@@ -188,6 +188,8 @@ pub struct StackOptions {
     pub extra_args: Vec<String>,
     /// tansu's storage engine (`memory://tansu/` or `sqlite://tansu.db`).
     pub broker_storage: &'static str,
+    /// The simulated insurers' response time (`--response-time`).
+    pub sim_response_time: String,
 }
 
 impl Default for StackOptions {
@@ -207,6 +209,7 @@ impl Default for StackOptions {
             broker_proxy: true,
             extra_args: Vec::new(),
             broker_storage: "memory://tansu/",
+            sim_response_time: "0ms".to_owned(),
         }
     }
 }
@@ -280,6 +283,8 @@ impl Stack {
                     insurer.archetype.as_str().to_owned(),
                     "--speed".to_owned(),
                     options.sim_speed.to_string(),
+                    "--response-time".to_owned(),
+                    options.sim_response_time.clone(),
                 ],
                 logs.path(),
             );

@@ -17,6 +17,8 @@ use osago_core::{FieldError, QuoteRequest};
 use osago_transport::http::wire::{
     ApplicationCreated, PropertyProblem, QuoteState, QuoteStatusWire,
 };
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 use crate::archetype::Archetype;
@@ -38,6 +40,8 @@ pub(crate) struct Simulator {
     config: SimConfig,
     store: Mutex<Store>,
     stats: Mutex<Stats>,
+    /// Draws of the response time (seeded).
+    timing: Mutex<StdRng>,
 }
 
 /// Counters served at `GET /stats`.
@@ -56,10 +60,12 @@ pub(crate) struct Stats {
 impl Simulator {
     /// A simulator with an empty memory.
     pub(crate) fn new(config: SimConfig) -> Self {
+        let timing = StdRng::seed_from_u64(config.seed ^ 0x7265_7370_6f6e_7365);
         Self {
             config,
             store: Mutex::new(Store::new(Instant::now())),
             stats: Mutex::default(),
+            timing: Mutex::new(timing),
         }
     }
 
@@ -84,13 +90,32 @@ impl Simulator {
                 let stats = *self.stats.lock().unwrap_or_else(PoisonError::into_inner);
                 reply::json(StatusCode::OK, &stats)
             }
-            Method::POST if path == "/applications" => self.create(request).await,
+            Method::POST if path == "/applications" => {
+                self.respond_in_time().await;
+                self.create(request).await
+            }
             Method::GET => match quote_id(path) {
-                Some(id) => self.poll(id),
+                Some(id) => {
+                    self.respond_in_time().await;
+                    self.poll(id)
+                }
                 None => reply::not_found(),
             },
             _ => reply::not_found(),
         }
+    }
+
+    /// Waits the configured response time (a uniform draw, sped up).
+    async fn respond_in_time(&self) {
+        let (fastest, slowest) = self.config.response_time;
+        if slowest.is_zero() {
+            return;
+        }
+        let wait = {
+            let mut rng = self.timing.lock().unwrap_or_else(PoisonError::into_inner);
+            rng.random_range(fastest..=slowest)
+        };
+        tokio::time::sleep(wait.div_f64(self.config.speed)).await;
     }
 
     /// `POST /applications`.
@@ -395,6 +420,31 @@ mod tests {
         let reply = sim.handle(get(&format!("/quotes/{id}"))).await;
         assert_eq!(reply.status(), StatusCode::OK);
         serde_json::from_slice(&body_of(reply).await).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_take_the_configured_response_time() {
+        let mut config = SimConfig::new(InsurerId::new("sim").unwrap(), Archetype::Typical);
+        config.speed = 2.0;
+        config.response_time = (Duration::from_millis(100), Duration::from_millis(300));
+        let sim = Simulator::new(config);
+        for _ in 0..20 {
+            let started = Instant::now();
+            let created = create(&sim, &uuid::Uuid::new_v4().to_string()).await;
+            let took = started.elapsed();
+            // 100..=300 ms at twice the speed.
+            assert!(
+                (Duration::from_millis(50)..=Duration::from_millis(150)).contains(&took),
+                "{took:?}"
+            );
+            let started = Instant::now();
+            state(&sim, &created.application_id).await;
+            assert!(started.elapsed() >= Duration::from_millis(50));
+        }
+        // Health and stats answer at once.
+        let started = Instant::now();
+        sim.handle(get("/health")).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

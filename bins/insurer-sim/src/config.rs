@@ -2,6 +2,7 @@
 
 use osago_core::tariff::tables::TB_CORRIDOR_RUB;
 use osago_core::InsurerId;
+use std::time::Duration;
 
 use crate::archetype::Archetype;
 
@@ -25,6 +26,10 @@ pub struct SimConfig {
     pub tb_range_rub: (i64, i64),
     /// When set, quotes carry `{purchase_base_url}/buy/{application_id}`.
     pub purchase_base_url: Option<String>,
+    /// How long each partner-API answer (`POST /applications`,
+    /// `GET /quotes/{id}`) takes: uniform in `low..=high`, divided by
+    /// `speed`. Default `(0, 0)`: at once. Real insurers take 50-200 ms.
+    pub response_time: (Duration, Duration),
 }
 
 impl SimConfig {
@@ -37,6 +42,7 @@ impl SimConfig {
             speed: 1.0,
             tb_range_rub: DEFAULT_TB_RANGE_RUB,
             purchase_base_url: None,
+            response_time: (Duration::ZERO, Duration::ZERO),
         }
     }
 
@@ -52,6 +58,10 @@ impl SimConfig {
             problems.push(format!(
                 "tb range must be ordered and lie within the corridor {floor}..={ceiling} rub"
             ));
+        }
+        let (fastest, slowest) = self.response_time;
+        if fastest > slowest || slowest > Duration::from_secs(10) {
+            problems.push("response time must be an ordered range of at most 10s".to_owned());
         }
         if let Some(url) = &self.purchase_base_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -72,6 +82,20 @@ impl SimConfig {
             "{}/buy/{application_id}",
             base.trim_end_matches('/')
         ))
+    }
+}
+
+/// Parses a response time: `100ms` (fixed) or `50ms..200ms` (uniform).
+pub fn parse_response_time(text: &str) -> Result<(Duration, Duration), humantime::DurationError> {
+    match text.split_once("..") {
+        Some((low, high)) => Ok((
+            humantime::parse_duration(low.trim())?,
+            humantime::parse_duration(high.trim())?,
+        )),
+        None => {
+            let fixed = humantime::parse_duration(text.trim())?;
+            Ok((fixed, fixed))
+        }
     }
 }
 

@@ -32,5 +32,5 @@ mod store;
 
 pub use api::MAX_BODY_BYTES;
 pub use archetype::{Archetype, UnknownArchetype};
-pub use config::{default_lineup, SimConfig, DEFAULT_TB_RANGE_RUB};
+pub use config::{default_lineup, parse_response_time, SimConfig, DEFAULT_TB_RANGE_RUB};
 pub use server::run;

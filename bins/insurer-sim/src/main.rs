@@ -48,6 +48,10 @@ struct Cli {
     /// Base of purchase links (`{base}/buy/{application_id}`).
     #[arg(long, env = "OSAGO_SIM_PURCHASE_BASE_URL")]
     purchase_base_url: Option<String>,
+    /// How long each partner-API answer takes, `50ms..200ms` (uniform) or
+    /// `100ms`; divided by --speed. Default: at once.
+    #[arg(long, env = "OSAGO_SIM_RESPONSE_TIME", default_value = "0ms")]
+    response_time: String,
 }
 
 /// The validated settings.
@@ -130,6 +134,12 @@ fn settings(cli: Cli) -> Result<Settings, Vec<String>> {
     config.seed = seed.unwrap_or(config.seed);
     config.speed = speed.unwrap_or(config.speed);
     config.purchase_base_url = cli.purchase_base_url;
+    let response_time = parsed(
+        insurer_sim::parse_response_time(&cli.response_time),
+        "response time must be a duration like 100ms or a range like 50ms..200ms",
+        &mut problems,
+    );
+    config.response_time = response_time.unwrap_or(config.response_time);
     // An unparsable speed was reported above and left at its default here.
     problems.extend(config.validate().err().unwrap_or_default());
     match (listen, insurer_id, archetype) {

@@ -34,6 +34,9 @@ pub struct EmbeddedConfig {
     pub sim_speed: f64,
     /// Simulator seed (runs repeat for the same seed).
     pub sim_seed: u64,
+    /// How long each simulated insurer's API answer takes (uniform range,
+    /// divided by `sim_speed`); zero: at once.
+    pub sim_response_time: (Duration, Duration),
     /// The insurer HTTP client settings.
     pub http: HttpInsurerConfig,
 }
@@ -47,6 +50,7 @@ impl Default for EmbeddedConfig {
             insurers: insurer_sim::default_lineup(),
             sim_speed: 1.0,
             sim_seed: 42,
+            sim_response_time: (Duration::ZERO, Duration::ZERO),
             http: HttpInsurerConfig::default(),
         }
     }
@@ -91,6 +95,7 @@ pub async fn start(listener: TcpListener, config: EmbeddedConfig) -> std::io::Re
         let mut sim = SimConfig::new(id.clone(), *archetype);
         sim.seed = config.sim_seed;
         sim.speed = config.sim_speed;
+        sim.response_time = config.sim_response_time;
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(err) = insurer_sim::run(sim_listener, sim, token.cancelled_owned()).await {

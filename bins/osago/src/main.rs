@@ -21,6 +21,10 @@ struct Args {
     /// Simulator seed.
     #[arg(long, env = "OSAGO_SIM_SEED", default_value_t = 42)]
     sim_seed: u64,
+    /// How long each simulated insurer's API answer takes: `50ms..200ms`
+    /// (uniform) or `100ms`, divided by --sim-speed. Default: at once.
+    #[arg(long, env = "OSAGO_SIM_RESPONSE_TIME", default_value = "0ms", value_parser = parse_response_time)]
+    sim_response_time: (Duration, Duration),
     /// The most each insurer gets per request.
     #[arg(long, env = "OSAGO_INSURER_DEADLINE", default_value = "60s", value_parser = osago::parse_duration)]
     insurer_deadline: Duration,
@@ -38,6 +42,14 @@ struct Args {
     /// tests from one machine need 0).
     #[arg(long, env = "OSAGO_RATE_LIMIT_PER_MINUTE", default_value_t = 12.0)]
     rate_limit_per_minute: f64,
+}
+
+fn parse_response_time(text: &str) -> Result<(Duration, Duration), String> {
+    let (fastest, slowest) = insurer_sim::parse_response_time(text).map_err(|e| e.to_string())?;
+    if fastest > slowest || slowest > Duration::from_secs(10) {
+        return Err("an ordered range of at most 10s, like 50ms..200ms".to_owned());
+    }
+    Ok((fastest, slowest))
 }
 
 fn problems(args: &Args) -> Vec<String> {
@@ -77,6 +89,7 @@ async fn main() -> ExitCode {
     let mut config = EmbeddedConfig {
         sim_speed: args.sim_speed,
         sim_seed: args.sim_seed,
+        sim_response_time: args.sim_response_time,
         ..EmbeddedConfig::default()
     };
     config.engine.insurer_deadline = args.insurer_deadline;
