@@ -49,6 +49,7 @@ struct Opts {
     sim_speed: f64,
     deadline: Duration,
     broker_storage: &'static str,
+    response_time: String,
     write: bool,
     command: String,
 }
@@ -59,10 +60,11 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         levels: Vec::new(),
         cores: 2,
         events: 20,
-        fetch_wait: "1ms".to_owned(),
+        fetch_wait: "10ms".to_owned(),
         sim_speed: 1.0,
         deadline: Duration::from_secs(60),
         broker_storage: "memory://tansu/",
+        response_time: "50ms..200ms".to_owned(),
         write: true,
         command: String::new(),
     };
@@ -115,6 +117,10 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
                     _ => return Err("--broker-storage: memory or sqlite".to_owned()),
                 };
                 shown.push(format!("--broker-storage {v}"));
+            }
+            "--response-time" => {
+                opts.response_time = value("--response-time")?;
+                shown.push(format!("--response-time {}", opts.response_time));
             }
             "embedded" => mode = Some(Mode::Embedded),
             "real" => mode = Some(Mode::Real),
@@ -496,15 +502,23 @@ fn load_table(rows: &[LoadRow]) -> String {
         out.push_str(&row.markdown());
         out.push('\n');
     }
-    for row in rows {
-        for error in &row.report.sample_errors {
-            out.push_str(&format!(
-                "\nSample error at {} users: `{error}`\n",
-                row.report.users
-            ));
-        }
+    for row in rows.iter().filter(|r| !r.report.sample_errors.is_empty()) {
+        out.push_str(&format!(
+            "\nErrors seen at {} users: {}.\n",
+            thousands(row.report.users as f64),
+            quoted(&row.report.sample_errors)
+        ));
     }
     out
+}
+
+/// `` `a`, `b` ``.
+fn quoted(errors: &[String]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("`{e}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn thousands(v: f64) -> String {
@@ -571,6 +585,7 @@ async fn embedded(users: usize, opts: &Opts) -> LoadRow {
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--rate-limit-per-minute", "0", "--heartbeat", "15s"])
         .args(["--sim-speed", &opts.sim_speed.to_string()])
+        .args(["--sim-response-time", &opts.response_time])
         .args([
             "--insurer-deadline",
             &format!("{}ms", opts.deadline.as_millis()),
@@ -617,6 +632,7 @@ async fn real(users: usize, cores: usize, opts: &Opts) -> LoadRow {
         broker_proxy: false,
         extra_args: vec!["--kafka-fetch-wait".to_owned(), opts.fetch_wait.clone()],
         broker_storage: opts.broker_storage,
+        sim_response_time: opts.response_time.clone(),
     })
     .await;
     let mut watched = Vec::new();
@@ -709,13 +725,13 @@ fn sse_table(rows: &[SseRow]) -> String {
         out.push_str(&row.markdown());
         out.push('\n');
     }
-    for row in rows {
-        for error in &row.report.sample_errors {
-            out.push_str(&format!(
-                "\nSample error ({}, {} subscribers): `{error}`\n",
-                row.server, row.subscribers
-            ));
-        }
+    for row in rows.iter().filter(|r| !r.report.sample_errors.is_empty()) {
+        out.push_str(&format!(
+            "\nErrors seen by {} at {} subscribers: {}.\n",
+            row.server,
+            thousands(row.subscribers as f64),
+            quoted(&row.report.sample_errors)
+        ));
     }
     out
 }
@@ -804,15 +820,11 @@ async fn sse_ours(n: usize, events: usize) -> SseRow {
         .expect("starting the SSE server");
     let base = format!("http://127.0.0.1:{port}");
     wait_http_ok(&format!("{base}/health"), Duration::from_secs(30)).await;
-    let created: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/api/osago/requests"))
-        .json(&osago_tests::sample_json())
-        .send()
-        .await
-        .expect("POST")
-        .json()
-        .await
-        .expect("created");
+    let created = osago_tests::post_sample(
+        &reqwest::Client::new(),
+        &format!("{base}/api/osago/requests"),
+    )
+    .await;
     let request_id = created["request_id"]
         .as_str()
         .expect("request_id")
@@ -945,10 +957,27 @@ http {{
         pid,
         async |count: usize| {
             let mut next = tokio::time::Instant::now();
+            let mut version = 0;
             for _ in 0..count {
                 tokio::time::sleep_until(next).await;
                 next += PUBLISH_EVERY;
-                let body = serde_json::json!({ "occurred_at": chrono::Utc::now() }).to_string();
+                // The same shape and size as core-app's row, so both sides
+                // carry (and the subscribers parse) the same bytes.
+                version += 1;
+                let now = chrono::Utc::now();
+                let body = serde_json::json!({
+                    "request_id": uuid::Uuid::new_v4(),
+                    "insurer_id": "bench",
+                    "version": version,
+                    "insurers_total": 2,
+                    "status": "pending",
+                    "quote": null,
+                    "reason": null,
+                    "error_kind": null,
+                    "occurred_at": now,
+                    "started_at": now,
+                })
+                .to_string();
                 let _ = http.post(&publish_url).body(body).send().await;
             }
         },

@@ -8,8 +8,9 @@
 #   ./scripts/bench-load.sh real 2500 10000 --cores 4 40000  # --cores: for the levels after it
 #   ./scripts/bench-load.sh sse 10000 19000             # core-app's SSE vs nginx + nchan
 #
-# Options: --sim-speed X, --deadline D (default 60s), --kafka-fetch-wait D
-# (real mode; default 1ms), --events M (sse; default 20), --no-write.
+# Options: --sim-speed X, --response-time R (insurers' answers; default
+# 50ms..200ms), --deadline D (default 60s), --kafka-fetch-wait D
+# (real mode; default 10ms, the services' default), --events M (sse; default 20), --no-write.
 # Builds the release binaries first and raises the open-file limit as far
 # as the hard limit allows (the generator keeps each process under 15 000
 # connections and connects from 127.0.0.1..8).

@@ -1,24 +1,19 @@
-//! A short run of the load generator against the embedded system (the
+//! Short runs of the load generator against the embedded system (the
 //! default eight insurers, sped up 20x), so the benchmark cannot rot: 200
-//! users, each POSTs and holds its stream to the end, with no error.
+//! users, each POSTs and holds its stream to the end, with no error; and
+//! 100 subscribers on one request's stream (the SSE fan-out measurement
+//! `scripts/bench-load.sh sse` runs against core-app and nginx + nchan).
 
 use std::time::Duration;
 
+use loadgen::fanout::FanoutConfig;
 use loadgen::{LoadConfig, Report};
 use osago::EmbeddedConfig;
-use osago_tests::sample_json;
+use osago_tests::{post_sample, sample_json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_users_get_their_quotes_streamed_without_errors() {
-    let mut config = EmbeddedConfig {
-        sim_speed: 20.0,
-        ..EmbeddedConfig::default()
-    };
-    config.core.rate_limit.per_second = 0.0;
-    config.core.request_deadline = Duration::from_secs(10);
-    config.engine.insurer_deadline = Duration::from_secs(10);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let system = osago::start(listener, config).await.unwrap();
+    let system = embedded().await;
     let load = LoadConfig {
         targets: vec![format!("http://{}", system.addr)],
         users: 200,
@@ -36,5 +31,52 @@ async fn two_hundred_users_get_their_quotes_streamed_without_errors() {
     assert_eq!(report.completed, 200);
     assert!(report.quotes >= 200, "quotes arrived: {}", report.quotes);
     assert!(report.end_to_end_ms.0 > 0.0 && report.pipeline_ms.1 > 0.0);
+    assert!(report.request_path_ms.1 > 0.0);
     system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_subscribers_see_every_row_of_one_stream() {
+    let system = embedded().await;
+    let base = format!("http://{}", system.addr);
+    let created = post_sample(
+        &reqwest::Client::new(),
+        &format!("{base}/api/osago/requests"),
+    )
+    .await;
+    let url = format!("{base}{}", created["stream_url"].as_str().unwrap());
+    let mut open = None;
+    let report = loadgen::fanout::subscribe(
+        FanoutConfig {
+            url,
+            subscribers: 100,
+            connect_per_sec: 1000.0,
+            source_ips: Vec::new(),
+            // Every insurer's row at least once (pending, or its outcome).
+            events: 8,
+            timeout: Duration::from_secs(30),
+        },
+        |n| open = Some(n),
+    )
+    .await;
+    assert_eq!(open, Some(100));
+    assert_eq!(report.errors, 0, "{:?}", report.sample_errors);
+    assert_eq!(report.complete, 100);
+    assert!(report.lags_us.len() >= 800, "{} lags", report.lags_us.len());
+    assert!(report.lag_ms(0.99) > 0.0);
+    system.stop().await;
+}
+
+async fn embedded() -> osago::Embedded {
+    let mut config = EmbeddedConfig {
+        sim_speed: 20.0,
+        // Real insurers' 50-200 ms per answer, sped up like the rest.
+        sim_response_time: (Duration::from_millis(50), Duration::from_millis(200)),
+        ..EmbeddedConfig::default()
+    };
+    config.core.rate_limit.per_second = 0.0;
+    config.core.request_deadline = Duration::from_secs(10);
+    config.engine.insurer_deadline = Duration::from_secs(10);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    osago::start(listener, config).await.unwrap()
 }

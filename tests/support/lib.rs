@@ -127,6 +127,19 @@ pub async fn read_stream(response: reqwest::Response, limit: Duration) -> Vec<Ss
 }
 
 /// The sample request (`docs/examples/request.json`).
+/// POSTs the sample request to `url` (`.../api/osago/requests`); the
+/// created body (`request_id`, `stream_url`, ...).
+pub async fn post_sample(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    http.post(url)
+        .json(&sample_json())
+        .send()
+        .await
+        .expect("POST the sample request")
+        .json()
+        .await
+        .expect("a created body")
+}
+
 pub fn sample_json() -> serde_json::Value {
     serde_json::from_str(include_str!("../../docs/examples/request.json")).expect("sample is JSON")
 }

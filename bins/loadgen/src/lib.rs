@@ -217,11 +217,15 @@ impl Report {
             detection_ms: worst(|p| p.detection_ms),
             request_path_ms: worst(|p| p.request_path_ms),
             seconds: parts.iter().map(|p| p.seconds).fold(0.0, f64::max),
-            sample_errors: parts
-                .iter()
-                .flat_map(|p| p.sample_errors.clone())
-                .take(5)
-                .collect(),
+            sample_errors: parts.iter().flat_map(|p| p.sample_errors.iter()).fold(
+                Vec::new(),
+                |mut seen: Vec<String>, error| {
+                    if seen.len() < 5 && !seen.contains(error) {
+                        seen.push(error.clone());
+                    }
+                    seen
+                },
+            ),
             processes: Vec::new(),
         }
     }
