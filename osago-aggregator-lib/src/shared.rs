@@ -5,9 +5,10 @@
 //!   store in blocks ([`gcra_take`](osago_core::ratelimit::gcra_take)) and
 //!   spends them locally for at most one `quota_window`; unspent calls
 //!   lapse, so the shared rate errs low, never high. Callers that find no
-//!   local call left queue for one refill at a time, so the block asked for
+//!   local call left wait while one of them refills, so the block asked for
 //!   grows with the demand (callers waiting, plus what was spent in the last
-//!   window). One round trip serves a block; at peak, dozens of calls.
+//!   window); a new block wakes as many waiters as it has calls, all at
+//!   once. One round trip serves a block; at peak, dozens of calls.
 //! - **concurrency**: a keeper task per insurer leases slots of the cap
 //!   across pods ([`grant_slots`](osago_core::slots::grant_slots)) and sets
 //!   the local [`ConcurrencyLimit`](crate::policy::ConcurrencyLimit)'s
@@ -29,6 +30,7 @@
 //!
 //! [`CircuitBreaker::observe_remote`]: crate::policy::CircuitBreaker::observe_remote
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -36,7 +38,7 @@ use osago_core::ports::{PolicyStore, SlotClaim};
 use osago_core::ratelimit::RateLimit;
 use osago_core::Clock;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::guard::Guard;
@@ -112,8 +114,13 @@ pub(crate) struct SharedQuota {
     max_block: u32,
     buffer: usize,
     state: Mutex<QuotaState>,
-    /// One refill at a time.
-    refill: tokio::sync::Mutex<()>,
+    /// Whether a caller is refilling (one at a time).
+    refilling: AtomicBool,
+    /// Wakes waiting callers: one per call of a new block, all at once (a
+    /// chain of lock hand-overs, one woken caller at a time, lets a block
+    /// lapse on a busy runtime before its calls are spent), and one more,
+    /// so a caller finding the block spent takes over the refilling.
+    ready: Notify,
     /// The local quota used while the store is unreachable.
     fallback: QuotaQueue,
     metrics: EngineMetrics,
@@ -158,7 +165,8 @@ impl SharedQuota {
                 window_start: now,
                 recent: 0,
             }),
-            refill: tokio::sync::Mutex::new(()),
+            refilling: AtomicBool::new(false),
+            ready: Notify::new(),
             fallback: QuotaQueue::new(config.clone()),
             metrics,
         }
@@ -210,24 +218,44 @@ impl SharedQuota {
         }
         let _waiting = Waiting(self);
         loop {
-            let Ok(refill) = tokio::time::timeout_at(deadline, self.refill.lock()).await else {
-                return Err(QuotaError::RateLimited {
-                    retry_after: Duration::ZERO,
-                });
-            };
-            let now = Instant::now();
-            if self.take_local(now) {
+            // Registered before looking, so no wake-up falls in between.
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.take_local(Instant::now()) {
                 return Ok(());
             }
-            let want = self.block_size(now);
+            if self.refilling.swap(true, Ordering::AcqRel) {
+                // Another caller refills: wait for its block (or its end).
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    // A wake-up meant for the next caller may have come
+                    // with the deadline: pass it on.
+                    self.ready.notify_one();
+                    return Err(QuotaError::RateLimited {
+                        retry_after: Duration::ZERO,
+                    });
+                }
+                continue;
+            }
+            let refill = Refill(self);
+            let want = self.block_size(Instant::now());
             let taken = self.store.take_quota(&self.key, &self.limit, want).await;
             count_call(&self.metrics, "take_quota", &taken);
             match taken {
                 Ok(grant) if grant.granted > 0 => {
-                    let mut state = self.lock();
-                    state.tokens = grant.granted - 1;
-                    state.valid_until = Instant::now() + self.window;
-                    state.admitted += 1;
+                    let more = {
+                        let mut state = self.lock();
+                        state.tokens = grant.granted - 1;
+                        state.valid_until = Instant::now() + self.window;
+                        state.admitted += 1;
+                        state.tokens
+                    };
+                    // Ending the refill wakes one caller; wake one more per
+                    // call of the block.
+                    drop(refill);
+                    for _ in 0..more {
+                        self.ready.notify_one();
+                    }
                     return Ok(());
                 }
                 Ok(grant) => {
@@ -252,6 +280,18 @@ impl SharedQuota {
                 }
             }
         }
+    }
+}
+
+/// Ends a refill when dropped (also when the caller is cancelled) and wakes
+/// a waiting caller, which spends the new block or takes over the
+/// refilling.
+struct Refill<'a>(&'a SharedQuota);
+
+impl Drop for Refill<'_> {
+    fn drop(&mut self) {
+        self.0.refilling.store(false, Ordering::Release);
+        self.0.ready.notify_one();
     }
 }
 
