@@ -719,7 +719,7 @@ impl SseRow {
 
 fn sse_table(rows: &[SseRow]) -> String {
     let mut out = String::from(
-        "| server | subscribers | connected | errors | RSS per idle subscriber, KiB | delivery p50 / p99 / max ms | server CPU s (delivery) |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        "| server | subscribers | connected | errors | memory (PSS) per idle subscriber, KiB | delivery p50 / p99 / max ms | server CPU s (delivery) |\n|---|---:|---:|---:|---:|---:|---:|\n",
     );
     for row in rows {
         out.push_str(&row.markdown());
