@@ -86,15 +86,7 @@ impl FanoutReport {
 /// open streams once every subscriber has either opened its stream or
 /// failed; returns when each has its events, failed, or timed out.
 pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> FanoutReport {
-    let clients: Vec<reqwest::Client> = if config.source_ips.is_empty() {
-        vec![crate::client(None)]
-    } else {
-        config
-            .source_ips
-            .iter()
-            .map(|ip| crate::client(Some(*ip)))
-            .collect()
-    };
+    let clients = crate::clients(&config.source_ips);
     let settled = Arc::new(AtomicUsize::new(0));
     let opened = Arc::new(AtomicUsize::new(0));
     let wake = Arc::new(Notify::new());

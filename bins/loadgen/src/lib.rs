@@ -138,18 +138,6 @@ pub fn proc_cpu(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// Resident set now (`VmRSS`), KiB.
-pub fn proc_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 fn percentiles(mut values: Vec<Duration>) -> (f64, f64) {
     if values.is_empty() {
         return (0.0, 0.0);
@@ -233,15 +221,7 @@ impl Report {
 
 /// Runs the load; returns every user's record.
 pub async fn run(config: LoadConfig) -> Vec<UserRecord> {
-    let clients: Vec<reqwest::Client> = if config.source_ips.is_empty() {
-        vec![client(None)]
-    } else {
-        config
-            .source_ips
-            .iter()
-            .map(|ip| client(Some(*ip)))
-            .collect()
-    };
+    let clients = clients(&config.source_ips);
     let interval = Duration::from_secs_f64(1.0 / config.ramp_per_sec.max(0.001));
     let started = tokio::time::Instant::now();
     let mut users = Vec::with_capacity(config.users);
@@ -263,6 +243,16 @@ pub async fn run(config: LoadConfig) -> Vec<UserRecord> {
         }));
     }
     records
+}
+
+/// One HTTP client per source address (one on the default address when
+/// none is given); users take them in turn.
+fn clients(source_ips: &[IpAddr]) -> Vec<reqwest::Client> {
+    if source_ips.is_empty() {
+        vec![client(None)]
+    } else {
+        source_ips.iter().map(|ip| client(Some(*ip))).collect()
+    }
 }
 
 fn client(source: Option<IpAddr>) -> reqwest::Client {
