@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use core_app::{Metrics, RelayConfig};
-use osago_core::outbox::{OutboxMessage, Stream};
-use osago_core::ports::{EventPublisher, PortError, RequestSource, RequestStore, RequestSummary};
+use osago_core::outbox::OutboxMessage;
+use osago_core::ports::{EventPublisher, PortError, RequestSource, RequestStore};
 use osago_core::request::sample;
 use osago_core::{EventId, RequestEvent, RequestId};
 use osago_testkit::{Postgres, Tansu};
@@ -127,23 +127,7 @@ async fn main() {
                 deadline_at: now + chrono::Duration::seconds(60),
                 request: sample(),
             };
-            let summary = RequestSummary {
-                request_id,
-                created_at: now,
-                deadline_at: event.deadline_at,
-            };
-            let message = OutboxMessage {
-                id: uuid::Uuid::new_v4(),
-                stream: Stream::Requests,
-                key: request_id.to_string(),
-                payload: serde_json::to_vec(&event).expect("json"),
-                created_at: now,
-                attempts: 0,
-            };
-            store
-                .create(&summary, &event.request, &message)
-                .await
-                .expect("create");
+            store.create(&event).await.expect("create");
             Instant::now()
         }
     };

@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use osago_aggregator_lib::policy::PollConfig;
-use osago_aggregator_lib::{Engine, EngineConfig, EngineMetrics, Insurer, Started};
+use osago_aggregator_lib::resilience::PollConfig;
+use osago_aggregator_lib::{Engine, EngineConfig, Started};
 use osago_core::events::InsurerEvent;
 use osago_core::insurer::{Application, InsurerError, PollOutcome, Quote};
 use osago_core::ports::{InsurerClient, PortError, QuoteSink};
@@ -211,25 +211,20 @@ async fn simulate(in_flight: usize, cap: usize, poll: PollConfig) -> Row {
         measure_from: start + WARM_UP,
         measure_until: start + WARM_UP + MEASURED,
     });
-    let mut config = EngineConfig {
-        poll,
-        ..EngineConfig::default()
-    };
+    let mut config = EngineConfig::default();
+    config.poll = poll;
     // Only the concurrency cap limits calls here.
-    config.policy.quota.rate.rate_per_sec = 0.0;
-    config.policy.concurrency.max_in_flight = cap;
-    config.policy.breaker.slow_call = Duration::from_secs(3600);
-    let engine = Engine::new(
-        vec![Insurer {
-            id: InsurerId::new("sim").expect("id"),
-            client: insurer.clone(),
-        }],
-        Arc::new(NullSink),
-        Arc::new(MemoryStateStore::new()),
-        clock.clone(),
-        config,
-        EngineMetrics::default(),
-    );
+    config.resilience.quota.rate.rate_per_sec = 0.0;
+    config.resilience.concurrency.max_in_flight = cap;
+    config.resilience.breaker.slow_call = Duration::from_secs(3600);
+    let engine = Engine::builder()
+        .insurer(InsurerId::new("sim").expect("id"), insurer.clone())
+        .sink(Arc::new(NullSink))
+        .state_store(Arc::new(MemoryStateStore::new()))
+        .clock(clock.clone())
+        .config(config)
+        .build()
+        .expect("valid engine");
     let end = start + WARM_UP + MEASURED;
     let mut users = tokio::task::JoinSet::new();
     for _ in 0..in_flight {

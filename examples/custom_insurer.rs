@@ -1,30 +1,38 @@
 //! Embedding the fan-out engine with your own insurer integration.
 //!
-//! Implement [`InsurerClient`] for your partner API, hand it to the
-//! [`Engine`] together with a sink for quote events and a state store (here
-//! the in-memory ones), and feed it request events.
+//! Implement [`InsurerClient`] for your partner API, build an [`Engine`]
+//! with it, a sink for quote events and a state store (here the in-memory
+//! ones), and let an [`Intake`] consume request events: it acknowledges each
+//! once started, keeps leases, and drains on shutdown.
 //!
 //! Run with `cargo run -p osago-examples --example custom_insurer`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use osago_aggregator_lib::{Engine, EngineConfig, EngineMetrics, Insurer, Started};
+use osago_aggregator_lib::{Engine, Intake, IntakeConfig};
 use osago_core::insurer::{Application, InsurerError, PollOutcome, Quote};
-use osago_core::ports::{InsurerClient, LiveFeed};
+use osago_core::ports::{EventPublisher, InsurerClient, LiveFeed};
 use osago_core::request::sample;
 use osago_core::tariff;
 use osago_core::{
-    Clock, EventId, InsurerId, Kopecks, QuoteRequest, RequestEvent, RequestId, SystemClock,
+    Clock, ErrorKind, EventId, InsurerEvent, InsurerId, Kopecks, QuoteRequest, QuoteStatus,
+    RequestEvent, RequestId, SystemClock,
 };
+use osago_transport::codec::request_outbox_message;
 use osago_transport::memory::{MemoryBus, MemoryStateStore};
+use tokio_util::sync::CancellationToken;
 
-/// An insurer that prices every request at its own base rate at once.
+/// An insurer that prices each request it is given by the regulated
+/// formula at its own base rate, and has the price ready at the first poll.
 #[derive(Debug)]
 struct FlatRateInsurer {
     tb: Kopecks,
+    /// Applications by id: the priced answer.
+    applications: Mutex<HashMap<String, PollOutcome>>,
 }
 
 #[async_trait]
@@ -32,31 +40,45 @@ impl InsurerClient for FlatRateInsurer {
     async fn create_application(
         &self,
         idempotency_key: &str,
-        _request: &QuoteRequest,
+        request: &QuoteRequest,
     ) -> Result<Application, InsurerError> {
-        // A real client would POST the request with this key, so retries
-        // never create two applications.
+        // A real client POSTs the request with this key, so retries never
+        // create two applications; here the key is the application id.
+        let start = request.policy.effective_start(SystemClock.today());
+        let answer = match tariff::premium(request, self.tb, start) {
+            Ok(premium) => PollOutcome::Quoted(Quote {
+                premium_kopecks: premium.premium_kopecks,
+                coefficients: premium.coefficients,
+                capped: premium.capped,
+                valid_until: SystemClock.now() + chrono::Duration::hours(24),
+                add_ons: vec![],
+                message: None,
+                purchase_url: None,
+                ready_at: Some(SystemClock.now()),
+            }),
+            // The tariff has no answer for this request (an unknown region,
+            // say): a decline, not an error of ours.
+            Err(err) => PollOutcome::Declined {
+                reason: err.to_string(),
+            },
+        };
+        self.applications
+            .lock()
+            .expect("applications")
+            .insert(idempotency_key.to_owned(), answer);
         Ok(Application {
             id: idempotency_key.to_owned(),
             retry_after: Some(Duration::from_millis(10)),
         })
     }
 
-    async fn poll_quote(&self, _application_id: &str) -> Result<PollOutcome, InsurerError> {
-        let request = sample();
-        let start = request.policy.effective_start(SystemClock.today());
-        let premium = tariff::premium(&request, self.tb, start)
-            .map_err(|e| InsurerError::new(osago_core::ErrorKind::Rejected, e.to_string()))?;
-        Ok(PollOutcome::Quoted(Quote {
-            premium_kopecks: premium.premium_kopecks,
-            coefficients: premium.coefficients,
-            capped: premium.capped,
-            valid_until: SystemClock.now() + chrono::Duration::hours(24),
-            add_ons: vec![],
-            message: None,
-            purchase_url: None,
-            ready_at: Some(SystemClock.now()),
-        }))
+    async fn poll_quote(&self, application_id: &str) -> Result<PollOutcome, InsurerError> {
+        self.applications
+            .lock()
+            .expect("applications")
+            .get(application_id)
+            .cloned()
+            .ok_or_else(|| InsurerError::new(ErrorKind::Rejected, "unknown application"))
     }
 }
 
@@ -64,19 +86,24 @@ impl InsurerClient for FlatRateInsurer {
 async fn main() {
     let bus = MemoryBus::new();
     let mut live = bus.follow().await.expect("memory feed");
-    let engine = Engine::new(
-        vec![Insurer {
-            id: InsurerId::new("flat-rate").expect("valid id"),
-            client: Arc::new(FlatRateInsurer {
+    let engine = Engine::builder()
+        .insurer(
+            InsurerId::new("flat-rate").expect("valid id"),
+            Arc::new(FlatRateInsurer {
                 tb: Kopecks::from_rub(7_000),
+                applications: Mutex::default(),
             }),
-        }],
-        Arc::new(bus.clone()),
-        Arc::new(MemoryStateStore::new()),
-        Arc::new(SystemClock),
-        EngineConfig::default(),
-        EngineMetrics::default(),
-    );
+        )
+        .sink(Arc::new(bus.clone()))
+        .state_store(Arc::new(MemoryStateStore::new()))
+        .build()
+        .expect("a valid engine");
+    let intake = Intake::new(engine, Arc::new(bus.clone()), IntakeConfig::default())
+        .expect("a valid intake");
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(intake.run(shutdown.clone()));
+
+    // What core-app's outbox relay does: a request event on the bus.
     let now = SystemClock.now();
     let event = RequestEvent {
         event_id: EventId::random(),
@@ -85,16 +112,33 @@ async fn main() {
         deadline_at: now + chrono::Duration::seconds(60),
         request: sample(),
     };
-    if let Started::Running(fan_out) = engine.start(event).await.expect("fan-out starts") {
-        for outcome in fan_out.wait().await {
-            println!("{}: {}", outcome.insurer_id, outcome.outcome);
+    bus.publish(&request_outbox_message(&event))
+        .await
+        .expect("published");
+
+    // Prices arrive as events: pending, then the final one.
+    let expected = tariff::premium(
+        &event.request,
+        Kopecks::from_rub(7_000),
+        event.request.policy.effective_start(SystemClock.today()),
+    )
+    .expect("the sample is priced");
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(5), live.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("the feed is open");
+        let InsurerEvent::Quote(quote) = next else {
+            panic!("unexpected error event: {next:?}");
+        };
+        println!("{}: {:?}", quote.insurer_id, quote.status);
+        if quote.status == QuoteStatus::Quoted {
+            let premium = quote.quote.expect("a quoted event has a quote");
+            assert_eq!(premium.premium_kopecks, expected.premium_kopecks);
+            println!("premium: {}", premium.premium_kopecks);
+            break;
         }
     }
-    while let Some(event) = tokio::time::timeout(Duration::from_millis(10), live.next())
-        .await
-        .ok()
-        .flatten()
-    {
-        println!("event v{} final={}", event.version(), event.is_final());
-    }
+    shutdown.cancel();
+    running.await.expect("the intake drains");
 }

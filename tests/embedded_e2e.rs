@@ -36,7 +36,7 @@ async fn start() -> Embedded {
     };
     config.engine.insurer_deadline = Duration::from_secs(3);
     config.engine.poll =
-        osago_aggregator_lib::policy::PollConfig::fixed(Duration::from_millis(300));
+        osago_aggregator_lib::resilience::PollConfig::fixed(Duration::from_millis(300));
     config.core.request_deadline = Duration::from_secs(3);
     config.core.stream_grace = Duration::from_secs(2);
     config.core.heartbeat_interval = Duration::from_millis(500);

@@ -39,7 +39,7 @@ async fn a_whole_flow_logs_no_personal_data() {
     };
     config.engine.insurer_deadline = Duration::from_secs(2);
     config.engine.poll =
-        osago_aggregator_lib::policy::PollConfig::fixed(Duration::from_millis(100));
+        osago_aggregator_lib::resilience::PollConfig::fixed(Duration::from_millis(100));
     config.core.request_deadline = Duration::from_secs(2);
     config.core.stream_grace = Duration::from_secs(1);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -4,19 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use osago_aggregator_lib::{Engine, EngineConfig, EngineMetrics, Insurer, Started};
+use osago_aggregator_lib::{Engine, EngineConfig, PollConfig, Started};
 use osago_core::request::sample;
 use osago_core::{Clock, EventId, InsurerId, RequestEvent, RequestId, SystemClock};
 use osago_testkit::Valkey;
 use osago_transport::http::{HttpInsurerClient, HttpInsurerConfig};
 use osago_transport::memory::MemoryBus;
-use osago_transport::valkey::{ValkeyConfig, ValkeyStateStore};
+use osago_transport::valkey::{ValkeyConfig, ValkeyStore};
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 async fn engine(valkey: &Valkey, insurer: &MockServer) -> Engine {
-    let state = ValkeyStateStore::connect(&valkey.url(), ValkeyConfig::default())
+    let state = ValkeyStore::connect(&valkey.url(), ValkeyConfig::default())
         .await
         .unwrap();
     let client = HttpInsurerClient::new(
@@ -25,20 +25,15 @@ async fn engine(valkey: &Valkey, insurer: &MockServer) -> Engine {
         HttpInsurerConfig::default(),
     )
     .unwrap();
-    Engine::new(
-        vec![Insurer {
-            id: InsurerId::new("mock").unwrap(),
-            client: Arc::new(client),
-        }],
-        Arc::new(MemoryBus::new()),
-        Arc::new(state),
-        Arc::new(SystemClock),
-        EngineConfig {
-            poll: osago_aggregator_lib::policy::PollConfig::fixed(Duration::from_millis(50)),
-            ..EngineConfig::default()
-        },
-        EngineMetrics::default(),
-    )
+    let mut config = EngineConfig::default();
+    config.poll = PollConfig::fixed(Duration::from_millis(50));
+    Engine::builder()
+        .insurer(InsurerId::new("mock").unwrap(), Arc::new(client))
+        .sink(Arc::new(MemoryBus::new()))
+        .state_store(Arc::new(state))
+        .config(config)
+        .build()
+        .unwrap()
 }
 
 #[tokio::test]

@@ -14,16 +14,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use osago_aggregator_lib::policy::PollConfig;
-use osago_aggregator_lib::{
-    Engine, EngineConfig, EngineMetrics, Insurer, PolicyConfig, SharedConfig, Started,
-};
+use osago_aggregator_lib::resilience::PollConfig;
+use osago_aggregator_lib::{Engine, EngineConfig, EngineMetrics, ResilienceConfig, Started};
 use osago_core::request::sample;
 use osago_core::{Clock, EventId, InsurerId, RequestEvent, RequestId, SystemClock};
 use osago_testkit::Valkey;
 use osago_transport::http::{HttpInsurerClient, HttpInsurerConfig};
 use osago_transport::memory::{MemoryBus, MemoryStateStore};
-use osago_transport::valkey::{ValkeyConfig, ValkeyStateStore};
+use osago_transport::valkey::{ValkeyConfig, ValkeyStore};
 use serde_json::json;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -33,7 +31,7 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 async fn pod(
     valkey_url: Option<&str>,
     insurer: &MockServer,
-    policy: PolicyConfig,
+    policy: ResilienceConfig,
 ) -> (Engine, EngineMetrics) {
     let client = HttpInsurerClient::new(
         InsurerId::new("mock").unwrap(),
@@ -42,31 +40,22 @@ async fn pod(
     )
     .unwrap();
     let metrics = EngineMetrics::default();
-    let engine = Engine::new(
-        vec![Insurer {
-            id: InsurerId::new("mock").unwrap(),
-            client: Arc::new(client),
-        }],
-        Arc::new(MemoryBus::new()),
-        Arc::new(MemoryStateStore::new()),
-        Arc::new(SystemClock),
-        EngineConfig {
-            poll: PollConfig::fixed(Duration::from_millis(20)),
-            policy,
-            ..EngineConfig::default()
-        },
-        metrics.clone(),
-    );
-    let engine = match valkey_url {
-        Some(url) => {
-            let store = ValkeyStateStore::connect(url, ValkeyConfig::default())
-                .await
-                .unwrap();
-            engine.with_policy_store(Arc::new(store), SharedConfig::default())
-        }
-        None => engine,
-    };
-    (engine, metrics)
+    let mut config = EngineConfig::default();
+    config.poll = PollConfig::fixed(Duration::from_millis(20));
+    config.resilience = policy;
+    let mut builder = Engine::builder()
+        .insurer(InsurerId::new("mock").unwrap(), Arc::new(client))
+        .sink(Arc::new(MemoryBus::new()))
+        .state_store(Arc::new(MemoryStateStore::new()))
+        .config(config)
+        .metrics(metrics.clone());
+    if let Some(url) = valkey_url {
+        let store = ValkeyStore::connect(url, ValkeyConfig::default())
+            .await
+            .unwrap();
+        builder = builder.shared_resilience(Arc::new(store));
+    }
+    (builder.build().unwrap(), metrics)
 }
 
 fn event() -> RequestEvent {
@@ -173,7 +162,7 @@ fn store_calls(metrics: &EngineMetrics, op: &str) -> u64 {
 async fn the_shared_quota_holds_within_ten_percent_of_its_rate() {
     let valkey = Valkey::start().await;
     let (insurer, creates, polls) = insurer_answering_after(Duration::ZERO).await;
-    let mut policy = PolicyConfig::default();
+    let mut policy = ResilienceConfig::default();
     policy.quota.rate.rate_per_sec = 200.0;
     policy.quota.rate.burst = 10;
     let (a, metrics_a) = pod(Some(&valkey.url()), &insurer, policy.clone()).await;
@@ -216,7 +205,7 @@ async fn without_sharing_two_pods_double_the_quota() {
     // The control for the test above: the same load on local quotas goes
     // through at twice the rate, so that test measures the sharing.
     let (insurer, creates, polls) = insurer_answering_after(Duration::ZERO).await;
-    let mut policy = PolicyConfig::default();
+    let mut policy = ResilienceConfig::default();
     policy.quota.rate.rate_per_sec = 200.0;
     policy.quota.rate.burst = 10;
     let (a, _) = pod(None, &insurer, policy.clone()).await;
@@ -250,7 +239,7 @@ async fn the_shared_concurrency_cap_is_never_exceeded() {
     let valkey = Valkey::start().await;
     let stay = Duration::from_millis(100);
     let (insurer, creates, polls) = insurer_answering_after(stay).await;
-    let mut policy = PolicyConfig::default();
+    let mut policy = ResilienceConfig::default();
     policy.concurrency.max_in_flight = 6;
     let (a, _) = pod(Some(&valkey.url()), &insurer, policy.clone()).await;
     let (b, _) = pod(Some(&valkey.url()), &insurer, policy).await;
@@ -275,7 +264,7 @@ async fn a_breaker_opened_by_one_pod_short_circuits_the_other() {
         .respond_with(creates.clone())
         .mount(&insurer)
         .await;
-    let mut policy = PolicyConfig::default();
+    let mut policy = ResilienceConfig::default();
     policy.backoff.max_attempts = 1;
     let (a, _) = pod(Some(&valkey.url()), &insurer, policy.clone()).await;
     let (b, _) = pod(Some(&valkey.url()), &insurer, policy).await;
@@ -344,7 +333,7 @@ mod one_key {
                     ))
                     .mount(&insurer)
                     .await;
-                let mut policy = PolicyConfig::default();
+                let mut policy = ResilienceConfig::default();
                 policy.backoff.base = Duration::from_millis(5);
                 policy.backoff.max_attempts = 10;
                 // The failures are the point here, not the breaker.

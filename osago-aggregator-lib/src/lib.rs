@@ -17,25 +17,52 @@
 //!
 //! Deadlines and timers use `tokio::time`, so tests run on a paused clock.
 //!
+//! # Embedding
+//!
+//! Build the engine with [`Engine::builder`] (it checks the whole
+//! [`EngineConfig`] and names every bad field at once), then either call
+//! [`Engine::start`] per request yourself, or hand the engine and a
+//! [`RequestSource`](osago_core::ports::RequestSource) to an [`Intake`],
+//! which runs the consumer loop a pod needs: acknowledgement after start,
+//! intake limits, lease keeping and takeover, drain on shutdown. The
+//! README's example (a doctest) shows both in a few lines.
+//!
 //! # Layout
 //!
-//! - [`config`] - [`EngineConfig`].
+//! - [`config`] - [`EngineConfig`], the one configuration tree, and
+//!   [`ConfigError`].
+//! - [`builder`] - [`EngineBuilder`].
 //! - [`engine`] - [`Engine`], [`FanOut`], the per-insurer pipeline.
-//! - [`guard`] - one insurer's policies composed around each call.
+//! - [`intake`] - [`Intake`], the request-consuming loop.
+//! - [`guard`] - one insurer's resilience policies composed around each call.
 //! - [`metrics`] - Prometheus metrics of the engine.
-//! - [`policy`] - resilience policies: quota, circuit breaker, concurrency, backoff.
+//! - [`resilience`] - the policies: quota, circuit breaker, concurrency,
+//!   backoff, poll schedule.
 //! - [`shared`] - the same policies shared by every pod through a
-//!   [`PolicyStore`](osago_core::ports::PolicyStore).
+//!   [`ResilienceStore`](osago_core::ports::ResilienceStore).
 
+#![warn(missing_docs)]
+
+pub mod builder;
 pub mod config;
 pub mod engine;
 pub mod guard;
+pub mod intake;
 pub mod metrics;
-pub mod policy;
+pub mod resilience;
 pub mod shared;
 
-pub use config::EngineConfig;
+pub use builder::EngineBuilder;
+pub use config::{ConfigError, ConfigProblem, EngineConfig};
 pub use engine::{Engine, EngineError, FanOut, Insurer, InsurerOutcome, Started};
-pub use guard::PolicyConfig;
+pub use guard::ResilienceConfig;
+pub use intake::{Intake, IntakeConfig, Readiness};
 pub use metrics::EngineMetrics;
+pub use resilience::{
+    BackoffConfig, BreakerConfig, ConcurrencyConfig, GcraConfig, PollConfig, QuotaConfig,
+};
 pub use shared::SharedConfig;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

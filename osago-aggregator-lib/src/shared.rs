@@ -1,4 +1,4 @@
-//! The policies shared by every aggregator pod through a [`PolicyStore`]
+//! The policies shared by every aggregator pod through a [`ResilienceStore`]
 //! (Valkey in production), without a round trip per insurer call:
 //!
 //! - **quota**: [`SharedQuota`] takes the insurer's outbound quota from the
@@ -11,7 +11,7 @@
 //!   once. One round trip serves a block; at peak, dozens of calls.
 //! - **concurrency**: a keeper task per insurer leases slots of the cap
 //!   across pods ([`grant_slots`](osago_core::slots::grant_slots)) and sets
-//!   the local [`ConcurrencyLimit`](crate::policy::ConcurrencyLimit)'s
+//!   the local [`ConcurrencyLimit`](crate::resilience::ConcurrencyLimit)'s
 //!   capacity to the grant. It claims again every `renew_every`, at once
 //!   when calls queue for a slot, and every `contended_every` while some pod
 //!   wants more than it holds. A lease not renewed for `lease_ttl` expires:
@@ -28,22 +28,20 @@
 //! then per pod until the store answers again; this is logged and counted in
 //! `osago_aggregator_policy_store_calls{result="error"}`.
 //!
-//! [`CircuitBreaker::observe_remote`]: crate::policy::CircuitBreaker::observe_remote
+//! [`CircuitBreaker::observe_remote`]: crate::resilience::CircuitBreaker::observe_remote
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use osago_core::ports::{PolicyStore, SlotClaim};
+use osago_core::ports::ResilienceStore;
 use osago_core::ratelimit::RateLimit;
-use osago_core::Clock;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::guard::Guard;
 use crate::metrics::{EngineMetrics, StoreCallLabels};
-use crate::policy::{BreakerSnapshot, BreakerState, QuotaError, QuotaQueue};
+use crate::resilience::{QuotaError, QuotaQueue};
 
 /// How the policies are shared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +105,7 @@ struct QuotaState {
 /// documentation.
 #[derive(Debug)]
 pub(crate) struct SharedQuota {
-    store: Arc<dyn PolicyStore>,
+    store: Arc<dyn ResilienceStore>,
     key: String,
     limit: RateLimit,
     window: Duration,
@@ -137,9 +135,9 @@ impl Drop for Waiting<'_> {
 
 impl SharedQuota {
     pub(crate) fn new(
-        store: Arc<dyn PolicyStore>,
+        store: Arc<dyn ResilienceStore>,
         key: String,
-        config: &crate::policy::QuotaConfig,
+        config: &crate::resilience::QuotaConfig,
         window: Duration,
         metrics: EngineMetrics,
     ) -> Self {
@@ -293,170 +291,4 @@ impl Drop for Refill<'_> {
         self.0.refilling.store(false, Ordering::Release);
         self.0.ready.notify_one();
     }
-}
-
-/// Starts the tasks sharing `guard`'s concurrency cap and breaker.
-pub(crate) fn spawn_keepers(
-    guard: &Arc<Guard>,
-    store: Arc<dyn PolicyStore>,
-    config: SharedConfig,
-    cap: u32,
-    clock: Arc<dyn Clock>,
-    breaker_feed: watch::Receiver<Option<BreakerSnapshot>>,
-) {
-    tokio::spawn(keep_slots(
-        Arc::downgrade(guard),
-        store.clone(),
-        config.clone(),
-        cap,
-    ));
-    tokio::spawn(sync_breaker(
-        Arc::downgrade(guard),
-        store,
-        config,
-        clock,
-        breaker_feed,
-    ));
-}
-
-/// Leases this pod's share of the insurer's concurrency cap until the guard
-/// is gone.
-async fn keep_slots(
-    guard: Weak<Guard>,
-    store: Arc<dyn PolicyStore>,
-    config: SharedConfig,
-    cap: u32,
-) {
-    let headroom = (cap / 10).max(1);
-    let mut last_ok: Option<Instant> = None;
-    loop {
-        let Some(g) = guard.upgrade() else { return };
-        let limit = g.limit.clone();
-        let key = g.label.insurer.clone();
-        let metrics = g.metrics.clone();
-        let label = g.label.clone();
-        drop(g);
-        let in_use = limit.in_use();
-        let waiting = limit.waiting();
-        let capacity = limit.max_in_flight();
-        let want = u32::try_from(in_use + waiting)
-            .unwrap_or(u32::MAX)
-            .saturating_add(headroom)
-            .min(cap);
-        let claim = SlotClaim {
-            holder: config.holder.clone(),
-            cap,
-            want,
-            floor: u32::try_from(capacity.max(in_use)).unwrap_or(u32::MAX),
-            ttl: config.lease_ttl,
-        };
-        let claimed = store.claim_slots(&key, &claim).await;
-        count_call(&metrics, "claim_slots", &claimed);
-        let next = match claimed {
-            Ok(grant) => {
-                limit.set_max_in_flight(grant.granted as usize);
-                metrics
-                    .slots_granted
-                    .get_or_create(&label)
-                    .set(i64::from(grant.granted));
-                last_ok = Some(Instant::now());
-                if grant.contended {
-                    config.contended_every
-                } else {
-                    config.renew_every
-                }
-            }
-            Err(err) => {
-                let lapsed = last_ok.is_none_or(|at| at.elapsed() >= config.lease_ttl);
-                if lapsed && capacity < cap as usize {
-                    // Never granted, or the lease lapsed: run on the local cap.
-                    limit.set_max_in_flight(cap as usize);
-                    tracing::warn!(insurer = %key, error = %err, "shared concurrency cap unreachable; using the local cap");
-                }
-                config.renew_every
-            }
-        };
-        tokio::select! {
-            () = tokio::time::sleep(next) => {}
-            () = limit.demand() => {
-                // Coalesce a burst of waiters into one claim.
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
-    }
-}
-
-/// How long a published breaker state lives in the store: an open one a
-/// little past its end, a closed one long enough for every pod to read it.
-fn breaker_ttl(snapshot: &BreakerSnapshot, now_unix_ms: u64) -> Duration {
-    match snapshot.open_until_unix_ms {
-        Some(until) => Duration::from_millis(until.saturating_sub(now_unix_ms) + 2_000),
-        None => Duration::from_secs(60),
-    }
-}
-
-fn unix_ms(clock: &dyn Clock) -> u64 {
-    u64::try_from(clock.now().timestamp_millis()).unwrap_or_default()
-}
-
-/// Publishes this pod's own breaker transitions and takes in the other
-/// pods', until the guard is gone.
-async fn sync_breaker(
-    guard: Weak<Guard>,
-    store: Arc<dyn PolicyStore>,
-    config: SharedConfig,
-    clock: Arc<dyn Clock>,
-    mut feed: watch::Receiver<Option<BreakerSnapshot>>,
-) {
-    let Some((key, metrics)) = guard
-        .upgrade()
-        .map(|g| (g.label.insurer.clone(), g.metrics.clone()))
-    else {
-        return;
-    };
-    let mut tick = tokio::time::interval(config.breaker_sync);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            changed = feed.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let Some(snapshot) = feed.borrow_and_update().clone() else { continue };
-                let now_ms = unix_ms(clock.as_ref());
-                let Ok(json) = serde_json::to_string(&snapshot) else { continue };
-                let put = store.put_breaker(&key, &json, breaker_ttl(&snapshot, now_ms)).await;
-                count_call(&metrics, "put_breaker", &put);
-                if let Err(err) = put {
-                    tracing::warn!(insurer = %key, error = %err, "publishing the circuit breaker failed; it stays local");
-                }
-            }
-            _ = tick.tick() => {
-                let got = store.get_breaker(&key).await;
-                count_call(&metrics, "get_breaker", &got);
-                let snapshot = match got {
-                    Ok(Some(json)) => match serde_json::from_str::<BreakerSnapshot>(&json) {
-                        Ok(snapshot) => snapshot,
-                        Err(_) => {
-                            tracing::warn!(insurer = %key, "undecodable shared breaker state ignored");
-                            continue;
-                        }
-                    },
-                    Ok(None) => continue,
-                    Err(err) => {
-                        tracing::debug!(insurer = %key, error = %err, "reading the shared breaker failed");
-                        continue;
-                    }
-                };
-                let Some(g) = guard.upgrade() else { return };
-                g.observe_remote(unix_ms(clock.as_ref()), &snapshot);
-            }
-        }
-    }
-}
-
-/// Whether a transition of this pod's own breaker is one other pods should
-/// follow.
-pub(crate) fn is_shared_transition(to: BreakerState) -> bool {
-    matches!(to, BreakerState::Open | BreakerState::Closed)
 }

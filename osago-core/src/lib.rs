@@ -4,6 +4,18 @@
 //! topic names, no Redis keys, no HTTP. Everything that talks to the outside
 //! world is a port (a trait in [`ports`]) implemented in `osago-transport`.
 //!
+//! ```
+//! use osago_core::request::sample;
+//! use osago_core::{tariff, Kopecks};
+//!
+//! let request = sample();
+//! let today = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+//! assert!(request.validate(today).is_ok()); // every rule at once otherwise
+//! let start = request.policy.effective_start(today);
+//! let premium = tariff::premium(&request, Kopecks::from_rub(7_000), start).unwrap();
+//! assert!(premium.premium_kopecks > Kopecks(0)); // exact integer kopecks
+//! ```
+//!
 //! # Layout
 //!
 //! - [`ids`] - request, insurer and event identifiers.
@@ -17,7 +29,12 @@
 //! - [`outbox`] - the transactional outbox message.
 //! - [`ports`] - the traits adapters implement.
 //! - [`ratelimit`] - the GCRA arithmetic and rate limits.
+//! - [`slots`] - the shared concurrency cap's lease grants.
+//! - [`breaker`] - the circuit-breaker state pods share.
 
+#![warn(missing_docs)]
+
+pub mod breaker;
 pub mod clock;
 pub mod events;
 pub mod ids;
@@ -36,3 +53,7 @@ pub use events::{ErrorEvent, ErrorKind, InsurerEvent, QuoteEvent, QuoteStatus, R
 pub use ids::{EventId, InsurerId, RequestId};
 pub use money::Kopecks;
 pub use request::{FieldError, QuoteRequest};
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -14,6 +14,7 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::breaker::BreakerSnapshot;
 use crate::events::{InsurerEvent, RequestEvent};
 use crate::ids::{InsurerId, RequestId};
 use crate::insurer::{Application, InsurerError, PollOutcome};
@@ -112,11 +113,6 @@ pub struct InsurerProgress {
 /// expires after its TTL.
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
-    /// Records that a request event was taken; `true` only the first time,
-    /// so a replayed event starts no second fan-out.
-    async fn claim_request(&self, request_id: &RequestId, ttl: Duration)
-        -> Result<bool, PortError>;
-
     /// Saves one (request, insurer)'s progress, replacing what was there.
     async fn save_progress(
         &self,
@@ -131,7 +127,7 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<Vec<InsurerProgress>, PortError>;
 
     /// Takes a request event and puts it in flight, atomically: the claim
-    /// (as [`StateStore::claim_request`], for `ttl`), the event itself (so
+    /// (for `ttl`: a second begin finds it and changes nothing), the event itself (so
     /// another pod can resume it; kept until `keep`), and a lease expiring
     /// `lease` from now. `false` if the request was claimed before: then
     /// nothing changes.
@@ -168,17 +164,24 @@ pub struct RequestSummary {
     pub deadline_at: DateTime<Utc>,
 }
 
+impl RequestSummary {
+    /// The summary of a request event's request.
+    pub fn of(event: &RequestEvent) -> Self {
+        Self {
+            request_id: event.request_id,
+            created_at: event.occurred_at,
+            deadline_at: event.deadline_at,
+        }
+    }
+}
+
 /// core-app's request table.
 #[async_trait]
 pub trait RequestStore: Send + Sync + 'static {
-    /// Stores the request and enqueues its outbox message atomically (one
-    /// transaction in SQL): both are written or neither.
-    async fn create(
-        &self,
-        summary: &RequestSummary,
-        request: &QuoteRequest,
-        message: &OutboxMessage,
-    ) -> Result<(), PortError>;
+    /// Stores the event's request and enqueues the event on the outbox
+    /// atomically (one transaction in SQL): both are written or neither.
+    /// The store encodes the outbox message itself (its id is the event id).
+    async fn create(&self, event: &RequestEvent) -> Result<(), PortError>;
 
     /// The request's summary, if it exists.
     async fn summary(&self, request_id: &RequestId) -> Result<Option<RequestSummary>, PortError>;
@@ -303,7 +306,7 @@ pub trait RateLimiter: Send + Sync + 'static {
     ) -> Result<crate::ratelimit::Admission, PortError>;
 }
 
-/// A block of outbound quota taken at once from a [`PolicyStore`].
+/// A block of outbound quota taken at once from a [`ResilienceStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaGrant {
     /// Calls granted now (0: none).
@@ -337,7 +340,7 @@ pub struct SlotClaim {
 /// - a circuit breaker's state is a small value each pod publishes on a
 ///   transition and reads periodically.
 #[async_trait]
-pub trait PolicyStore: Send + Sync + fmt::Debug + 'static {
+pub trait ResilienceStore: Send + Sync + fmt::Debug + 'static {
     /// Takes up to `want` calls of `key`'s quota under `limit` at once.
     async fn take_quota(
         &self,
@@ -357,9 +360,14 @@ pub trait PolicyStore: Send + Sync + fmt::Debug + 'static {
     /// Gives back every slot `holder` holds (on shutdown).
     async fn release_slots(&self, key: &str, holder: &str) -> Result<(), PortError>;
 
-    /// Publishes a breaker's state (opaque to the store) for `ttl`.
-    async fn put_breaker(&self, key: &str, state: &str, ttl: Duration) -> Result<(), PortError>;
+    /// Publishes a breaker's state for `ttl`.
+    async fn put_breaker(
+        &self,
+        key: &str,
+        state: &BreakerSnapshot,
+        ttl: Duration,
+    ) -> Result<(), PortError>;
 
     /// The breaker state last published for `key`, if still live.
-    async fn get_breaker(&self, key: &str) -> Result<Option<String>, PortError>;
+    async fn get_breaker(&self, key: &str) -> Result<Option<BreakerSnapshot>, PortError>;
 }

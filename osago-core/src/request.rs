@@ -647,10 +647,10 @@ fn full_name(value: &str, path: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
-/// A valid sample request (the one in `docs/examples/request.json`), for
+/// A valid sample request (`data/request.json`, also `docs/examples/request.json`), for
 /// tests, demos and documentation.
 pub fn sample() -> QuoteRequest {
-    let json = include_str!("../../docs/examples/request.json");
+    let json = include_str!("../data/request.json");
     decode(json.as_bytes()).expect("the sample request decodes")
 }
 
@@ -745,8 +745,8 @@ mod tests {
 
     #[test]
     fn decode_names_the_field_without_its_value() {
-        let json = include_str!("../../docs/examples/request.json")
-            .replace("\"year\": 2021", "\"year\": \"SECRET\"");
+        let json =
+            include_str!("../data/request.json").replace("\"year\": 2021", "\"year\": \"SECRET\"");
         match decode(json.as_bytes()) {
             Err(DecodeError::Shape(e)) => {
                 assert_eq!(e.path, "vehicle.year");
@@ -754,8 +754,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let json =
-            include_str!("../../docs/examples/request.json").replace("\"make\": \"Lada\",", "");
+        let json = include_str!("../data/request.json").replace("\"make\": \"Lada\",", "");
         match decode(json.as_bytes()) {
             Err(DecodeError::Shape(e)) => {
                 assert_eq!(e, FieldError::new("vehicle.make", "is required"))

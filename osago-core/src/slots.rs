@@ -1,5 +1,5 @@
 //! Sharing one insurer's concurrency cap between pods: the arithmetic every
-//! [`PolicyStore`](crate::ports::PolicyStore) runs when a pod claims slots.
+//! [`ResilienceStore`](crate::ports::ResilienceStore) runs when a pod claims slots.
 //!
 //! Each pod (a *holder*) keeps a lease: how many slots it holds and how
 //! many it would like, renewed periodically and expiring when it is not

@@ -49,6 +49,23 @@ pub fn encode_request_event(event: &RequestEvent) -> (String, Vec<u8>) {
     )
 }
 
+/// The outbox message of a request event, as every [`RequestStore`]
+/// writes it: id = the event id (so one event is enqueued once), key = the
+/// request id, payload = the encoded event.
+///
+/// [`RequestStore`]: osago_core::ports::RequestStore
+pub fn request_outbox_message(event: &RequestEvent) -> osago_core::outbox::OutboxMessage {
+    let (key, payload) = encode_request_event(event);
+    osago_core::outbox::OutboxMessage {
+        id: event.event_id.as_uuid(),
+        stream: Stream::Requests,
+        key,
+        payload,
+        created_at: event.occurred_at,
+        attempts: 0,
+    }
+}
+
 /// Decodes a request event.
 pub fn decode_request_event(payload: &[u8]) -> Result<RequestEvent, PortError> {
     serde_json::from_slice(payload).map_err(|e| {

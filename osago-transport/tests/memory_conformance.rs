@@ -8,11 +8,6 @@ use osago_transport::memory::MemoryStateStore;
 // StateStore
 
 #[tokio::test]
-async fn state_store_claim_is_true_only_once() {
-    state_store::claim_is_true_only_once(&MemoryStateStore::new()).await;
-}
-
-#[tokio::test]
 async fn state_store_progress_round_trips_and_replaces() {
     state_store::progress_round_trips_and_replaces(&MemoryStateStore::new()).await;
 }
@@ -182,36 +177,36 @@ async fn limiter_zero_rate_is_unlimited() {
     .await;
 }
 
-// PolicyStore
+// ResilienceStore
 
 #[tokio::test]
 async fn policy_quota_is_taken_in_blocks() {
-    osago_transport::conformance::policy::quota_is_taken_in_blocks(
-        &osago_transport::memory::MemoryPolicyStore::new(),
+    osago_transport::conformance::resilience::quota_is_taken_in_blocks(
+        &osago_transport::memory::MemoryResilienceStore::new(),
     )
     .await;
 }
 
 #[tokio::test]
 async fn policy_slots_are_shared_within_the_cap() {
-    osago_transport::conformance::policy::slots_are_shared_within_the_cap(
-        &osago_transport::memory::MemoryPolicyStore::new(),
+    osago_transport::conformance::resilience::slots_are_shared_within_the_cap(
+        &osago_transport::memory::MemoryResilienceStore::new(),
     )
     .await;
 }
 
 #[tokio::test]
 async fn policy_leases_expire_and_release() {
-    osago_transport::conformance::policy::leases_expire_and_release(
-        &osago_transport::memory::MemoryPolicyStore::new(),
+    osago_transport::conformance::resilience::leases_expire_and_release(
+        &osago_transport::memory::MemoryResilienceStore::new(),
     )
     .await;
 }
 
 #[tokio::test]
 async fn policy_breaker_values_expire() {
-    osago_transport::conformance::policy::breaker_values_expire(
-        &osago_transport::memory::MemoryPolicyStore::new(),
+    osago_transport::conformance::resilience::breaker_values_expire(
+        &osago_transport::memory::MemoryResilienceStore::new(),
     )
     .await;
 }

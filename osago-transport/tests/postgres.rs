@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use osago_core::events::QuoteStatus;
 use osago_core::ports::{OutboxStore, ReadModel, RequestStore};
-use osago_core::request::sample;
 use osago_testkit::Postgres;
 use osago_transport::conformance::{outbox, read_model};
 use osago_transport::postgres::{PostgresConfig, PostgresStore};
@@ -63,11 +62,13 @@ async fn conformance_suites() {
 async fn a_failed_outbox_insert_rolls_the_request_back() {
     let mut server = Server::start().await;
     let store = server.store().await;
-    let (summary, message) = outbox::request_with_message();
-    store.create(&summary, &sample(), &message).await.unwrap();
-    // Same outbox id again: the outbox insert fails, so the new request must not stay.
-    let (other, _) = outbox::request_with_message();
-    assert!(store.create(&other, &sample(), &message).await.is_err());
+    let (event, _, _) = outbox::request_event();
+    store.create(&event).await.unwrap();
+    // Same event (outbox id) again for another request: the outbox insert
+    // fails, so the new request must not stay.
+    let (mut other, _, _) = outbox::request_event();
+    other.event_id = event.event_id;
+    assert!(store.create(&other).await.is_err());
     assert!(store.summary(&other.request_id).await.unwrap().is_none());
     let requests: i64 = sqlx::query_scalar("SELECT count(*) FROM osago_requests")
         .fetch_one(store.pool())
@@ -78,8 +79,8 @@ async fn a_failed_outbox_insert_rolls_the_request_back() {
     // Concurrent relays never claim the same message, and clean up.
     let store = Arc::new(server.store().await);
     for _ in 0..200 {
-        let (summary, message) = outbox::request_with_message();
-        store.create(&summary, &sample(), &message).await.unwrap();
+        let (event, _, _) = outbox::request_event();
+        store.create(&event).await.unwrap();
     }
     let mut relays = Vec::new();
     for _ in 0..4 {
@@ -119,8 +120,8 @@ async fn retention_and_audit() {
             ..PostgresConfig::default()
         })
         .await;
-    let (summary, message) = outbox::request_with_message();
-    store.create(&summary, &sample(), &message).await.unwrap();
+    let (event, summary, _) = outbox::request_event();
+    store.create(&event).await.unwrap();
     store
         .apply(&read_model::quote_event(
             summary.request_id,

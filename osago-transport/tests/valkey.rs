@@ -11,18 +11,12 @@ use osago_core::ports::{InsurerProgress, PortErrorKind, StateStore};
 use osago_core::{InsurerId, RequestId};
 use osago_testkit::{free_port, Valkey, ValkeyOptions};
 use osago_transport::conformance::state_store;
-use osago_transport::valkey::{ValkeyConfig, ValkeyStateStore};
+use osago_transport::valkey::{ValkeyConfig, ValkeyStore};
 
-async fn store_on(valkey: &Valkey) -> ValkeyStateStore {
-    ValkeyStateStore::connect(&valkey.url(), ValkeyConfig::default())
+async fn store_on(valkey: &Valkey) -> ValkeyStore {
+    ValkeyStore::connect(&valkey.url(), ValkeyConfig::default())
         .await
         .expect("connect")
-}
-
-#[tokio::test]
-async fn claim_is_true_only_once() {
-    let valkey = Valkey::start().await;
-    state_store::claim_is_true_only_once(&store_on(&valkey).await).await;
 }
 
 #[tokio::test]
@@ -74,7 +68,7 @@ async fn every_key_has_a_ttl_within_the_configured_one() {
     let mut requests = Vec::new();
     for _ in 0..5 {
         let id = RequestId::random();
-        assert!(store.claim_request(&id, ttl).await.expect("claim"));
+        assert!(state_store::claim(&store, &id, ttl).await.expect("claim"));
         for insurer in ["alfa", "beta", "gamma"] {
             store
                 .save_progress(&progress(&id, insurer), ttl)
@@ -85,13 +79,16 @@ async fn every_key_has_a_ttl_within_the_configured_one() {
     }
     // Sub-second TTLs round up to whole seconds, never down to none.
     let short = RequestId::random();
-    assert!(store
-        .claim_request(&short, Duration::from_millis(300))
-        .await
-        .expect("claim"));
+    assert!(
+        state_store::claim(&store, &short, Duration::from_millis(300))
+            .await
+            .expect("claim")
+    );
 
     let ttls = key_ttls(&valkey).await;
-    assert_eq!(ttls.len(), requests.len() * 2 + 1, "keys: {ttls:?}");
+    // Per request: the claim, the event and the progress; the short one's
+    // claim and event; the in-flight set.
+    assert_eq!(ttls.len(), requests.len() * 3 + 3, "keys: {ttls:?}");
     for (key, remaining) in &ttls {
         assert!(
             key.starts_with("osago:v1:{"),
@@ -118,7 +115,7 @@ async fn an_unreachable_server_fails_fast() {
     };
     let url = format!("redis://127.0.0.1:{}", free_port());
     let started = Instant::now();
-    let err = ValkeyStateStore::connect(&url, config.clone())
+    let err = ValkeyStore::connect(&url, config.clone())
         .await
         .expect_err("nobody listens");
     assert!(
@@ -142,7 +139,7 @@ async fn an_unreachable_server_fails_fast() {
         }
     });
     let started = Instant::now();
-    let err = ValkeyStateStore::connect(&silent_url, config.clone())
+    let err = ValkeyStore::connect(&silent_url, config.clone())
         .await
         .expect_err("the server never answers");
     assert_eq!(err.kind(), PortErrorKind::Timeout, "{err}");
@@ -151,19 +148,17 @@ async fn an_unreachable_server_fails_fast() {
 
     // A server that goes away after connecting.
     let mut valkey = Valkey::start().await;
-    let store = ValkeyStateStore::connect(&valkey.url(), config)
+    let store = ValkeyStore::connect(&valkey.url(), config)
         .await
         .expect("connect");
     let id = RequestId::random();
-    assert!(store
-        .claim_request(&id, Duration::from_secs(60))
+    assert!(state_store::claim(&store, &id, Duration::from_secs(60))
         .await
         .expect("claim"));
     valkey.kill().await;
     let started = Instant::now();
     for result in [
-        store
-            .claim_request(&id, Duration::from_secs(60))
+        state_store::claim(&store, &id, Duration::from_secs(60))
             .await
             .err(),
         store.load_progress(&id).await.err(),
@@ -193,21 +188,25 @@ async fn keys_survive_a_restart_with_appendonly() {
 
     let id = RequestId::random();
     let alfa = progress(&id, "alfa");
-    assert!(store.claim_request(&id, ttl).await.expect("claim"));
+    assert!(state_store::claim(&store, &id, ttl).await.expect("claim"));
     store.save_progress(&alfa, ttl).await.expect("save");
     valkey.stop().await;
     valkey.restart().await;
-    assert!(!store.claim_request(&id, ttl).await.expect("claim"));
+    assert!(!state_store::claim(&store, &id, ttl).await.expect("claim"));
     assert_eq!(store.load_progress(&id).await.expect("load"), vec![alfa]);
 
     // A crash loses nothing already acknowledged either.
     let crashed = RequestId::random();
     let beta = progress(&crashed, "beta");
-    assert!(store.claim_request(&crashed, ttl).await.expect("claim"));
+    assert!(state_store::claim(&store, &crashed, ttl)
+        .await
+        .expect("claim"));
     store.save_progress(&beta, ttl).await.expect("save");
     valkey.kill().await;
     valkey.restart().await;
-    assert!(!store.claim_request(&crashed, ttl).await.expect("claim"));
+    assert!(!state_store::claim(&store, &crashed, ttl)
+        .await
+        .expect("claim"));
     assert_eq!(
         store.load_progress(&crashed).await.expect("load"),
         vec![beta]
@@ -340,17 +339,17 @@ async fn two_instances_share_one_limit() {
     ));
 }
 
-// PolicyStore (the shared resilience policies' scripts)
+// ResilienceStore (the shared resilience policies' scripts)
 
 #[tokio::test]
 async fn policy_store_conformance_and_ttls() {
-    use osago_transport::conformance::policy;
+    use osago_transport::conformance::resilience;
     let valkey = Valkey::start().await;
     let store = store_on(&valkey).await;
-    policy::quota_is_taken_in_blocks(&store).await;
-    policy::slots_are_shared_within_the_cap(&store).await;
-    policy::leases_expire_and_release(&store).await;
-    policy::breaker_values_expire(&store).await;
+    resilience::quota_is_taken_in_blocks(&store).await;
+    resilience::slots_are_shared_within_the_cap(&store).await;
+    resilience::leases_expire_and_release(&store).await;
+    resilience::breaker_values_expire(&store).await;
     let ttls = key_ttls(&valkey).await;
     let policy_keys: Vec<_> = ttls
         .iter()

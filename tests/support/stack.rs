@@ -480,21 +480,35 @@ impl Stack {
             .expect("client");
         let mut second_applications = 0u64;
         let mut re_posts = 0u64;
+        let mut stats_unread = Vec::new();
         for (id, (_, port)) in &self.sims {
-            let Ok(response) = http
-                .get(format!("http://127.0.0.1:{port}/stats"))
-                .send()
-                .await
-            else {
-                continue;
+            let hangs = self
+                .options
+                .insurers
+                .iter()
+                .any(|i| i.id == *id && i.archetype == Archetype::Hang);
+            let read = async {
+                let response = http
+                    .get(format!("http://127.0.0.1:{port}/stats"))
+                    .send()
+                    .await
+                    .ok()?;
+                let stats = response.json::<Value>().await.ok()?;
+                Some((stats["applications"].as_u64()?, stats["replays"].as_u64()?))
             };
-            let Ok(stats) = response.json::<Value>().await else {
-                continue;
-            };
-            let applications = stats["applications"].as_u64().unwrap_or(0);
-            second_applications += applications.saturating_sub(records.len() as u64);
-            re_posts += stats["replays"].as_u64().unwrap_or(0);
-            let _ = id;
+            match read.await {
+                Some((applications, replays)) => {
+                    second_applications += applications.saturating_sub(records.len() as u64);
+                    re_posts += replays;
+                }
+                // The hang archetype's server never parses a request (it
+                // holds every socket unread, insurer-sim's `server::hold`),
+                // so it cannot have created an application, and cannot
+                // answer `/stats` either: its timeout proves it hangs.
+                None if hangs => {}
+                // Any other insurer must account for its applications.
+                None => stats_unread.push(id.clone()),
+            }
         }
         let _ = std::fs::write(self.logs.path().join("tansu.log"), self.tansu.log());
         let verdict = Verdict {
@@ -506,6 +520,7 @@ impl Stack {
             not_shown,
             shown_twice,
             second_applications,
+            stats_unread,
             re_posts,
             reconnects: records.iter().map(|r| r.reconnects).sum(),
         };
@@ -533,6 +548,9 @@ pub struct Verdict {
     pub shown_twice: usize,
     /// Applications beyond one per (request, insurer) (must be 0).
     pub second_applications: u64,
+    /// Insurers whose application counts could not be read (must be none:
+    /// an unread count would hide second applications).
+    pub stats_unread: Vec<String>,
     /// POSTs answered with an existing application (same Idempotency-Key).
     pub re_posts: u64,
     /// SSE reconnections made by the clients.
@@ -543,7 +561,7 @@ impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "FAULT {:<28} requests {:>3}  final states {:>4}/{:<4} lost {}  not shown {}  shown twice {}  second applications {}  (re-POSTs {}, SSE reconnects {})",
+            "FAULT {:<28} requests {:>3}  final states {:>4}/{:<4} lost {}  not shown {}  shown twice {}  second applications {}  stats unread {:?}  (re-POSTs {}, SSE reconnects {})",
             self.fault,
             self.requests,
             self.delivered,
@@ -552,6 +570,7 @@ impl std::fmt::Display for Verdict {
             self.not_shown,
             self.shown_twice,
             self.second_applications,
+            self.stats_unread,
             self.re_posts,
             self.reconnects
         )
@@ -564,7 +583,8 @@ impl Verdict {
         let clean = self.lost == 0
             && self.not_shown == 0
             && self.shown_twice == 0
-            && self.second_applications == 0;
+            && self.second_applications == 0
+            && self.stats_unread.is_empty();
         assert!(clean, "{self}\n{}", context());
     }
 }

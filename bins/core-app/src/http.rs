@@ -14,9 +14,8 @@ use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use osago_core::events::RequestEvent;
-use osago_core::outbox::{OutboxMessage, Stream};
 use osago_core::ports::RequestSummary;
 use osago_core::ratelimit::Admission;
 use osago_core::request::{self, DecodeError};
@@ -118,11 +117,27 @@ fn unavailable(detail: &str) -> Response<Body> {
     response
 }
 
+/// A request body core-app can read: hyper's `Incoming`, or any other
+/// `http_body::Body` of bytes (an embedder's server framework's).
+pub trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
+}
+
 /// Routes one request from `peer`.
-pub async fn handle(
+pub async fn handle<B: RequestBody>(
     app: Arc<App>,
     peer: std::net::SocketAddr,
-    req: Request<Incoming>,
+    req: Request<B>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -170,16 +185,11 @@ pub async fn handle(
 /// `/health`: 200 when every dependency answers within a second, else 503,
 /// with each check's result.
 async fn health(app: &App) -> Response<Body> {
-    let (healthy, checks) =
-        osago_transport::health::report(&app.deps.health, std::time::Duration::from_secs(1)).await;
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let health = osago_service::admin::Health {
+        checks: app.deps.health.clone(),
+        readiness: None,
     };
-    let body =
-        serde_json::json!({ "status": if healthy { "ok" } else { "degraded" }, "checks": checks });
-    json_response(status, &body)
+    health.respond().await.map(BodyExt::boxed_unsync)
 }
 
 fn page() -> Response<Body> {
@@ -191,22 +201,12 @@ fn page() -> Response<Body> {
 }
 
 fn metrics(app: &App) -> Response<Body> {
-    let mut text = String::new();
-    if prometheus_client::encoding::text::encode(&mut text, &app.registry).is_err() {
-        return unavailable("metrics encoding failed");
-    }
-    Response::builder()
-        .header(
-            CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )
-        .body(full(text))
-        .expect("valid response")
+    osago_service::admin::metrics(&app.registry).map(BodyExt::boxed_unsync)
 }
 
 /// The client a request counts against: the configured proxy header's first
 /// address, else the peer address.
-fn client_key(app: &App, peer: std::net::SocketAddr, req: &Request<Incoming>) -> String {
+fn client_key<B>(app: &App, peer: std::net::SocketAddr, req: &Request<B>) -> String {
     app.config
         .client_ip_header
         .as_deref()
@@ -224,7 +224,7 @@ fn client_key(app: &App, peer: std::net::SocketAddr, req: &Request<Incoming>) ->
 async fn limit(
     app: &App,
     peer: std::net::SocketAddr,
-    req: &Request<Incoming>,
+    req: &Request<impl Sized>,
 ) -> Option<Response<Body>> {
     let key = client_key(app, peer, req);
     match app.deps.limiter.check(&key, &app.config.rate_limit).await {
@@ -268,7 +268,7 @@ struct Created {
     deadline_at: chrono::DateTime<chrono::Utc>,
 }
 
-async fn create(app: &App, req: Request<Incoming>) -> Response<Body> {
+async fn create<B: RequestBody>(app: &App, req: Request<B>) -> Response<Body> {
     let limit = app.config.body_limit;
     let too_large = || {
         problem(
@@ -364,25 +364,8 @@ async fn create(app: &App, req: Request<Incoming>) -> Response<Body> {
         deadline_at,
         request,
     };
-    let message = OutboxMessage {
-        id: uuid::Uuid::new_v4(),
-        stream: Stream::Requests,
-        key: request_id.to_string(),
-        payload: serde_json::to_vec(&event).expect("serializable"),
-        created_at,
-        attempts: 0,
-    };
-    let summary = RequestSummary {
-        request_id,
-        created_at,
-        deadline_at,
-    };
-    if let Err(err) = app
-        .deps
-        .requests
-        .create(&summary, &event.request, &message)
-        .await
-    {
+    // The store encodes the event for the outbox (osago-transport's codec).
+    if let Err(err) = app.deps.requests.create(&event).await {
         tracing::error!(error = %err, "storing a request failed");
         return unavailable("the request could not be stored; try again");
     }

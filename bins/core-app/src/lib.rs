@@ -4,9 +4,12 @@
 //!
 //! [`run`] takes a bound listener, the adapters ([`Deps`]), the settings and
 //! a shutdown future, so tests start it on port 0 and stop it at will.
+//! [`CoreApp`] is the same without a listener: its routes, to mount behind
+//! an embedder's own server.
 //!
 //! # Layout
 //!
+//! - [`cli`] - the `core-app` binary's flags, checked and connected.
 //! - [`config`] - [`Config`].
 //! - [`http`] - routes, handlers, problem+json.
 //! - [`sse`] - one request's event stream, resumable by `Last-Event-ID`.
@@ -15,6 +18,7 @@
 //! - [`projector`] - the read-model consumer.
 //! - [`metrics`] - Prometheus metrics.
 
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod hub;
@@ -26,10 +30,10 @@ pub mod sse;
 use std::future::Future;
 use std::sync::Arc;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use ::http::{Request, Response};
 use osago_core::ports::{
     EventPublisher, HealthCheck, LiveFeed, OutboxStore, OutcomeSource, RateLimiter, ReadModel,
     RequestStore,
@@ -90,52 +94,100 @@ pub struct App {
     pub shutdown: CancellationToken,
 }
 
+/// A started core-app without a listener of its own: its background tasks
+/// (outbox relay, read-model projector, live feed, purge) run, and
+/// [`CoreApp::handle`] answers its routes, so an embedder can mount them
+/// behind their own server, authentication and routes.
+#[derive(Debug)]
+pub struct CoreApp {
+    app: Arc<App>,
+    background: tokio::task::JoinSet<()>,
+}
+
+impl CoreApp {
+    /// Starts the background tasks. Metrics are registered in `registry`
+    /// (which may already hold other metrics, as in the embedded binary)
+    /// and served at `/metrics`. Must be called within a tokio runtime.
+    pub fn start(deps: Deps, config: Config, mut registry: Registry) -> Self {
+        let metrics = Metrics::register(&mut registry);
+        let token = CancellationToken::new();
+        let app = Arc::new(App {
+            config: config.clone(),
+            deps: deps.clone(),
+            metrics: metrics.clone(),
+            registry,
+            hub: Arc::new(Hub::default()),
+            shutdown: token.clone(),
+        });
+        let mut background = tokio::task::JoinSet::new();
+        background.spawn(relay::run(
+            deps.outbox.clone(),
+            deps.publisher.clone(),
+            config.relay.clone(),
+            metrics.clone(),
+            token.clone(),
+        ));
+        background.spawn(projector::run(
+            deps.outcomes.clone(),
+            deps.read_model.clone(),
+            config.projector_group.clone(),
+            config.request_deadline,
+            metrics.clone(),
+            token.clone(),
+        ));
+        background.spawn(app.hub.clone().pump(deps.live.clone(), token.clone()));
+        background.spawn(purge_expired(deps.requests.clone(), token));
+        Self { app, background }
+    }
+
+    /// Answers one request from `peer` (see [`http`] for the routes).
+    pub async fn handle<B: http::RequestBody>(
+        &self,
+        peer: SocketAddr,
+        req: Request<B>,
+    ) -> Result<Response<http::Body>, Infallible> {
+        http::handle(self.app.clone(), peer, req).await
+    }
+
+    /// The shared state (settings, adapters, metrics).
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Ends open event streams (with a retry hint, so clients reconnect to
+    /// another pod) and stops the background tasks.
+    pub async fn stop(mut self) {
+        self.app.shutdown.cancel();
+        while self.background.join_next().await.is_some() {}
+    }
+}
+
 /// Runs core-app on `listener` until `shutdown` resolves: the HTTP API, the
-/// outbox relay, the read-model projector and the live feed pump. Metrics
-/// are registered in `registry` (which may already hold other metrics, as
-/// in the embedded binary) and served at `/metrics`.
+/// outbox relay, the read-model projector and the live feed pump (see
+/// [`CoreApp`]); then stops accepting, ends the streams and drains open
+/// connections up to [`Config::drain_timeout`].
 pub async fn run(
     listener: TcpListener,
     deps: Deps,
     config: Config,
-    mut registry: Registry,
+    registry: Registry,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let metrics = Metrics::register(&mut registry);
-    let token = CancellationToken::new();
-    let app = Arc::new(App {
-        config: config.clone(),
-        deps: deps.clone(),
-        metrics: metrics.clone(),
-        registry,
-        hub: Arc::new(Hub::default()),
-        shutdown: token.clone(),
-    });
-
-    let mut background = tokio::task::JoinSet::new();
-    background.spawn(relay::run(
-        deps.outbox.clone(),
-        deps.publisher.clone(),
-        config.relay.clone(),
-        metrics.clone(),
-        token.clone(),
-    ));
-    background.spawn(projector::run(
-        deps.outcomes.clone(),
-        deps.read_model.clone(),
-        config.projector_group.clone(),
-        config.request_deadline,
-        metrics.clone(),
-        token.clone(),
-    ));
-    background.spawn(app.hub.clone().pump(deps.live.clone(), token.clone()));
-    background.spawn(purge_expired(deps.requests.clone(), token.clone()));
-
+    let core = CoreApp::start(deps, config, registry);
     tracing::info!(addr = %listener.local_addr()?, "core-app listening");
-    serve(listener, app, shutdown).await;
-
-    token.cancel();
-    while background.join_next().await.is_some() {}
+    let app = core.app.clone();
+    let drain = app.config.drain_timeout;
+    let token = app.shutdown.clone();
+    osago_service::serve::serve(
+        listener,
+        move |peer, req| http::handle(app.clone(), peer, req),
+        shutdown,
+        // Streams end now (with a retry hint), so connections can drain.
+        move || token.cancel(),
+        drain,
+    )
+    .await;
+    core.stop().await;
     tracing::info!("core-app stopped");
     Ok(())
 }
@@ -151,45 +203,6 @@ async fn purge_expired(requests: Arc<dyn RequestStore>, shutdown: CancellationTo
                 Err(err) => tracing::warn!(error = %err, "purging expired requests failed"),
             },
             _ = shutdown.cancelled() => return,
-        }
-    }
-}
-
-async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()> + Send) {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let (socket, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = socket.set_nodelay(true);
-        let app = app.clone();
-        let service = service_fn(move |req| http::handle(app.clone(), peer, req));
-        let connection = builder.serve_connection(TokioIo::new(socket), service);
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    // Streams end now (with a retry hint), so connections can drain.
-    app.shutdown.cancel();
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(app.config.drain_timeout) => {
-            tracing::warn!("connections still open after the drain timeout");
         }
     }
 }

@@ -4,13 +4,14 @@
 //! Valkey). The same library code paths as production; insurers are called
 //! over real HTTP on loopback.
 
+pub mod cli;
+
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use insurer_sim::{Archetype, SimConfig};
-use osago_aggregator_lib::{Engine, EngineConfig, EngineMetrics, Insurer};
+use osago_aggregator_lib::{Engine, EngineConfig, EngineMetrics, Insurer, Intake, IntakeConfig};
 use osago_core::{Clock, InsurerId, SystemClock};
 use osago_transport::http::{HttpInsurerClient, HttpInsurerConfig};
 use osago_transport::memory::{MemoryBus, MemoryReadModel, MemoryRequestStore, MemoryStateStore};
@@ -26,8 +27,8 @@ pub struct EmbeddedConfig {
     pub core: core_app::Config,
     /// Fan-out engine settings.
     pub engine: EngineConfig,
-    /// Aggregator service settings.
-    pub aggregator: aggregator::Config,
+    /// The aggregator's intake settings.
+    pub intake: IntakeConfig,
     /// The simulated insurers: id and archetype.
     pub insurers: Vec<(InsurerId, Archetype)>,
     /// Simulator speed-up (1.0 = real insurer timings).
@@ -46,7 +47,7 @@ impl Default for EmbeddedConfig {
         Self {
             core: core_app::Config::default(),
             engine: EngineConfig::default(),
-            aggregator: aggregator::Config::default(),
+            intake: IntakeConfig::default(),
             insurers: insurer_sim::default_lineup(),
             sim_speed: 1.0,
             sim_seed: 42,
@@ -117,31 +118,18 @@ pub async fn start(listener: TcpListener, config: EmbeddedConfig) -> std::io::Re
     let requests = MemoryRequestStore::new(config.core.retention);
     let read_model = MemoryReadModel::new(config.core.retention);
     let mut registry = Registry::default();
-    let engine = Engine::new(
-        insurers,
-        Arc::new(bus.clone()),
-        Arc::new(state.clone()),
-        clock.clone(),
-        config.engine.clone(),
-        EngineMetrics::register(&mut registry),
-    );
-
-    let token = shutdown.clone();
-    let aggregator_deps = aggregator::Deps {
-        engine,
-        requests: Arc::new(bus.clone()),
-        health: Vec::new(),
-    };
-    let aggregator_config = config.aggregator.clone();
-    tasks.push(tokio::spawn(async move {
-        aggregator::consume(
-            aggregator_deps,
-            aggregator_config,
-            token,
-            Arc::new(AtomicBool::new(false)),
-        )
-        .await;
-    }));
+    let engine = Engine::builder()
+        .insurers(insurers)
+        .sink(Arc::new(bus.clone()))
+        .state_store(Arc::new(state.clone()))
+        .clock(clock.clone())
+        .config(config.engine.clone())
+        .metrics(EngineMetrics::register(&mut registry))
+        .build()
+        .map_err(std::io::Error::other)?;
+    let intake = Intake::new(engine, Arc::new(bus.clone()), config.intake.clone())
+        .map_err(std::io::Error::other)?;
+    tasks.push(tokio::spawn(intake.run(shutdown.clone())));
 
     let deps = core_app::Deps {
         requests: Arc::new(requests.clone()),
@@ -178,9 +166,4 @@ pub async fn start(listener: TcpListener, config: EmbeddedConfig) -> std::io::Re
         shutdown,
         tasks,
     })
-}
-
-/// Parses a duration like `60s`, `250ms` or `1m` (for flags).
-pub fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
-    humantime::parse_duration(text)
 }

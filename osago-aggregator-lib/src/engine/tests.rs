@@ -105,6 +105,8 @@ impl InsurerClient for Scripted {
 struct Recorder {
     events: Mutex<Vec<(Instant, InsurerEvent)>>,
     failures_left: Mutex<u32>,
+    /// Publishes refused so far.
+    refused: Mutex<u32>,
 }
 
 #[async_trait]
@@ -113,6 +115,7 @@ impl QuoteSink for Recorder {
         let mut failures = self.failures_left.lock().unwrap();
         if *failures > 0 {
             *failures -= 1;
+            *self.refused.lock().unwrap() += 1;
             return Err(PortError::new(
                 osago_core::ports::PortErrorKind::Unavailable,
                 "broker down",
@@ -186,7 +189,7 @@ fn harness_with(insurers: Vec<(&str, Arc<Scripted>)>, config: EngineConfig) -> H
             client,
         })
         .collect();
-    let engine = Engine::new(
+    let engine = Engine::assemble(
         insurers,
         sink.clone(),
         state.clone(),
@@ -205,7 +208,7 @@ fn harness_with(insurers: Vec<(&str, Arc<Scripted>)>, config: EngineConfig) -> H
 /// A harness asking one insurer of any kind.
 fn harness_one(id: &str, client: Arc<dyn InsurerClient>, config: EngineConfig) -> Harness {
     let mut h = harness_with(vec![], config.clone());
-    h.engine = Engine::new(
+    h.engine = Engine::assemble(
         vec![Insurer {
             id: InsurerId::new(id).unwrap(),
             client,
@@ -463,6 +466,10 @@ async fn a_failing_sink_is_retried() {
     };
     *h.sink.failures_left.lock().unwrap() = 2;
     let outcomes = fan_out.wait().await;
+    // Both injected failures were met by the final event's publishes, and
+    // its third attempt went through.
+    assert_eq!(*h.sink.failures_left.lock().unwrap(), 0);
+    assert_eq!(*h.sink.refused.lock().unwrap(), 2);
     assert!(outcomes[0].published);
     assert_protocol(&h, &["one"]);
 }
@@ -491,7 +498,7 @@ async fn post_is_retried_with_jittered_backoff_and_one_idempotency_key() {
     let creates = insurer.calls("create");
     assert_eq!(creates.len(), 3);
     // Full jitter: retry n waits uniformly in [0, min(cap, base * 2^n)].
-    let base = EngineConfig::default().policy.backoff.base;
+    let base = EngineConfig::default().resilience.backoff.base;
     assert!(
         creates[1] - creates[0] <= base,
         "{:?}",
@@ -512,8 +519,8 @@ async fn post_is_retried_with_jittered_backoff_and_one_idempotency_key() {
 #[tokio::test(start_paused = true)]
 async fn retries_never_go_past_the_deadline() {
     let mut config = EngineConfig::default();
-    config.policy.backoff.base = Duration::from_millis(300);
-    config.policy.backoff.max_attempts = 1_000;
+    config.resilience.backoff.base = Duration::from_millis(300);
+    config.resilience.backoff.max_attempts = 1_000;
     let insurer = Scripted::new(vec![]).with_create(vec![Err(unavailable()); 1_000]);
     let h = harness_with(vec![("down", insurer.clone())], config);
     let outcomes = run(&h, request_event(chrono::Duration::seconds(2))).await;
@@ -541,10 +548,10 @@ async fn non_retryable_answers_are_not_retried() {
 #[tokio::test(start_paused = true)]
 async fn an_open_breaker_ends_new_work_at_once_as_circuit_open() {
     let mut config = EngineConfig::default();
-    config.policy.backoff.max_attempts = 1;
+    config.resilience.backoff.max_attempts = 1;
     let insurer = Scripted::new(vec![]).with_create(vec![Err(unavailable()); 100]);
     let h = harness_with(vec![("broken", insurer.clone())], config);
-    let min_calls = EngineConfig::default().policy.breaker.min_calls as usize;
+    let min_calls = EngineConfig::default().resilience.breaker.min_calls as usize;
     for _ in 0..min_calls {
         let outcomes = run(&h, request_event(chrono::Duration::seconds(60))).await;
         assert_eq!(outcomes[0].outcome, "unavailable");
@@ -567,7 +574,7 @@ async fn an_open_breaker_ends_new_work_at_once_as_circuit_open() {
 #[tokio::test(start_paused = true)]
 async fn a_burst_over_the_quota_is_delayed_not_failed() {
     let mut config = EngineConfig::default();
-    config.policy.quota.rate = crate::policy::GcraConfig {
+    config.resilience.quota.rate = crate::resilience::GcraConfig {
         rate_per_sec: 1.0,
         burst: 1,
     };
@@ -599,7 +606,7 @@ async fn a_burst_over_the_quota_is_delayed_not_failed() {
 #[tokio::test(start_paused = true)]
 async fn over_the_deadline_the_quota_ends_work_as_rate_limited() {
     let mut config = EngineConfig::default();
-    config.policy.quota.rate = crate::policy::GcraConfig {
+    config.resilience.quota.rate = crate::resilience::GcraConfig {
         rate_per_sec: 0.1,
         burst: 1,
     };
@@ -627,7 +634,7 @@ async fn failed_polls_are_retried_a_bounded_number_of_times() {
         .collect();
     assert_eq!(by["recovers"], "quoted");
     assert_eq!(by["givesup"], "unavailable");
-    let retries = EngineConfig::default().policy.poll_retries as usize;
+    let retries = EngineConfig::default().resilience.poll_retries as usize;
     assert_eq!(gives_up.calls("poll").len(), retries + 1);
 }
 
@@ -813,7 +820,7 @@ async fn the_last_poll_lands_just_before_the_deadline() {
 async fn fixed_polling_keeps_its_interval() {
     let never = Scripted::new(vec![]);
     let config = EngineConfig {
-        poll: crate::policy::PollConfig::fixed(Duration::from_secs(1)),
+        poll: crate::resilience::PollConfig::fixed(Duration::from_secs(1)),
         ..EngineConfig::default()
     };
     let h = harness_with(vec![("never", never.clone())], config);
@@ -829,36 +836,36 @@ mod shared_policies {
     //! Two engines sharing their policies through one in-memory store, on
     //! the paused clock (the real-Valkey versions are in `tests/`).
 
-    use osago_transport::memory::MemoryPolicyStore;
+    use osago_transport::memory::MemoryResilienceStore;
 
     use super::*;
     use crate::shared::SharedConfig;
 
     fn shared_harness(
         insurer: Arc<dyn InsurerClient>,
-        store: &MemoryPolicyStore,
-        policy: crate::guard::PolicyConfig,
+        store: &MemoryResilienceStore,
+        policy: crate::guard::ResilienceConfig,
     ) -> Harness {
         let config = EngineConfig {
-            policy,
+            resilience: policy,
             ..EngineConfig::default()
         };
         let mut h = harness_one("shared", insurer, config);
         h.engine = h
             .engine
-            .with_policy_store(Arc::new(store.clone()), SharedConfig::default());
+            .with_resilience_store(Arc::new(store.clone()), SharedConfig::default());
         h
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_breaker_opened_by_one_engine_short_circuits_the_other() {
-        let store = MemoryPolicyStore::new();
+        let store = MemoryResilienceStore::new();
         let failing = Scripted::new(vec![]).with_create(
             (0..20)
                 .map(|_| Err(InsurerError::new(ErrorKind::Unavailable, "503")))
                 .collect(),
         );
-        let mut policy = crate::guard::PolicyConfig::default();
+        let mut policy = crate::guard::ResilienceConfig::default();
         policy.backoff.max_attempts = 1;
         let a = shared_harness(failing.clone(), &store, policy.clone());
         let b = shared_harness(failing.clone(), &store, policy);
@@ -881,9 +888,9 @@ mod shared_policies {
 
     #[tokio::test(start_paused = true)]
     async fn two_engines_never_exceed_the_shared_cap() {
-        let store = MemoryPolicyStore::new();
+        let store = MemoryResilienceStore::new();
         let counter = Arc::new(InFlight::default());
-        let mut policy = crate::guard::PolicyConfig::default();
+        let mut policy = crate::guard::ResilienceConfig::default();
         policy.concurrency.max_in_flight = 4;
         let a = shared_harness(counter.clone(), &store, policy.clone());
         let b = shared_harness(counter.clone(), &store, policy);
@@ -951,7 +958,9 @@ mod shared_policies {
         let down = Arc::new(DownStore);
         let fast = Scripted::new(vec![ok(PollOutcome::Quoted(quote()))]);
         let h = harness_one("fast", fast, EngineConfig::default());
-        let engine = h.engine.with_policy_store(down, SharedConfig::default());
+        let engine = h
+            .engine
+            .with_resilience_store(down, SharedConfig::default());
         let Started::Running(f) = engine
             .start(request_event(chrono::Duration::seconds(60)))
             .await
@@ -972,7 +981,7 @@ mod shared_policies {
     }
 
     #[async_trait]
-    impl PolicyStore for DownStore {
+    impl ResilienceStore for DownStore {
         async fn take_quota(
             &self,
             _: &str,
@@ -991,10 +1000,18 @@ mod shared_policies {
         async fn release_slots(&self, _: &str, _: &str) -> Result<(), PortError> {
             Err(down())
         }
-        async fn put_breaker(&self, _: &str, _: &str, _: Duration) -> Result<(), PortError> {
+        async fn put_breaker(
+            &self,
+            _: &str,
+            _: &osago_core::breaker::BreakerSnapshot,
+            _: Duration,
+        ) -> Result<(), PortError> {
             Err(down())
         }
-        async fn get_breaker(&self, _: &str) -> Result<Option<String>, PortError> {
+        async fn get_breaker(
+            &self,
+            _: &str,
+        ) -> Result<Option<osago_core::breaker::BreakerSnapshot>, PortError> {
             Err(down())
         }
     }
@@ -1025,7 +1042,7 @@ mod resume {
             start: Instant::now(),
         });
         let pod = |client: Arc<Scripted>| {
-            Engine::new(
+            Engine::assemble(
                 vec![Insurer {
                     id: InsurerId::new("one").unwrap(),
                     client,
@@ -1113,7 +1130,7 @@ mod resume {
         drop(fan_out);
         // b resumes it (explicitly here) against a working insurer.
         let working = Scripted::new(vec![ok(PollOutcome::Quoted(quote()))]);
-        let b = Engine::new(
+        let b = Engine::assemble(
             vec![Insurer {
                 id: InsurerId::new("one").unwrap(),
                 client: working.clone(),

@@ -8,6 +8,6 @@
 pub mod bus;
 pub mod limiter;
 pub mod outbox;
-pub mod policy;
 pub mod read_model;
+pub mod resilience;
 pub mod state_store;

@@ -7,35 +7,30 @@ use chrono::Utc;
 use osago_core::outbox::{OutboxMessage, Stream};
 use osago_core::ports::{OutboxStore, RequestStore, RequestSummary};
 use osago_core::request::sample;
-use osago_core::RequestId;
+use osago_core::{EventId, RequestEvent, RequestId};
 use uuid::Uuid;
 
-/// A request summary and its outbox message, as core-app writes them.
-pub fn request_with_message() -> (RequestSummary, OutboxMessage) {
-    let request_id = RequestId::random();
+/// A request event as core-app writes it, with the summary and the outbox
+/// message every store derives from it.
+pub fn request_event() -> (RequestEvent, RequestSummary, OutboxMessage) {
     let now = Utc::now();
-    let summary = RequestSummary {
-        request_id,
-        created_at: now,
+    let event = RequestEvent {
+        event_id: EventId::random(),
+        request_id: RequestId::random(),
+        occurred_at: now,
         deadline_at: now + chrono::Duration::seconds(60),
+        request: sample(),
     };
-    let message = OutboxMessage {
-        id: Uuid::new_v4(),
-        stream: Stream::Requests,
-        key: request_id.to_string(),
-        payload: format!("{{\"request_id\":\"{request_id}\"}}").into_bytes(),
-        created_at: now,
-        attempts: 0,
-    };
-    (summary, message)
+    let summary = RequestSummary::of(&event);
+    let message = crate::codec::request_outbox_message(&event);
+    (event, summary, message)
 }
 
 async fn create<S: RequestStore + ?Sized>(store: &S) -> (RequestSummary, OutboxMessage) {
-    let (summary, message) = request_with_message();
-    store
-        .create(&summary, &sample(), &message)
-        .await
-        .expect("create");
+    let (event, summary, message) = request_event();
+    store.create(&event).await.expect("create");
+    assert_eq!(message.stream, Stream::Requests);
+    assert_eq!(message.key, summary.request_id.to_string());
     (summary, message)
 }
 

@@ -10,34 +10,23 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::future::join_all;
-use osago_core::ports::{InsurerProgress, StateStore};
+use osago_core::ports::{InsurerProgress, PortError, StateStore};
 use osago_core::{InsurerId, RequestId};
 
 /// A TTL no check outlives.
 const LONG: Duration = Duration::from_secs(300);
 
-/// Claiming is `true` the first time only, even when claims race.
-pub async fn claim_is_true_only_once(store: &dyn StateStore) {
-    let id = RequestId::random();
-    assert!(
-        store.claim_request(&id, LONG).await.expect("claim"),
-        "the first claim must succeed"
-    );
-    for _ in 0..3 {
-        assert!(
-            !store.claim_request(&id, LONG).await.expect("claim"),
-            "a repeated claim must fail"
-        );
-    }
-
-    let raced = RequestId::random();
-    let claims = join_all((0..16).map(|_| store.claim_request(&raced, LONG))).await;
-    let won = claims
-        .into_iter()
-        .map(|claim| claim.expect("claim"))
-        .filter(|&won| won)
-        .count();
-    assert_eq!(won, 1, "exactly one of racing claims must succeed");
+/// Claims `id` as a fresh request event would (the claim and the event
+/// kept for `ttl`, leased for longer than any check): `true` the first
+/// time only.
+pub async fn claim(
+    store: &dyn StateStore,
+    id: &RequestId,
+    ttl: Duration,
+) -> Result<bool, PortError> {
+    let mut ev = event(chrono::Duration::seconds(60));
+    ev.request_id = *id;
+    store.begin_request(&ev, LONG, ttl, ttl).await
 }
 
 /// Saved progress loads back equal; saving the same insurer again replaces
@@ -76,7 +65,7 @@ pub async fn progress_of_unknown_request_is_empty(store: &dyn StateStore) {
     let id = RequestId::random();
     assert!(store.load_progress(&id).await.expect("load").is_empty());
     // A claim alone records no progress.
-    assert!(store.claim_request(&id, LONG).await.expect("claim"));
+    assert!(claim(store, &id, LONG).await.expect("claim"));
     assert!(store.load_progress(&id).await.expect("load").is_empty());
 }
 
@@ -85,14 +74,14 @@ pub async fn progress_of_unknown_request_is_empty(store: &dyn StateStore) {
 pub async fn entries_expire_after_their_ttl(store: &dyn StateStore) {
     let ttl = Duration::from_secs(1);
     let id = RequestId::random();
-    assert!(store.claim_request(&id, ttl).await.expect("claim"));
+    assert!(claim(store, &id, ttl).await.expect("claim"));
     store
         .save_progress(&progress(&id, "alfa", None, 1), ttl)
         .await
         .expect("save");
     // A long-lived neighbour is unaffected.
     let kept = RequestId::random();
-    assert!(store.claim_request(&kept, LONG).await.expect("claim"));
+    assert!(claim(store, &kept, LONG).await.expect("claim"));
     let kept_progress = progress(&kept, "alfa", None, 1);
     store
         .save_progress(&kept_progress, LONG)
@@ -102,14 +91,14 @@ pub async fn entries_expire_after_their_ttl(store: &dyn StateStore) {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
     assert!(
-        store.claim_request(&id, ttl).await.expect("claim"),
+        claim(store, &id, ttl).await.expect("claim"),
         "an expired claim must be claimable again"
     );
     assert!(
         store.load_progress(&id).await.expect("load").is_empty(),
         "expired progress must be gone"
     );
-    assert!(!store.claim_request(&kept, LONG).await.expect("claim"));
+    assert!(!claim(store, &kept, LONG).await.expect("claim"));
     assert_eq!(
         store.load_progress(&kept).await.expect("load"),
         vec![kept_progress]
@@ -120,9 +109,9 @@ pub async fn entries_expire_after_their_ttl(store: &dyn StateStore) {
 pub async fn requests_are_independent(store: &dyn StateStore) {
     let a = RequestId::random();
     let b = RequestId::random();
-    assert!(store.claim_request(&a, LONG).await.expect("claim a"));
+    assert!(claim(store, &a, LONG).await.expect("claim a"));
     assert!(
-        store.claim_request(&b, LONG).await.expect("claim b"),
+        claim(store, &b, LONG).await.expect("claim b"),
         "claiming one request must not claim another"
     );
 
@@ -192,10 +181,7 @@ pub async fn begin_is_true_only_once(store: &dyn StateStore) {
         .filter(|&won| won)
         .count();
     assert_eq!(won, 1, "exactly one of racing begins must succeed");
-    assert!(!store
-        .claim_request(&ev.request_id, LONG)
-        .await
-        .expect("claim"));
+    assert!(!claim(store, &ev.request_id, LONG).await.expect("claim"));
 }
 
 /// A live lease is never taken over; once it expires exactly one caller

@@ -4,12 +4,12 @@
 
 mod bus;
 mod limiter;
-mod policy;
+mod resilience;
 mod stores;
 mod ttl;
 
 pub use bus::{MemoryBus, MemoryBusStats};
 pub use limiter::MemoryRateLimiter;
-pub use policy::MemoryPolicyStore;
+pub use resilience::MemoryResilienceStore;
 pub use stores::{MemoryReadModel, MemoryRequestStore, MemoryStateStore};
 pub use ttl::TtlMap;

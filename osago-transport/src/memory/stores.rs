@@ -50,19 +50,6 @@ impl MemoryStateStore {
 
 #[async_trait]
 impl StateStore for MemoryStateStore {
-    async fn claim_request(
-        &self,
-        request_id: &RequestId,
-        ttl: Duration,
-    ) -> Result<bool, PortError> {
-        let mut inner = self.inner.lock().expect("state lock");
-        if inner.claims.get(request_id).is_some() {
-            return Ok(false);
-        }
-        inner.claims.insert(*request_id, (), ttl);
-        Ok(true)
-    }
-
     async fn save_progress(
         &self,
         progress: &InsurerProgress,
@@ -196,12 +183,10 @@ impl MemoryRequestStore {
 
 #[async_trait]
 impl RequestStore for MemoryRequestStore {
-    async fn create(
-        &self,
-        summary: &RequestSummary,
-        request: &QuoteRequest,
-        message: &OutboxMessage,
-    ) -> Result<(), PortError> {
+    async fn create(&self, event: &RequestEvent) -> Result<(), PortError> {
+        let summary = &RequestSummary::of(event);
+        let request = &event.request;
+        let message = &crate::codec::request_outbox_message(event);
         {
             let mut inner = self.inner.lock().expect("requests lock");
             inner.requests.insert(

@@ -22,7 +22,7 @@ use osago_core::ports::{
     HealthCheck, OutboxStore, PortError, PortErrorKind, ReadModel, RequestStore, RequestSummary,
 };
 use osago_core::showcase::OfferRow;
-use osago_core::{InsurerEvent, QuoteRequest, RequestId};
+use osago_core::{InsurerEvent, RequestEvent, RequestId};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::Row;
@@ -171,12 +171,10 @@ impl HealthCheck for PostgresStore {
 
 #[async_trait]
 impl RequestStore for PostgresStore {
-    async fn create(
-        &self,
-        summary: &RequestSummary,
-        request: &QuoteRequest,
-        message: &OutboxMessage,
-    ) -> Result<(), PortError> {
+    async fn create(&self, event: &RequestEvent) -> Result<(), PortError> {
+        let summary = &RequestSummary::of(event);
+        let request = &event.request;
+        let message = &crate::codec::request_outbox_message(event);
         let request_json = serde_json::to_value(request)
             .map_err(|e| PortError::new(PortErrorKind::Corrupt, "request encode").with_source(e))?;
         let mut tx = self.pool.begin().await.map_err(unavailable("begin"))?;

@@ -1,5 +1,5 @@
 //! Valkey (or Redis 7) adapter: the aggregator's [`StateStore`], the shared
-//! [`PolicyStore`](osago_core::ports::PolicyStore) of its resilience
+//! [`ResilienceStore`](osago_core::ports::ResilienceStore) of its resilience
 //! policies, and the [`RateLimiter`](osago_core::ports::RateLimiter), over a
 //! deadpool-redis connection pool.
 //!
@@ -12,11 +12,11 @@
 //! |-------------------------------------|--------|-------------------------------------------|---------------------------|
 //! | `osago:v1:{<request_id>}:claim`     | string | `1`                                       | `SET … NX EX <ttl>`       |
 //! | `osago:v1:{<request_id>}:progress`  | hash   | field = insurer id, value = [`InsurerProgress`] as JSON | `MULTI HSET … EXPIRE … EXEC` |
-//! | `osago:v1:{<request_id>}:event`     | string | the request event (JSON, with the form's personal data) while in flight, for a pod resuming it | one `EVAL` with the claim, `SET … EX` |
-//! | `osago:v1:in-flight`                | zset   | request ids in flight, scored by lease expiry (unix ms) | `EVAL` scripts; `EXPIRE` = the claim TTL |
-//! | `osago:v1:rl:{<client key>}`        | string | GCRA theoretical arrival time (unix ms)   | one `EVAL` script, `SET … PX` |
-//! | `osago:v1:q:{<insurer>}`            | string | shared outbound quota TAT (unix µs)       | one `EVAL` script, `SET … PX` |
-//! | `osago:v1:cc:{<insurer>}`           | hash   | field = pod, value = `held:want:expires_ms` (slot lease) | one `EVAL` script, `HSET` + `PEXPIRE` |
+//! | `osago:v1:{<request_id>}:event`     | string | the request event (JSON, with the form's personal data) while in flight, for a pod resuming it | one script with the claim, `SET … EX` |
+//! | `osago:v1:in-flight`                | zset   | request ids in flight, scored by lease expiry (unix ms) | scripts; `EXPIRE` = the claim TTL |
+//! | `osago:v1:rl:{<client key>}`        | string | GCRA theoretical arrival time (unix ms)   | one script, `SET … PX` |
+//! | `osago:v1:q:{<insurer>}`            | string | shared outbound quota TAT (unix µs)       | one script, `SET … PX` |
+//! | `osago:v1:cc:{<insurer>}`           | hash   | field = pod, value = `held:want:expires_ms` (slot lease) | one script, `HSET` + `PEXPIRE` |
 //! | `osago:v1:cb:{<insurer>}`           | string | circuit breaker state (JSON)              | `SET … PX` |
 //!
 //! The in-flight index is one key for all requests, used in the same
@@ -40,11 +40,13 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, AsyncConnectionConfig, RedisError};
 use deadpool_redis::{Manager, Pool, PoolError, Runtime};
+use osago_core::breaker::BreakerSnapshot;
 use osago_core::ports::{HealthCheck, InsurerProgress, PortError, PortErrorKind, StateStore};
 use osago_core::{RequestEvent, RequestId};
 use serde::{Deserialize, Serialize};
@@ -52,7 +54,7 @@ use serde::{Deserialize, Serialize};
 /// Prefix of every key this adapter writes.
 const KEY_PREFIX: &str = "osago:v1:";
 
-/// How the [`ValkeyStateStore`] connects.
+/// How the [`ValkeyStore`] connects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ValkeyConfig {
@@ -74,15 +76,15 @@ impl Default for ValkeyConfig {
 /// The aggregator's in-flight state in Valkey. Cheap to clone (the pool is
 /// shared).
 #[derive(Clone)]
-pub struct ValkeyStateStore {
+pub struct ValkeyStore {
     pool: Pool,
     timeout: Duration,
 }
 
-impl fmt::Debug for ValkeyStateStore {
+impl fmt::Debug for ValkeyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let status = self.pool.status();
-        f.debug_struct("ValkeyStateStore")
+        f.debug_struct("ValkeyStore")
             .field("pool_size", &status.max_size)
             .field("connections", &status.size)
             .field("timeout", &self.timeout)
@@ -90,7 +92,7 @@ impl fmt::Debug for ValkeyStateStore {
     }
 }
 
-impl ValkeyStateStore {
+impl ValkeyStore {
     /// A store for the server at `url` (`redis://host:port[/db]`): builds
     /// the pool and checks the server answers a `PING`, so a caller can
     /// retry at start-up. Later calls reconnect on their own.
@@ -155,6 +157,24 @@ impl ValkeyStateStore {
         .await
     }
 
+    /// Runs one of the Lua scripts (`lua/*.lua`, hashed once) by its SHA
+    /// (`EVALSHA`; the script is loaded on the server's first `NOSCRIPT`),
+    /// within the timeout.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, PortError> {
+        self.bounded(op, async {
+            let mut conn = self.pool.get().await.map_err(|e| pool_error(op, e))?;
+            script
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| redis_error(op, e))
+        })
+        .await
+    }
+
     /// Runs a pipeline on a pooled connection, within the timeout.
     async fn query_pipe<T: redis::FromRedisValue>(
         &self,
@@ -190,7 +210,7 @@ impl ValkeyStateStore {
 }
 
 #[async_trait]
-impl HealthCheck for ValkeyStateStore {
+impl HealthCheck for ValkeyStore {
     fn name(&self) -> &'static str {
         "valkey"
     }
@@ -201,22 +221,7 @@ impl HealthCheck for ValkeyStateStore {
 }
 
 #[async_trait]
-impl StateStore for ValkeyStateStore {
-    async fn claim_request(
-        &self,
-        request_id: &RequestId,
-        ttl: Duration,
-    ) -> Result<bool, PortError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(claim_key(request_id))
-            .arg(1)
-            .arg("NX")
-            .arg("EX")
-            .arg(ttl_secs(ttl));
-        let reply: Option<String> = self.query("claim", &cmd).await?;
-        Ok(reply.is_some())
-    }
-
+impl StateStore for ValkeyStore {
     async fn save_progress(
         &self,
         progress: &InsurerProgress,
@@ -265,18 +270,16 @@ impl StateStore for ValkeyStateStore {
         let json = serde_json::to_vec(event).map_err(|e| {
             PortError::new(PortErrorKind::Corrupt, "cannot encode the request event").with_source(e)
         })?;
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(BEGIN_SCRIPT)
-            .arg(3)
-            .arg(claim_key(&event.request_id))
-            .arg(event_key(&event.request_id))
-            .arg(IN_FLIGHT_KEY)
+        let mut cmd = BEGIN_SCRIPT.prepare_invoke();
+        cmd.key(claim_key(&event.request_id))
+            .key(event_key(&event.request_id))
+            .key(IN_FLIGHT_KEY)
             .arg(event.request_id.to_string())
             .arg(json)
             .arg(millis(lease))
             .arg(ttl_secs(keep))
             .arg(ttl_secs(ttl));
-        let began: i64 = self.query("begin request", &cmd).await?;
+        let began: i64 = self.invoke("begin request", &cmd).await?;
         Ok(began == 1)
     }
 
@@ -284,27 +287,22 @@ impl StateStore for ValkeyStateStore {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(RENEW_SCRIPT)
-            .arg(1)
-            .arg(IN_FLIGHT_KEY)
-            .arg(millis(lease));
+        let mut cmd = RENEW_SCRIPT.prepare_invoke();
+        cmd.key(IN_FLIGHT_KEY).arg(millis(lease));
         for id in ids {
             cmd.arg(id.to_string());
         }
-        let _: i64 = self.query("renew leases", &cmd).await?;
+        let _: i64 = self.invoke("renew leases", &cmd).await?;
         Ok(())
     }
 
     async fn take_over(&self, lease: Duration, max: usize) -> Result<Vec<RequestEvent>, PortError> {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(TAKE_OVER_SCRIPT)
-            .arg(1)
-            .arg(IN_FLIGHT_KEY)
+        let mut cmd = TAKE_OVER_SCRIPT.prepare_invoke();
+        cmd.key(IN_FLIGHT_KEY)
             .arg(millis(lease))
             .arg(max.max(1))
             .arg(KEY_PREFIX);
-        let events: Vec<Vec<u8>> = self.query("take over", &cmd).await?;
+        let events: Vec<Vec<u8>> = self.invoke("take over", &cmd).await?;
         events
             .into_iter()
             .map(|json| {
@@ -338,47 +336,17 @@ impl StateStore for ValkeyStateStore {
 const IN_FLIGHT_KEY: &str = "osago:v1:in-flight";
 
 /// Claim, stored event and lease in one step (all or nothing).
-const BEGIN_SCRIPT: &str = r#"
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[5]) then
-  return 0
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[4])
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('EXPIRE', KEYS[3], ARGV[5])
-return 1
-"#;
+static BEGIN_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("lua/begin.lua")));
 
 /// Extends existing leases only (`XX`: an ended request stays ended).
-const RENEW_SCRIPT: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local until_ms = now + tonumber(ARGV[1])
-for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], 'XX', until_ms, ARGV[i])
-end
-return #ARGV - 1
-"#;
+static RENEW_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("lua/renew.lua")));
 
 /// Expired leases, re-leased to the caller with their stored events; an
 /// entry whose event is gone (past its keep time) is dropped.
-const TAKE_OVER_SCRIPT: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-local out = {}
-for _, id in ipairs(expired) do
-  local event = redis.call('GET', ARGV[3] .. '{' .. id .. '}:event')
-  if event then
-    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), id)
-    table.insert(out, event)
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-return out
-"#;
+static TAKE_OVER_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("lua/take_over.lua")));
 
 /// `osago:v1:{<request_id>}:event`.
 fn event_key(request_id: &RequestId) -> String {
@@ -456,25 +424,11 @@ fn pool_error(op: &'static str, e: PoolError) -> PortError {
 /// [`gcra_step`](osago_core::ratelimit::gcra_step) on the server's clock
 /// (`TIME`), so every instance shares one limit per key. The TAT key lives
 /// exactly as long as it matters (`PX tat - now`).
-const GCRA_SCRIPT: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local interval = tonumber(ARGV[1])
-local burst = math.max(tonumber(ARGV[2]), 1)
-local stored = redis.call('GET', KEYS[1])
-local tat = now
-if stored then tat = math.max(tonumber(stored), now) end
-local new_tat = tat + interval
-local allow_at = new_tat - interval * burst
-if now < allow_at then
-  return {0, allow_at - now}
-end
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.max(new_tat - now, 1))
-return {1, 0}
-"#;
+static GCRA_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("lua/gcra.lua")));
 
 #[async_trait]
-impl osago_core::ports::RateLimiter for ValkeyStateStore {
+impl osago_core::ports::RateLimiter for ValkeyStore {
     async fn check(
         &self,
         key: &str,
@@ -485,13 +439,11 @@ impl osago_core::ports::RateLimiter for ValkeyStateStore {
         if interval == 0 {
             return Ok(Admission::Allowed);
         }
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(GCRA_SCRIPT)
-            .arg(1)
-            .arg(format!("{KEY_PREFIX}rl:{{{key}}}"))
+        let mut cmd = GCRA_SCRIPT.prepare_invoke();
+        cmd.key(format!("{KEY_PREFIX}rl:{{{key}}}"))
             .arg(interval)
             .arg(limit.burst);
-        let (allowed, retry_after_ms): (i64, i64) = self.query("rate limit", &cmd).await?;
+        let (allowed, retry_after_ms): (i64, i64) = self.invoke("rate limit", &cmd).await?;
         Ok(if allowed == 1 {
             Admission::Allowed
         } else {
@@ -505,75 +457,18 @@ impl osago_core::ports::RateLimiter for ValkeyStateStore {
 /// [`gcra_take`](osago_core::ratelimit::gcra_take) in one atomic script,
 /// on the server's clock in microseconds: a block of up to `want` calls of a
 /// shared outbound quota. The TAT key lives as long as it matters.
-const QUOTA_SCRIPT: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local burst = math.max(tonumber(ARGV[2]), 1)
-local want = tonumber(ARGV[3])
-local stored = redis.call('GET', KEYS[1])
-local tat = now
-if stored then tat = math.max(tonumber(stored), now) end
-local horizon = now + interval * burst
-local available = 0
-if horizon > tat then available = math.floor((horizon - tat) / interval) end
-local granted = math.min(want, available)
-if granted <= 0 then
-  return {0, math.max(tat + interval - horizon, 1)}
-end
-local new_tat = tat + granted * interval
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.max(math.ceil((new_tat - now) / 1000), 1))
-return {granted, 0}
-"#;
+static QUOTA_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("lua/quota.lua")));
 
 /// [`grant_slots`](osago_core::slots::grant_slots) in one atomic script, on
 /// the server's clock: one hash per insurer, a field per holder
 /// (`held:want:expires_ms`); expired leases are deleted first; the hash
 /// lives as long as its longest lease.
-const SLOTS_SCRIPT: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local holder = ARGV[1]
-local cap = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
-local floor = tonumber(ARGV[4])
-local ttl = tonumber(ARGV[5])
-local all = redis.call('HGETALL', KEYS[1])
-local others_held = 0
-local starving = false
-local active = 1
-local last_expiry = now + ttl
-for i = 1, #all, 2 do
-  local field = all[i]
-  if field ~= holder then
-    local held, w, exp = string.match(all[i + 1], '^(%d+):(%d+):(%d+)$')
-    held = tonumber(held)
-    w = tonumber(w)
-    exp = tonumber(exp)
-    if held == nil or w == nil or exp == nil or exp <= now then
-      redis.call('HDEL', KEYS[1], field)
-    else
-      others_held = others_held + held
-      if w > held then starving = true end
-      if w > 0 then active = active + 1 end
-      if exp > last_expiry then last_expiry = exp end
-    end
-  end
-end
-local free = math.max(cap - others_held, 0)
-local target = want
-if starving then target = math.min(want, math.ceil(cap / active)) end
-local granted = math.min(target, free)
-local held = math.max(granted, floor)
-redis.call('HSET', KEYS[1], holder, string.format('%d:%d:%d', held, want, now + ttl))
-redis.call('PEXPIRE', KEYS[1], last_expiry - now)
-local contended = 0
-if starving or want > granted then contended = 1 end
-return {granted, held, contended}
-"#;
+static SLOTS_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("lua/slots.lua")));
 
 #[async_trait]
-impl osago_core::ports::PolicyStore for ValkeyStateStore {
+impl osago_core::ports::ResilienceStore for ValkeyStore {
     async fn take_quota(
         &self,
         key: &str,
@@ -588,14 +483,12 @@ impl osago_core::ports::PolicyStore for ValkeyStateStore {
                 retry_after: Duration::ZERO,
             });
         }
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(QUOTA_SCRIPT)
-            .arg(1)
-            .arg(format!("{KEY_PREFIX}q:{{{key}}}"))
+        let mut cmd = QUOTA_SCRIPT.prepare_invoke();
+        cmd.key(format!("{KEY_PREFIX}q:{{{key}}}"))
             .arg(interval)
             .arg(limit.burst)
             .arg(want);
-        let (granted, retry_after_us): (i64, i64) = self.query("quota", &cmd).await?;
+        let (granted, retry_after_us): (i64, i64) = self.invoke("quota", &cmd).await?;
         Ok(QuotaGrant {
             granted: u32::try_from(granted.max(0)).unwrap_or(0).min(want),
             retry_after: Duration::from_micros(retry_after_us.max(0) as u64),
@@ -607,10 +500,8 @@ impl osago_core::ports::PolicyStore for ValkeyStateStore {
         key: &str,
         claim: &osago_core::ports::SlotClaim,
     ) -> Result<osago_core::slots::SlotGrant, PortError> {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(SLOTS_SCRIPT)
-            .arg(1)
-            .arg(slots_key(key))
+        let mut cmd = SLOTS_SCRIPT.prepare_invoke();
+        cmd.key(slots_key(key))
             .arg(&claim.holder)
             .arg(claim.cap)
             .arg(claim.want)
@@ -620,7 +511,7 @@ impl osago_core::ports::PolicyStore for ValkeyStateStore {
                     .unwrap_or(u64::MAX)
                     .max(1),
             );
-        let (granted, held, contended): (i64, i64, i64) = self.query("claim slots", &cmd).await?;
+        let (granted, held, contended): (i64, i64, i64) = self.invoke("claim slots", &cmd).await?;
         let count = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
         Ok(osago_core::slots::SlotGrant {
             granted: count(granted),
@@ -636,20 +527,36 @@ impl osago_core::ports::PolicyStore for ValkeyStateStore {
         Ok(())
     }
 
-    async fn put_breaker(&self, key: &str, state: &str, ttl: Duration) -> Result<(), PortError> {
+    async fn put_breaker(
+        &self,
+        key: &str,
+        state: &BreakerSnapshot,
+        ttl: Duration,
+    ) -> Result<(), PortError> {
+        let json = serde_json::to_string(state).map_err(|e| {
+            PortError::new(
+                PortErrorKind::Corrupt,
+                format!("encoding the breaker state: {e}"),
+            )
+        })?;
         let mut cmd = redis::cmd("SET");
         cmd.arg(breaker_key(key))
-            .arg(state)
+            .arg(json)
             .arg("PX")
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
         let _: () = self.query("put breaker", &cmd).await?;
         Ok(())
     }
 
-    async fn get_breaker(&self, key: &str) -> Result<Option<String>, PortError> {
+    async fn get_breaker(&self, key: &str) -> Result<Option<BreakerSnapshot>, PortError> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(breaker_key(key));
-        self.query("get breaker", &cmd).await
+        let json: Option<String> = self.query("get breaker", &cmd).await?;
+        match json {
+            None => Ok(None),
+            // A value this version cannot read is no state at all.
+            Some(json) => Ok(serde_json::from_str(&json).ok()),
+        }
     }
 }
 
@@ -697,7 +604,7 @@ mod tests {
     #[test]
     fn invalid_url_is_rejected_without_echo() {
         let err =
-            ValkeyStateStore::new_lazy("nonsense://secret@x", ValkeyConfig::default()).unwrap_err();
+            ValkeyStore::new_lazy("nonsense://secret@x", ValkeyConfig::default()).unwrap_err();
         assert_eq!(err.kind(), PortErrorKind::Unavailable);
         assert!(!err.to_string().contains("secret"));
     }

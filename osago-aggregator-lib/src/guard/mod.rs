@@ -1,9 +1,9 @@
-//! One insurer's resilience guard: the policies of [`crate::policy`]
+//! One insurer's resilience guard: the policies of [`crate::resilience`]
 //! composed around every call to it (quota, then circuit breaker, then a
 //! concurrency slot, then the call, its outcome recorded).
 //!
 //! A guard is local ([`Guard::new`]) or shared between pods through a
-//! [`PolicyStore`] ([`Guard::shared`], see [`crate::shared`]): the same
+//! [`ResilienceStore`] ([`Guard::shared`], see [`crate::shared`]): the same
 //! policies, with the quota taken from the store in blocks, the concurrency
 //! capacity leased from it, and breaker openings published through it.
 
@@ -12,24 +12,26 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use osago_core::insurer::{ErrorKind, InsurerError};
-use osago_core::ports::PolicyStore;
+use osago_core::ports::ResilienceStore;
 use osago_core::Clock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::metrics::{CallLabels, EngineMetrics, InsurerLabel, TransitionLabels};
-use crate::policy::{
+use crate::resilience::{
     Backoff, BackoffConfig, BreakerConfig, BreakerSnapshot, CallOutcome, CircuitBreaker,
     ConcurrencyConfig, ConcurrencyLimit, GcraConfig, QuotaConfig, QuotaError, QuotaQueue,
     Transition,
 };
-use crate::shared::{self, SharedConfig, SharedQuota};
+use crate::shared::{SharedConfig, SharedQuota};
+
+mod sync;
 
 /// The policies of one insurer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct PolicyConfig {
+pub struct ResilienceConfig {
     /// Outbound quota with its burst buffer.
     pub quota: QuotaConfig,
     /// The circuit breaker.
@@ -43,7 +45,7 @@ pub struct PolicyConfig {
     pub poll_retries: u32,
 }
 
-impl Default for PolicyConfig {
+impl Default for ResilienceConfig {
     fn default() -> Self {
         Self {
             quota: QuotaConfig {
@@ -133,7 +135,7 @@ pub struct Guard {
 
 impl Guard {
     /// A guard for the insurer labelled `label`, on this pod's own policies.
-    pub fn new(label: InsurerLabel, config: &PolicyConfig, metrics: EngineMetrics) -> Self {
+    pub fn new(label: InsurerLabel, config: &ResilienceConfig, metrics: EngineMetrics) -> Self {
         metrics.breaker_state.get_or_create(&label).set(0);
         Self {
             quota: Quota::Local(QuotaQueue::new(config.quota.clone())),
@@ -154,9 +156,9 @@ impl Guard {
     /// tokio runtime.
     pub fn shared(
         label: InsurerLabel,
-        config: &PolicyConfig,
+        config: &ResilienceConfig,
         metrics: EngineMetrics,
-        store: Arc<dyn PolicyStore>,
+        store: Arc<dyn ResilienceStore>,
         shared_config: &SharedConfig,
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
@@ -187,7 +189,7 @@ impl Guard {
             cap: config.concurrency.max_in_flight.max(1),
         });
         let cap = u32::try_from(config.concurrency.max_in_flight.max(1)).unwrap_or(u32::MAX);
-        shared::spawn_keepers(&guard, store, shared_config.clone(), cap, clock, rx);
+        sync::spawn_keepers(&guard, store, shared_config.clone(), cap, clock, rx);
         guard
     }
 
@@ -212,7 +214,7 @@ impl Guard {
     fn own_transition(&self, transition: Option<Transition>) {
         let Some(t) = transition else { return };
         if let Some(feed) = &self.feed {
-            if shared::is_shared_transition(t.to) {
+            if sync::is_shared_transition(t.to) {
                 let now_unix_ms = u64::try_from(feed.clock.now().timestamp_millis()).unwrap_or(0);
                 let snapshot = self
                     .breaker

@@ -1,4 +1,4 @@
-//! The in-memory [`PolicyStore`], on tokio's clock: one process's pods
+//! The in-memory [`ResilienceStore`], on tokio's clock: one process's pods
 //! (engines) share quotas, slot leases and breaker states through it, with
 //! the same arithmetic as the Valkey scripts.
 
@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use osago_core::ports::{PolicyStore, PortError, QuotaGrant, SlotClaim};
+use osago_core::breaker::BreakerSnapshot;
+use osago_core::ports::{PortError, QuotaGrant, ResilienceStore, SlotClaim};
 use osago_core::ratelimit::{gcra_take, RateLimit};
 use osago_core::slots::{grant_slots, SlotGrant, SlotHolder};
 use tokio::time::Instant;
@@ -20,17 +21,17 @@ struct State {
     tats: TtlMap<String, u64>,
     /// Slot leases: key -> holder -> (lease, expiry).
     slots: HashMap<String, HashMap<String, (SlotHolder, Instant)>>,
-    breakers: TtlMap<String, String>,
+    breakers: TtlMap<String, BreakerSnapshot>,
 }
 
 /// Shared policy state in memory (one process only).
 #[derive(Debug, Clone)]
-pub struct MemoryPolicyStore {
+pub struct MemoryResilienceStore {
     epoch: Instant,
     state: Arc<Mutex<State>>,
 }
 
-impl Default for MemoryPolicyStore {
+impl Default for MemoryResilienceStore {
     fn default() -> Self {
         Self {
             epoch: Instant::now(),
@@ -39,7 +40,7 @@ impl Default for MemoryPolicyStore {
     }
 }
 
-impl MemoryPolicyStore {
+impl MemoryResilienceStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
@@ -51,7 +52,7 @@ impl MemoryPolicyStore {
 }
 
 #[async_trait]
-impl PolicyStore for MemoryPolicyStore {
+impl ResilienceStore for MemoryResilienceStore {
     async fn take_quota(
         &self,
         key: &str,
@@ -109,16 +110,21 @@ impl PolicyStore for MemoryPolicyStore {
         Ok(())
     }
 
-    async fn put_breaker(&self, key: &str, value: &str, ttl: Duration) -> Result<(), PortError> {
+    async fn put_breaker(
+        &self,
+        key: &str,
+        value: &BreakerSnapshot,
+        ttl: Duration,
+    ) -> Result<(), PortError> {
         self.lock().breakers.insert(
             key.to_owned(),
-            value.to_owned(),
+            value.clone(),
             ttl.max(Duration::from_millis(1)),
         );
         Ok(())
     }
 
-    async fn get_breaker(&self, key: &str) -> Result<Option<String>, PortError> {
+    async fn get_breaker(&self, key: &str) -> Result<Option<BreakerSnapshot>, PortError> {
         Ok(self.lock().breakers.get(key).cloned())
     }
 }

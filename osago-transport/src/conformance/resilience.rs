@@ -1,8 +1,9 @@
-//! Conformance of [`PolicyStore`]: block quotas, slot leases, breaker values.
+//! Conformance of [`ResilienceStore`]: block quotas, slot leases, breaker values.
 
 use std::time::Duration;
 
-use osago_core::ports::{PolicyStore, SlotClaim};
+use osago_core::breaker::{BreakerSnapshot, BreakerState};
+use osago_core::ports::{ResilienceStore, SlotClaim};
 use osago_core::ratelimit::RateLimit;
 
 fn key() -> String {
@@ -21,7 +22,7 @@ fn claim(holder: &str, want: u32, floor: u32) -> SlotClaim {
 
 /// A block takes the whole burst at once, the next is refused with a hint,
 /// and after a while a block of what accrued is granted.
-pub async fn quota_is_taken_in_blocks<S: PolicyStore + ?Sized>(store: &S) {
+pub async fn quota_is_taken_in_blocks<S: ResilienceStore + ?Sized>(store: &S) {
     let limit = RateLimit {
         per_second: 100.0,
         burst: 10,
@@ -50,7 +51,7 @@ pub async fn quota_is_taken_in_blocks<S: PolicyStore + ?Sized>(store: &S) {
 
 /// Holders together never hold more than the cap; a full holder shrinks to
 /// a fair share once another starves, in two steps (its floor first).
-pub async fn slots_are_shared_within_the_cap<S: PolicyStore + ?Sized>(store: &S) {
+pub async fn slots_are_shared_within_the_cap<S: ResilienceStore + ?Sized>(store: &S) {
     let key = key();
     let a = store
         .claim_slots(&key, &claim("a", 15, 0))
@@ -88,7 +89,7 @@ pub async fn slots_are_shared_within_the_cap<S: PolicyStore + ?Sized>(store: &S)
 
 /// A lease that is not renewed expires and its slots come back; a released
 /// lease frees its slots at once.
-pub async fn leases_expire_and_release<S: PolicyStore + ?Sized>(store: &S) {
+pub async fn leases_expire_and_release<S: ResilienceStore + ?Sized>(store: &S) {
     let key = key();
     let short = SlotClaim {
         ttl: Duration::from_millis(200),
@@ -122,17 +123,19 @@ pub async fn leases_expire_and_release<S: PolicyStore + ?Sized>(store: &S) {
 }
 
 /// A breaker value is read back until its TTL passes.
-pub async fn breaker_values_expire<S: PolicyStore + ?Sized>(store: &S) {
+pub async fn breaker_values_expire<S: ResilienceStore + ?Sized>(store: &S) {
     let key = key();
     assert_eq!(store.get_breaker(&key).await.expect("get"), None);
+    let open = BreakerSnapshot {
+        state: BreakerState::Open,
+        opened_at_unix_ms: Some(1_700_000_000_000),
+        open_until_unix_ms: Some(1_700_000_030_000),
+    };
     store
-        .put_breaker(&key, r#"{"state":"open"}"#, Duration::from_millis(200))
+        .put_breaker(&key, &open, Duration::from_millis(200))
         .await
         .expect("put");
-    assert_eq!(
-        store.get_breaker(&key).await.expect("get").as_deref(),
-        Some(r#"{"state":"open"}"#)
-    );
+    assert_eq!(store.get_breaker(&key).await.expect("get"), Some(open));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(store.get_breaker(&key).await.expect("get"), None);
 }

@@ -1,0 +1,198 @@
+//! The `core-app` binary's flags: checked all at once before anything binds,
+//! then the adapters they name connected (`osago_service::ports`).
+//!
+//! Adapters: `--database memory://` or `postgres://…`; `--bus memory://` or
+//! `kafka://host:port[,host:port]`. Several core-app processes share one
+//! PostgreSQL and one broker: each relays the outbox (claims never overlap),
+//! the projector group shares the quote streams, and every process follows
+//! the streams live for the SSE connections it holds.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use osago_core::ratelimit::RateLimit;
+use osago_core::SystemClock;
+use osago_service::settings::{duration, CommonArgs};
+use osago_service::Problems;
+use osago_transport::resolve::{self, BusUrl, DatabaseUrl, StateUrl};
+use prometheus_client::registry::Registry;
+
+use crate::{Config, Deps};
+
+/// core-app: quote requests in, quotes streamed out over SSE.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "core-app", version, about)]
+pub struct Args {
+    /// Address for the API and the page.
+    #[arg(long, env = "OSAGO_CORE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Flags every service has.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The database: memory:// or postgres://user@host:port/db
+    #[arg(long, env = "OSAGO_DATABASE_URL", default_value = "memory://")]
+    pub database: String,
+    /// How long insurers get per request.
+    #[arg(long, env = "OSAGO_REQUEST_DEADLINE", default_value = "60s", value_parser = duration)]
+    pub request_deadline: Duration,
+    /// SSE heartbeat interval.
+    #[arg(long, env = "OSAGO_HEARTBEAT", default_value = "15s", value_parser = duration)]
+    pub heartbeat: Duration,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "OSAGO_BODY_LIMIT", default_value_t = 64 * 1024)]
+    pub body_limit: usize,
+    /// How long requests (personal data) and quotes are kept.
+    #[arg(long, env = "OSAGO_RETENTION", default_value = "3days", value_parser = duration)]
+    pub retention: Duration,
+    /// Record every quote and error event in the audit log (PostgreSQL).
+    #[arg(long, env = "OSAGO_AUDIT", default_value_t = false)]
+    pub audit: bool,
+    /// Consumer group of the read-model projector.
+    #[arg(
+        long,
+        env = "OSAGO_PROJECTOR_GROUP",
+        default_value = "core-app-read-model"
+    )]
+    pub projector_group: String,
+    /// Where inbound rate limits are kept: memory:// (this process) or
+    /// redis://host:port (Valkey, shared by every core-app).
+    #[arg(long, env = "OSAGO_RATE_LIMIT_URL", default_value = "memory://")]
+    pub rate_limit_store: String,
+    /// Quote requests per minute per client (0: no limit).
+    #[arg(long, env = "OSAGO_RATE_LIMIT_PER_MINUTE", default_value_t = 12.0)]
+    pub rate_limit_per_minute: f64,
+    /// Quote requests a client may send at once.
+    #[arg(long, env = "OSAGO_RATE_LIMIT_BURST", default_value_t = 5)]
+    pub rate_limit_burst: u32,
+    /// Header naming the client behind a trusted proxy (e.g. x-forwarded-for).
+    #[arg(long, env = "OSAGO_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
+}
+
+/// A checked core-app configuration, ready to connect.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    bus: BusUrl,
+    database: DatabaseUrl,
+    limits: StateUrl,
+    config: Config,
+    audit: bool,
+    common: CommonArgs,
+}
+
+impl Args {
+    /// Checks every flag at once; the plan, or every problem.
+    pub fn check(&self) -> Result<Plan, Problems> {
+        let mut p = Problems::default();
+        let bus = self.common.check(&mut p);
+        let database = p.take("--database", resolve::database(&self.database));
+        if let Some(database) = &database {
+            osago_service::ports::check_database_compiled(database, &mut p);
+        }
+        let limits = p.take("--rate-limit-store", resolve::state(&self.rate_limit_store));
+        if let Some(limits) = &limits {
+            osago_service::ports::check_state_compiled("--rate-limit-store", limits, &mut p);
+        }
+        p.check(
+            self.request_deadline.is_zero() || self.request_deadline > Duration::from_secs(600),
+            "--request-deadline must be between 1ms and 10m",
+        );
+        p.check(self.heartbeat.is_zero(), "--heartbeat must be positive");
+        p.check(self.body_limit < 1024, "--body-limit must be at least 1024");
+        p.check(
+            self.retention < Duration::from_secs(60),
+            "--retention must be at least 1m",
+        );
+        p.check(
+            !self.rate_limit_per_minute.is_finite() || self.rate_limit_per_minute < 0.0,
+            "--rate-limit-per-minute must be zero or positive",
+        );
+        p.check(
+            self.rate_limit_burst == 0,
+            "--rate-limit-burst must be at least 1",
+        );
+        p.check(
+            self.projector_group.trim().is_empty(),
+            "--projector-group must not be empty",
+        );
+        if let (Some(BusUrl::Kafka(_)), Some(DatabaseUrl::Memory)) = (&bus, &database) {
+            p.push(
+                "--database memory:// cannot share a kafka bus between processes: use postgres://",
+            );
+        }
+        let config = Config {
+            request_deadline: self.request_deadline,
+            heartbeat_interval: self.heartbeat,
+            body_limit: self.body_limit,
+            retention: self.retention,
+            projector_group: self.projector_group.clone(),
+            rate_limit: RateLimit {
+                per_second: self.rate_limit_per_minute / 60.0,
+                burst: self.rate_limit_burst,
+            },
+            client_ip_header: self.client_ip_header.clone(),
+            ..Config::default()
+        };
+        match (bus, database, limits) {
+            (Some(bus), Some(database), Some(limits)) => p.into_result(|| Plan {
+                bus,
+                database,
+                limits,
+                config,
+                audit: self.audit,
+                common: self.common.clone(),
+            }),
+            _ => Err(p),
+        }
+    }
+}
+
+/// Connects the adapters of `plan`.
+pub async fn connect(plan: Plan) -> Result<(Deps, Config), String> {
+    let mut health = Vec::new();
+    let kv = osago_service::ports::key_value(&plan.limits, &plan.common).await?;
+    health.extend(kv.health);
+    let db = osago_service::ports::database(
+        &plan.database,
+        plan.config.retention,
+        plan.audit,
+        &plan.common,
+    )
+    .await?;
+    health.extend(db.health);
+    let bus = osago_service::ports::bus(&plan.bus, &plan.common).await?;
+    health.extend(bus.health);
+    let deps = Deps {
+        requests: db.requests,
+        outbox: db.outbox,
+        publisher: bus.publisher,
+        outcomes: bus.outcomes,
+        live: bus.live,
+        read_model: db.read_model,
+        clock: Arc::new(SystemClock),
+        health,
+        limiter: kv.limiter,
+    };
+    Ok((deps, plan.config))
+}
+
+/// The `core-app` binary: checks `args`, connects, runs until SIGTERM.
+pub async fn main(args: Args) -> std::process::ExitCode {
+    osago_service::launch::launch(
+        "core-app",
+        args.listen,
+        args.check(),
+        connect,
+        |listener, (deps, config)| {
+            crate::run(
+                listener,
+                deps,
+                config,
+                Registry::default(),
+                osago_service::launch::shutdown_signal(),
+            )
+        },
+    )
+    .await
+}

@@ -1,0 +1,98 @@
+//! The events an insurer's run ends with, and their publishing.
+
+use super::*;
+
+impl Inner {
+    /// Publishes the final event and records the insurer as finished.
+    pub(super) async fn finish(
+        &self,
+        job: &Job,
+        result: Result<PollOutcome, InsurerError>,
+        calls: Calls,
+        version: u32,
+    ) -> InsurerOutcome {
+        let attempts = calls.attempts();
+        let (event, outcome) = match result {
+            Ok(PollOutcome::Quoted(quote)) => (
+                self.quote_event(job, version, QuoteStatus::Quoted, Some(quote), None),
+                "quoted",
+            ),
+            Ok(PollOutcome::Declined { reason }) => (
+                self.quote_event(job, version, QuoteStatus::Declined, None, Some(reason)),
+                "declined",
+            ),
+            Ok(PollOutcome::Pending { .. }) => unreachable!("ask returns final answers only"),
+            Err(err) => (
+                InsurerEvent::Error(ErrorEvent {
+                    event_id: EventId::random(),
+                    request_id: job.request_id,
+                    insurer_id: job.insurer.id.clone(),
+                    occurred_at: self.clock.now(),
+                    deadline_at: job.deadline_at,
+                    version,
+                    insurers_total: job.insurers_total,
+                    kind: err.kind,
+                    message: err.message,
+                    attempts,
+                    is_final: true,
+                }),
+                err.kind.as_str(),
+            ),
+        };
+        let published = self.publish_with_retry(&event).await;
+        self.save_progress(job, &calls, version, true).await;
+        self.metrics
+            .outcomes
+            .get_or_create(&OutcomeLabels {
+                insurer: job.insurer.id.to_string(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        tracing::debug!(request_id = %job.request_id, insurer = %job.insurer.id, outcome, attempts, "insurer finished");
+        InsurerOutcome {
+            insurer_id: job.insurer.id.clone(),
+            outcome,
+            published,
+        }
+    }
+
+    pub(super) fn quote_event(
+        &self,
+        job: &Job,
+        version: u32,
+        status: QuoteStatus,
+        quote: Option<osago_core::insurer::Quote>,
+        reason: Option<String>,
+    ) -> InsurerEvent {
+        InsurerEvent::Quote(QuoteEvent {
+            event_id: EventId::random(),
+            request_id: job.request_id,
+            insurer_id: job.insurer.id.clone(),
+            occurred_at: self.clock.now(),
+            deadline_at: job.deadline_at,
+            version,
+            insurers_total: job.insurers_total,
+            status,
+            quote,
+            reason,
+        })
+    }
+
+    pub(super) async fn publish_with_retry(&self, event: &InsurerEvent) -> bool {
+        for attempt in 1..=self.config.publish_attempts.max(1) {
+            match self.sink.publish(event).await {
+                Ok(()) => return true,
+                Err(err) => {
+                    tracing::warn!(request_id = %event.request_id(), insurer = %event.insurer_id(), attempt, error = %err, "publishing an event failed");
+                    if attempt < self.config.publish_attempts {
+                        // Full jitter, 100 ms doubling up to 5 s.
+                        tokio::time::sleep(self.publish_retry.jittered(attempt - 1)).await;
+                    }
+                }
+            }
+        }
+        self.metrics.publish_failures.inc();
+        tracing::error!(request_id = %event.request_id(), insurer = %event.insurer_id(), "event dropped after every publish attempt");
+        false
+    }
+}

@@ -1,0 +1,235 @@
+//! One insurer's state machine: the application (retried under one
+//! Idempotency-Key), the polls on the learned schedule, the answer learned
+//! from, and the progress recorded for a pod that may take over.
+
+use super::*;
+
+/// Calls made to one insurer for one request.
+#[derive(Debug, Default)]
+pub(super) struct Calls {
+    /// Calls that reached the insurer (atomic: counted inside call futures).
+    pub(super) attempts: AtomicU32,
+    pub(super) application_id: Option<String>,
+}
+
+impl Calls {
+    /// Calls as recorded before a takeover.
+    pub(super) fn resumed(progress: Option<&InsurerProgress>) -> Self {
+        Self {
+            attempts: AtomicU32::new(progress.map_or(0, |p| p.attempts)),
+            application_id: progress.and_then(|p| p.application_id.clone()),
+        }
+    }
+
+    pub(super) fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// Wraps a call so it counts only if it is actually made.
+    pub(super) async fn counted<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        call.await
+    }
+}
+
+/// What one insurer task needs.
+pub(super) struct Job {
+    pub(super) request_id: RequestId,
+    pub(super) insurer: Insurer,
+    pub(super) request: Arc<QuoteRequest>,
+    pub(super) deadline_at: chrono::DateTime<chrono::Utc>,
+    pub(super) deadline: Instant,
+    pub(super) insurers_total: u16,
+    /// Progress recorded by a pod that left the request, when resuming.
+    pub(super) resume: Option<InsurerProgress>,
+}
+
+impl Inner {
+    /// One insurer, from application to final event.
+    pub(super) async fn run(&self, job: Job) -> InsurerOutcome {
+        let label = InsurerLabel {
+            insurer: job.insurer.id.to_string(),
+        };
+        let in_flight = self.metrics.in_flight.get_or_create(&label).clone();
+        in_flight.inc();
+        let started = Instant::now();
+        let mut calls = Calls::resumed(job.resume.as_ref());
+        let result = match tokio::time::timeout_at(job.deadline, self.ask(&job, &mut calls)).await {
+            Ok(result) => result,
+            Err(_) => Err(InsurerError::new(
+                ErrorKind::Timeout,
+                "no answer before the deadline",
+            )),
+        };
+        let outcome = self.finish(&job, result, calls, 2).await;
+        in_flight.dec();
+        self.metrics
+            .answer_seconds
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// Creates the application and polls until a final answer.
+    pub(super) async fn ask(
+        &self,
+        job: &Job,
+        calls: &mut Calls,
+    ) -> Result<PollOutcome, InsurerError> {
+        let client = &job.insurer.client;
+        let guard = &self.guards[&job.insurer.id];
+        let label = InsurerLabel {
+            insurer: job.insurer.id.to_string(),
+        };
+        let key = idempotency_key(&job.request_id, &job.insurer.id);
+        let mut retry = 0;
+        let known = calls.application_id.clone().map(|id| Application {
+            id,
+            retry_after: None,
+        });
+        let application = if let Some(application) = known {
+            // Resumed: the insurer has the application; poll it.
+            application
+        } else {
+            loop {
+                let create = calls.counted(client.create_application(&key, &job.request));
+                let created = guard.call(CallKind::Create, job.deadline, create).await;
+                match created {
+                    Ok(application) => break application,
+                    Err(CallError::Refused(err)) => return Err(err),
+                    Err(CallError::Failed(err)) if err.kind.is_retryable() => {
+                        // Same Idempotency-Key next time: the insurer sees one application.
+                        let Some(delay) = self.retry_delay(guard, &label, retry, &err, job) else {
+                            return Err(err);
+                        };
+                        tracing::debug!(request_id = %job.request_id, insurer = %job.insurer.id, kind = %err.kind, retry, "retrying the application");
+                        tokio::time::sleep(delay).await;
+                        retry += 1;
+                    }
+                    Err(CallError::Failed(err)) => return Err(err),
+                }
+            }
+        };
+        calls.application_id = Some(application.id.clone());
+        self.save_progress(job, calls, 1, false).await;
+        let created_at = Instant::now();
+        let created_wall = self.clock.now();
+        let polls = self.metrics.polls.get_or_create(&label).clone();
+        let answers = &self.answers[&job.insurer.id];
+        let mut plan = PollPlan::new(&self.config.poll, answers, created_at);
+        let mut wait = plan.first(application.retry_after);
+        let mut failed_polls = 0;
+        let mut polls_made = 0u32;
+        loop {
+            tokio::time::sleep(plan.fit(wait, Instant::now(), job.deadline)).await;
+            let poll = calls.counted(async {
+                polls.inc();
+                client.poll_quote(&application.id).await
+            });
+            polls_made += 1;
+            let polled = guard.call(CallKind::Poll, job.deadline, poll).await;
+            match polled {
+                Ok(PollOutcome::Pending { retry_after }) => {
+                    failed_polls = 0;
+                    wait = plan.next(Instant::now(), retry_after, guard.pressure());
+                }
+                Ok(answer) => {
+                    self.learn(job, &label, created_at, created_wall, &answer, polls_made);
+                    return Ok(answer);
+                }
+                Err(CallError::Refused(err)) => return Err(err),
+                Err(CallError::Failed(err)) if err.kind == ErrorKind::RateLimited => {
+                    wait = plan.next(Instant::now(), err.retry_after, guard.pressure());
+                }
+                Err(CallError::Failed(err))
+                    if err.kind.is_retryable() && failed_polls < guard.poll_retries =>
+                {
+                    let Some(delay) = self.retry_delay(guard, &label, failed_polls, &err, job)
+                    else {
+                        return Err(err);
+                    };
+                    failed_polls += 1;
+                    wait = delay;
+                }
+                Err(CallError::Failed(err)) => return Err(err),
+            }
+        }
+    }
+
+    /// Learns from a final answer: the insurer's answer time (from the
+    /// application to the quote being ready, by its `ready_at` when given),
+    /// the detection lag, and the polls it took.
+    pub(super) fn learn(
+        &self,
+        job: &Job,
+        label: &InsurerLabel,
+        created_at: Instant,
+        created_wall: chrono::DateTime<chrono::Utc>,
+        answer: &PollOutcome,
+        polls: u32,
+    ) {
+        let ready_at = match answer {
+            PollOutcome::Quoted(quote) => quote.ready_at,
+            _ => None,
+        };
+        let answer_time = ready_at
+            .and_then(|ready| (ready - created_wall).to_std().ok())
+            .unwrap_or_else(|| created_at.elapsed());
+        self.answers[&job.insurer.id].record(answer_time);
+        if let Some(ready) = ready_at {
+            let lag = (self.clock.now() - ready).to_std().unwrap_or_default();
+            self.metrics
+                .detection_lag_seconds
+                .get_or_create(label)
+                .observe(lag.as_secs_f64());
+        }
+        self.metrics
+            .polls_per_answer
+            .get_or_create(label)
+            .observe(f64::from(polls));
+    }
+
+    /// The wait before retry `retry` after `err` (backoff honouring the
+    /// insurer's hint, never past the deadline), counted in the retries
+    /// metric; `None` when no retry fits.
+    pub(super) fn retry_delay(
+        &self,
+        guard: &Guard,
+        label: &InsurerLabel,
+        retry: u32,
+        err: &InsurerError,
+        job: &Job,
+    ) -> Option<Duration> {
+        let delay = guard
+            .backoff
+            .next_delay(retry, err.retry_after, job.deadline)?;
+        self.metrics.retries.get_or_create(label).inc();
+        Some(delay)
+    }
+
+    pub(super) async fn save_progress(
+        &self,
+        job: &Job,
+        calls: &Calls,
+        version: u32,
+        finished: bool,
+    ) {
+        let progress = InsurerProgress {
+            request_id: job.request_id,
+            insurer_id: job.insurer.id.clone(),
+            application_id: calls.application_id.clone(),
+            attempts: calls.attempts(),
+            version,
+            deadline_at: job.deadline_at,
+            finished,
+        };
+        if let Err(err) = self
+            .state
+            .save_progress(&progress, self.config.state_ttl)
+            .await
+        {
+            // The fan-out goes on; only resuming after a crash is weakened.
+            tracing::warn!(request_id = %job.request_id, insurer = %job.insurer.id, error = %err, "saving progress failed");
+        }
+    }
+}

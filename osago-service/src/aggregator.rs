@@ -1,0 +1,366 @@
+//! The aggregator service: its flags, the engine and intake they configure,
+//! and the admin server beside the intake (core never calls the aggregator
+//! over HTTP).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use osago_aggregator_lib::{
+    Engine, EngineConfig, EngineMetrics, Insurer, Intake, IntakeConfig, PollConfig,
+};
+use osago_core::InsurerId;
+use osago_transport::http::{HttpInsurerClient, HttpInsurerConfig};
+use osago_transport::resolve::{self, BusUrl, StateUrl};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{Admin, Health};
+use crate::settings::{duration, CommonArgs, Problems};
+
+/// osago-aggregator: fans quote requests out to insurers.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "aggregator", version, about)]
+pub struct Args {
+    /// Address for /health and /metrics.
+    #[arg(
+        long,
+        env = "OSAGO_AGGREGATOR_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub listen: SocketAddr,
+    /// Flags every service has.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The state store: memory:// or redis://host:port (Valkey)
+    #[arg(long, env = "OSAGO_STATE_URL", default_value = "memory://")]
+    pub state: String,
+    /// An insurer as `id=base-url` (repeat, or comma-separate in the env var).
+    #[arg(long = "insurer", env = "OSAGO_INSURERS", value_delimiter = ',')]
+    pub insurers: Vec<String>,
+    /// The most each insurer gets per request.
+    #[arg(long, env = "OSAGO_INSURER_DEADLINE", default_value = "60s", value_parser = duration)]
+    pub insurer_deadline: Duration,
+    /// Poll at this fixed interval instead of the adaptive schedule (first
+    /// poll near the insurer's learned answer time, then intervals short
+    /// where its answers are dense, up to 1 s). Default: adaptive.
+    #[arg(long, env = "OSAGO_POLL_INTERVAL", value_parser = duration)]
+    pub poll_interval: Option<Duration>,
+    /// Socket (connect and read) timeout for insurer calls.
+    #[arg(long, env = "OSAGO_INSURER_SOCKET_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub socket_timeout: Duration,
+    /// The socket timeout of one insurer, as `id=duration` (repeat, or
+    /// comma-separate in the env var).
+    #[arg(
+        long = "insurer-socket-timeout",
+        env = "OSAGO_INSURER_SOCKET_TIMEOUTS",
+        value_delimiter = ','
+    )]
+    pub insurer_socket_timeouts: Vec<String>,
+    /// The most calls in flight to one insurer, across all aggregator pods
+    /// when the state store is Valkey.
+    #[arg(long, env = "OSAGO_INSURER_CONCURRENCY", default_value_t = 20)]
+    pub concurrency: u32,
+    /// The concurrency cap of one insurer, as `id=calls` (repeat, or
+    /// comma-separate in the env var).
+    #[arg(
+        long = "insurer-concurrency",
+        env = "OSAGO_INSURER_CONCURRENCIES",
+        value_delimiter = ','
+    )]
+    pub insurer_concurrencies: Vec<String>,
+    /// Outbound calls per second to one insurer (across all pods when the
+    /// state store is Valkey); 0 for no limit.
+    #[arg(long, env = "OSAGO_INSURER_RATE", default_value_t = 500.0)]
+    pub insurer_rate: f64,
+    /// Calls admitted at once from idle under the outbound rate.
+    #[arg(long, env = "OSAGO_INSURER_BURST", default_value_t = 200)]
+    pub insurer_burst: u32,
+    /// How long in-flight state lives in the state store (2 to 6 hours).
+    #[arg(long, env = "OSAGO_STATE_TTL", default_value = "4h", value_parser = duration)]
+    pub state_ttl: Duration,
+    /// Consumer group on the request stream.
+    #[arg(
+        long,
+        env = "OSAGO_AGGREGATOR_GROUP",
+        default_value = "osago-aggregator"
+    )]
+    pub group: String,
+}
+
+/// A checked aggregator configuration, ready to connect.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The bus.
+    pub bus: BusUrl,
+    /// The state store.
+    pub state: StateUrl,
+    /// The insurers and their HTTP client settings.
+    pub insurers: Vec<(InsurerId, url::Url, HttpInsurerConfig)>,
+    /// The engine's configuration (checked).
+    pub engine: EngineConfig,
+    /// The intake's configuration (checked).
+    pub intake: IntakeConfig,
+    /// The shared flags.
+    pub common: CommonArgs,
+}
+
+/// The flag that sets an engine or intake setting, for problem lines.
+fn flag_of(field: &str) -> Option<String> {
+    let flag = match field {
+        "insurer_deadline" => "--insurer-deadline",
+        "poll.fixed" => "--poll-interval",
+        "state_ttl" => "--state-ttl",
+        "resilience.concurrency.max_in_flight" => "--concurrency",
+        "resilience.quota.rate.rate_per_sec" => "--insurer-rate",
+        "resilience.quota.rate.burst" => "--insurer-burst",
+        "sharing.holder" => "--instance-id",
+        "intake.group" => "--group",
+        _ => {
+            let (id, rest) = field
+                .strip_prefix("resilience_overrides.")?
+                .split_once('.')?;
+            return (rest == "concurrency.max_in_flight")
+                .then(|| format!("--insurer-concurrency {id}"));
+        }
+    };
+    Some(flag.to_owned())
+}
+
+impl Args {
+    /// Checks every flag at once; the plan, or every problem.
+    pub fn check(&self) -> Result<Plan, Problems> {
+        let mut p = Problems::default();
+        let bus = self.common.check(&mut p);
+        let state = p.take("--state", resolve::state(&self.state));
+        if let Some(state) = &state {
+            crate::ports::check_state_compiled("--state", state, &mut p);
+        }
+        p.check(
+            self.socket_timeout.is_zero(),
+            "--socket-timeout must be positive",
+        );
+        p.check(
+            !(Duration::from_secs(2 * 3600)..=Duration::from_secs(6 * 3600))
+                .contains(&self.state_ttl),
+            "--state-ttl must be between 2h and 6h",
+        );
+        let insurers = parse_insurers(&self.insurers, &mut p);
+        let socket_timeouts = parse_per_insurer(
+            "--insurer-socket-timeout",
+            &self.insurer_socket_timeouts,
+            &insurers,
+            |v| humantime::parse_duration(v).ok().filter(|d| !d.is_zero()),
+            &mut p,
+        );
+        let concurrencies = parse_per_insurer(
+            "--insurer-concurrency",
+            &self.insurer_concurrencies,
+            &insurers,
+            |v| v.parse::<u32>().ok().filter(|n| *n > 0),
+            &mut p,
+        );
+        if let (Some(BusUrl::Kafka(_)), Some(StateUrl::Memory)) = (&bus, &state) {
+            p.push(
+                "--state memory:// loses in-flight work on restart: use redis:// with a kafka bus",
+            );
+        }
+        let mut engine = EngineConfig::default();
+        engine.insurer_deadline = self.insurer_deadline;
+        engine.poll = self
+            .poll_interval
+            .map_or_else(PollConfig::default, PollConfig::fixed);
+        engine.state_ttl = self.state_ttl;
+        engine.resilience.concurrency.max_in_flight = self.concurrency as usize;
+        engine.resilience.quota.rate.rate_per_sec = self.insurer_rate;
+        engine.resilience.quota.rate.burst = self.insurer_burst;
+        for (id, cap) in &concurrencies {
+            let mut own = engine.resilience.clone();
+            own.concurrency.max_in_flight = *cap as usize;
+            engine.resilience_overrides.insert(id.to_string(), own);
+        }
+        // A restarted pod takes its own slot leases back.
+        if let Some(instance) = &self.common.instance_id {
+            engine.sharing.holder = instance.clone();
+        }
+        if let Err(err) = engine.validate() {
+            p.config(err, flag_of);
+        }
+        let mut intake = IntakeConfig::default();
+        intake.group = self.group.clone();
+        if let Err(err) = intake.validate() {
+            p.config(err, flag_of);
+        }
+        let insurers = insurers
+            .into_iter()
+            .map(|(id, url)| {
+                let timeout = socket_timeouts
+                    .get(&id)
+                    .copied()
+                    .unwrap_or(self.socket_timeout);
+                let http = HttpInsurerConfig {
+                    connect_timeout: timeout,
+                    read_timeout: timeout,
+                    ..HttpInsurerConfig::default()
+                };
+                (id, url, http)
+            })
+            .collect();
+        match (bus, state) {
+            (Some(bus), Some(state)) => p.into_result(|| Plan {
+                bus,
+                state,
+                insurers,
+                engine,
+                intake,
+                common: self.common.clone(),
+            }),
+            _ => Err(p),
+        }
+    }
+}
+
+/// Parses every `id=url`, collecting problems.
+fn parse_insurers(specs: &[String], p: &mut Problems) -> Vec<(InsurerId, url::Url)> {
+    let mut out: Vec<(InsurerId, url::Url)> = Vec::new();
+    for spec in specs {
+        let Some((id, url)) = spec.split_once('=') else {
+            p.push(format!("--insurer {spec:?}: expected id=url"));
+            continue;
+        };
+        match (InsurerId::new(id), url::Url::parse(url)) {
+            (Ok(id), _) if out.iter().any(|(seen, _)| *seen == id) => {
+                p.push(format!("--insurer {id}: named twice"));
+            }
+            (Ok(id), Ok(url)) if matches!(url.scheme(), "http" | "https") => out.push((id, url)),
+            (Err(err), _) => p.push(format!("--insurer {id:?}: {err}")),
+            (Ok(id), _) => p.push(format!("--insurer {id}: not an http(s) url")),
+        }
+    }
+    p.check(
+        specs.is_empty(),
+        "at least one --insurer id=url is required",
+    );
+    out
+}
+
+/// Parses every `id=value` of `flag` for a known insurer, collecting problems.
+fn parse_per_insurer<T>(
+    flag: &str,
+    specs: &[String],
+    insurers: &[(InsurerId, url::Url)],
+    parse: impl Fn(&str) -> Option<T>,
+    p: &mut Problems,
+) -> BTreeMap<InsurerId, T> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let Some((id, value)) = spec.split_once('=') else {
+            p.push(format!("{flag} {spec:?}: expected id=value"));
+            continue;
+        };
+        let Ok(id) = InsurerId::new(id) else {
+            p.push(format!("{flag} {id:?}: not an insurer id"));
+            continue;
+        };
+        if !insurers.iter().any(|(known, _)| *known == id) {
+            p.push(format!("{flag} {id}: no such --insurer"));
+            continue;
+        }
+        match parse(value) {
+            Some(value) => {
+                out.insert(id, value);
+            }
+            None => p.push(format!("{flag} {id}: invalid value {value:?}")),
+        }
+    }
+    out
+}
+
+/// A connected aggregator, ready to run.
+#[derive(Debug)]
+pub struct Aggregator {
+    /// The intake (with its engine).
+    pub intake: Intake,
+    /// The admin endpoints.
+    pub admin: Admin,
+}
+
+/// Connects the adapters of `plan` and builds the engine and the intake.
+pub async fn connect(plan: Plan) -> Result<Aggregator, String> {
+    let mut registry = Registry::default();
+    let mut health = Health::default();
+    let mut builder = Engine::builder();
+    for (id, url, http) in plan.insurers {
+        let client = HttpInsurerClient::new(id.clone(), url, http)
+            .map_err(|e| format!("http client for {id}: {e}"))?;
+        builder = builder.insurers([Insurer {
+            id,
+            client: Arc::new(client),
+        }]);
+    }
+    let kv = crate::ports::key_value(&plan.state, &plan.common).await?;
+    health.checks.extend(kv.health);
+    let bus = crate::ports::bus(&plan.bus, &plan.common).await?;
+    health.checks.extend(bus.health);
+    builder = builder
+        .sink(bus.sink)
+        .state_store(kv.state)
+        .config(plan.engine)
+        .metrics(EngineMetrics::register(&mut registry));
+    if let Some(store) = kv.resilience {
+        // Quota, concurrency cap and breaker shared by every pod.
+        builder = builder.shared_resilience(store);
+    }
+    let engine = builder.build().map_err(|e| e.to_string())?;
+    let intake = Intake::new(engine, bus.requests, plan.intake).map_err(|e| e.to_string())?;
+    health.readiness = Some(intake.readiness());
+    Ok(Aggregator {
+        intake,
+        admin: Admin {
+            health,
+            registry: Arc::new(registry),
+        },
+    })
+}
+
+impl Aggregator {
+    /// Runs the intake and the admin server on `listener` until `shutdown`;
+    /// then drains the intake (see [`Intake::run`]).
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let token = CancellationToken::new();
+        let intake = tokio::spawn(self.intake.run(token.clone()));
+        tracing::info!(addr = %listener.local_addr()?, "aggregator listening");
+        let stop = token.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // The intake stops taking events at once and drains meanwhile.
+            stop.cancel();
+        };
+        self.admin.serve(listener, shutdown).await;
+        let _ = intake.await;
+        tracing::info!("aggregator stopped");
+        Ok(())
+    }
+}
+
+/// The `aggregator` binary: parses `args`, checks, connects, runs until
+/// SIGTERM.
+pub async fn main(args: Args) -> std::process::ExitCode {
+    crate::launch::launch(
+        "aggregator",
+        args.listen,
+        args.check(),
+        connect,
+        |listener, aggregator: Aggregator| {
+            aggregator.run(listener, crate::launch::shutdown_signal())
+        },
+    )
+    .await
+}

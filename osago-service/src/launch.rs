@@ -1,0 +1,133 @@
+//! The start-up sequence every binary runs.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use osago_aggregator_lib::resilience::{Backoff, BackoffConfig};
+use osago_core::ports::PortError;
+use tokio::net::TcpListener;
+
+use crate::settings::{Problems, EXIT_BAD_CONFIG};
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Prints one line per configuration problem, prefixed with the binary's
+/// name, and returns the bad-configuration exit status.
+pub fn bad_config(binary: &str, problems: &Problems) -> ExitCode {
+    for problem in problems.lines() {
+        eprintln!("{binary}: {problem}");
+    }
+    ExitCode::from(EXIT_BAD_CONFIG)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Calls `connect` until it succeeds or `give_up_after` passes, with
+/// full-jitter backoff from 250 ms up to 5 s, logging each failure with its
+/// cause.
+pub async fn retry_connect<T, F, Fut>(
+    what: &'static str,
+    give_up_after: Duration,
+    mut connect: F,
+) -> Result<T, PortError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, PortError>>,
+{
+    let deadline = tokio::time::Instant::now() + give_up_after;
+    let backoff = Backoff::new(BackoffConfig {
+        base: Duration::from_millis(250),
+        cap: Duration::from_secs(5),
+        max_attempts: u32::MAX,
+    });
+    let mut attempt = 0;
+    loop {
+        match connect().await {
+            Ok(adapter) => return Ok(adapter),
+            Err(err) => match backoff.delay(attempt, deadline) {
+                Some(wait) => {
+                    tracing::warn!(adapter = what, error = %err, retry_in_ms = wait.as_millis() as u64, "connecting failed");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                None => return Err(err),
+            },
+        }
+    }
+}
+
+/// Runs a binary: checks its configuration (`checked`: exit 64 with one
+/// line per problem), binds `listen` (exit 64 if it can't), connects its
+/// adapters with `connect` (abandoned on SIGTERM; exit 1 with the cause if
+/// it fails), then `run`s it until SIGTERM or Ctrl-C.
+pub async fn launch<C, D, CF, RF>(
+    binary: &'static str,
+    listen: SocketAddr,
+    checked: Result<C, Problems>,
+    connect: impl FnOnce(C) -> CF,
+    run: impl FnOnce(TcpListener, D) -> RF,
+) -> ExitCode
+where
+    CF: Future<Output = Result<D, String>>,
+    RF: Future<Output = std::io::Result<()>>,
+{
+    let checked = match checked {
+        Ok(checked) => checked,
+        Err(problems) => return bad_config(binary, &problems),
+    };
+    let listener = match TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            let mut p = Problems::default();
+            p.push(format!("cannot listen on {listen}: {err}"));
+            return bad_config(binary, &p);
+        }
+    };
+    let deps = tokio::select! {
+        built = connect(checked) => match built {
+            Ok(deps) => deps,
+            Err(err) => {
+                eprintln!("{binary}: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ = shutdown_signal() => return ExitCode::SUCCESS,
+    };
+    match run(listener, deps).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{binary}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! Service wiring shared by the OSAGO binaries (`core-app`, `aggregator`,
+//! `osago`), so a setting, a listener or an adapter is added to every
+//! service in one place.
+//!
+//! # Layout
+//!
+//! - [`settings`] - the flags every service shares ([`settings::CommonArgs`]:
+//!   bus URL, instance id, broker fetch wait, connect timeout) and
+//!   [`Problems`], the one way configuration problems are collected and
+//!   reported (one line each, exit status 64).
+//! - [`ports`] - adapters built from URLs: the bus, the state store (with
+//!   the shared resilience store and the inbound rate limiter), the
+//!   database. `kafka://`, `redis://` and `postgres://` need the cargo
+//!   features `kafka`, `valkey` and `postgres`; without them the URL is
+//!   refused with a clear message, and the client is not compiled.
+//! - [`serve`] - the HTTP accept loop with graceful drain, used by
+//!   core-app's API and by the admin server.
+//! - [`admin`] - `/health` (dependency checks plus readiness) and
+//!   `/metrics` (503 when encoding fails), and the admin server.
+//! - [`aggregator`] - the aggregator service: its flags, wiring of the
+//!   engine ([`osago_aggregator_lib::EngineBuilder`]) and the intake
+//!   ([`osago_aggregator_lib::Intake`]), and its admin server.
+//! - [`launch`] - the start-up sequence of a binary: check, bind, connect
+//!   (abandoned on SIGTERM), run until SIGTERM.
+
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod aggregator;
+pub mod launch;
+pub mod ports;
+pub mod serve;
+pub mod settings;
+
+pub use settings::Problems;

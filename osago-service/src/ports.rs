@@ -1,0 +1,231 @@
+//! Adapters built from URLs (see `osago_transport::resolve`): each
+//! builder connects with retries, registers the adapter's health check and
+//! names the cause when it gives up. A URL whose adapter this build was
+//! compiled without is refused while the configuration is checked.
+
+use std::sync::Arc;
+
+use osago_core::ports::{
+    EventPublisher, HealthCheck, LiveFeed, OutboxStore, OutcomeSource, QuoteSink, RateLimiter,
+    ReadModel, RequestSource, RequestStore, ResilienceStore, StateStore,
+};
+use osago_transport::memory::{
+    MemoryBus, MemoryRateLimiter, MemoryReadModel, MemoryRequestStore, MemoryStateStore,
+};
+use osago_transport::resolve::{BusUrl, DatabaseUrl, StateUrl};
+
+use crate::settings::{CommonArgs, Problems};
+
+/// The event bus, every role of it.
+#[derive(Clone)]
+pub struct Bus {
+    /// Where the aggregator publishes quote and error events.
+    pub sink: Arc<dyn QuoteSink>,
+    /// The request stream, read by the aggregator's intake.
+    pub requests: Arc<dyn RequestSource>,
+    /// Where core-app's relay publishes request events.
+    pub publisher: Arc<dyn EventPublisher>,
+    /// Quote and error events for the read model (consumer group).
+    pub outcomes: Arc<dyn OutcomeSource>,
+    /// Every quote and error event, for a pod's SSE streams.
+    pub live: Arc<dyn LiveFeed>,
+    /// Its health check, when it has one.
+    pub health: Option<Arc<dyn HealthCheck>>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").finish_non_exhaustive()
+    }
+}
+
+impl Bus {
+    /// The in-process bus (one process only).
+    pub fn memory() -> Self {
+        Self::of(Arc::new(MemoryBus::new()), None)
+    }
+
+    fn of<B>(bus: Arc<B>, health: Option<Arc<dyn HealthCheck>>) -> Self
+    where
+        B: QuoteSink + RequestSource + EventPublisher + OutcomeSource + LiveFeed + 'static,
+    {
+        Self {
+            sink: bus.clone(),
+            requests: bus.clone(),
+            publisher: bus.clone(),
+            outcomes: bus.clone(),
+            live: bus,
+            health,
+        }
+    }
+}
+
+/// Refuses, while the configuration is checked, a bus URL naming an adapter
+/// this build does not have.
+pub fn check_compiled(bus: &BusUrl, p: &mut Problems) {
+    if matches!(bus, BusUrl::Kafka(_)) && !cfg!(feature = "kafka") {
+        p.push("--bus: this build has no Kafka support (cargo feature `kafka`)");
+    }
+}
+
+/// Refuses a state-store URL naming an adapter this build does not have.
+pub fn check_state_compiled(flag: &str, state: &StateUrl, p: &mut Problems) {
+    if matches!(state, StateUrl::Valkey(_)) && !cfg!(feature = "valkey") {
+        p.push(format!(
+            "{flag}: this build has no Valkey support (cargo feature `valkey`)"
+        ));
+    }
+}
+
+/// Refuses a database URL naming an adapter this build does not have.
+pub fn check_database_compiled(database: &DatabaseUrl, p: &mut Problems) {
+    if matches!(database, DatabaseUrl::Postgres(_)) && !cfg!(feature = "postgres") {
+        p.push("--database: this build has no PostgreSQL support (cargo feature `postgres`)");
+    }
+}
+
+/// Connects the bus named by `url`.
+pub async fn bus(url: &BusUrl, common: &CommonArgs) -> Result<Bus, String> {
+    match url {
+        BusUrl::Memory => Ok(Bus::memory()),
+        #[cfg(feature = "kafka")]
+        BusUrl::Kafka(servers) => {
+            use osago_transport::kafka::{KafkaBus, KafkaConfig};
+            let mut config = KafkaConfig::new(servers.clone());
+            config.instance_id = common.instance_id.clone();
+            config.fetch_wait = common.kafka_fetch_wait;
+            let bus = crate::launch::retry_connect("kafka", common.connect_timeout, || {
+                KafkaBus::connect(config.clone())
+            })
+            .await
+            .map_err(|e| format!("bus: {e}"))?;
+            let bus = Arc::new(bus);
+            Ok(Bus::of(bus.clone(), Some(bus)))
+        }
+        #[cfg(not(feature = "kafka"))]
+        BusUrl::Kafka(_) => {
+            let _ = common;
+            Err("bus: this build has no Kafka support".to_owned())
+        }
+    }
+}
+
+/// What lives in the key-value store: in-flight state, the resilience
+/// policies shared between pods, inbound rate limits.
+#[derive(Clone)]
+pub struct KeyValue {
+    /// The aggregator's state store.
+    pub state: Arc<dyn StateStore>,
+    /// The shared resilience store (none in memory: policies stay local).
+    pub resilience: Option<Arc<dyn ResilienceStore>>,
+    /// The inbound rate limiter.
+    pub limiter: Arc<dyn RateLimiter>,
+    /// Its health check, when it has one.
+    pub health: Option<Arc<dyn HealthCheck>>,
+}
+
+impl std::fmt::Debug for KeyValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyValue").finish_non_exhaustive()
+    }
+}
+
+/// Connects the key-value store named by `url` (`memory://` or Valkey).
+pub async fn key_value(url: &StateUrl, common: &CommonArgs) -> Result<KeyValue, String> {
+    match url {
+        StateUrl::Memory => Ok(KeyValue {
+            state: Arc::new(MemoryStateStore::new()),
+            resilience: None,
+            limiter: Arc::new(MemoryRateLimiter::new()),
+            health: None,
+        }),
+        #[cfg(feature = "valkey")]
+        StateUrl::Valkey(url) => {
+            use osago_transport::valkey::{ValkeyConfig, ValkeyStore};
+            let store = crate::launch::retry_connect("valkey", common.connect_timeout, || {
+                ValkeyStore::connect(url, ValkeyConfig::default())
+            })
+            .await
+            .map_err(|e| format!("valkey: {e}"))?;
+            let store = Arc::new(store);
+            Ok(KeyValue {
+                state: store.clone(),
+                resilience: Some(store.clone()),
+                limiter: store.clone(),
+                health: Some(store),
+            })
+        }
+        #[cfg(not(feature = "valkey"))]
+        StateUrl::Valkey(_) => {
+            let _ = common;
+            Err("valkey: this build has no Valkey support".to_owned())
+        }
+    }
+}
+
+/// core-app's stores: requests with their outbox, and the read model.
+#[derive(Clone)]
+pub struct Database {
+    /// Requests, written together with their outbox message.
+    pub requests: Arc<dyn RequestStore>,
+    /// The outbox, read by the relay.
+    pub outbox: Arc<dyn OutboxStore>,
+    /// The quote showcase.
+    pub read_model: Arc<dyn ReadModel>,
+    /// Its health check, when it has one.
+    pub health: Option<Arc<dyn HealthCheck>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").finish_non_exhaustive()
+    }
+}
+
+/// Connects the database named by `url`; personal data is kept for
+/// `retention`, and every quote and error event recorded when `audit`.
+pub async fn database(
+    url: &DatabaseUrl,
+    retention: std::time::Duration,
+    audit: bool,
+    common: &CommonArgs,
+) -> Result<Database, String> {
+    match url {
+        DatabaseUrl::Memory => {
+            let store = MemoryRequestStore::new(retention);
+            let _ = audit;
+            Ok(Database {
+                requests: Arc::new(store.clone()),
+                outbox: Arc::new(store),
+                read_model: Arc::new(MemoryReadModel::new(retention)),
+                health: None,
+            })
+        }
+        #[cfg(feature = "postgres")]
+        DatabaseUrl::Postgres(url) => {
+            use osago_transport::postgres::{PostgresConfig, PostgresStore};
+            let config = PostgresConfig {
+                retention,
+                audit,
+                ..PostgresConfig::default()
+            };
+            let store = crate::launch::retry_connect("postgres", common.connect_timeout, || {
+                PostgresStore::connect(url, config.clone())
+            })
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+            let store = Arc::new(store);
+            Ok(Database {
+                requests: store.clone(),
+                outbox: store.clone(),
+                read_model: store.clone(),
+                health: Some(store),
+            })
+        }
+        #[cfg(not(feature = "postgres"))]
+        DatabaseUrl::Postgres(_) => {
+            let _ = common;
+            Err("database: this build has no PostgreSQL support".to_owned())
+        }
+    }
+}
