@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, every test of every crate,
 # including the tests on real PostgreSQL, Valkey and a Kafka-protocol broker
-# (each test starts private instances on free loopback ports). Works from a
-# fresh clone: missing service binaries are installed first.
+# (each test starts private instances on free loopback ports), the doc
+# tests (the README's embedding example among them), the examples, and
+# packaging of the three library crates. Works from a fresh clone: missing
+# service binaries are installed first. Prints each stage's time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,23 +13,38 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-echo "== service binaries (PostgreSQL, Redis/Valkey, tansu)"
-./scripts/install-test-services.sh
+suite_start=$SECONDS
+stage() {
+    local name="$1"
+    shift
+    echo "== $name"
+    local start=$SECONDS
+    "$@"
+    echo "== $name: $((SECONDS - start)) s"
+}
 
-echo "== cargo fmt --check"
-cargo fmt --all -- --check
+stage "service binaries (PostgreSQL, Redis/Valkey, tansu)" ./scripts/install-test-services.sh
+stage "cargo fmt --check" cargo fmt --all -- --check
+stage "cargo clippy (all targets, warnings are errors)" \
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+stage "cargo build (binaries the end-to-end tests run as processes)" \
+    cargo build --workspace --bins --locked
+stage "cargo test (unit, integration and end-to-end tests)" \
+    cargo test --workspace --locked --no-fail-fast --lib --bins --tests
+stage "cargo test --doc (rustdoc examples and the README's)" \
+    cargo test --workspace --locked --no-fail-fast --doc
+stage "example: custom insurer through the intake" \
+    cargo run --locked -q -p osago-examples --example custom_insurer
+stage "example: webhook sink without Kafka" \
+    cargo run --locked -q -p osago-examples --example webhook_sink
+# Packaging checks what a publish would ship (metadata, files inside each
+# crate, versions on path dependencies); --no-verify: the build it would
+# repeat is the one above.
+stage "cargo package (osago-core, osago-aggregator-lib, osago-transport)" \
+    cargo package --locked --no-verify --allow-dirty \
+        -p osago-core -p osago-aggregator-lib -p osago-transport
+stage "benchmarks build" cargo bench --workspace --locked --no-run
+stage "poll scheduler benchmark (paused-clock simulation; keeps it from rotting)" \
+    cargo bench -p osago-benches --locked --bench poll_scheduler
 
-echo "== cargo clippy (all targets, warnings are errors)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-
-echo "== cargo build (binaries the end-to-end tests run as processes)"
-cargo build --workspace --bins --locked
-
-echo "== cargo test (workspace)"
-cargo test --workspace --locked --no-fail-fast
-
-echo "== benchmarks build"
-cargo bench --workspace --locked --no-run
-
-echo "== poll scheduler benchmark (paused-clock simulation, seconds; keeps it from rotting)"
-cargo bench -p osago-benches --locked --bench poll_scheduler
+echo "== all stages passed in $((SECONDS - suite_start)) s"

@@ -161,3 +161,99 @@ impl EngineBuilder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use osago_core::insurer::{Application, InsurerError, PollOutcome};
+    use osago_core::QuoteRequest;
+    use osago_transport::memory::{MemoryBus, MemoryStateStore};
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct Nobody;
+
+    #[async_trait]
+    impl InsurerClient for Nobody {
+        async fn create_application(
+            &self,
+            _: &str,
+            _: &QuoteRequest,
+        ) -> Result<Application, InsurerError> {
+            std::future::pending().await
+        }
+
+        async fn poll_quote(&self, _: &str) -> Result<PollOutcome, InsurerError> {
+            std::future::pending().await
+        }
+    }
+
+    fn id(text: &str) -> InsurerId {
+        InsurerId::new(text).unwrap()
+    }
+
+    fn complete() -> EngineBuilder {
+        Engine::builder()
+            .insurer(id("alfa"), Arc::new(Nobody))
+            .sink(Arc::new(MemoryBus::new()))
+            .state_store(Arc::new(MemoryStateStore::new()))
+    }
+
+    #[test]
+    fn a_complete_builder_builds() {
+        let engine = complete().build().unwrap();
+        assert_eq!(engine.insurers().count(), 1);
+    }
+
+    #[test]
+    fn a_zero_lease_a_zero_cap_and_a_deadline_out_of_range_are_named_in_one_error() {
+        let mut config = EngineConfig {
+            lease: Duration::ZERO,
+            insurer_deadline: Duration::from_secs(11 * 60),
+            ..EngineConfig::default()
+        };
+        config.resilience.concurrency.max_in_flight = 0;
+        let err = complete().config(config).build().unwrap_err();
+        let fields: Vec<&str> = err.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "insurer_deadline",
+                "lease",
+                "resilience.concurrency.max_in_flight"
+            ],
+            "{err}"
+        );
+        let text = err.to_string();
+        for field in fields {
+            assert!(text.contains(field), "{text}");
+        }
+    }
+
+    #[test]
+    fn missing_parts_duplicates_and_stray_overrides_are_named() {
+        let mut config = EngineConfig::default();
+        config
+            .resilience_overrides
+            .insert("nobody".to_owned(), config.resilience.clone());
+        let err = Engine::builder()
+            .insurer(id("alfa"), Arc::new(Nobody))
+            .insurer(id("alfa"), Arc::new(Nobody))
+            .config(config)
+            .build()
+            .unwrap_err();
+        for field in [
+            "insurers.alfa",
+            "sink",
+            "state_store",
+            "resilience_overrides.nobody",
+        ] {
+            assert!(err.names(field), "{field}: {err}");
+        }
+        let none = Engine::builder().build().unwrap_err();
+        assert!(none.names("insurers"), "{none}");
+    }
+}

@@ -22,7 +22,9 @@
 //! - [`money`] - [`Kopecks`], the only money type (integer kopecks).
 //! - [`clock`] - the injected wall clock for timestamps.
 //! - [`request`] - the quote request a person fills in, and its validation.
-//! - [`tariff`] - the regulated premium formula and its coefficient tables.
+//! - [`directive`] - the tariff directive's data: coefficients, bonus-malus
+//!   classes, regions, tables.
+//! - [`tariff`] - the regulated premium formula.
 //! - [`events`] - the v1 events of the three streams (requests, quotes, errors).
 //! - [`showcase`] - the read model row ("quote showcase") built from events.
 //! - [`insurer`] - what an insurer's partner API answers, and its error kinds.
@@ -36,6 +38,7 @@
 
 pub mod breaker;
 pub mod clock;
+pub mod directive;
 pub mod events;
 pub mod ids;
 pub mod insurer;

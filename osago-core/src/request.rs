@@ -12,7 +12,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::tariff::{self, KbmClass};
+use crate::directive::{self, KbmClass};
 
 /// The longest policy start, in days from today.
 pub const MAX_START_DAYS_AHEAD: i64 = 60;
@@ -540,7 +540,7 @@ impl QuoteRequest {
                 "must be between the birth date and today",
             ));
         }
-        if tariff::kt_for_region(&o.address.region_code).is_none() {
+        if directive::kt_for_region(&o.address.region_code).is_none() {
             errors.push(FieldError::new(
                 "owner.address.region_code",
                 "is not a supported region code",

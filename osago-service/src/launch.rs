@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use osago_aggregator_lib::resilience::{Backoff, BackoffConfig};
 use osago_core::ports::PortError;
 use tokio::net::TcpListener;
 
@@ -65,11 +64,7 @@ where
     Fut: Future<Output = Result<T, PortError>>,
 {
     let deadline = tokio::time::Instant::now() + give_up_after;
-    let backoff = Backoff::new(BackoffConfig {
-        base: Duration::from_millis(250),
-        cap: Duration::from_secs(5),
-        max_attempts: u32::MAX,
-    });
+    let backoff = crate::retry_forever(Duration::from_millis(250), Duration::from_secs(5));
     let mut attempt = 0;
     loop {
         match connect().await {

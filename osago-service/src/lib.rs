@@ -33,3 +33,17 @@ pub mod serve;
 pub mod settings;
 
 pub use settings::Problems;
+
+/// The one backoff every retry of ours uses (full jitter, never past a
+/// deadline), re-exported for the services' own retry loops.
+pub use osago_aggregator_lib::resilience::{Backoff, BackoffConfig};
+
+/// Full jitter from `base` doubling up to `cap`, for a loop that retries
+/// for as long as the process runs.
+pub fn retry_forever(base: std::time::Duration, cap: std::time::Duration) -> Backoff {
+    Backoff::new(BackoffConfig {
+        base,
+        cap,
+        max_attempts: u32::MAX,
+    })
+}

@@ -71,7 +71,8 @@ async fn apply_until_done(
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> bool {
-    let mut backoff = Duration::from_millis(50);
+    let backoff = osago_service::retry_forever(Duration::from_millis(50), Duration::from_secs(5));
+    let mut failures = 0;
     loop {
         match read_model.apply(event).await {
             Ok(changed) => {
@@ -81,10 +82,10 @@ async fn apply_until_done(
             Err(err) => {
                 tracing::warn!(request_id = %event.request_id(), error = %err, "applying an event failed; retrying");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.jittered(failures)) => {}
                     _ = shutdown.cancelled() => return false,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                failures += 1;
             }
         }
     }

@@ -19,11 +19,12 @@ pub async fn run(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let backoff = osago_service::retry_forever(Duration::from_millis(100), Duration::from_secs(5));
+    let mut failures = 0;
     while !shutdown.is_cancelled() {
         match relay_once(&*outbox, &*publisher, &config, &metrics).await {
             Ok(0) => {
-                backoff = Duration::from_millis(100);
+                failures = 0;
                 if let Ok(dead) = outbox.dead_count().await {
                     metrics.outbox_dead.set(dead as i64);
                 }
@@ -32,13 +33,13 @@ pub async fn run(
                     _ = shutdown.cancelled() => return,
                 }
             }
-            Ok(_) => backoff = Duration::from_millis(100),
+            Ok(_) => failures = 0,
             Err(()) => {
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.jittered(failures)) => {}
                     _ = shutdown.cancelled() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                failures += 1;
             }
         }
     }

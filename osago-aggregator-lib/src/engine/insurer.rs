@@ -117,7 +117,7 @@ impl Inner {
         let polls = self.metrics.polls.get_or_create(&label).clone();
         let answers = &self.answers[&job.insurer.id];
         let mut plan = PollPlan::new(&self.config.poll, answers, created_at);
-        let mut wait = plan.first(application.retry_after);
+        let mut wait = plan.first(application.retry_after, guard.pressure());
         let mut failed_polls = 0;
         let mut polls_made = 0u32;
         loop {

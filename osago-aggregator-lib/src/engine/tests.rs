@@ -816,6 +816,82 @@ async fn the_last_poll_lands_just_before_the_deadline() {
     assert!(polls.len() <= 64, "{} polls", polls.len());
 }
 
+/// An insurer whose every call takes 100 ms; quotes are ready at the first
+/// poll while `ready`, never otherwise. Records when each poll began.
+#[derive(Debug, Default)]
+struct Busy {
+    ready: std::sync::atomic::AtomicBool,
+    polls: Mutex<Vec<Instant>>,
+}
+
+#[async_trait]
+impl InsurerClient for Busy {
+    async fn create_application(
+        &self,
+        key: &str,
+        _: &QuoteRequest,
+    ) -> Result<Application, InsurerError> {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(Application {
+            id: key.to_owned(),
+            retry_after: None,
+        })
+    }
+
+    async fn poll_quote(&self, _: &str) -> Result<PollOutcome, InsurerError> {
+        self.polls.lock().unwrap().push(Instant::now());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if self.ready.load(Ordering::SeqCst) {
+            Ok(PollOutcome::Quoted(quote()))
+        } else {
+            Ok(PollOutcome::Pending { retry_after: None })
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_a_binding_cap_no_application_is_polled_past_its_deadline() {
+    let busy = Arc::new(Busy::default());
+    let mut config = EngineConfig::default();
+    config.resilience.concurrency.max_in_flight = 2;
+    let h = harness_one("busy", busy.clone(), config);
+    // The schedule learns the insurer's answer times first.
+    busy.ready.store(true, Ordering::SeqCst);
+    for _ in 0..10 {
+        run(&h, request_event(chrono::Duration::seconds(60))).await;
+    }
+    // Then 40 requests at once, never answered, against 2 slots of 100 ms
+    // calls (20 calls/s): calls queue, polls are dear, deadlines bind.
+    busy.ready.store(false, Ordering::SeqCst);
+    busy.polls.lock().unwrap().clear();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(5);
+    let fan_outs = futures::future::join_all((0..40).map(|_| async {
+        match h
+            .engine
+            .start(request_event(chrono::Duration::seconds(5)))
+            .await
+            .unwrap()
+        {
+            Started::Running(fan_out) => fan_out,
+            Started::Duplicate => unreachable!(),
+        }
+    }))
+    .await;
+    for fan_out in fan_outs {
+        let outcomes = fan_out.wait().await;
+        assert_eq!(outcomes[0].outcome, "timeout");
+    }
+    let polls = busy.polls.lock().unwrap().clone();
+    assert!(!polls.is_empty());
+    assert!(
+        polls.iter().all(|at| *at < deadline),
+        "a poll began {:?} after the deadline",
+        polls.iter().max().map(|at| *at - deadline)
+    );
+    assert!(Instant::now() >= deadline);
+}
+
 #[tokio::test(start_paused = true)]
 async fn fixed_polling_keeps_its_interval() {
     let never = Scripted::new(vec![]);

@@ -293,9 +293,16 @@ impl Guard {
         } else {
             None
         };
-        let slot = match self.limit.acquire(deadline).await {
+        // A slot that comes free only at the deadline is no slot: a call
+        // begun then could not be answered in time.
+        let acquired = match self.limit.acquire(deadline).await {
+            Ok(slot) if Instant::now() < deadline => Ok(slot),
+            Ok(_) => Err(()),
+            Err(_) => Err(()),
+        };
+        let slot = match acquired {
             Ok(slot) => slot,
-            Err(_) => {
+            Err(()) => {
                 if let Some(permit) = permit {
                     self.breaker.lock().expect("breaker lock").cancel(permit);
                 }

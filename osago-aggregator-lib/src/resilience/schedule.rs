@@ -19,10 +19,16 @@
 //!   known, the interval grows from `initial` by `factor` up to `max`
 //!   (250 ms x 1.5 up to 1 s by default).
 //! - **When the insurer's concurrency cap is the bottleneck** (calls wait
-//!   for slots), learned intervals stretch by `1 + pressure_weight x
-//!   waiting / cap`, leaving room for new applications; which call goes
-//!   first is the [`ConcurrencyLimit`](super::ConcurrencyLimit)'s business:
-//!   the application nearest its deadline.
+//!   for slots), a poll costs capacity that another application needs: its
+//!   price rises to `price = 1 + pressure_weight x waiting / cap` times the
+//!   calm one. Intervals are optimal for `lag + price x polls`, so they
+//!   stretch by `sqrt(price)` (and so does their ceiling, `max`), and the
+//!   first poll moves up the learned distribution, to the percentile
+//!   `first_percentile x price` (at most the median): under a binding cap
+//!   each quote costs few calls, which is what lets more quotes through
+//!   (quotes per second = calls per second / calls per quote). Which call
+//!   goes first is the [`ConcurrencyLimit`](super::ConcurrencyLimit)'s
+//!   business: the application nearest its deadline.
 //! - A **Retry-After** from the insurer is always honoured: the next poll is
 //!   never sooner.
 //! - Near the **deadline** the wait is shortened so one last poll lands
@@ -65,9 +71,11 @@ pub struct PollConfig {
     pub spacing: f64,
     /// The shortest learned interval. Default 100 ms.
     pub min_interval: Duration,
-    /// How much learned intervals stretch per call waiting for a slot per
-    /// slot of the cap (when the cap is the bottleneck, fewer polls leave
-    /// room for new applications). Default 0.05.
+    /// How much dearer a poll gets per call waiting for a slot per slot of
+    /// the cap (`price = 1 + pressure_weight x waiting / cap`): intervals
+    /// and their ceiling stretch by `sqrt(price)`, the first poll moves to
+    /// the percentile `first_percentile x price` (at most the median).
+    /// Default 1.
     pub pressure_weight: f64,
     /// How long before the deadline the last poll lands. Default 250 ms.
     pub last_look: Duration,
@@ -84,7 +92,7 @@ impl Default for PollConfig {
             history: 256,
             spacing: 0.15,
             min_interval: Duration::from_millis(100),
-            pressure_weight: 0.05,
+            pressure_weight: 1.0,
             last_look: Duration::from_millis(250),
         }
     }
@@ -222,13 +230,30 @@ impl PollPlan {
         }
     }
 
+    /// The price of a poll relative to a calm insurer's, at `pressure`
+    /// (calls waiting for a slot per slot of the cap).
+    fn price(&self, pressure: f64) -> f64 {
+        let pressure = if pressure.is_finite() {
+            pressure.max(0.0)
+        } else {
+            0.0
+        };
+        1.0 + self.config.pressure_weight.max(0.0) * pressure
+    }
+
     /// The wait before the first poll: at a low percentile of the learned
-    /// answer times (`initial` while nothing is learned), never sooner than
-    /// the insurer's hint on creation.
-    pub fn first(&self, hint: Option<Duration>) -> Duration {
+    /// answer times (`first_percentile`, raised by the price of a poll at
+    /// `pressure`, at most the median; `initial` while nothing is learned),
+    /// never sooner than the insurer's hint on creation.
+    pub fn first(&self, hint: Option<Duration>, pressure: f64) -> Duration {
         let planned = match (&self.config.fixed, &self.profile) {
             (Some(interval), _) => *interval,
-            (None, Some(profile)) => profile.percentile(self.config.first_percentile),
+            (None, Some(profile)) => {
+                let p = (self.config.first_percentile * self.price(pressure))
+                    .min(0.5)
+                    .max(self.config.first_percentile);
+                profile.percentile(p)
+            }
             (None, None) => self.config.initial,
         };
         planned.max(hint.unwrap_or_default())
@@ -252,13 +277,17 @@ impl PollPlan {
         let planned = match (&self.config.fixed, &self.profile) {
             (Some(interval), _) => *interval,
             (None, Some(profile)) => {
+                let stretch = self.price(pressure).sqrt();
                 match profile.spacing(now.saturating_duration_since(self.created)) {
-                    Some(spacing) => Duration::from_secs_f64(
-                        spacing
-                            * self.config.spacing
-                            * (1.0 + self.config.pressure_weight * pressure.max(0.0)),
-                    )
-                    .clamp(self.config.min_interval, self.config.max),
+                    Some(spacing) => {
+                        Duration::from_secs_f64(spacing * self.config.spacing * stretch).clamp(
+                            self.config.min_interval,
+                            self.config
+                                .max
+                                .mul_f64(stretch)
+                                .max(self.config.min_interval),
+                        )
+                    }
                     None => grow(&mut self.next, &self.config),
                 }
             }
@@ -345,7 +374,17 @@ mod tests {
         let calm = plan.next(at, None, 0.0);
         let pressed = plan.next(at, None, 10.0);
         assert!(pressed > calm, "{calm:?} -> {pressed:?}");
-        assert_eq!(plan.next(at, None, 1_000.0), ms(1000), "never over the max");
+        // The ceiling stretches with the price too, to max x sqrt(1 + 1000).
+        let dear = plan.next(at, None, 1_000.0);
+        assert!(
+            dear > ms(1000) && dear <= ms(1000).mul_f64(1001f64.sqrt()),
+            "{dear:?}"
+        );
+        assert_eq!(
+            plan.next(at + ms(60_000), None, 0.0),
+            ms(250),
+            "past every answer"
+        );
     }
 
     #[test]
@@ -354,7 +393,7 @@ mod tests {
         let mut plan = plan(&PollConfig::default(), &learned);
         let now = Instant::now();
         assert_eq!(plan.next(now, Some(ms(3000)), 0.0), ms(3000));
-        assert_eq!(plan.first(Some(ms(3000))), ms(3000));
+        assert_eq!(plan.first(Some(ms(3000)), 0.0), ms(3000));
         let mut unlearned = PollPlan::new(&PollConfig::default(), &AnswerTimes::new(8), now);
         assert_eq!(unlearned.next(now, Some(ms(1000)), 0.0), ms(1000));
         // The schedule went on growing underneath.
@@ -365,7 +404,7 @@ mod tests {
     fn the_first_poll_follows_the_learned_answer_times() {
         let learned = AnswerTimes::new(100);
         assert_eq!(
-            plan(&PollConfig::default(), &learned).first(None),
+            plan(&PollConfig::default(), &learned).first(None, 0.0),
             ms(250),
             "nothing learned yet"
         );
@@ -373,7 +412,12 @@ mod tests {
             learned.record(ms(n * 100));
         }
         // The 5th percentile of 100 ms .. 10 s.
-        assert_eq!(plan(&PollConfig::default(), &learned).first(None), ms(600));
+        let plan = plan(&PollConfig::default(), &learned);
+        assert_eq!(plan.first(None, 0.0), ms(600));
+        // Polls dear (4 calls waiting per slot: price 5): the 25th.
+        assert_eq!(plan.first(None, 4.0), ms(2600));
+        // Never past the median.
+        assert_eq!(plan.first(None, 1_000.0), ms(5100));
     }
 
     #[test]
@@ -393,7 +437,7 @@ mod tests {
         let learned = learned();
         let mut plan = plan(&PollConfig::fixed(ms(1000)), &learned);
         let now = Instant::now();
-        assert_eq!(plan.first(None), ms(1000));
+        assert_eq!(plan.first(None, 9.0), ms(1000));
         assert_eq!(plan.next(now, None, 50.0), ms(1000));
         assert_eq!(plan.next(now, Some(ms(3000)), 0.0), ms(3000));
     }
