@@ -280,6 +280,19 @@ pub trait ReadModel: Send + Sync + 'static {
     /// whether anything changed (a duplicate or stale event changes nothing).
     async fn apply(&self, event: &InsurerEvent) -> Result<bool, PortError>;
 
+    /// Applies `events` in order, as [`ReadModel::apply`] would one by one
+    /// (each guarded by its version against the row as the earlier events
+    /// of the batch left it), all or none: one transaction in SQL, so a
+    /// batch costs one connection and one commit. Whether each changed
+    /// anything, in order.
+    async fn apply_batch(&self, events: &[InsurerEvent]) -> Result<Vec<bool>, PortError> {
+        let mut changed = Vec::with_capacity(events.len());
+        for event in events {
+            changed.push(self.apply(event).await?);
+        }
+        Ok(changed)
+    }
+
     /// The request's rows, ordered by insurer id.
     async fn rows(&self, request_id: &RequestId) -> Result<Vec<OfferRow>, PortError>;
 }

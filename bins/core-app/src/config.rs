@@ -26,6 +26,9 @@ pub struct Config {
     pub relay: RelayConfig,
     /// Consumer group of the read-model projector.
     pub projector_group: String,
+    /// The most events the projector applies in one transaction (it takes
+    /// whatever has arrived, up to this). Default 256.
+    pub projector_batch: usize,
     /// How long shutdown waits for open connections to finish.
     pub drain_timeout: Duration,
     /// The inbound limit on `POST /api/osago/requests` per client (B2C
@@ -47,6 +50,7 @@ impl Default for Config {
             retention: Duration::from_secs(3 * 24 * 3600),
             relay: RelayConfig::default(),
             projector_group: "core-app-read-model".to_owned(),
+            projector_batch: 256,
             drain_timeout: Duration::from_secs(10),
             rate_limit: RateLimit {
                 per_second: 0.2,

@@ -132,6 +132,7 @@ impl CoreApp {
             deps.read_model.clone(),
             config.projector_group.clone(),
             config.request_deadline,
+            config.projector_batch,
             metrics.clone(),
             token.clone(),
         ));

@@ -61,6 +61,10 @@ pub struct Metrics {
     pub outbox_failures: Counter,
     /// Outbox messages dead-lettered (last seen).
     pub outbox_dead: Gauge,
+    /// Events per read-model transaction.
+    pub projector_batch: Histogram,
+    /// Read-model transactions retried (the database failed).
+    pub projector_retries: Counter,
 }
 
 impl Default for Metrics {
@@ -78,6 +82,8 @@ impl Default for Metrics {
             outbox_published: Counter::default(),
             outbox_failures: Counter::default(),
             outbox_dead: Gauge::default(),
+            projector_batch: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            projector_retries: Counter::default(),
         }
     }
 }
@@ -136,6 +142,16 @@ impl Metrics {
             "outbox_dead",
             "Outbox messages dead-lettered",
             m.outbox_dead.clone(),
+        );
+        r.register(
+            "projector_batch_events",
+            "Events applied per read-model transaction",
+            m.projector_batch.clone(),
+        );
+        r.register(
+            "projector_retries",
+            "Read-model transactions retried after a database failure",
+            m.projector_retries.clone(),
         );
         m
     }

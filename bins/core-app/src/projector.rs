@@ -1,8 +1,11 @@
 //! The read-model projector: a consumer group on the quote and error
-//! streams that applies each event to the read model (UPSERT guarded by
-//! version) and acknowledges it only once applied.
+//! streams that applies the events to the read model (UPSERT guarded by
+//! version) in batches, one transaction each (whatever has arrived, up to
+//! `projector_batch`), and acknowledges them only once applied.
 
 use std::sync::Arc;
+
+use futures::FutureExt;
 use std::time::Duration;
 
 use osago_core::ports::{OutcomeSource, ReadModel};
@@ -18,6 +21,7 @@ pub async fn run(
     read_model: Arc<dyn ReadModel>,
     group: String,
     request_deadline: Duration,
+    batch_size: usize,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
@@ -34,11 +38,11 @@ pub async fn run(
         }
     };
     loop {
-        let delivery = tokio::select! {
+        let first = tokio::select! {
             next = subscription.next() => next,
             _ = shutdown.cancelled() => return,
         };
-        let delivery = match delivery {
+        let first = match first {
             Some(Ok(d)) => d,
             Some(Err(err)) => {
                 tracing::warn!(error = %err, "outcome stream error");
@@ -47,43 +51,55 @@ pub async fn run(
             }
             None => return,
         };
-        if !apply_until_done(
-            &*read_model,
-            &delivery.event,
-            request_deadline,
-            &metrics,
-            &shutdown,
-        )
-        .await
-        {
-            return;
+        // Whatever else has arrived joins the batch, without waiting for
+        // more (`next` is cancellation safe: an unready call loses nothing).
+        let mut batch = vec![first];
+        while batch.len() < batch_size.max(1) {
+            match subscription.next().now_or_never() {
+                Some(Some(Ok(d))) => batch.push(d),
+                Some(Some(Err(err))) => {
+                    tracing::warn!(error = %err, "outcome stream error");
+                    break;
+                }
+                Some(None) | None => break,
+            }
         }
-        delivery.ack.ack();
+        let events: Vec<InsurerEvent> = batch.iter().map(|d| d.event.clone()).collect();
+        let Some(changed) = apply_until_done(&*read_model, &events, &metrics, &shutdown).await
+        else {
+            return;
+        };
+        metrics.projector_batch.observe(events.len() as f64);
+        for (event, changed) in events.iter().zip(changed) {
+            record(event, changed, request_deadline, &metrics);
+        }
+        // Acknowledged only once applied: a crash before this replays the
+        // batch, which the version guard makes harmless.
+        for delivery in batch {
+            delivery.ack.ack();
+        }
     }
 }
 
-/// Applies one event, retrying while the read model is unavailable.
-/// `false` when shut down first.
+/// Applies a batch in one transaction, retrying while the read model is
+/// unavailable; `None` when shut down first.
 async fn apply_until_done(
     read_model: &dyn ReadModel,
-    event: &InsurerEvent,
-    request_deadline: Duration,
+    events: &[InsurerEvent],
     metrics: &Metrics,
     shutdown: &CancellationToken,
-) -> bool {
+) -> Option<Vec<bool>> {
     let backoff = osago_service::retry_forever(Duration::from_millis(50), Duration::from_secs(5));
     let mut failures = 0;
     loop {
-        match read_model.apply(event).await {
-            Ok(changed) => {
-                record(event, changed, request_deadline, metrics);
-                return true;
-            }
+        match read_model.apply_batch(events).await {
+            Ok(changed) => return Some(changed),
             Err(err) => {
-                tracing::warn!(request_id = %event.request_id(), error = %err, "applying an event failed; retrying");
+                metrics.projector_retries.inc();
+                tracing::warn!(events = events.len(), error = %err, "applying a batch failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.jittered(failures)) => {}
-                    _ = shutdown.cancelled() => return false,
+                    _ = shutdown.cancelled() => return None,
                 }
                 failures += 1;
             }

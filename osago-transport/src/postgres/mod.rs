@@ -135,7 +135,12 @@ impl PostgresStore {
             .unwrap_or(chrono::Duration::days(3))
     }
 
-    async fn audit(&self, event: &InsurerEvent, applied: bool) -> Result<(), PortError> {
+    async fn audit(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        event: &InsurerEvent,
+        applied: bool,
+    ) -> Result<(), PortError> {
         let (stream, event_id, json) = match event {
             InsurerEvent::Quote(e) => ("quotes", e.event_id, serde_json::to_value(e)),
             InsurerEvent::Error(e) => ("errors", e.event_id, serde_json::to_value(e)),
@@ -151,7 +156,7 @@ impl PostgresStore {
             .bind(applied)
             .bind(json)
             .bind(self.expires_at(Utc::now()))
-            .execute(&self.pool)
+            .execute(&mut **tx)
             .await
             .map(|_| ())
             .map_err(unavailable("audit insert"))
@@ -322,26 +327,40 @@ impl OutboxStore for PostgresStore {
 #[async_trait]
 impl ReadModel for PostgresStore {
     async fn apply(&self, event: &InsurerEvent) -> Result<bool, PortError> {
-        let row = OfferRow::from_event(event);
-        let json = serde_json::to_value(&row)
-            .map_err(|e| PortError::new(PortErrorKind::Corrupt, "row encode").with_source(e))?;
-        let applied = sqlx::query(include_str!("sql/upsert_offer.sql"))
-            .bind(row.request_id.as_uuid())
-            .bind(row.insurer_id.as_str())
-            .bind(row.version as i32)
-            .bind(row.status.as_str())
-            .bind(row.quote.as_ref().map(|q| q.premium_kopecks.get()))
-            .bind(row.started_at)
-            .bind(json)
-            .bind(self.expires_at(row.occurred_at))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable("offer upsert"))?
-            .is_some();
-        if self.config.audit {
-            self.audit(event, applied).await?;
+        let mut changed = self.apply_batch(std::slice::from_ref(event)).await?;
+        Ok(changed.pop().unwrap_or(false))
+    }
+
+    async fn apply_batch(&self, events: &[InsurerEvent]) -> Result<Vec<bool>, PortError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(applied)
+        let mut tx = self.pool.begin().await.map_err(unavailable("begin"))?;
+        let mut changed = Vec::with_capacity(events.len());
+        for event in events {
+            let row = OfferRow::from_event(event);
+            let json = serde_json::to_value(&row)
+                .map_err(|e| PortError::new(PortErrorKind::Corrupt, "row encode").with_source(e))?;
+            let applied = sqlx::query(include_str!("sql/upsert_offer.sql"))
+                .bind(row.request_id.as_uuid())
+                .bind(row.insurer_id.as_str())
+                .bind(row.version as i32)
+                .bind(row.status.as_str())
+                .bind(row.quote.as_ref().map(|q| q.premium_kopecks.get()))
+                .bind(row.started_at)
+                .bind(json)
+                .bind(self.expires_at(row.occurred_at))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable("offer upsert"))?
+                .is_some();
+            if self.config.audit {
+                self.audit(&mut tx, event, applied).await?;
+            }
+            changed.push(applied);
+        }
+        tx.commit().await.map_err(unavailable("commit"))?;
+        Ok(changed)
     }
 
     async fn rows(&self, request_id: &RequestId) -> Result<Vec<OfferRow>, PortError> {
