@@ -182,18 +182,29 @@ impl std::fmt::Debug for Database {
     }
 }
 
-/// Connects the database named by `url`; personal data is kept for
-/// `retention`, and every quote and error event recorded when `audit`.
+/// How the database is used.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseOptions {
+    /// How long personal data (requests) and quotes are kept.
+    pub retention: std::time::Duration,
+    /// Record every quote and error event (PostgreSQL).
+    pub audit: bool,
+    /// Connections in the pool (PostgreSQL).
+    pub pool_size: u32,
+    /// How long a caller waits for a pooled connection (PostgreSQL).
+    pub acquire_timeout: std::time::Duration,
+}
+
+/// Connects the database named by `url`.
 pub async fn database(
     url: &DatabaseUrl,
-    retention: std::time::Duration,
-    audit: bool,
+    options: DatabaseOptions,
     common: &CommonArgs,
 ) -> Result<Database, String> {
+    let DatabaseOptions { retention, .. } = options;
     match url {
         DatabaseUrl::Memory => {
             let store = MemoryRequestStore::new(retention);
-            let _ = audit;
             Ok(Database {
                 requests: Arc::new(store.clone()),
                 outbox: Arc::new(store),
@@ -206,8 +217,9 @@ pub async fn database(
             use osago_transport::postgres::{PostgresConfig, PostgresStore};
             let config = PostgresConfig {
                 retention,
-                audit,
-                ..PostgresConfig::default()
+                audit: options.audit,
+                max_connections: options.pool_size,
+                acquire_timeout: options.acquire_timeout,
             };
             let store = crate::launch::retry_connect("postgres", common.connect_timeout, || {
                 PostgresStore::connect(url, config.clone())

@@ -65,6 +65,22 @@ pub struct Args {
     /// Quote requests a client may send at once.
     #[arg(long, env = "OSAGO_RATE_LIMIT_BURST", default_value_t = 5)]
     pub rate_limit_burst: u32,
+    /// Quote requests accepted per second across every core-app sharing
+    /// the rate-limit store (the stack's capacity); beyond it requests are
+    /// refused at once with 503 and Retry-After. 0: no limit.
+    #[arg(long, env = "OSAGO_ADMISSION_RATE", default_value_t = 0.0)]
+    pub admission_rate: f64,
+    /// Quote requests admitted at once above that rate.
+    #[arg(long, env = "OSAGO_ADMISSION_BURST", default_value_t = 50)]
+    pub admission_burst: u32,
+    /// Connections in the PostgreSQL pool (a stream open uses one for its
+    /// snapshot only; the projector one per batch).
+    #[arg(long, env = "OSAGO_DATABASE_POOL_SIZE", default_value_t = 20)]
+    pub database_pool_size: u32,
+    /// How long a request waits for a pooled PostgreSQL connection before
+    /// it is answered 503.
+    #[arg(long, env = "OSAGO_DATABASE_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = duration)]
+    pub database_acquire_timeout: Duration,
     /// Header naming the client behind a trusted proxy (e.g. x-forwarded-for).
     #[arg(long, env = "OSAGO_CLIENT_IP_HEADER")]
     pub client_ip_header: Option<String>,
@@ -78,6 +94,7 @@ pub struct Plan {
     limits: StateUrl,
     config: Config,
     audit: bool,
+    pool: (u32, Duration),
     common: CommonArgs,
 }
 
@@ -113,6 +130,22 @@ impl Args {
             "--rate-limit-burst must be at least 1",
         );
         p.check(
+            !self.admission_rate.is_finite() || self.admission_rate < 0.0,
+            "--admission-rate must be zero or positive",
+        );
+        p.check(
+            self.admission_burst == 0,
+            "--admission-burst must be at least 1",
+        );
+        p.check(
+            self.database_pool_size == 0,
+            "--database-pool-size must be at least 1",
+        );
+        p.check(
+            self.database_acquire_timeout.is_zero(),
+            "--database-acquire-timeout must be positive",
+        );
+        p.check(
             self.projector_group.trim().is_empty(),
             "--projector-group must not be empty",
         );
@@ -132,6 +165,10 @@ impl Args {
                 burst: self.rate_limit_burst,
             },
             client_ip_header: self.client_ip_header.clone(),
+            admission: RateLimit {
+                per_second: self.admission_rate,
+                burst: self.admission_burst,
+            },
             ..Config::default()
         };
         match (bus, database, limits) {
@@ -141,6 +178,7 @@ impl Args {
                 limits,
                 config,
                 audit: self.audit,
+                pool: (self.database_pool_size, self.database_acquire_timeout),
                 common: self.common.clone(),
             }),
             _ => Err(p),
@@ -155,8 +193,12 @@ pub async fn connect(plan: Plan) -> Result<(Deps, Config), String> {
     health.extend(kv.health);
     let db = osago_service::ports::database(
         &plan.database,
-        plan.config.retention,
-        plan.audit,
+        osago_service::ports::DatabaseOptions {
+            retention: plan.config.retention,
+            audit: plan.audit,
+            pool_size: plan.pool.0,
+            acquire_timeout: plan.pool.1,
+        },
         &plan.common,
     )
     .await?;

@@ -34,6 +34,11 @@ pub struct Config {
     /// The inbound limit on `POST /api/osago/requests` per client (B2C
     /// abuse protection), shared by every instance through the limiter.
     pub rate_limit: RateLimit,
+    /// The admission limit on `POST /api/osago/requests` across every
+    /// instance sharing the limiter: what the stack (in the end, the
+    /// insurers' capacity) can serve; beyond it requests are refused at
+    /// once with 503 and Retry-After. Zero rate: none (the default).
+    pub admission: RateLimit,
     /// The header naming the client behind a trusted proxy (for example
     /// `x-forwarded-for`, first address); the peer address when unset.
     pub client_ip_header: Option<String>,
@@ -57,6 +62,10 @@ impl Default for Config {
                 burst: 5,
             },
             client_ip_header: None,
+            admission: RateLimit {
+                per_second: 0.0,
+                burst: 1,
+            },
         }
     }
 }

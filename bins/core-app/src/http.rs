@@ -226,6 +226,61 @@ async fn limit(
     peer: std::net::SocketAddr,
     req: &Request<impl Sized>,
 ) -> Option<Response<Body>> {
+    if let Some(refused) = client_limit(app, peer, req).await {
+        return Some(refused);
+    }
+    admission(app).await
+}
+
+/// The admission limit: quote requests accepted per second across every
+/// core-app sharing the limiter (the stack's capacity, set by the
+/// operator); beyond it a request is refused at once with 503 and
+/// Retry-After, before its body is read, so nobody is admitted who cannot
+/// be served, and nobody admitted is dropped for someone new. A limiter
+/// that cannot be reached lets the request through.
+async fn admission(app: &App) -> Option<Response<Body>> {
+    if app.config.admission.emission_interval_ms() == 0 {
+        return None;
+    }
+    match app
+        .deps
+        .limiter
+        .check(ADMISSION_KEY, &app.config.admission)
+        .await
+    {
+        Ok(Admission::Allowed) => None,
+        Ok(Admission::Limited { retry_after }) => {
+            reject(app, "overloaded");
+            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            let mut response = problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "/problems/overloaded",
+                "Service Unavailable",
+                format!("the service is at capacity; try again in {seconds} s"),
+                vec![],
+            );
+            response.headers_mut().insert(
+                RETRY_AFTER,
+                HeaderValue::from_str(&seconds.to_string()).expect("digits"),
+            );
+            Some(response)
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "admission limiter unavailable; request let through");
+            None
+        }
+    }
+}
+
+/// The admission limiter's key: no client key (an address) looks like it.
+const ADMISSION_KEY: &str = "admission:quote-requests";
+
+/// The per-client limit: `Some(429)` when the client is over it.
+async fn client_limit(
+    app: &App,
+    peer: std::net::SocketAddr,
+    req: &Request<impl Sized>,
+) -> Option<Response<Body>> {
     let key = client_key(app, peer, req);
     match app.deps.limiter.check(&key, &app.config.rate_limit).await {
         Ok(Admission::Allowed) => None,

@@ -118,18 +118,22 @@ pub async fn start(listener: TcpListener, config: EmbeddedConfig) -> std::io::Re
     let requests = MemoryRequestStore::new(config.core.retention);
     let read_model = MemoryReadModel::new(config.core.retention);
     let mut registry = Registry::default();
-    let engine = Engine::builder()
-        .insurers(insurers)
-        .sink(Arc::new(bus.clone()))
-        .state_store(Arc::new(state.clone()))
-        .clock(clock.clone())
-        .config(config.engine.clone())
-        .metrics(EngineMetrics::register(&mut registry))
-        .build()
-        .map_err(std::io::Error::other)?;
-    let intake = Intake::new(engine, Arc::new(bus.clone()), config.intake.clone())
-        .map_err(std::io::Error::other)?;
-    tasks.push(tokio::spawn(intake.run(shutdown.clone())));
+    // No insurer, no aggregator (tests of core-app's input alone): requests
+    // are stored and published, and nobody fans them out.
+    if !insurers.is_empty() {
+        let engine = Engine::builder()
+            .insurers(insurers)
+            .sink(Arc::new(bus.clone()))
+            .state_store(Arc::new(state.clone()))
+            .clock(clock.clone())
+            .config(config.engine.clone())
+            .metrics(EngineMetrics::register(&mut registry))
+            .build()
+            .map_err(std::io::Error::other)?;
+        let intake = Intake::new(engine, Arc::new(bus.clone()), config.intake.clone())
+            .map_err(std::io::Error::other)?;
+        tasks.push(tokio::spawn(intake.run(shutdown.clone())));
+    }
 
     let deps = core_app::Deps {
         requests: Arc::new(requests.clone()),
