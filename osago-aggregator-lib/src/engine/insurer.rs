@@ -93,7 +93,10 @@ impl Inner {
         } else {
             loop {
                 let create = calls.counted(client.create_application(&key, &job.request));
-                let created = guard.call(CallKind::Create, job.deadline, create).await;
+                let rank = job.deadline + stagger(&key, guard.stagger);
+                let created = guard
+                    .call_ranked(CallKind::Create, rank, job.deadline, create)
+                    .await;
                 match created {
                     Ok(application) => break application,
                     Err(CallError::Refused(err)) => return Err(err),
@@ -231,5 +234,48 @@ impl Inner {
             // The fan-out goes on; only resuming after a crash is weakened.
             tracing::warn!(request_id = %job.request_id, insurer = %job.insurer.id, error = %err, "saving progress failed");
         }
+    }
+}
+
+/// This application's stagger in the slot queue: a share of `spread` drawn
+/// from its Idempotency-Key (so from the request and the insurer: each
+/// insurer orders a burst differently, and a retry keeps its place).
+fn stagger(key: &str, spread: Duration) -> Duration {
+    use std::hash::{Hash, Hasher};
+    if spread.is_zero() {
+        return Duration::ZERO;
+    }
+    // SipHash with fixed keys: the same place on every pod and run.
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    spread.mul_f64(unit)
+}
+
+#[cfg(test)]
+mod stagger_tests {
+    use super::*;
+
+    #[test]
+    fn each_insurer_orders_a_burst_its_own_way_and_a_retry_keeps_its_place() {
+        let spread = Duration::from_secs(30);
+        let requests: Vec<RequestId> = (0..200).map(|_| RequestId::random()).collect();
+        let order = |insurer: &str| {
+            let insurer = InsurerId::new(insurer).unwrap();
+            let mut ids: Vec<(Duration, usize)> = requests
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (stagger(&idempotency_key(id, &insurer), spread), i))
+                .collect();
+            assert!(ids.iter().all(|(s, _)| *s < spread));
+            ids.sort();
+            ids.into_iter().map(|(_, i)| i).collect::<Vec<_>>()
+        };
+        let (a, b) = (order("alfa"), order("beta"));
+        assert_ne!(a, b);
+        assert_eq!(a, order("alfa"), "deterministic");
+        // Neither is the arrival order.
+        assert_ne!(a, (0..200).collect::<Vec<_>>());
+        assert_eq!(stagger("key", Duration::ZERO), Duration::ZERO);
     }
 }

@@ -127,6 +127,8 @@ pub struct Guard {
     pub backoff: Backoff,
     /// Consecutive failed polls tolerated.
     pub poll_retries: u32,
+    /// The stagger of new applications' places in the slot queue.
+    pub stagger: Duration,
     pub(crate) metrics: EngineMetrics,
     feed: Option<BreakerFeed>,
     /// The configured concurrency cap (across pods when shared).
@@ -143,6 +145,7 @@ impl Guard {
             limit: ConcurrencyLimit::from_config(&config.concurrency),
             backoff: Backoff::new(config.backoff.clone()),
             poll_retries: config.poll_retries,
+            stagger: config.concurrency.stagger,
             label,
             metrics,
             feed: None,
@@ -180,6 +183,7 @@ impl Guard {
             limit,
             backoff: Backoff::new(config.backoff.clone()),
             poll_retries: config.poll_retries,
+            stagger: config.concurrency.stagger,
             label,
             metrics,
             feed: Some(BreakerFeed {
@@ -244,10 +248,26 @@ impl Guard {
     }
 
     /// Runs `call` under the quota, the breaker (for new work) and a
-    /// concurrency slot, all bounded by `deadline`.
+    /// concurrency slot, all bounded by `deadline`; waiting for a slot, it
+    /// ranks by `deadline`.
     pub async fn call<T, F>(
         &self,
         kind: CallKind,
+        deadline: Instant,
+        call: F,
+    ) -> Result<T, CallError>
+    where
+        F: Future<Output = Result<T, InsurerError>>,
+    {
+        self.call_ranked(kind, deadline, deadline, call).await
+    }
+
+    /// [`Guard::call`], ranked by `rank` among the calls waiting for a slot
+    /// (lowest first).
+    pub async fn call_ranked<T, F>(
+        &self,
+        kind: CallKind,
+        rank: Instant,
         deadline: Instant,
         call: F,
     ) -> Result<T, CallError>
@@ -295,7 +315,7 @@ impl Guard {
         };
         // A slot that comes free only at the deadline is no slot: a call
         // begun then could not be answered in time.
-        let acquired = match self.limit.acquire(deadline).await {
+        let acquired = match self.limit.acquire_ranked(rank, deadline).await {
             Ok(slot) if Instant::now() < deadline => Ok(slot),
             Ok(_) => Err(()),
             Err(_) => Err(()),

@@ -1,9 +1,10 @@
 //! A per-insurer concurrency limit that serves waiters by deadline.
 //!
 //! At most `max_in_flight` [`Slot`]s exist at once. When all are taken,
-//! waiters queue in a heap ordered by deadline (then by arrival), so the
-//! application nearest its deadline gets the next free slot; a waiter gives
-//! up at its deadline. A freed slot is handed straight to the next live
+//! waiters queue in a heap ordered by rank (then by arrival): by deadline
+//! for [`ConcurrencyLimit::acquire`], so the application nearest its
+//! deadline gets the next free slot, or by a rank of the caller's for
+//! [`ConcurrencyLimit::acquire_ranked`]; a waiter gives up at its deadline. A freed slot is handed straight to the next live
 //! waiter (through a oneshot channel carrying the [`Slot`] itself), so a
 //! waiter cancelled between being served and waking up drops the slot, and
 //! dropping it frees it again: no slot ever leaks.
@@ -23,11 +24,21 @@ use tokio::time::Instant;
 pub struct ConcurrencyConfig {
     /// The most calls in flight to one insurer (0 reads as 1). Default 20.
     pub max_in_flight: usize,
+    /// How far new applications are shuffled when they queue for slots:
+    /// an application's place is its deadline plus a stagger drawn from
+    /// its (request, insurer) in `0..stagger`, different at every insurer,
+    /// so in a burst each insurer serves the requests in its own order and
+    /// every user gets a first price early, while polls (finishing accepted
+    /// work) keep their deadline order. Zero: deadline order. Default 30 s.
+    pub stagger: std::time::Duration,
 }
 
 impl Default for ConcurrencyConfig {
     fn default() -> Self {
-        Self { max_in_flight: 20 }
+        Self {
+            max_in_flight: 20,
+            stagger: std::time::Duration::from_secs(30),
+        }
     }
 }
 
@@ -37,19 +48,16 @@ impl Default for ConcurrencyConfig {
 pub struct Elapsed;
 
 struct Waiter {
-    deadline: Instant,
+    rank: Instant,
     seq: u64,
     tx: oneshot::Sender<Slot>,
 }
 
 impl Ord for Waiter {
     /// The greatest waiter (served first by the max-heap) has the earliest
-    /// deadline, then the earliest arrival.
+    /// rank, then the earliest arrival.
     fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .deadline
-            .cmp(&self.deadline)
-            .then(other.seq.cmp(&self.seq))
+        other.rank.cmp(&self.rank).then(other.seq.cmp(&self.seq))
     }
 }
 
@@ -237,6 +245,12 @@ impl ConcurrencyLimit {
     /// are served earliest deadline first. A deadline already passed gets
     /// [`Elapsed`] at once. Cancel-safe.
     pub async fn acquire(&self, deadline: Instant) -> Result<Slot, Elapsed> {
+        self.acquire_ranked(deadline, deadline).await
+    }
+
+    /// Like [`ConcurrencyLimit::acquire`], but waiters are served lowest
+    /// `rank` first (ties by arrival); the wait still ends at `deadline`.
+    pub async fn acquire_ranked(&self, rank: Instant, deadline: Instant) -> Result<Slot, Elapsed> {
         let rx = {
             let mut state = self.shared.lock();
             if deadline <= Instant::now() {
@@ -255,7 +269,7 @@ impl ConcurrencyLimit {
             let (tx, rx) = oneshot::channel();
             let seq = state.seq;
             state.seq += 1;
-            state.waiters.push(Waiter { deadline, seq, tx });
+            state.waiters.push(Waiter { rank, seq, tx });
             self.shared.demand.notify_one();
             rx
         };
@@ -290,9 +304,37 @@ mod tests {
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn ranked_waiters_are_served_lowest_rank_first() {
+        let limit = Arc::new(ConcurrencyLimit::new(1));
+        let held = limit.try_acquire().unwrap();
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let now = Instant::now();
+        let mut tasks = Vec::new();
+        for (name, rank) in [("late", 30), ("early", 10), ("middle", 20)] {
+            let waiting = limit.clone();
+            let served = served.clone();
+            tasks.push(tokio::spawn(async move {
+                let slot = waiting
+                    .acquire_ranked(now + secs(rank), far())
+                    .await
+                    .unwrap();
+                served.lock().unwrap().push(name);
+                drop(slot);
+            }));
+            until_waiting(&limit, tasks.len()).await;
+        }
+        drop(held);
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(*served.lock().unwrap(), ["early", "middle", "late"]);
+    }
+
     #[test]
     fn defaults_are_documented() {
         assert_eq!(ConcurrencyConfig::default().max_in_flight, 20);
+        assert_eq!(ConcurrencyConfig::default().stagger, secs(30));
         let limit = ConcurrencyLimit::from_config(&ConcurrencyConfig::default());
         assert_eq!(limit.max_in_flight(), 20);
         assert_eq!(ConcurrencyLimit::new(0).max_in_flight(), 1);
