@@ -318,6 +318,28 @@ async fn oversize_bodies_are_413_with_or_without_content_length() {
     system.stop().await;
 }
 
+/// Connection buffers are capped at 8 KiB (osago_service::serve::MAX_BUF):
+/// a body of up to the body limit still streams through, while a header
+/// section over the cap is refused with 431.
+#[tokio::test]
+async fn bodies_stream_past_the_buffer_cap_and_huge_headers_are_431() {
+    let system = start().await;
+    let mut sample = sample_json();
+    sample["pad"] = json!(" ".repeat(40 * 1024));
+    let (status, _, body) = post(&system, serde_json::to_vec(&sample).unwrap()).await;
+    // Read whole and judged: an unknown field is a 422 naming it, not a
+    // transport error.
+    assert_eq!(status, 422, "{body}");
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/", system.addr))
+        .header("x-filler", "y".repeat(10 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+    system.stop().await;
+}
+
 #[tokio::test]
 async fn unknown_requests_are_404_and_wrong_methods_405() {
     let system = start().await;

@@ -1,5 +1,6 @@
 //! The HTTP accept loop every listener of ours runs: HTTP/1.1 and HTTP/2
-//! (auto-detected), TCP_NODELAY, accept errors (out of file descriptors)
+//! (auto-detected), TCP_NODELAY, per-connection buffers capped at
+//! [`MAX_BUF`], accept errors (out of file descriptors)
 //! backed off instead of ending the server, and a graceful drain on
 //! shutdown, bounded by a timeout.
 
@@ -16,6 +17,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+
+/// The most an HTTP/1 connection buffers (hyper's minimum): the request
+/// line and headers must fit (431 above), and an idle event stream's read
+/// buffer stays at 8 KiB instead of growing to 16 KiB after its request.
+pub const MAX_BUF: usize = 8 * 1024;
 
 /// Serves `handler` on `listener` until `shutdown` resolves; then stops
 /// accepting, calls `draining` (for instance to end open event streams),
@@ -34,7 +40,8 @@ pub async fn serve<H, F, B>(
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(MAX_BUF);
     tokio::pin!(shutdown);
     loop {
         let (socket, peer) = tokio::select! {
