@@ -242,34 +242,14 @@ async fn admission(app: &App) -> Option<Response<Body>> {
     if app.config.admission.emission_interval_ms() == 0 {
         return None;
     }
-    match app
-        .deps
-        .limiter
-        .check(ADMISSION_KEY, &app.config.admission)
-        .await
-    {
-        Ok(Admission::Allowed) => None,
-        Ok(Admission::Limited { retry_after }) => {
-            reject(app, "overloaded");
-            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            let mut response = problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "/problems/overloaded",
-                "Service Unavailable",
-                format!("the service is at capacity; try again in {seconds} s"),
-                vec![],
-            );
-            response.headers_mut().insert(
-                RETRY_AFTER,
-                HeaderValue::from_str(&seconds.to_string()).expect("digits"),
-            );
-            Some(response)
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "admission limiter unavailable; request let through");
-            None
-        }
-    }
+    let refusal = Refusal {
+        reason: "overloaded",
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        kind: "/problems/overloaded",
+        title: "Service Unavailable",
+        detail: "the service is at capacity",
+    };
+    limited(app, ADMISSION_KEY, &app.config.admission, refusal).await
 }
 
 /// The admission limiter's key: no client key (an address) looks like it.
@@ -282,16 +262,44 @@ async fn client_limit(
     req: &Request<impl Sized>,
 ) -> Option<Response<Body>> {
     let key = client_key(app, peer, req);
-    match app.deps.limiter.check(&key, &app.config.rate_limit).await {
+    let refusal = Refusal {
+        reason: "rate_limited",
+        status: StatusCode::TOO_MANY_REQUESTS,
+        kind: "/problems/rate-limited",
+        title: "Too Many Requests",
+        detail: "too many quote requests from this client",
+    };
+    limited(app, &key, &app.config.rate_limit, refusal).await
+}
+
+/// How a limit refuses.
+struct Refusal {
+    reason: &'static str,
+    status: StatusCode,
+    kind: &'static str,
+    title: &'static str,
+    detail: &'static str,
+}
+
+/// `Some(refusal)`, with Retry-After in whole seconds, when `key` is over
+/// `limit`; a limiter that cannot be reached lets the request through
+/// (availability first) and says so in the log.
+async fn limited(
+    app: &App,
+    key: &str,
+    limit: &osago_core::ratelimit::RateLimit,
+    refusal: Refusal,
+) -> Option<Response<Body>> {
+    match app.deps.limiter.check(key, limit).await {
         Ok(Admission::Allowed) => None,
         Ok(Admission::Limited { retry_after }) => {
-            reject(app, "rate_limited");
+            reject(app, refusal.reason);
             let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             let mut response = problem(
-                StatusCode::TOO_MANY_REQUESTS,
-                "/problems/rate-limited",
-                "Too Many Requests",
-                format!("too many quote requests from this client; try again in {seconds} s"),
+                refusal.status,
+                refusal.kind,
+                refusal.title,
+                format!("{}; try again in {seconds} s", refusal.detail),
                 vec![],
             );
             response.headers_mut().insert(
@@ -301,7 +309,7 @@ async fn client_limit(
             Some(response)
         }
         Err(err) => {
-            tracing::warn!(error = %err, "rate limiter unavailable; request let through");
+            tracing::warn!(limit = refusal.reason, error = %err, "limiter unavailable; request let through");
             None
         }
     }
