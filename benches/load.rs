@@ -7,7 +7,13 @@
 //! ./scripts/bench-load.sh real 2500 10000            # 2 core-apps, 2 aggregators, PG, Valkey, tansu
 //! ./scripts/bench-load.sh real 2500 --cores 4 40000 # --cores applies to the levels after it
 //! ./scripts/bench-load.sh sse 10000 19000            # core-app's SSE against nginx + nchan
+//! ./scripts/bench-load.sh real --steady 2500         # open arrivals keeping 2 500 streams open
 //! ```
+//!
+//! `--steady` (embedded and real modes): open Poisson arrivals at
+//! `N / (deadline + 5 s)` sessions per second, the rate that keeps N users
+//! with an open quote stream, for a minute of warm-up and three measured
+//! minutes; the row reports the sessions that arrived in those three.
 //!
 //! The script builds the release binaries and raises the open-file limit;
 //! the generator (`bins/loadgen`) runs as child processes of at most 15 000
@@ -52,6 +58,8 @@ struct Opts {
     response_time: String,
     write: bool,
     command: String,
+    /// The steady model: open arrivals instead of the burst.
+    steady: bool,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
@@ -67,6 +75,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         response_time: "50ms..200ms".to_owned(),
         write: true,
         command: String::new(),
+        steady: false,
     };
     let mut shown = Vec::new();
     let mut mode = None;
@@ -80,6 +89,10 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         match arg.as_str() {
             "--bench" => continue,
             "--no-write" => opts.write = false,
+            "--steady" => {
+                opts.steady = true;
+                shown.push("--steady".to_owned());
+            }
             "--cores" => {
                 let v = value("--cores")?;
                 opts.cores = v.parse().map_err(|_| "--cores: a number".to_owned())?;
@@ -178,7 +191,12 @@ fn main() {
                     rows.push(embedded(users, &opts).await);
                     println!("{}", rows.last().expect("row").markdown());
                 }
-                ("load-embedded", load_table(&rows))
+                let marker = if opts.steady {
+                    "load-embedded-steady"
+                } else {
+                    "load-embedded"
+                };
+                (marker, load_table(&rows))
             }
             Mode::Real => {
                 let mut rows = Vec::new();
@@ -186,7 +204,12 @@ fn main() {
                     rows.push(real(users, cores, &opts).await);
                     println!("{}", rows.last().expect("row").markdown());
                 }
-                ("load-real", load_table(&rows))
+                let marker = if opts.steady {
+                    "load-real-steady"
+                } else {
+                    "load-real"
+                };
+                (marker, load_table(&rows))
             }
             Mode::Sse => {
                 let mut rows = Vec::new();
@@ -538,11 +561,22 @@ fn thousands(v: f64) -> String {
     }
 }
 
+/// The steady model's warm-up and measured time: sessions arriving in the
+/// first minute are not reported; then three minutes are.
+const STEADY_WARM_UP: Duration = Duration::from_secs(60);
+const STEADY_MEASURED: Duration = Duration::from_secs(180);
+
 /// Runs the generator as child processes against `targets`; merges their
-/// reports.
-async fn generate(targets: &[String], users: usize) -> Report {
+/// reports. A burst of `users` (every user in about 10 s), or, `steady`,
+/// open Poisson arrivals at `users / (deadline + 5 s)` per second, the rate
+/// that keeps `users` streams open (each lasts about the deadline, plus the
+/// stream's grace), for the warm-up and the measured time.
+async fn generate(targets: &[String], users: usize, steady: Option<Duration>) -> Report {
     let processes = users.div_ceil(PER_PROCESS);
     let ramp = (users as f64 / 10.0).max(250.0);
+    let rate = steady.map_or(0.0, |deadline| {
+        users as f64 / (deadline + Duration::from_secs(5)).as_secs_f64()
+    });
     let started = Instant::now();
     let children: Vec<Child> = (0..processes)
         .map(|p| {
@@ -551,6 +585,12 @@ async fn generate(targets: &[String], users: usize) -> Report {
                 .args(["--target", &targets.join(",")])
                 .args(["--users", &share.to_string()])
                 .args(["--ramp", &(ramp / processes as f64).to_string()])
+                .args(["--arrival-rate", &(rate / processes as f64).to_string()])
+                .args([
+                    "--duration",
+                    &format!("{}s", (STEADY_WARM_UP + STEADY_MEASURED).as_secs()),
+                ])
+                .args(["--warm-up", &format!("{}s", STEADY_WARM_UP.as_secs())])
                 .args(["--source-ips", "8", "--timeout", "150s", "--json"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -601,7 +641,12 @@ async fn embedded(users: usize, opts: &Opts) -> LoadRow {
     let watched = Watched::new("osago", server.id().expect("running"));
     eprintln!("== embedded, {users} users");
     let sampler = Sampler::start(std::slice::from_ref(&watched));
-    let report = generate(std::slice::from_ref(&base), users).await;
+    let report = generate(
+        std::slice::from_ref(&base),
+        users,
+        opts.steady.then_some(opts.deadline),
+    )
+    .await;
     drop(sampler);
     let polls = scrape_sum(
         &format!("{base}/metrics"),
@@ -660,7 +705,7 @@ async fn real(users: usize, cores: usize, opts: &Opts) -> LoadRow {
     eprintln!("== real stack, {users} users, {cores} core-apps");
     let targets: Vec<String> = stack.cores.iter().map(|c| c.base()).collect();
     let sampler = Sampler::start(&watched);
-    let report = generate(&targets, users).await;
+    let report = generate(&targets, users, opts.steady.then_some(opts.deadline)).await;
     drop(sampler);
     let mut polls = 0.0;
     for (i, aggregator) in stack.aggregators.iter().enumerate() {
@@ -678,6 +723,12 @@ async fn real(users: usize, cores: usize, opts: &Opts) -> LoadRow {
             &format!("real-{users}-core-app-{i}"),
         )
         .await;
+    }
+    if opts.steady {
+        // The polls metric covers the warm-up's sessions too, the quotes
+        // only the measured ones: count the measured share of the polls
+        // (arrivals are steady, so in expectation their share of the time).
+        polls *= STEADY_MEASURED.as_secs_f64() / (STEADY_WARM_UP + STEADY_MEASURED).as_secs_f64();
     }
     LoadRow {
         cores: Some(cores),

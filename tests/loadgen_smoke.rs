@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use loadgen::fanout::FanoutConfig;
-use loadgen::{LoadConfig, Report};
+use loadgen::{Arrivals, LoadConfig, Report};
 use osago::EmbeddedConfig;
 use osago_tests::{post_sample, sample_json};
 
@@ -21,6 +21,7 @@ async fn two_hundred_users_get_their_quotes_streamed_without_errors() {
         source_ips: Vec::new(),
         timeout: Duration::from_secs(60),
         request: sample_json(),
+        arrivals: None,
     };
     let started = std::time::Instant::now();
     let records = loadgen::run(load).await;
@@ -32,6 +33,38 @@ async fn two_hundred_users_get_their_quotes_streamed_without_errors() {
     assert!(report.quotes >= 200, "quotes arrived: {}", report.quotes);
     assert!(report.end_to_end_ms.0 > 0.0 && report.pipeline_ms.1 > 0.0);
     assert!(report.request_path_ms.1 > 0.0);
+    system.stop().await;
+}
+
+/// The steady model: open Poisson arrivals for 4 s at 50 per second, the
+/// first 2 s a warm-up that is not reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_arrivals_report_the_sessions_after_the_warm_up() {
+    let system = embedded().await;
+    let load = LoadConfig {
+        targets: vec![format!("http://{}", system.addr)],
+        users: 0,
+        ramp_per_sec: 1.0,
+        source_ips: Vec::new(),
+        timeout: Duration::from_secs(60),
+        request: sample_json(),
+        arrivals: Some(Arrivals {
+            rate: 50.0,
+            duration: Duration::from_secs(4),
+            warm_up: Duration::from_secs(2),
+        }),
+    };
+    let started = std::time::Instant::now();
+    let records = loadgen::run(load).await;
+    let report = Report::of(&records, started.elapsed().as_secs_f64());
+    // About 100 counted sessions (Poisson: 2 s at 50/s), and only those.
+    assert!(
+        (50..=160).contains(&report.users),
+        "{} sessions reported",
+        report.users
+    );
+    assert_eq!(report.errors, 0, "{:?}", report.sample_errors);
+    assert_eq!(report.completed, report.users);
     system.stop().await;
 }
 

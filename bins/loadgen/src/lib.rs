@@ -13,7 +13,11 @@
 //!   for the client, not in the pipeline);
 //! - **detection lag**: ready at the insurer -> seen by the aggregator.
 //!
-//! Users start at `ramp_per_sec`; they connect from the `source_ips` in turn
+//! Users start at `ramp_per_sec` (a burst: every user once), or, with
+//! [`Arrivals`], as open Poisson arrivals at a steady rate for a while, the
+//! sessions of a warm-up not counted (the steady peak: with sessions of
+//! about the deadline, `rate x deadline` users hold a stream at any time);
+//! they connect from the `source_ips` in turn
 //! (several 127.0.0.x addresses spread connections past one address's
 //! ephemeral ports) to the `targets` in turn (several core-apps).
 
@@ -41,6 +45,21 @@ pub struct LoadConfig {
     pub timeout: Duration,
     /// The request body (the sample request).
     pub request: serde_json::Value,
+    /// Open arrivals instead of the burst of `users`.
+    pub arrivals: Option<Arrivals>,
+}
+
+/// Open (Poisson) arrivals: sessions start at exponentially distributed
+/// gaps of mean `1 / rate`, for `duration`; those started in the first
+/// `warm_up` run but are not reported.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrivals {
+    /// Sessions started per second, on average.
+    pub rate: f64,
+    /// How long sessions keep arriving.
+    pub duration: Duration,
+    /// Sessions started before this are not counted.
+    pub warm_up: Duration,
 }
 
 /// What one user saw.
@@ -219,8 +238,11 @@ impl Report {
     }
 }
 
-/// Runs the load; returns every user's record.
+/// Runs the load; returns every (counted) user's record.
 pub async fn run(config: LoadConfig) -> Vec<UserRecord> {
+    if let Some(arrivals) = config.arrivals {
+        return run_open(&config, arrivals).await;
+    }
     let clients = clients(&config.source_ips);
     let interval = Duration::from_secs_f64(1.0 / config.ramp_per_sec.max(0.001));
     let started = tokio::time::Instant::now();
@@ -241,6 +263,48 @@ pub async fn run(config: LoadConfig) -> Vec<UserRecord> {
             error: Some(format!("user task failed: {e}")),
             ..UserRecord::default()
         }));
+    }
+    records
+}
+
+/// Open arrivals: a session starts after every exponential gap until
+/// `duration`; the sessions started after the warm-up are reported.
+async fn run_open(config: &LoadConfig, arrivals: Arrivals) -> Vec<UserRecord> {
+    use rand::Rng;
+    let clients = clients(&config.source_ips);
+    let started = tokio::time::Instant::now();
+    let end = started + arrivals.duration;
+    let mut rng = rand::rng();
+    let mut at = started;
+    let mut sessions = Vec::new();
+    let mut i = 0usize;
+    loop {
+        let unit: f64 = rng.random();
+        at += Duration::from_secs_f64(-(1.0 - unit).ln() / arrivals.rate.max(0.001));
+        if at >= end {
+            break;
+        }
+        tokio::time::sleep_until(at).await;
+        let counted = at >= started + arrivals.warm_up;
+        let http = clients[i % clients.len()].clone();
+        let base = config.targets[i % config.targets.len()].clone();
+        let body = config.request.clone();
+        let timeout = config.timeout;
+        i += 1;
+        sessions.push((
+            counted,
+            tokio::spawn(async move { user(http, base, body, timeout).await }),
+        ));
+    }
+    let mut records = Vec::new();
+    for (counted, session) in sessions {
+        let record = session.await.unwrap_or_else(|e| UserRecord {
+            error: Some(format!("user task failed: {e}")),
+            ..UserRecord::default()
+        });
+        if counted {
+            records.push(record);
+        }
     }
     records
 }

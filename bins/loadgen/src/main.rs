@@ -52,6 +52,16 @@ struct Args {
     /// Print the full report as JSON (children use it).
     #[arg(long)]
     json: bool,
+    /// Open Poisson arrivals at this many sessions per second instead of a
+    /// burst of --users (0: the burst).
+    #[arg(long, default_value_t = 0.0)]
+    arrival_rate: f64,
+    /// With --arrival-rate: how long sessions keep arriving.
+    #[arg(long, default_value = "240s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// With --arrival-rate: sessions started before this are not reported.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    warm_up: Duration,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -128,6 +138,13 @@ fn main() -> ExitCode {
     if let Some(command) = args.command {
         return subscribe(command);
     }
+    if !(args.arrival_rate.is_finite() && args.arrival_rate >= 0.0) || args.warm_up >= args.duration
+    {
+        eprintln!(
+            "loadgen: --arrival-rate must be 0 or positive, --warm-up shorter than --duration"
+        );
+        return ExitCode::from(64);
+    }
     if args.users == 0 || args.ramp <= 0.0 || args.targets.is_empty() || args.processes == 0 {
         eprintln!("loadgen: --users, --ramp and --processes must be positive, --target given");
         return ExitCode::from(64);
@@ -156,6 +173,12 @@ fn main() -> ExitCode {
                     .args(["--source-ips", &args.source_ips.to_string()])
                     .args(["--timeout", &format!("{}s", args.timeout.as_secs())])
                     .args(["--target", &args.targets.join(",")])
+                    .args([
+                        "--arrival-rate",
+                        &(args.arrival_rate / args.processes as f64).to_string(),
+                    ])
+                    .args(["--duration", &format!("{}ms", args.duration.as_millis())])
+                    .args(["--warm-up", &format!("{}ms", args.warm_up.as_millis())])
                     .arg("--json")
                     .output()
             })
@@ -175,6 +198,11 @@ fn main() -> ExitCode {
             source_ips,
             timeout: args.timeout,
             request: sample_request(),
+            arrivals: (args.arrival_rate > 0.0).then_some(loadgen::Arrivals {
+                rate: args.arrival_rate,
+                duration: args.duration,
+                warm_up: args.warm_up,
+            }),
         };
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let records = runtime.block_on(loadgen::run(config));
