@@ -200,16 +200,20 @@ fn main() {
             }
             Mode::Real => {
                 let mut rows = Vec::new();
+                let mut capacity = String::new();
                 for &(users, cores) in &opts.levels {
                     rows.push(real(users, cores, &opts).await);
                     println!("{}", rows.last().expect("row").markdown());
+                    let table = insurer_capacity(users);
+                    println!("{table}");
+                    capacity.push_str(&table);
                 }
                 let marker = if opts.steady {
                     "load-real-steady"
                 } else {
                     "load-real"
                 };
-                (marker, load_table(&rows))
+                (marker, format!("{}{capacity}", load_table(&rows)))
             }
             Mode::Sse => {
                 let mut rows = Vec::new();
@@ -418,6 +422,90 @@ fn metrics_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-load");
     let _ = std::fs::create_dir_all(&dir);
     dir
+}
+
+/// The cap the real stack gives every insurer (the aggregator's default).
+const INSURER_CAP: f64 = 20.0;
+
+/// Per insurer, from the aggregators' final `/metrics` of the run with
+/// `users` (`target/bench-load/real-<users>-aggregator-*.prom`): the
+/// partner's capacity as the physical limit (`cap / mean call time` calls
+/// per second; a quote costs at least 2 calls, the POST and one poll that
+/// finds it ready) and the run's efficiency against it.
+fn insurer_capacity(users: usize) -> String {
+    #[derive(Default)]
+    struct Insurer {
+        call_seconds: f64,
+        calls: f64,
+        quotes: f64,
+    }
+    let mut insurers: BTreeMap<String, Insurer> = BTreeMap::new();
+    let prefix = format!("real-{users}-aggregator-");
+    let files = std::fs::read_dir(metrics_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|f| f.file_name().to_string_lossy().starts_with(&prefix));
+    for file in files {
+        let text = std::fs::read_to_string(file.path()).unwrap_or_default();
+        for line in text.lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let label = |name: &str| {
+                let start = series.find(&format!("{name}=\""))? + name.len() + 2;
+                let end = series[start..].find('"')? + start;
+                Some(series[start..end].to_owned())
+            };
+            let Some(insurer) = label("insurer") else {
+                continue;
+            };
+            let entry = insurers.entry(insurer).or_default();
+            if series.starts_with("osago_aggregator_call_seconds_sum{") {
+                entry.call_seconds += value;
+            } else if series.starts_with("osago_aggregator_call_seconds_count{") {
+                entry.calls += value;
+            } else if series.starts_with("osago_aggregator_outcomes_total{")
+                && label("outcome").as_deref() == Some("quoted")
+            {
+                entry.quotes += value;
+            }
+        }
+    }
+    let mut out = format!(
+        "\nPer insurer at {} users (both aggregators; cap {INSURER_CAP:.0} calls at once):\n\n\
+         | insurer | mean call ms | ceiling calls/s (cap / mean) | ceiling quotes/s (2 calls each) | calls | quotes | calls per quote | quotes per insurer-call-second | share of the ceiling's efficiency |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        thousands(users as f64)
+    );
+    for (name, i) in &insurers {
+        if i.calls == 0.0 {
+            continue;
+        }
+        let mean = i.call_seconds / i.calls;
+        let per_call_second = i.quotes / i.call_seconds.max(f64::MIN_POSITIVE);
+        let calls_per_quote = i.calls / i.quotes.max(1.0);
+        out.push_str(&format!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {:.2} | {:.0} % |\n",
+            mean * 1000.0,
+            INSURER_CAP / mean,
+            INSURER_CAP / mean / 2.0,
+            thousands(i.calls),
+            thousands(i.quotes),
+            if i.quotes > 0.0 {
+                format!("{calls_per_quote:.1}")
+            } else {
+                "-".to_owned()
+            },
+            per_call_second,
+            // At 2 calls per quote an insurer-call-second yields 1 / (2 x mean).
+            100.0 * per_call_second * 2.0 * mean,
+        ));
+    }
+    out
 }
 
 /// Sum of a Prometheus counter's samples (every label set) at `url`; the

@@ -53,6 +53,10 @@ pub struct EngineMetrics {
     pub answer_seconds: Family<InsurerLabel, Histogram>,
     /// Polls sent per insurer.
     pub polls: Family<InsurerLabel, Counter>,
+    /// Seconds each call that reached the insurer took (its slot held),
+    /// per insurer: with the cap, the insurer's capacity (cap / mean call
+    /// time calls per second).
+    pub call_seconds: Family<InsurerLabel, Histogram>,
     /// Applications in flight per insurer.
     pub in_flight: Family<InsurerLabel, Gauge>,
     /// Events that could not be published after every attempt.
@@ -107,6 +111,11 @@ fn lag_histogram() -> Histogram {
     Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0])
 }
 
+fn call_histogram() -> Histogram {
+    // 5 ms .. ~10 s
+    Histogram::new(exponential_buckets(0.005, 2.0, 12))
+}
+
 fn polls_histogram() -> Histogram {
     Histogram::new([1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0])
 }
@@ -120,6 +129,7 @@ impl Default for EngineMetrics {
             outcomes: Family::default(),
             answer_seconds: Family::new_with_constructor(answer_histogram),
             polls: Family::default(),
+            call_seconds: Family::new_with_constructor(call_histogram),
             in_flight: Family::default(),
             publish_failures: Counter::default(),
             retries: Family::default(),
@@ -160,6 +170,11 @@ impl EngineMetrics {
             m.answer_seconds.clone(),
         );
         r.register("polls", "Quote polls sent per insurer", m.polls.clone());
+        r.register(
+            "call_seconds",
+            "Seconds per insurer call that reached the insurer (slot held)",
+            m.call_seconds.clone(),
+        );
         r.register(
             "in_flight",
             "Applications in flight per insurer",

@@ -336,6 +336,10 @@ impl Guard {
         let in_use = InUse::new(self.metrics.slots_in_use.get_or_create(&self.label).clone());
         let started = Instant::now();
         let result = call.await;
+        self.metrics
+            .call_seconds
+            .get_or_create(&self.label)
+            .observe(started.elapsed().as_secs_f64());
         drop(in_use);
         drop(slot);
         self.count(
