@@ -23,8 +23,22 @@ stage() {
     echo "== $name: $((SECONDS - start)) s"
 }
 
+# The embedded binary compiles no broker, database or cache client and no
+# service binary package (cargo features; issue 11).
+embedded_deps() {
+    local tree
+    tree=$(cargo tree --locked -p osago -e normal --prefix none)
+    for crate in osago-aggregator rdkafka sqlx redis deadpool-redis; do
+        if grep -q "^$crate v" <<<"$tree"; then
+            echo "test-all: osago depends on $crate" >&2
+            return 1
+        fi
+    done
+}
+
 stage "service binaries (PostgreSQL, Redis/Valkey, tansu)" ./scripts/install-test-services.sh
 stage "cargo fmt --check" cargo fmt --all -- --check
+stage "the embedded binary's dependencies" embedded_deps
 stage "cargo clippy (all targets, warnings are errors)" \
     cargo clippy --workspace --all-targets --locked -- -D warnings
 stage "cargo build (binaries the end-to-end tests run as processes)" \

@@ -72,6 +72,11 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub insurer_concurrencies: Vec<String>,
+    /// How far new applications are shuffled in an insurer's slot queue
+    /// (deadline plus up to this, drawn per request and insurer), so each
+    /// insurer serves a burst in its own order; 0s: deadline order.
+    #[arg(long, env = "OSAGO_INSURER_STAGGER", default_value = "30s", value_parser = duration)]
+    pub insurer_stagger: Duration,
     /// Outbound calls per second to one insurer (across all pods when the
     /// state store is Valkey); 0 for no limit.
     #[arg(long, env = "OSAGO_INSURER_RATE", default_value_t = 500.0)]
@@ -177,6 +182,7 @@ impl Args {
         engine.resilience.concurrency.max_in_flight = self.concurrency as usize;
         engine.resilience.quota.rate.rate_per_sec = self.insurer_rate;
         engine.resilience.quota.rate.burst = self.insurer_burst;
+        engine.resilience.concurrency.stagger = self.insurer_stagger;
         for (id, cap) in &concurrencies {
             let mut own = engine.resilience.clone();
             own.concurrency.max_in_flight = *cap as usize;

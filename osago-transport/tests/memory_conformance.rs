@@ -5,6 +5,8 @@
 use osago_transport::conformance::state_store;
 use osago_transport::memory::MemoryStateStore;
 
+mod common;
+
 // StateStore
 
 #[tokio::test]
@@ -211,21 +213,6 @@ async fn policy_breaker_values_expire() {
     .await;
 }
 
-/// Histories of up to 24 events (3 insurers, versions 1..=3, errors or
-/// declines) and up to 6 cuts into batches.
-fn histories() -> impl proptest::strategy::Strategy<
-    Value = (
-        Vec<osago_transport::conformance::read_model::HistoryStep>,
-        Vec<usize>,
-    ),
-> {
-    use proptest::prelude::*;
-    (
-        proptest::collection::vec((0u8..3, 1u32..=3, any::<bool>()), 1..24),
-        proptest::collection::vec(0usize..24, 0..6),
-    )
-}
-
 /// The same property on the memory read model (its batches are the
 /// port's default: one event after the other).
 #[test]
@@ -236,7 +223,7 @@ fn batches_keep_the_version_guard() {
         .unwrap();
     let model = read_model();
     proptest::test_runner::TestRunner::default()
-        .run(&histories(), |(steps, cuts)| {
+        .run(&common::histories(), |(steps, cuts)| {
             runtime.block_on(
                 osago_transport::conformance::read_model::batches_keep_the_version_guard(
                     &model, &steps, &cuts,

@@ -15,6 +15,8 @@ use osago_transport::conformance::{outbox, read_model};
 use osago_transport::postgres::{PostgresConfig, PostgresStore};
 use proptest::test_runner::{Config, TestRunner};
 
+mod common;
+
 struct Server {
     postgres: Postgres,
     databases: usize,
@@ -189,21 +191,6 @@ async fn an_unreachable_database_is_an_error_not_a_hang() {
     assert!(result.is_err());
 }
 
-/// Histories of up to 24 events (3 insurers, versions 1..=3, errors or
-/// declines) and up to 6 cuts into batches.
-fn histories() -> impl proptest::strategy::Strategy<
-    Value = (
-        Vec<osago_transport::conformance::read_model::HistoryStep>,
-        Vec<usize>,
-    ),
-> {
-    use proptest::prelude::*;
-    (
-        proptest::collection::vec((0u8..3, 1u32..=3, any::<bool>()), 1..24),
-        proptest::collection::vec(0usize..24, 0..6),
-    )
-}
-
 /// Batches applied in one transaction each change exactly what the events
 /// would one by one (the version guard holds inside a batch and across
 /// batches), for random histories and cuts, on the real database.
@@ -217,7 +204,7 @@ async fn batches_keep_the_version_guard() {
         ..Config::default()
     });
     runner
-        .run(&histories(), |(steps, cuts)| {
+        .run(&common::histories(), |(steps, cuts)| {
             let store = store.clone();
             tokio::task::block_in_place(|| {
                 handle.block_on(read_model::batches_keep_the_version_guard(

@@ -482,11 +482,6 @@ impl Stack {
         let mut re_posts = 0u64;
         let mut stats_unread = Vec::new();
         for (id, (_, port)) in &self.sims {
-            let hangs = self
-                .options
-                .insurers
-                .iter()
-                .any(|i| i.id == *id && i.archetype == Archetype::Hang);
             let read = async {
                 let response = http
                     .get(format!("http://127.0.0.1:{port}/stats"))
@@ -501,12 +496,8 @@ impl Stack {
                     second_applications += applications.saturating_sub(records.len() as u64);
                     re_posts += replays;
                 }
-                // The hang archetype's server never parses a request (it
-                // holds every socket unread, insurer-sim's `server::hold`),
-                // so it cannot have created an application, and cannot
-                // answer `/stats` either: its timeout proves it hangs.
-                None if hangs => {}
-                // Any other insurer must account for its applications.
+                // Every insurer must account for its applications (the
+                // hang archetype answers `/stats` too).
                 None => stats_unread.push(id.clone()),
             }
         }

@@ -65,6 +65,10 @@ pub struct Args {
     /// Quote requests a client may send at once.
     #[arg(long, env = "OSAGO_RATE_LIMIT_BURST", default_value_t = 5)]
     pub rate_limit_burst: u32,
+    /// The most events the read-model projector applies in one transaction
+    /// (it takes whatever has arrived, up to this).
+    #[arg(long, env = "OSAGO_PROJECTOR_BATCH", default_value_t = 256)]
+    pub projector_batch: usize,
     /// Quote requests accepted per second across every core-app sharing
     /// the rate-limit store (the stack's capacity); beyond it requests are
     /// refused at once with 503 and Retry-After. 0: no limit.
@@ -130,6 +134,10 @@ impl Args {
             "--rate-limit-burst must be at least 1",
         );
         p.check(
+            self.projector_batch == 0,
+            "--projector-batch must be at least 1",
+        );
+        p.check(
             !self.admission_rate.is_finite() || self.admission_rate < 0.0,
             "--admission-rate must be zero or positive",
         );
@@ -160,6 +168,7 @@ impl Args {
             body_limit: self.body_limit,
             retention: self.retention,
             projector_group: self.projector_group.clone(),
+            projector_batch: self.projector_batch,
             rate_limit: RateLimit {
                 per_second: self.rate_limit_per_minute / 60.0,
                 burst: self.rate_limit_burst,

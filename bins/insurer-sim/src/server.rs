@@ -1,5 +1,6 @@
 //! The server: accepts connections, serves HTTP/1.1 and HTTP/2 (hyper), or
-//! for the hang archetype holds sockets without a word; stops gracefully.
+//! for the hang archetype holds sockets without a word (all but
+//! `GET /stats`); stops gracefully.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -91,7 +92,23 @@ fn serve(
     connections: &mut JoinSet<()>,
 ) {
     if simulator.config().archetype == Archetype::Hang {
-        connections.spawn(hold(socket));
+        let simulator = simulator.clone();
+        let builder = builder.clone();
+        connections.spawn(async move {
+            if asks_for_stats(&socket).await {
+                // What the insurer saw stays readable (tests count its
+                // applications: none); its partner API hangs.
+                let service = service_fn(move |request| {
+                    let simulator = simulator.clone();
+                    async move { Ok::<_, Infallible>(simulator.handle(request).await) }
+                });
+                let _ = builder
+                    .serve_connection(TokioIo::new(socket), service)
+                    .await;
+            } else {
+                hold(socket).await;
+            }
+        });
         return;
     }
     let _ = socket.set_nodelay(true);
@@ -107,6 +124,22 @@ fn serve(
             tracing::debug!(error = %err, "connection ended with an error");
         }
     });
+}
+
+/// Whether a connection's first request is `GET /stats`, looked at
+/// without reading it (so a hanging insurer never parses its partner API).
+async fn asks_for_stats(socket: &TcpStream) -> bool {
+    const STATS: &[u8] = b"GET /stats ";
+    let mut head = [0u8; STATS.len()];
+    for _ in 0..200 {
+        match socket.peek(&mut head).await {
+            Ok(n) if n >= STATS.len() => return head == *STATS,
+            Ok(n) if n == 0 || !STATS.starts_with(&head[..n]) => return false,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Holds a socket without answering; reads and discards what arrives (never

@@ -341,7 +341,7 @@ async fn the_same_seed_repeats_the_run() {
 }
 
 #[tokio::test]
-async fn hang_never_answers() {
+async fn hang_never_answers_but_its_stats() {
     let sim = Sim::of(Archetype::Hang).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
@@ -351,6 +351,23 @@ async fn hang_never_answers() {
     let err = client.get(sim.url("/health")).send().await.unwrap_err();
     assert!(err.is_timeout(), "{err}");
     assert!(started.elapsed() < Duration::from_secs(1));
+    let err = client
+        .post(sim.url("/applications"))
+        .json(&sample())
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    // Only `/stats` answers, so a test can count its applications: none.
+    let stats: serde_json::Value = client
+        .get(sim.url("/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["applications"], 0);
     // A held connection does not hold up the shutdown for long.
     let _held = tokio::net::TcpStream::connect(sim.base.trim_start_matches("http://"))
         .await
