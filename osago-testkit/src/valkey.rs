@@ -3,7 +3,7 @@
 //! `valkey-server` (or `redis-server`) runs with a generated `valkey.conf` in
 //! the temp dir: `bind 127.0.0.1`, the port, `dir` = the temp dir, no RDB
 //! snapshots (`save ""`), `appendonly` as asked with
-//! `appendfsync everysec`, in the foreground. The testkit speaks the few
+//! `appendfsync everysec` (or `always`, [`ValkeyOptions::fsync_always`]), in the foreground. The testkit speaks the few
 //! commands it needs (a probe, `SHUTDOWN`) in raw RESP, so it needs no
 //! client library.
 
@@ -22,8 +22,13 @@ use crate::{free_port, INSTALL_HINT};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ValkeyOptions {
     /// Keep an append-only file, so data survives a stop or a kill
-    /// (`appendfsync everysec`: at most the last second is lost on a kill).
+    /// (`appendfsync everysec`: what was acknowledged in about the last
+    /// second or two may be lost on a kill, as Valkey postpones the write
+    /// while a background fsync is slow).
     pub appendonly: bool,
+    /// With `appendonly`: `appendfsync always`, so nothing acknowledged is
+    /// ever lost on a kill.
+    pub fsync_always: bool,
 }
 
 /// A private Valkey server on a free loopback port. Dropping it kills the
@@ -65,11 +70,16 @@ impl Valkey {
              dir {dir}\n\
              save \"\"\n\
              appendonly {appendonly}\n\
-             appendfsync everysec\n\
+             appendfsync {fsync}\n\
              daemonize no\n\
              logfile \"\"\n",
             dir = dir.path().display(),
             appendonly = if opts.appendonly { "yes" } else { "no" },
+            fsync = if opts.fsync_always {
+                "always"
+            } else {
+                "everysec"
+            },
         );
         std::fs::write(dir.path().join("valkey.conf"), config).expect("cannot write valkey.conf");
         let process = ServiceProcess::new("valkey", dir.path().join("valkey.log"));

@@ -68,7 +68,11 @@ async fn postgres_instances_are_independent() {
 
 #[tokio::test]
 async fn valkey_with_appendonly_keeps_keys_across_stop_and_kill() {
-    let mut valkey = Valkey::start_with(ValkeyOptions { appendonly: true }).await;
+    let mut valkey = Valkey::start_with(ValkeyOptions {
+        appendonly: true,
+        ..ValkeyOptions::default()
+    })
+    .await;
     assert_ne!(valkey.port, 6379);
     assert_eq!(valkey.url(), format!("redis://127.0.0.1:{}", valkey.port));
 

@@ -182,7 +182,14 @@ async fn an_unreachable_server_fails_fast() {
 
 #[tokio::test]
 async fn keys_survive_a_restart_with_appendonly() {
-    let mut valkey = Valkey::start_with(ValkeyOptions { appendonly: true }).await;
+    // A kill loses nothing acknowledged only with `appendfsync always`:
+    // with `everysec` Valkey may postpone the write while a background
+    // fsync is slow (seen here under the full suite's load).
+    let mut valkey = Valkey::start_with(ValkeyOptions {
+        appendonly: true,
+        fsync_always: true,
+    })
+    .await;
     let store = store_on(&valkey).await;
     let ttl = Duration::from_secs(3_600);
 

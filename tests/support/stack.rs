@@ -253,7 +253,11 @@ impl Stack {
             .expect("log dir");
         println!("stack logs in {}", logs.path().display());
         let postgres = Postgres::start().await;
-        let valkey = Valkey::start_with(ValkeyOptions { appendonly: true }).await;
+        let valkey = Valkey::start_with(ValkeyOptions {
+            appendonly: true,
+            ..ValkeyOptions::default()
+        })
+        .await;
         // Clients reach the broker through a proxy (its advertised address),
         // so a test can cut them off while the broker keeps its data.
         let broker_port = free_port();
