@@ -180,8 +180,8 @@ fn check_resilience(p: &mut Problems, at: &str, r: &ResilienceConfig) {
         u64::from(b.min_calls),
         1,
     );
-    p.unit(&format!("{at}.breaker.failure_rate"), b.failure_rate);
-    p.unit(&format!("{at}.breaker.slow_rate"), b.slow_rate);
+    p.rate(&format!("{at}.breaker.failure_rate"), b.failure_rate);
+    p.rate(&format!("{at}.breaker.slow_rate"), b.slow_rate);
     p.positive(&format!("{at}.breaker.slow_call"), b.slow_call);
     p.positive(&format!("{at}.breaker.open_for"), b.open_for);
     p.at_least(
@@ -277,6 +277,13 @@ impl Problems {
     fn unit(&mut self, field: &str, value: f64) {
         if !(0.0..=1.0).contains(&value) {
             self.push(field, "must be between 0 and 1");
+        }
+    }
+
+    /// A rate a breaker trips at: 0 would trip on no failure at all.
+    fn rate(&mut self, field: &str, value: f64) {
+        if !(value > 0.0 && value <= 1.0) {
+            self.push(field, "must be above 0 and at most 1");
         }
     }
 
