@@ -12,15 +12,22 @@
 //!   in flight with a cap of 200 shows the schedule when the cap is not the
 //!   bottleneck.
 //!
+//! A second table does the same for the "slow legacy" archetype (p50 20 s,
+//! p95 55 s, and 6 % of applications never ready, so with the log-normal's
+//! own tail about 10 % are not ready within the minute), at the loads the
+//! real-stack bench puts on it.
+//!
 //! A closed loop keeps N applications in flight (a finished one is replaced
 //! at once) for 60 s of warm-up and 300 s measured, once with the adaptive
 //! schedule (the default) and once with fixed 1 s polling. Per quote it
 //! records the detection lag (ready at the insurer -> the poll's answer
-//! back at the aggregator) and the polls it took.
+//! back at the aggregator) and the polls it took; calls per quote counts
+//! every call begun in the measured window (POSTs, and polls of
+//! applications that timed out too) over the quotes.
 //!
-//! `cargo bench -p osago-benches --bench poll_scheduler` prints a markdown
-//! table (docs/benchmarks.md holds the last one). `-- 100 500` runs only
-//! those N.
+//! `cargo bench -p osago-benches --bench poll_scheduler` prints markdown
+//! tables (docs/benchmarks.md holds the last ones). `-- 100 500` runs only
+//! those N, for the typical archetype.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,7 +70,33 @@ struct Stats {
     /// (detection lag, polls) of every quote seen in the measured window.
     quotes: Vec<(Duration, u32)>,
     timeouts: u32,
+    /// Calls begun in the measured window.
+    calls: u64,
 }
+
+/// When the simulated insurer's quotes are ready.
+#[derive(Debug, Clone, Copy)]
+struct Archetype {
+    name: &'static str,
+    p50_secs: f64,
+    p95_secs: f64,
+    /// Share of applications never ready.
+    never: f64,
+}
+
+const TYPICAL: Archetype = Archetype {
+    name: "typical",
+    p50_secs: 4.0,
+    p95_secs: 12.0,
+    never: 0.0,
+};
+
+const LEGACY: Archetype = Archetype {
+    name: "legacy",
+    p50_secs: 20.0,
+    p95_secs: 55.0,
+    never: 0.06,
+};
 
 #[derive(Debug)]
 struct App {
@@ -77,6 +110,7 @@ struct SimInsurer {
     clock: Arc<SimClock>,
     rng: Mutex<StdRng>,
     ready: LogNormal<f64>,
+    never: f64,
     apps: Mutex<std::collections::HashMap<String, App>>,
     next_id: std::sync::atomic::AtomicU64,
     stats: Arc<Mutex<Stats>>,
@@ -86,6 +120,13 @@ struct SimInsurer {
 }
 
 impl SimInsurer {
+    fn count_call(&self) {
+        let now = Instant::now();
+        if now >= self.measure_from && now < self.measure_until {
+            self.stats.lock().unwrap().calls += 1;
+        }
+    }
+
     async fn latency(&self) {
         let ms = self.rng.lock().unwrap().random_range(50..=200);
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -99,8 +140,16 @@ impl InsurerClient for SimInsurer {
         _key: &str,
         _: &QuoteRequest,
     ) -> Result<Application, InsurerError> {
+        self.count_call();
         self.latency().await;
-        let secs = self.ready.sample(&mut *self.rng.lock().unwrap());
+        let secs = {
+            let mut rng = self.rng.lock().unwrap();
+            if rng.random::<f64>() < self.never {
+                3600.0
+            } else {
+                self.ready.sample(&mut *rng)
+            }
+        };
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -117,6 +166,7 @@ impl InsurerClient for SimInsurer {
     }
 
     async fn poll_quote(&self, id: &str) -> Result<PollOutcome, InsurerError> {
+        self.count_call();
         let asked = Instant::now();
         // The insurer looks at the application when the request arrives
         // (half-way through the call), and the answer travels back.
@@ -182,6 +232,7 @@ struct Row {
     lag_p50: Duration,
     lag_p99: Duration,
     polls_mean: f64,
+    calls_per_quote: f64,
     quotes: usize,
     timeouts: u32,
 }
@@ -193,7 +244,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn simulate(in_flight: usize, cap: usize, poll: PollConfig) -> Row {
+async fn simulate(archetype: Archetype, in_flight: usize, cap: usize, poll: PollConfig) -> Row {
     let start = Instant::now();
     let clock = Arc::new(SimClock {
         base: Utc::now(),
@@ -204,7 +255,12 @@ async fn simulate(in_flight: usize, cap: usize, poll: PollConfig) -> Row {
         quote: a_quote(&clock),
         clock: clock.clone(),
         rng: Mutex::new(StdRng::seed_from_u64(42)),
-        ready: LogNormal::new(4f64.ln(), (12f64 / 4.0).ln() / 1.645).expect("log-normal"),
+        ready: LogNormal::new(
+            archetype.p50_secs.ln(),
+            (archetype.p95_secs / archetype.p50_secs).ln() / 1.645,
+        )
+        .expect("log-normal"),
+        never: archetype.never,
         apps: Mutex::default(),
         next_id: Default::default(),
         stats: stats.clone(),
@@ -267,6 +323,7 @@ async fn simulate(in_flight: usize, cap: usize, poll: PollConfig) -> Row {
         lag_p50: percentile(&lags, 0.5),
         lag_p99: percentile(&lags, 0.99),
         polls_mean: polls as f64 / stats.quotes.len().max(1) as f64,
+        calls_per_quote: stats.calls as f64 / stats.quotes.len().max(1) as f64,
         quotes: stats.quotes.len(),
         timeouts: stats.timeouts,
     }
@@ -281,31 +338,52 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    // (in flight, cap): the cap of 20, and one run where the cap is
-    // not the bottleneck, to show the schedule on its own.
-    let levels: Vec<(usize, usize)> = if args.is_empty() {
-        vec![(100, 20), (500, 20), (2000, 20), (500, 200)]
+    // (archetype, in flight, cap): the cap of 20, and one run where
+    // the cap is not the bottleneck, to show the schedule on its own; then
+    // the slow legacy archetype at about the load the real-stack bench's
+    // steady peak puts on it (~39 applications a second, ~30 s each).
+    let levels: Vec<(Archetype, usize, usize)> = if args.is_empty() {
+        vec![
+            (TYPICAL, 100, 20),
+            (TYPICAL, 500, 20),
+            (TYPICAL, 2000, 20),
+            (TYPICAL, 500, 200),
+            (LEGACY, 300, 20),
+            (LEGACY, 1200, 20),
+        ]
     } else {
-        args.into_iter().map(|n| (n, 20)).collect()
+        args.into_iter().map(|n| (TYPICAL, n, 20)).collect()
     };
-    println!("| in flight | cap | scheduler | detection lag p50 (ms) | p99 (ms) | polls per quote | quotes | timeouts |");
-    println!("|---:|---:|---|---:|---:|---:|---:|---:|");
-    for (n, cap) in levels {
-        for (name, poll) in [
-            ("adaptive", PollConfig::default()),
-            ("fixed 1 s", PollConfig::fixed(Duration::from_secs(1))),
-        ] {
+    println!("| archetype | in flight | cap | scheduler | detection lag p50 (ms) | p99 (ms) | polls per quote | calls per quote | quotes | timeouts |");
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|");
+    let relative_after: Option<f64> = std::env::var("RELATIVE_AFTER")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    for (archetype, n, cap) in levels {
+        let mut schedules = vec![("adaptive", PollConfig::default())];
+        if archetype.name == LEGACY.name {
+            // The same schedule weighing lag the same all minute long.
+            let absolute = PollConfig {
+                relative_after: Duration::ZERO,
+                ..PollConfig::default()
+            };
+            schedules.push(("adaptive, lag weighed alike all minute", absolute));
+        }
+        schedules.push(("fixed 1 s", PollConfig::fixed(Duration::from_secs(1))));
+        for (name, poll) in schedules {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .start_paused(true)
                 .build()
                 .expect("runtime");
-            let row = runtime.block_on(simulate(n, cap, poll));
+            let row = runtime.block_on(simulate(archetype, n, cap, poll));
             println!(
-                "| {n} | {cap} | {name} | {} | {} | {:.1} | {} | {} |",
+                "| {} | {n} | {cap} | {name} | {} | {} | {:.1} | {:.1} | {} | {} |",
+                archetype.name,
                 ms(row.lag_p50),
                 ms(row.lag_p99),
                 row.polls_mean,
+                row.calls_per_quote,
                 row.quotes,
                 row.timeouts
             );

@@ -15,9 +15,16 @@
 //!   are dense (around the typical time), long where they are rare (early,
 //!   or deep in the tail). It stays within `min_interval..=max` (100 ms to
 //!   1 s by default), so the lag of any answer is at most about `max`.
-//! - **Past every known answer time**, and while fewer than 8 answers are
-//!   known, the interval grows from `initial` by `factor` up to `max`
-//!   (250 ms x 1.5 up to 1 s by default).
+//! - **Late in the minute lag weighs less**: a price seen at 30 s instead
+//!   of 28 s matters less than one at 3 s instead of 1 s. Past
+//!   `relative_after` (8 s by default) lag is weighed relative to the time
+//!   already waited, so intervals and their ceiling grow by
+//!   `sqrt(t / relative_after)`: a slow insurer (answers around 20-55 s) is
+//!   polled every 1-2.7 s rather than every second, spending its capacity
+//!   on POSTs and answers rather than on polls that find nothing.
+//! - **Past every known answer time**, the interval goes on growing by
+//!   `factor` from the last one; while fewer than 8 answers are known, it
+//!   grows from `initial` (250 ms x 1.5 up to the ceiling by default).
 //! - **When the insurer's concurrency cap is the bottleneck** (calls wait
 //!   for slots), a poll costs capacity that another application needs: its
 //!   price rises to `price = 1 + pressure_weight x waiting / cap` times the
@@ -79,6 +86,11 @@ pub struct PollConfig {
     pub pressure_weight: f64,
     /// How long before the deadline the last poll lands. Default 250 ms.
     pub last_look: Duration,
+    /// From this long after the application lag is weighed relative to the
+    /// time already waited: intervals and their ceiling (`max`) grow by
+    /// `sqrt(t / relative_after)`. Default 8 s (twice the typical insurer's
+    /// median answer time, so its polls are barely touched).
+    pub relative_after: Duration,
 }
 
 impl Default for PollConfig {
@@ -94,6 +106,7 @@ impl Default for PollConfig {
             min_interval: Duration::from_millis(100),
             pressure_weight: 3.0,
             last_look: Duration::from_millis(250),
+            relative_after: Duration::from_secs(8),
         }
     }
 }
@@ -259,6 +272,16 @@ impl PollPlan {
         planned.max(hint.unwrap_or_default())
     }
 
+    /// How much longer than early on intervals get `elapsed` after the
+    /// application: `sqrt(elapsed / relative_after)`, at least 1.
+    fn patience(&self, elapsed: Duration) -> f64 {
+        let reference = self.config.relative_after.as_secs_f64();
+        if reference <= 0.0 {
+            return 1.0;
+        }
+        (elapsed.as_secs_f64() / reference).max(1.0).sqrt()
+    }
+
     /// The wait from `now` before the next poll after a `pending` answer
     /// (or a failed poll), never sooner than the insurer's hint.
     ///
@@ -266,32 +289,39 @@ impl PollPlan {
     /// with `S` the share of answers still to come and `f` their density
     /// (the interval that minimises lag plus polls: short where answers are
     /// dense, long where they are rare), within `min_interval..=max`; past
-    /// every known answer time, growing by `factor` up to `max`. Not
-    /// learned: `initial`, growing by `factor` up to `max`.
+    /// every known answer time, growing by `factor` from the last interval.
+    /// Not learned: `initial`, growing by `factor` up to `max`. Both the
+    /// interval and `max` stretch by `sqrt(price)` under pressure and by
+    /// `sqrt(t / relative_after)` late in the minute.
     pub fn next(&mut self, now: Instant, hint: Option<Duration>, pressure: f64) -> Duration {
-        let grow = |next: &mut Duration, config: &PollConfig| {
-            let wait = *next;
-            *next = next.mul_f64(config.factor.max(1.0)).min(config.max);
-            wait
-        };
+        let elapsed = now.saturating_duration_since(self.created);
+        let stretch = self.price(pressure).sqrt() * self.patience(elapsed);
+        let ceiling = self
+            .config
+            .max
+            .mul_f64(stretch)
+            .max(self.config.min_interval);
+        let factor = self.config.factor.max(1.0);
         let planned = match (&self.config.fixed, &self.profile) {
             (Some(interval), _) => *interval,
-            (None, Some(profile)) => {
-                let stretch = self.price(pressure).sqrt();
-                match profile.spacing(now.saturating_duration_since(self.created)) {
-                    Some(spacing) => {
-                        Duration::from_secs_f64(spacing * self.config.spacing * stretch).clamp(
-                            self.config.min_interval,
-                            self.config
-                                .max
-                                .mul_f64(stretch)
-                                .max(self.config.min_interval),
-                        )
-                    }
-                    None => grow(&mut self.next, &self.config),
+            (None, Some(profile)) => match profile.spacing(elapsed) {
+                Some(spacing) => {
+                    let wait = Duration::from_secs_f64(spacing * self.config.spacing * stretch)
+                        .clamp(self.config.min_interval, ceiling);
+                    // Should the answers run out, growth goes on from here.
+                    self.next = wait;
+                    wait
                 }
+                None => {
+                    self.next = self.next.mul_f64(factor).min(ceiling);
+                    self.next
+                }
+            },
+            (None, None) => {
+                let wait = self.next.min(ceiling);
+                self.next = self.next.mul_f64(factor).min(ceiling);
+                wait
             }
-            (None, None) => grow(&mut self.next, &self.config),
         };
         planned.max(hint.unwrap_or_default())
     }
@@ -360,9 +390,53 @@ mod tests {
         );
         assert!(dense >= ms(100) && dense <= ms(300), "{dense:?}");
         assert!(early >= ms(600), "{early:?}");
-        // Past every known answer: growing from `initial`.
-        assert_eq!(plan.next(at(30.0), None, 0.0), ms(250));
-        assert_eq!(plan.next(at(30.3), None, 0.0), ms(375));
+        // Past every known answer: growing by the factor from the last
+        // interval, up to the ceiling of 1 s x sqrt(30 s / 8 s).
+        let ceiling = ms(1000).mul_f64((30.0f64 / 8.0).sqrt());
+        let first_past = plan.next(at(30.0), None, 0.0);
+        assert_eq!(first_past, tail.mul_f64(1.5).min(ceiling));
+        assert_eq!(
+            plan.next(at(30.0), None, 0.0),
+            first_past.mul_f64(1.5).min(ceiling)
+        );
+        for _ in 0..10 {
+            plan.next(at(30.0), None, 0.0);
+        }
+        assert_eq!(plan.next(at(30.0), None, 0.0), ceiling);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn late_in_the_minute_intervals_grow_with_the_time_waited() {
+        // Answers spread evenly over 1..60 s: the same density everywhere.
+        let learned = AnswerTimes::new(256);
+        for i in 0..=236 {
+            learned.record(ms(1_000 + i * 250));
+        }
+        let created = Instant::now();
+        let config = PollConfig {
+            max: ms(60_000),
+            ..PollConfig::default()
+        };
+        let mut plan = PollPlan::new(&config, &learned, created);
+        let at = |secs: u64| created + Duration::from_secs(secs);
+        let even = PollConfig {
+            relative_after: Duration::ZERO,
+            ..config.clone()
+        };
+        let mut flat = PollPlan::new(&even, &learned, created);
+        // Before `relative_after` both agree.
+        assert_eq!(plan.next(at(6), None, 0.0), flat.next(at(6), None, 0.0));
+        // At 32 s (4 x 8 s) twice the interval the lag-only schedule gives.
+        let (relative, absolute) = (plan.next(at(32), None, 0.0), flat.next(at(32), None, 0.0));
+        let ratio = relative.as_secs_f64() / absolute.as_secs_f64();
+        assert!((ratio - 2.0).abs() < 0.01, "{relative:?} / {absolute:?}");
+        // The ceiling grows too: 1 s x sqrt(32 s / 8 s) = 2 s at 32 s.
+        let mut capped = PollPlan::new(&PollConfig::default(), &AnswerTimes::new(8), created);
+        for _ in 0..20 {
+            capped.next(at(32), None, 0.0);
+        }
+        assert_eq!(capped.next(at(32), None, 0.0), ms(2_000));
+        assert_eq!(capped.next(at(1), None, 0.0), ms(1_000));
     }
 
     #[tokio::test(start_paused = true)]
@@ -382,8 +456,8 @@ mod tests {
         );
         assert_eq!(
             plan.next(at + ms(60_000), None, 0.0),
-            ms(250),
-            "past every answer"
+            dear.mul_f64(1.5).min(ms(1000).mul_f64(8f64.sqrt())),
+            "past every answer: growing from the last interval"
         );
     }
 
