@@ -8,7 +8,13 @@
 //! ./scripts/bench-load.sh real 2500 --cores 4 40000 # --cores applies to the levels after it
 //! ./scripts/bench-load.sh sse 10000 19000            # core-app's SSE against nginx + nchan
 //! ./scripts/bench-load.sh real --steady 2500         # open arrivals keeping 2 500 streams open
+//! ./scripts/bench-load.sh real --steady --admission-rate 40 2500 10000 40000  # overload
 //! ```
+//!
+//! `--admission-rate R` (real mode) starts every core-app with
+//! `--admission-rate R` and writes the overload table: sessions served
+//! completely, admitted users dropped, and users refused at once (503 or
+//! 429 with `Retry-After`, not counted as errors) with the refusal time.
 //!
 //! `--steady` (embedded and real modes): open Poisson arrivals at
 //! `N / (deadline + 5 s)` sessions per second, the rate that keeps N users
@@ -60,6 +66,8 @@ struct Opts {
     command: String,
     /// The steady model: open arrivals instead of the burst.
     steady: bool,
+    /// core-app's `--admission-rate` (real mode; the overload table).
+    admission_rate: Option<f64>,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
@@ -76,6 +84,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         write: true,
         command: String::new(),
         steady: false,
+        admission_rate: None,
     };
     let mut shown = Vec::new();
     let mut mode = None;
@@ -92,6 +101,16 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             "--steady" => {
                 opts.steady = true;
                 shown.push("--steady".to_owned());
+            }
+            "--admission-rate" => {
+                let v = value("--admission-rate")?;
+                opts.admission_rate = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|r: &f64| r.is_finite() && *r > 0.0)
+                        .ok_or("--admission-rate: a positive number")?,
+                );
+                shown.push(format!("--admission-rate {v}"));
             }
             "--cores" => {
                 let v = value("--cores")?;
@@ -208,12 +227,20 @@ fn main() {
                     println!("{table}");
                     capacity.push_str(&table);
                 }
-                let marker = if opts.steady {
-                    "load-real-steady"
+                if opts.admission_rate.is_some() {
+                    let table = overload_table(&rows, opts.steady);
+                    (
+                        "load-real-overload",
+                        format!("{table}\n{}{capacity}", load_table(&rows)),
+                    )
                 } else {
-                    "load-real"
-                };
-                (marker, format!("{}{capacity}", load_table(&rows)))
+                    let marker = if opts.steady {
+                        "load-real-steady"
+                    } else {
+                        "load-real"
+                    };
+                    (marker, format!("{}{capacity}", load_table(&rows)))
+                }
             }
             Mode::Sse => {
                 let mut rows = Vec::new();
@@ -547,6 +574,8 @@ fn free_port() -> u16 {
 /// One level of a load run.
 #[derive(Debug)]
 struct LoadRow {
+    /// The level asked for (users, or users kept streaming when steady).
+    users: usize,
     /// core-app processes (real stack).
     cores: Option<usize>,
     report: Report,
@@ -603,6 +632,34 @@ impl LoadRow {
             cpu * 1000.0 / r.users.max(1) as f64,
         )
     }
+}
+
+/// Overload: who was admitted, who was refused at once (503/429 with
+/// Retry-After) and how fast, and whether everyone admitted was served.
+fn overload_table(rows: &[LoadRow], steady: bool) -> String {
+    let mut out = String::from(
+        "| offered | sessions | served completely | admitted dropped | refused | refusal p50 / p99 ms | quotes | first quote p50 / p99 ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let pair = |(a, b): (f64, f64)| format!("{} / {}", thousands(a), thousands(b));
+    for row in rows {
+        let r = &row.report;
+        let offered = if steady {
+            format!("{} users steady", thousands(row.users as f64))
+        } else {
+            format!("{} users burst", thousands(row.users as f64))
+        };
+        out.push_str(&format!(
+            "| {offered} | {} | {} | {} | {} | {} | {} | {} |\n",
+            thousands(r.users as f64),
+            thousands(r.completed as f64),
+            r.errors,
+            thousands(r.refused as f64),
+            pair(r.refusal_ms),
+            thousands(r.quotes as f64),
+            pair(r.first_quote_ms),
+        ));
+    }
+    out
 }
 
 fn load_table(rows: &[LoadRow]) -> String {
@@ -743,6 +800,7 @@ async fn embedded(users: usize, opts: &Opts) -> LoadRow {
     )
     .await;
     let row = LoadRow {
+        users,
         cores: None,
         report,
         polls,
@@ -764,6 +822,10 @@ async fn real(users: usize, cores: usize, opts: &Opts) -> LoadRow {
         heartbeat: Duration::from_secs(15),
         broker_proxy: false,
         extra_args: vec!["--kafka-fetch-wait".to_owned(), opts.fetch_wait.clone()],
+        core_app_args: opts
+            .admission_rate
+            .map(|rate| vec!["--admission-rate".to_owned(), rate.to_string()])
+            .unwrap_or_default(),
         broker_storage: opts.broker_storage,
         sim_response_time: opts.response_time.clone(),
     })
@@ -819,6 +881,7 @@ async fn real(users: usize, cores: usize, opts: &Opts) -> LoadRow {
         polls *= STEADY_MEASURED.as_secs_f64() / (STEADY_WARM_UP + STEADY_MEASURED).as_secs_f64();
     }
     LoadRow {
+        users,
         cores: Some(cores),
         report,
         polls,

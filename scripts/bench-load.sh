@@ -7,10 +7,15 @@
 #                                                       # PostgreSQL, Valkey, tansu
 #   ./scripts/bench-load.sh real 2500 10000 --cores 4 40000  # --cores: for the levels after it
 #   ./scripts/bench-load.sh sse 10000 19000             # core-app's SSE vs nginx + nchan
+#   ./scripts/bench-load.sh real --steady 2500           # open arrivals keeping 2 500 streams
+#   ./scripts/bench-load.sh real --steady --admission-rate 40 2500 10000 40000
+#                                                       # overload: core-app admits 40/s
 #
 # Options: --sim-speed X, --response-time R (insurers' answers; default
 # 50ms..200ms), --deadline D (default 60s), --kafka-fetch-wait D
-# (real mode; default 10ms, the services' default), --events M (sse; default 20), --no-write.
+# (real mode; default 10ms, the services' default), --admission-rate R (real
+# mode: core-app's --admission-rate; writes the overload table), --events M
+# (sse; default 20), --no-write.
 # Builds the release binaries first and raises the open-file limit as far
 # as the hard limit allows (the generator keeps each process under 15 000
 # connections and connects from 127.0.0.1..8).

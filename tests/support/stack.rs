@@ -186,6 +186,8 @@ pub struct StackOptions {
     pub broker_proxy: bool,
     /// Extra flags for every core-app and aggregator.
     pub extra_args: Vec<String>,
+    /// Extra flags for every core-app only.
+    pub core_app_args: Vec<String>,
     /// tansu's storage engine (`memory://tansu/` or `sqlite://tansu.db`).
     pub broker_storage: &'static str,
     /// The simulated insurers' response time (`--response-time`).
@@ -208,6 +210,7 @@ impl Default for StackOptions {
             heartbeat: Duration::from_secs(1),
             broker_proxy: true,
             extra_args: Vec::new(),
+            core_app_args: Vec::new(),
             broker_storage: "memory://tansu/",
             sim_response_time: "0ms".to_owned(),
         }
@@ -363,6 +366,7 @@ impl Stack {
                         "0".to_owned(),
                     ],
                     options.extra_args.clone(),
+                    options.core_app_args.clone(),
                 ]
                 .concat(),
                 logs.path(),

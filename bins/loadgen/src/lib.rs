@@ -84,6 +84,10 @@ pub struct UserRecord {
     /// the broker and the aggregator's consumer.
     #[serde(default)]
     pub request_path: Option<Duration>,
+    /// POST sent -> refused with 503 or 429 and `Retry-After` (admission
+    /// control turning the user away at once: not an error).
+    #[serde(default)]
+    pub refused: Option<Duration>,
     /// The earliest `occurred_at` seen so far.
     #[serde(skip)]
     first_occurred: Option<DateTime<Utc>>,
@@ -94,7 +98,8 @@ pub struct UserRecord {
 pub struct Report {
     /// Users started.
     pub users: usize,
-    /// Users with an error (POST refused, stream broken, no end in time).
+    /// Users with an error (POST failed or refused without `Retry-After`,
+    /// stream refused or broken, no end in time): admitted users dropped.
     pub errors: usize,
     /// Streams that ended with `done`/`timeout`.
     pub completed: usize,
@@ -115,6 +120,12 @@ pub struct Report {
     /// POST sent -> fan-out started.
     #[serde(default)]
     pub request_path_ms: (f64, f64),
+    /// Users refused at once with 503/429 and `Retry-After`.
+    #[serde(default)]
+    pub refused: usize,
+    /// POST sent -> refusal received.
+    #[serde(default)]
+    pub refusal_ms: (f64, f64),
     /// Wall time of the run.
     pub seconds: f64,
     /// The first few distinct errors.
@@ -196,6 +207,8 @@ impl Report {
             pipeline_ms: percentiles(flat(|r| &r.pipeline)),
             detection_ms: percentiles(flat(|r| &r.detection)),
             request_path_ms: percentiles(records.iter().filter_map(|r| r.request_path).collect()),
+            refused: records.iter().filter(|r| r.refused.is_some()).count(),
+            refusal_ms: percentiles(records.iter().filter_map(|r| r.refused).collect()),
             seconds,
             sample_errors,
             processes: Vec::new(),
@@ -223,6 +236,8 @@ impl Report {
             pipeline_ms: worst(|p| p.pipeline_ms),
             detection_ms: worst(|p| p.detection_ms),
             request_path_ms: worst(|p| p.request_path_ms),
+            refused: parts.iter().map(|p| p.refused).sum(),
+            refusal_ms: worst(|p| p.refusal_ms),
             seconds: parts.iter().map(|p| p.seconds).fold(0.0, f64::max),
             sample_errors: parts.iter().flat_map(|p| p.sample_errors.iter()).fold(
                 Vec::new(),
@@ -346,8 +361,12 @@ async fn user(
             .send()
             .await
             .map_err(|e| format!("post: {}", kind_of(&e)))?;
-        if response.status() != 202 {
-            return Err(format!("post: HTTP {}", response.status().as_u16()));
+        let status = response.status().as_u16();
+        if matches!(status, 429 | 503) && response.headers().contains_key("retry-after") {
+            return Ok(Some(posted.elapsed()));
+        }
+        if status != 202 {
+            return Err(format!("post: HTTP {status}"));
         }
         let created: serde_json::Value = response
             .json()
@@ -366,7 +385,7 @@ async fn user(
         }
         let opened = Utc::now();
         read_stream(stream, posted, opened, &mut record).await?;
-        Ok(())
+        Ok(None)
     })
     .await;
     record.request_path = record
@@ -374,7 +393,7 @@ async fn user(
         .take()
         .and_then(|first| since(first, posted_at));
     match outcome {
-        Ok(Ok(())) => {}
+        Ok(Ok(refused)) => record.refused = refused,
         Ok(Err(error)) => record.error = Some(error),
         Err(_) => record.error = Some("no end of stream in time".to_owned()),
     }
