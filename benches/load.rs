@@ -223,7 +223,7 @@ fn main() {
                 for &(users, cores) in &opts.levels {
                     rows.push(real(users, cores, &opts).await);
                     println!("{}", rows.last().expect("row").markdown());
-                    let table = insurer_capacity(users);
+                    let table = format!("{}{}", insurer_capacity(users), pipeline_stages(users));
                     println!("{table}");
                     capacity.push_str(&table);
                 }
@@ -459,6 +459,104 @@ const INSURER_CAP: f64 = 20.0;
 /// partner's capacity as the physical limit (`cap / mean call time` calls
 /// per second; a quote costs at least 2 calls, the POST and one poll that
 /// finds it ready) and the run's efficiency against it.
+/// A histogram's `(le, cumulative count)` buckets summed over the saved
+/// `/metrics` of every process whose file name starts with `prefix`.
+fn merged_buckets(prefix: &str, metric: &str) -> Vec<(f64, f64)> {
+    let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+    let files = std::fs::read_dir(metrics_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|f| f.file_name().to_string_lossy().starts_with(prefix));
+    let series = format!("{metric}_bucket{{le=\"");
+    for file in files {
+        let text = std::fs::read_to_string(file.path()).unwrap_or_default();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(series.as_str()) else {
+                continue;
+            };
+            let Some((le, value)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::NAN)
+            };
+            let (Ok(value), false) = (value.trim().parse::<f64>(), le.is_nan()) else {
+                continue;
+            };
+            let entry = buckets.entry(le.to_bits()).or_insert((le, 0.0));
+            entry.1 += value;
+        }
+    }
+    let mut merged: Vec<(f64, f64)> = buckets.into_values().collect();
+    merged.sort_by(|a, b| a.0.total_cmp(&b.0));
+    merged
+}
+
+/// The `q` quantile of cumulative buckets, interpolated linearly inside
+/// its bucket as Prometheus' `histogram_quantile` does; `None` if empty.
+fn bucket_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(lower.0);
+            }
+            let share = (rank - lower.1) / (count - lower.1).max(f64::MIN_POSITIVE);
+            return Some(lower.0 + (le - lower.0) * share);
+        }
+        lower = (le, count);
+    }
+    None
+}
+
+/// The pipeline stage by stage, from the servers' histograms: the
+/// aggregator's publish (event created -> broker ack), core-app's live feed
+/// (event created -> consumed here, so the publish included) and its SSE
+/// delivery (consumed -> frame handed to the connection).
+fn pipeline_stages(users: usize) -> String {
+    let aggregators = format!("real-{users}-aggregator-");
+    let cores = format!("real-{users}-core-app-");
+    let stages = [
+        (
+            "aggregator: event created -> broker ack (`osago_aggregator_publish_seconds`)",
+            merged_buckets(&aggregators, "osago_aggregator_publish_seconds"),
+        ),
+        (
+            "core-app: event created -> consumed from the live feed (`osago_core_live_feed_delay_seconds`; includes the row above)",
+            merged_buckets(&cores, "osago_core_live_feed_delay_seconds"),
+        ),
+        (
+            "core-app: consumed -> SSE frame handed to the connection (`osago_core_sse_delivery_seconds`)",
+            merged_buckets(&cores, "osago_core_sse_delivery_seconds"),
+        ),
+    ];
+    let mut out = format!(
+        "\nPipeline stages at {} users (every server's histograms; one clock, one host):\n\n| stage | events | p50 ms | p99 ms |\n|---|---:|---:|---:|\n",
+        thousands(users as f64)
+    );
+    for (name, buckets) in stages {
+        let ms = |q: f64| {
+            bucket_quantile(&buckets, q).map_or("-".to_owned(), |v| format!("{:.1}", v * 1000.0))
+        };
+        let events = buckets.last().map_or(0.0, |b| b.1);
+        out.push_str(&format!(
+            "| {name} | {} | {} | {} |\n",
+            thousands(events),
+            ms(0.5),
+            ms(0.99)
+        ));
+    }
+    out
+}
+
 fn insurer_capacity(users: usize) -> String {
     #[derive(Default)]
     struct Insurer {

@@ -356,9 +356,6 @@ fn main() {
     };
     println!("| archetype | in flight | cap | scheduler | detection lag p50 (ms) | p99 (ms) | polls per quote | calls per quote | quotes | timeouts |");
     println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|");
-    let relative_after: Option<f64> = std::env::var("RELATIVE_AFTER")
-        .ok()
-        .and_then(|v| v.parse().ok());
     for (archetype, n, cap) in levels {
         let mut schedules = vec![("adaptive", PollConfig::default())];
         if archetype.name == LEGACY.name {

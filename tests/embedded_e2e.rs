@@ -178,6 +178,31 @@ async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
     assert_eq!(replayed.len(), INSURERS - 1);
     assert!(!replayed.contains_key("silent"));
 
+    // The pipeline's stages were timed: the aggregator's publish, the live
+    // feed's delay and the SSE delivery, once per event each (the stream
+    // was open before any event arrived, so every live row went through).
+    let metrics = http
+        .get(format!("http://{}/metrics", system.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |name: &str| -> u64 {
+        let line = format!("{name}_count ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    };
+    let published = count("osago_aggregator_publish_seconds");
+    assert!(published >= 2 * INSURERS as u64, "{published}");
+    assert_eq!(count("osago_core_live_feed_delay_seconds"), published);
+    let delivered = count("osago_core_sse_delivery_seconds");
+    assert!(delivered >= INSURERS as u64, "{delivered}");
+
     // The outbox row was published and removed; every state entry has a TTL.
     assert_eq!(system.requests.outbox_len(), 0);
     let ttls = system.state.ttls();

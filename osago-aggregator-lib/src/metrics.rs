@@ -61,6 +61,10 @@ pub struct EngineMetrics {
     pub in_flight: Family<InsurerLabel, Gauge>,
     /// Events that could not be published after every attempt.
     pub publish_failures: Counter,
+    /// Seconds from an event's creation (its `occurred_at`) to the sink's
+    /// acknowledgement (the broker's ack, for Kafka): the first stage of the
+    /// pipeline to the browser.
+    pub publish_seconds: Histogram,
     /// Retries of calls per insurer (after a retryable failure).
     pub retries: Family<InsurerLabel, Counter>,
     /// Circuit breaker state per insurer: 0 closed, 1 half-open, 2 open.
@@ -116,6 +120,11 @@ fn call_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 12))
 }
 
+/// 0.25 ms .. ~4 s: the pipeline's stages, to the millisecond.
+pub(crate) fn stage_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+}
+
 fn polls_histogram() -> Histogram {
     Histogram::new([1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0])
 }
@@ -132,6 +141,7 @@ impl Default for EngineMetrics {
             call_seconds: Family::new_with_constructor(call_histogram),
             in_flight: Family::default(),
             publish_failures: Counter::default(),
+            publish_seconds: stage_histogram(),
             retries: Family::default(),
             breaker_state: Family::default(),
             breaker_transitions: Family::default(),
@@ -184,6 +194,11 @@ impl EngineMetrics {
             "publish_failures",
             "Events not published after every attempt",
             m.publish_failures.clone(),
+        );
+        r.register(
+            "publish_seconds",
+            "Seconds from an event's creation to the sink's acknowledgement",
+            m.publish_seconds.clone(),
         );
         r.register("retries", "Retries of insurer calls", m.retries.clone());
         r.register(

@@ -7,9 +7,21 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use osago_core::ports::LiveFeed;
-use osago_core::{InsurerEvent, RequestId};
+use osago_core::{Clock, InsurerEvent, RequestId};
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// An event from the live feed, with when it arrived here.
+#[derive(Debug)]
+pub struct Live {
+    /// The event.
+    pub event: InsurerEvent,
+    /// When the hub took it from the feed.
+    pub arrived: Instant,
+}
 
 /// Events one stream may fall behind before it resynchronises from the read model.
 const PER_REQUEST_CAPACITY: usize = 64;
@@ -17,7 +29,7 @@ const PER_REQUEST_CAPACITY: usize = 64;
 /// Routes live events to subscribed streams.
 #[derive(Debug, Default)]
 pub struct Hub {
-    channels: Mutex<HashMap<RequestId, broadcast::Sender<Arc<InsurerEvent>>>>,
+    channels: Mutex<HashMap<RequestId, broadcast::Sender<Arc<Live>>>>,
 }
 
 /// A stream's subscription; unsubscribes when dropped.
@@ -26,7 +38,7 @@ pub struct HubSubscription {
     hub: Arc<Hub>,
     request_id: RequestId,
     /// Events for the request.
-    pub receiver: broadcast::Receiver<Arc<InsurerEvent>>,
+    pub receiver: broadcast::Receiver<Arc<Live>>,
 }
 
 impl Drop for HubSubscription {
@@ -60,7 +72,10 @@ impl Hub {
     pub fn dispatch(&self, event: InsurerEvent) {
         let channels = self.channels.lock().expect("hub lock");
         if let Some(tx) = channels.get(&event.request_id()) {
-            let _ = tx.send(Arc::new(event));
+            let _ = tx.send(Arc::new(Live {
+                event,
+                arrived: Instant::now(),
+            }));
         }
     }
 
@@ -70,8 +85,14 @@ impl Hub {
     }
 
     /// Pumps the live feed into the hub until shutdown, re-following after
-    /// a feed error.
-    pub async fn pump(self: Arc<Self>, feed: Arc<dyn LiveFeed>, shutdown: CancellationToken) {
+    /// a feed error; observes each event's delay since its creation.
+    pub async fn pump(
+        self: Arc<Self>,
+        feed: Arc<dyn LiveFeed>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) {
         loop {
             let mut events = match feed.follow().await {
                 Ok(events) => events,
@@ -86,7 +107,11 @@ impl Hub {
             loop {
                 tokio::select! {
                     next = events.next() => match next {
-                        Some(event) => self.dispatch(event),
+                        Some(event) => {
+                            let delay = (clock.now() - event.occurred_at()).to_std().unwrap_or_default();
+                            metrics.live_feed_delay_seconds.observe(delay.as_secs_f64());
+                            self.dispatch(event);
+                        }
                         None => break,
                     },
                     _ = shutdown.cancelled() => return,

@@ -136,7 +136,12 @@ impl CoreApp {
             metrics.clone(),
             token.clone(),
         ));
-        background.spawn(app.hub.clone().pump(deps.live.clone(), token.clone()));
+        background.spawn(app.hub.clone().pump(
+            deps.live.clone(),
+            deps.clock.clone(),
+            metrics.clone(),
+            token.clone(),
+        ));
         background.spawn(purge_expired(deps.requests.clone(), token));
         Self { app, background }
     }

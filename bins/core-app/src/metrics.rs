@@ -65,6 +65,19 @@ pub struct Metrics {
     pub projector_batch: Histogram,
     /// Read-model transactions retried (the database failed).
     pub projector_retries: Counter,
+    /// Seconds from an event's creation at the aggregator (`occurred_at`)
+    /// to its arrival from this pod's live feed: the sink's publish, the
+    /// broker and the consumer's fetch, on the wall clock (one clock only
+    /// when both run on one host, as in the benchmarks).
+    pub live_feed_delay_seconds: Histogram,
+    /// Seconds from an event's arrival from the live feed to its frame
+    /// handed to the HTTP connection (hub, stream task, serialisation).
+    pub sse_delivery_seconds: Histogram,
+}
+
+/// 0.25 ms .. ~4 s: the pipeline's stages, to the millisecond.
+fn stage_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
 }
 
 impl Default for Metrics {
@@ -84,6 +97,8 @@ impl Default for Metrics {
             outbox_dead: Gauge::default(),
             projector_batch: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             projector_retries: Counter::default(),
+            live_feed_delay_seconds: stage_histogram(),
+            sse_delivery_seconds: stage_histogram(),
         }
     }
 }
@@ -93,6 +108,16 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("osago_core");
+        r.register(
+            "live_feed_delay_seconds",
+            "Seconds from an event's creation at the aggregator to its arrival from the live feed",
+            m.live_feed_delay_seconds.clone(),
+        );
+        r.register(
+            "sse_delivery_seconds",
+            "Seconds from an event's arrival from the live feed to its SSE frame handed to the connection",
+            m.sse_delivery_seconds.clone(),
+        );
         r.register(
             "requests_created",
             "Quote requests accepted",

@@ -87,7 +87,9 @@ pub struct StreamState {
     /// What the client has been sent.
     cursor: Cursor,
     /// Rows to send before waiting again.
-    queue: std::collections::VecDeque<OfferRow>,
+    /// Rows the client lacks, with when the live event behind each
+    /// arrived (none for rows from the read model).
+    queue: std::collections::VecDeque<(OfferRow, Option<Instant>)>,
     heartbeat: Interval,
     deadline: Instant,
     retry: Duration,
@@ -167,7 +169,7 @@ impl StreamState {
             phase: Phase::Start,
         };
         for row in snapshot {
-            state.absorb(row);
+            state.absorb(row, None);
         }
         Ok(state)
     }
@@ -176,7 +178,7 @@ impl StreamState {
     /// it. A client meeting an insurer for the first time in a later state
     /// is shown its pending state first, so every insurer's row appears
     /// before its outcome whenever the stream was opened.
-    fn absorb(&mut self, row: OfferRow) {
+    fn absorb(&mut self, row: OfferRow, arrived: Option<Instant>) {
         let held = self.rows.get(&row.insurer_id);
         if held.is_some_and(|held| held.version >= row.version) {
             return;
@@ -184,10 +186,10 @@ impl StreamState {
         let row = row.succeeding(held);
         let seen = self.cursor.seen(&row.insurer_id);
         if held.is_none() && seen == 0 && row.version > 1 {
-            self.queue.push_back(row.pending_view());
+            self.queue.push_back((row.pending_view(), arrived));
         }
         if row.version > seen {
-            self.queue.push_back(row.clone());
+            self.queue.push_back((row.clone(), arrived));
         }
         self.rows.insert(row.insurer_id.clone(), row);
     }
@@ -240,21 +242,27 @@ impl StreamState {
                 }
                 Phase::Live => {}
             }
-            if let Some(row) = self.queue.pop_front() {
+            if let Some((row, arrived)) = self.queue.pop_front() {
                 self.cursor.advance(&row.insurer_id, row.version);
-                return Some(self.frame("insurer", Some(self.cursor.render()), &row));
+                let frame = self.frame("insurer", Some(self.cursor.render()), &row);
+                if let Some(arrived) = arrived {
+                    self.metrics
+                        .sse_delivery_seconds
+                        .observe(arrived.elapsed().as_secs_f64());
+                }
+                return Some(frame);
             }
             if self.complete() {
                 return Some(self.closing("done"));
             }
             tokio::select! {
                 received = self.subscription.receiver.recv() => match received {
-                    Ok(event) => self.absorb(OfferRow::from_event(&event)),
+                    Ok(live) => self.absorb(OfferRow::from_event(&live.event), Some(live.arrived)),
                     Err(RecvError::Lagged(_)) => {
                         // Fell behind: take the read model's state instead.
                         if let Ok(rows) = self.read_model.rows(&self.request_id).await {
                             for row in rows {
-                                self.absorb(row);
+                                self.absorb(row, None);
                             }
                         }
                     }
@@ -272,7 +280,7 @@ impl StreamState {
                     // applied while this pod's live feed lagged.
                     if let Ok(rows) = self.read_model.rows(&self.request_id).await {
                         for row in rows {
-                            self.absorb(row);
+                            self.absorb(row, None);
                         }
                     }
                     if !self.queue.is_empty() || self.complete() {

@@ -78,10 +78,22 @@ impl Inner {
         })
     }
 
+    /// Observes an acknowledged event's time from creation to the ack, on
+    /// the injected clock (a clock gone back reads as 0).
+    pub(super) fn published(&self, event: &InsurerEvent) {
+        let took = (self.clock.now() - event.occurred_at())
+            .to_std()
+            .unwrap_or_default();
+        self.metrics.publish_seconds.observe(took.as_secs_f64());
+    }
+
     pub(super) async fn publish_with_retry(&self, event: &InsurerEvent) -> bool {
         for attempt in 1..=self.config.publish_attempts.max(1) {
             match self.sink.publish(event).await {
-                Ok(()) => return true,
+                Ok(()) => {
+                    self.published(event);
+                    return true;
+                }
                 Err(err) => {
                     tracing::warn!(request_id = %event.request_id(), insurer = %event.insurer_id(), attempt, error = %err, "publishing an event failed");
                     if attempt < self.config.publish_attempts {

@@ -365,10 +365,12 @@ impl Engine {
             .iter()
             .filter(|job| job.resume.is_none())
             .map(|job| async move {
-                inner
-                    .sink
-                    .publish(&inner.quote_event(job, 1, QuoteStatus::Pending, None, None))
-                    .await
+                let event = inner.quote_event(job, 1, QuoteStatus::Pending, None, None);
+                let result = inner.sink.publish(&event).await;
+                if result.is_ok() {
+                    inner.published(&event);
+                }
+                result
             });
         for result in futures::future::join_all(pending).await {
             if let Err(err) = result {
