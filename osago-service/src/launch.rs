@@ -100,7 +100,7 @@ where
         Ok(checked) => checked,
         Err(problems) => return bad_config(binary, &problems),
     };
-    let listener = match TcpListener::bind(listen).await {
+    let listener = match crate::serve::bind(listen) {
         Ok(listener) => listener,
         Err(err) => {
             let mut p = Problems::default();

@@ -364,6 +364,10 @@ impl Stack {
                         format!("{}ms", options.heartbeat.as_millis()),
                         "--rate-limit-per-minute".to_owned(),
                         "0".to_owned(),
+                        // One limiter for every core-app: admission (when
+                        // set) counts the stack's requests, not a pod's.
+                        "--rate-limit-store".to_owned(),
+                        valkey.url(),
                     ],
                     options.extra_args.clone(),
                     options.core_app_args.clone(),
