@@ -23,8 +23,12 @@ pub struct Live {
     pub arrived: Instant,
 }
 
-/// Events one stream may fall behind before it resynchronises from the read model.
-const PER_REQUEST_CAPACITY: usize = 64;
+/// Events one stream may fall behind before it resynchronises from the read
+/// model. A request has two events per insurer (pending, final), so with up
+/// to 16 insurers a stream can never fall behind; the channel's slots are
+/// allocated and written when it is made (about 64 bytes each), which is
+/// memory every open stream holds (64 slots were 2 KiB more per stream).
+const PER_REQUEST_CAPACITY: usize = 32;
 
 /// Routes live events to subscribed streams.
 #[derive(Debug, Default)]
