@@ -266,15 +266,17 @@ async fn a_breaker_opened_by_one_pod_short_circuits_the_other() {
         .await;
     let mut policy = ResilienceConfig::default();
     policy.backoff.max_attempts = 1;
+    // The default breaker judges from 20 calls (window 50, 50 %).
+    let min_calls = policy.breaker.min_calls as usize;
     let (a, _) = pod(Some(&valkey.url()), &insurer, policy.clone()).await;
     let (b, _) = pod(Some(&valkey.url()), &insurer, policy).await;
-    // Ten failures open a's breaker (window 20, at least 10 calls, 50 %).
-    for _ in 0..10 {
+    // min_calls failures open a's breaker.
+    for _ in 0..min_calls {
         assert_eq!(load(&[&a], 1).await, ["unavailable"]);
     }
     assert_eq!(load(&[&a], 1).await, ["circuit_open"]);
     let calls_before = creates.arrivals().len();
-    assert_eq!(calls_before, 10);
+    assert_eq!(calls_before, min_calls);
     // b saw nothing itself; within a sync or two it refuses too.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(load(&[&b], 1).await, ["circuit_open"]);
