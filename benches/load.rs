@@ -958,7 +958,7 @@ async fn real(users: usize, cores: usize, opts: &Opts) -> LoadRow {
     let mut polls = 0.0;
     for (i, aggregator) in stack.aggregators.iter().enumerate() {
         polls += scrape_sum(
-            &format!("{}/metrics", aggregator.base()),
+            &format!("{}/metrics", aggregator.admin()),
             "osago_aggregator_polls_total",
             &format!("real-{users}-aggregator-{i}"),
         )
@@ -966,7 +966,7 @@ async fn real(users: usize, cores: usize, opts: &Opts) -> LoadRow {
     }
     for (i, core) in stack.cores.iter().enumerate() {
         scrape_sum(
-            &format!("{}/metrics", core.base()),
+            &format!("{}/metrics", core.admin()),
             "",
             &format!("real-{users}-core-app-{i}"),
         )
@@ -1354,6 +1354,7 @@ mod sse_server {
             tokio::spawn(publisher(bus));
             core_app::run(
                 listener,
+                None,
                 deps,
                 config,
                 Registry::default(),

@@ -91,6 +91,7 @@ async fn main() {
             inner: bus.clone(),
             acked: acked.clone(),
         }),
+        Arc::new(osago_core::SystemClock),
         RelayConfig::default(),
         Metrics::default(),
         shutdown.clone(),

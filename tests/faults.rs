@@ -108,6 +108,56 @@ async fn broker_unreachable_and_back() {
     .await;
 }
 
+/// The broker unreachable for longer than a publish may take
+/// (`--kafka-delivery-timeout 2s`) times the dead-letter threshold
+/// (`--outbox-dead-after 1`): the relay used to dead-letter every request
+/// accepted meanwhile. Now each is retried until its deadline, so every one
+/// is fanned out once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_longer_than_the_dead_letter_window() {
+    let _serial = SERIAL.lock().await;
+    let options = StackOptions {
+        static_membership: false,
+        core_app_args: ["--kafka-delivery-timeout", "2s", "--outbox-dead-after", "1"]
+            .map(str::to_owned)
+            .to_vec(),
+        ..StackOptions::default()
+    };
+    let stack = Stack::start(options).await;
+    let bases = stack.cores.iter().map(|c| c.base()).collect();
+    let give_up = stack.options.deadline + Duration::from_secs(40);
+    let load = Load::start(bases, REQUESTS, EVERY, give_up);
+    tokio::time::sleep(STRIKE_AFTER).await;
+    stack.broker_proxy.sever(Duration::from_secs(8)).await;
+    let verdict = stack
+        .verdict("broker unreachable 8 s, publishes fail after 2 s", load)
+        .await;
+    verdict.assert_clean(|| stack.tails());
+    let (mut failures, mut dead) = (0.0, 0.0);
+    for core in &stack.cores {
+        let text = reqwest::get(format!("{}/metrics", core.admin()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        failures += sample(&text, "osago_core_outbox_publish_failures_total");
+        dead += sample(&text, "osago_core_outbox_dead");
+    }
+    assert_eq!(dead, 0.0, "nothing dead-lettered");
+    assert!(
+        failures > 0.0,
+        "the outage outlasted a publish, so the relay saw failures"
+    );
+}
+
+/// The value of an unlabelled metric in an OpenMetrics page (0 if absent).
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valkey_restarted() {
     let _serial = SERIAL.lock().await;

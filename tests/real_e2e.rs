@@ -74,12 +74,15 @@ async fn a_request_flows_through_the_real_services() {
         logs.path(),
     );
     let core_port = free_port();
+    let core_admin_port = free_port();
     let mut core = Service::start(
         "core-app",
         "core-app",
         &[
             "--listen".to_owned(),
             format!("127.0.0.1:{core_port}"),
+            "--admin-listen".to_owned(),
+            format!("127.0.0.1:{core_admin_port}"),
             "--bus".to_owned(),
             format!("kafka://{}", tansu.bootstrap()),
             "--database".to_owned(),
@@ -93,16 +96,27 @@ async fn a_request_flows_through_the_real_services() {
     );
     wait_healthy(
         &aggregator,
-        &format!("http://127.0.0.1:{aggregator_port}/health"),
+        &format!("http://127.0.0.1:{aggregator_port}/health/ready"),
         Duration::from_secs(90),
     )
     .await;
     wait_healthy(
         &core,
-        &format!("http://127.0.0.1:{core_port}/health"),
+        &format!("http://127.0.0.1:{core_admin_port}/health/ready"),
         Duration::from_secs(90),
     )
     .await;
+    // The admin endpoints live on the admin listener only.
+    for path in ["/metrics", "/health", "/health/ready"] {
+        let public = reqwest::get(format!("http://127.0.0.1:{core_port}{path}"))
+            .await
+            .unwrap();
+        assert_eq!(public.status(), 404, "{path} on the public listener");
+    }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{core_admin_port}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
 
     let base = format!("http://127.0.0.1:{core_port}");
     let http = reqwest::Client::new();

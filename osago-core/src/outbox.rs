@@ -41,6 +41,10 @@ pub struct OutboxMessage {
     pub created_at: DateTime<Utc>,
     /// Failed publish attempts so far.
     pub attempts: u32,
+    /// When the message stops being worth publishing (a request event: its
+    /// request's deadline, after which no insurer may answer): the relay
+    /// marks it expired instead. `None`: never.
+    pub publish_by: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for OutboxMessage {
@@ -51,6 +55,7 @@ impl std::fmt::Debug for OutboxMessage {
             .field("key", &self.key)
             .field("payload_len", &self.payload.len())
             .field("attempts", &self.attempts)
+            .field("publish_by", &self.publish_by)
             .finish()
     }
 }

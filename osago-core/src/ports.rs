@@ -33,11 +33,19 @@ pub enum PortErrorKind {
     Corrupt,
     /// The subscription or store was closed (shutdown).
     Closed,
+    /// The backend answers but is not as configured (a topic's settings
+    /// differ, a right is missing): retrying does not help.
+    Misconfigured,
 }
 
 /// A failed port call. The message never carries personal data.
+///
+/// Its `Display` names the whole cause chain ("Unavailable: postgres:
+/// connect failed: password authentication failed for user \"osago\""), so
+/// whoever logs or prints it sees why, not only what; each cause is
+/// written once even when a wrapper repeats its source's text.
 #[derive(Debug, thiserror::Error)]
-#[error("{kind:?}: {message}")]
+#[error("{kind:?}: {message}{}", causes(source.as_deref()))]
 pub struct PortError {
     kind: PortErrorKind,
     message: String,
@@ -65,6 +73,22 @@ impl PortError {
     pub fn kind(&self) -> PortErrorKind {
         self.kind
     }
+}
+
+/// `": cause: its cause…"` for an error's source chain, leaving out a cause
+/// whose text an earlier one already holds.
+fn causes(source: Option<&(dyn std::error::Error + Send + Sync + 'static)>) -> String {
+    let mut written = String::new();
+    let mut next = source.map(|s| s as &(dyn std::error::Error + 'static));
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !text.is_empty() && !written.contains(&text) {
+            written.push_str(": ");
+            written.push_str(&text);
+        }
+        next = err.source();
+    }
+    written
 }
 
 /// One insurer's partner API.
@@ -186,9 +210,9 @@ pub trait RequestStore: Send + Sync + 'static {
     /// The request's summary, if it exists.
     async fn summary(&self, request_id: &RequestId) -> Result<Option<RequestSummary>, PortError>;
 
-    /// Deletes requests (personal data included) and their quotes past
-    /// retention; the number of rows removed. Stores that expire entries by
-    /// themselves do nothing.
+    /// Deletes requests (personal data included), their quotes and their
+    /// outbox messages (pending, dead or expired) past retention; the number
+    /// of rows removed. Stores that expire entries by themselves do nothing.
     async fn purge_expired(&self) -> Result<u64, PortError> {
         Ok(0)
     }
@@ -205,8 +229,18 @@ pub trait OutboxStore: Send + Sync + 'static {
     async fn mark_published(&self, ids: &[Uuid]) -> Result<(), PortError>;
 
     /// Records a failed attempt; after `dead_after` attempts the message is
-    /// dead-lettered and no longer claimed.
+    /// dead-lettered and no longer claimed (the relay passes `u32::MAX` for
+    /// failures worth retrying, such as a broker outage, so only a message
+    /// the broker refuses is ever dead-lettered).
     async fn mark_failed(&self, id: Uuid, dead_after: u32) -> Result<(), PortError>;
+
+    /// Marks messages expired (past their `publish_by`): no longer claimed,
+    /// not dead-lettered, deleted with the retention like every row.
+    async fn mark_expired(&self, ids: &[Uuid]) -> Result<(), PortError>;
+
+    /// Puts every dead-lettered message back in line, attempts reset; how
+    /// many.
+    async fn requeue_dead(&self) -> Result<u64, PortError>;
 
     /// Waits until new messages may be there (a notification), or `max_wait`.
     async fn wait_for_work(&self, max_wait: Duration);
@@ -383,4 +417,39 @@ pub trait ResilienceStore: Send + Sync + fmt::Debug + 'static {
 
     /// The breaker state last published for `key`, if still live.
     async fn get_breaker(&self, key: &str) -> Result<Option<BreakerSnapshot>, PortError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Cause {
+        text: &'static str,
+        #[source]
+        inner: Option<Box<Cause>>,
+    }
+
+    #[test]
+    fn the_display_names_every_cause_once() {
+        let root = Cause {
+            text: "password authentication failed for user \"osago\"",
+            inner: None,
+        };
+        // A wrapper that repeats its source's text, as many clients do.
+        let wrapper = Cause {
+            text: "error returned from database: password authentication failed for user \"osago\"",
+            inner: Some(Box::new(root)),
+        };
+        let err = PortError::new(PortErrorKind::Unavailable, "postgres: connect failed")
+            .with_source(wrapper);
+        assert_eq!(
+            err.to_string(),
+            "Unavailable: postgres: connect failed: error returned from database: \
+             password authentication failed for user \"osago\""
+        );
+        let plain = PortError::new(PortErrorKind::Timeout, "valkey: ping");
+        assert_eq!(plain.to_string(), "Timeout: valkey: ping");
+    }
 }

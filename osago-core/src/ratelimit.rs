@@ -13,16 +13,6 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-impl RateLimit {
-    /// Milliseconds between calls at the sustained rate (0: no limit).
-    pub fn emission_interval_ms(&self) -> u64 {
-        if !self.per_second.is_finite() || self.per_second <= 0.0 {
-            return 0;
-        }
-        ((1000.0 / self.per_second).round() as u64).max(1)
-    }
-}
-
 /// A limiter's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -41,22 +31,24 @@ pub struct GcraDecision {
     /// The call may go now.
     pub allowed: bool,
     /// The TAT to keep: moved on when allowed, unchanged when not.
-    pub tat_ms: u64,
-    /// When not allowed, milliseconds until the call would be (0 otherwise).
-    pub retry_after_ms: u64,
+    pub tat: u64,
+    /// When not allowed, the time until the call would be (0 otherwise).
+    pub retry_after: u64,
 }
 
-/// One GCRA decision, on integer milliseconds.
+/// One GCRA decision, on integer time units (every limiter of ours counts
+/// microseconds, so rates are kept as set: 450/s is one call per 2 222 µs,
+/// and rates above 1 000/s work).
 ///
-/// - `tat_ms`: the stored TAT, `None` when there is none (first call, or the
+/// - `tat`: the stored TAT, `None` when there is none (first call, or the
 ///   key expired);
-/// - `now_ms`: the current time on the same clock;
-/// - `emission_interval_ms`: milliseconds per call (0: everything is allowed);
+/// - `now`: the current time on the same clock;
+/// - `interval`: time per call (0: everything is allowed);
 /// - `burst`: calls admitted at once from idle (0 reads as 1).
 ///
 /// Saturating arithmetic; this exact sequence is what the shared Valkey
-/// script runs (`now_ms` from `TIME`, the TAT in one key whose lifetime can be
-/// `tat_ms - now_ms`, after which a missing key means the same as an old TAT):
+/// script runs (`now` from `TIME`, the TAT in one key whose lifetime can be
+/// `tat - now`, after which a missing key means the same as an old TAT):
 ///
 /// ```text
 /// tat      = max(stored or now, now)
@@ -65,35 +57,30 @@ pub struct GcraDecision {
 /// if now < allow_at: denied, keep tat, retry after allow_at - now
 /// else:              allowed, store new_tat
 /// ```
-pub fn gcra_step(
-    tat_ms: Option<u64>,
-    now_ms: u64,
-    emission_interval_ms: u64,
-    burst: u32,
-) -> GcraDecision {
-    let tat = tat_ms.unwrap_or(now_ms).max(now_ms);
-    let new_tat = tat.saturating_add(emission_interval_ms);
-    let tolerance = emission_interval_ms.saturating_mul(u64::from(burst.max(1)));
+pub fn gcra_step(tat: Option<u64>, now: u64, interval: u64, burst: u32) -> GcraDecision {
+    let tat = tat.unwrap_or(now).max(now);
+    let new_tat = tat.saturating_add(interval);
+    let tolerance = interval.saturating_mul(u64::from(burst.max(1)));
     let allow_at = new_tat.saturating_sub(tolerance);
-    if now_ms < allow_at {
+    if now < allow_at {
         GcraDecision {
             allowed: false,
-            tat_ms: tat,
-            retry_after_ms: allow_at - now_ms,
+            tat,
+            retry_after: allow_at - now,
         }
     } else {
         GcraDecision {
             allowed: true,
-            tat_ms: new_tat,
-            retry_after_ms: 0,
+            tat: new_tat,
+            retry_after: 0,
         }
     }
 }
 
 impl RateLimit {
-    /// Microseconds between calls at the sustained rate (0: no limit); the
-    /// shared outbound quota counts in microseconds so that rates such as
-    /// 300/s are kept within 0.1 %, not rounded to a whole millisecond.
+    /// Microseconds between calls at the sustained rate (0: no limit); every
+    /// limiter counts in microseconds so that rates such as 450/s are kept
+    /// within 0.05 %, not rounded to a whole millisecond.
     pub fn emission_interval_us(&self) -> u64 {
         if !self.per_second.is_finite() || self.per_second <= 0.0 {
             return 0;
@@ -166,7 +153,16 @@ mod tests {
             burst: 1,
         };
         assert_eq!(limit.emission_interval_us(), 3333);
-        assert_eq!(limit.emission_interval_ms(), 3);
+        let fast = RateLimit {
+            per_second: 450.0,
+            burst: 1,
+        };
+        assert_eq!(fast.emission_interval_us(), 2222);
+        let faster = RateLimit {
+            per_second: 5_000.0,
+            burst: 1,
+        };
+        assert_eq!(faster.emission_interval_us(), 200);
         let off = RateLimit {
             per_second: 0.0,
             burst: 1,
@@ -200,8 +196,8 @@ mod tests {
             let step = gcra_step(tat, now, interval, burst);
             let take = gcra_take(tat, now, interval, burst, 1);
             prop_assert_eq!(step.allowed, take.granted == 1);
-            prop_assert_eq!(step.tat_ms, take.tat);
-            prop_assert_eq!(step.retry_after_ms, take.retry_after);
+            prop_assert_eq!(step.tat, take.tat);
+            prop_assert_eq!(step.retry_after, take.retry_after);
         }
 
         /// However the calls are grouped into blocks and spread in time,

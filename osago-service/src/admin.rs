@@ -1,8 +1,19 @@
-//! `/health` and `/metrics`, as responses any server can return and as the
-//! admin server a service without its own API runs.
+//! The admin endpoints: `/health/live`, `/health/ready` (and `/health`, the
+//! same as ready), `/metrics`; as responses any server can return and as the
+//! admin server each service runs on its own listener, away from the public
+//! API.
+//!
+//! - **Liveness** says the process runs and answers: 200 as long as it
+//!   does. A dependency outage never fails it, so an orchestrator does not
+//!   restart pods in a loop while a broker is down.
+//! - **Readiness** says the pod should get traffic: every dependency
+//!   answered its check within [`CHECK_TIMEOUT`] (checked on each probe, so
+//!   it turns false within a probe of losing one), the consumer consumes,
+//!   and the pod is not draining.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,14 +29,34 @@ use tokio::net::TcpListener;
 /// How long one dependency check may take.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// What `/health` reports on: the dependencies' checks and, for a service
-/// that consumes, whether it does.
+/// Set once a service starts draining (after SIGTERM): readiness turns
+/// false so no new traffic arrives while open work finishes. Clones share
+/// the flag.
+#[derive(Debug, Clone, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    /// Marks the service as draining.
+    pub fn start(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it drains.
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What the health endpoints report on: the dependencies' checks, for a
+/// service that consumes whether it does, and whether it drains.
 #[derive(Clone, Default)]
 pub struct Health {
     /// The dependencies.
     pub checks: Vec<Arc<dyn HealthCheck>>,
     /// The consumer's readiness, if the service has one.
     pub readiness: Option<Readiness>,
+    /// Set when the service drains.
+    pub draining: Draining,
 }
 
 impl std::fmt::Debug for Health {
@@ -33,38 +64,54 @@ impl std::fmt::Debug for Health {
         f.debug_struct("Health")
             .field("checks", &self.checks.len())
             .field("readiness", &self.readiness)
+            .field("draining", &self.draining)
             .finish()
     }
 }
 
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .header(CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("valid response")
+}
+
 impl Health {
-    /// `/health`: 200 when every dependency answers within
-    /// [`CHECK_TIMEOUT`] (and the consumer consumes), else 503; the body
-    /// names each check's result.
-    pub async fn respond(&self) -> Response<Full<Bytes>> {
+    /// `/health/live`: 200 `{"status":"live"}` while the process answers,
+    /// whatever its dependencies do.
+    pub fn live(&self) -> Response<Full<Bytes>> {
+        json(StatusCode::OK, &serde_json::json!({ "status": "live" }))
+    }
+
+    /// `/health/ready` (and `/health`): 200 when every dependency answers
+    /// within [`CHECK_TIMEOUT`], the consumer consumes and the service does
+    /// not drain; else 503. The body names each check's result and the
+    /// status: `ok`, `starting` (the consumer has not joined yet),
+    /// `degraded` (a dependency fails) or `draining`.
+    pub async fn ready(&self) -> Response<Full<Bytes>> {
         let (dependencies, report) =
             osago_transport::health::report(&self.checks, CHECK_TIMEOUT).await;
         let consumer = self.readiness.as_ref().map(Readiness::is_ready);
-        let ok = dependencies && consumer.unwrap_or(true);
-        let status = match (ok, consumer) {
-            (true, _) => "ok",
-            (false, Some(false)) => "starting",
-            (false, _) => "degraded",
+        let draining = self.draining.is_draining();
+        let ok = dependencies && consumer.unwrap_or(true) && !draining;
+        let status = match (ok, draining, consumer, dependencies) {
+            (true, ..) => "ok",
+            (false, true, ..) => "draining",
+            (false, false, _, false) => "degraded",
+            (false, false, ..) => "starting",
         };
         let mut body = serde_json::json!({ "status": status, "checks": report });
         if let Some(consumer) = consumer {
             body["consumer"] = consumer.into();
         }
-        Response::builder()
-            .status(if ok {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            })
-            .header(CONTENT_TYPE, "application/json")
-            .header(CACHE_CONTROL, "no-store")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .expect("valid response")
+        let code = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json(code, &body)
     }
 }
 
@@ -89,20 +136,29 @@ pub fn metrics(registry: &Registry) -> Response<Full<Bytes>> {
         .expect("valid response")
 }
 
-/// The admin endpoints of a service without an API of its own.
+/// The admin endpoints of a service, served on their own listener.
 #[derive(Debug, Clone)]
 pub struct Admin {
-    /// What `/health` reports on.
+    /// What the health endpoints report on.
     pub health: Health,
     /// What `/metrics` encodes.
     pub registry: Arc<Registry>,
 }
 
 impl Admin {
-    /// Answers one admin request.
+    /// Whether `path` is one of the admin endpoints.
+    pub fn serves(path: &str) -> bool {
+        matches!(
+            path,
+            "/health" | "/health/live" | "/health/ready" | "/metrics"
+        )
+    }
+
+    /// Answers one admin request; 404 for any other path.
     pub async fn handle(&self, req: &Request<impl Sized>) -> Response<Full<Bytes>> {
         match (req.method(), req.uri().path()) {
-            (&Method::GET, "/health") => self.health.respond().await,
+            (&Method::GET, "/health/live") => self.health.live(),
+            (&Method::GET, "/health" | "/health/ready") => self.health.ready().await,
             (&Method::GET, "/metrics") => metrics(&self.registry),
             _ => Response::builder()
                 .status(StatusCode::NOT_FOUND)
@@ -111,8 +167,10 @@ impl Admin {
         }
     }
 
-    /// Serves `/health` and `/metrics` on `listener` until `shutdown`, then
-    /// drains open connections (up to 5 s).
+    /// Serves the admin endpoints on `listener` until `shutdown`, then
+    /// drains open connections (up to 5 s). A service keeps it running
+    /// while it drains, so probes see readiness false, not a refused
+    /// connection.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -130,5 +188,70 @@ impl Admin {
             Duration::from_secs(5),
         )
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use http_body_util::BodyExt;
+    use osago_core::ports::{PortError, PortErrorKind};
+
+    #[derive(Debug)]
+    struct Switch(Arc<AtomicBool>);
+
+    #[async_trait]
+    impl HealthCheck for Switch {
+        fn name(&self) -> &'static str {
+            "switch"
+        }
+        async fn check(&self) -> Result<(), PortError> {
+            if self.0.load(Ordering::Relaxed) {
+                Ok(())
+            } else {
+                Err(PortError::new(PortErrorKind::Unavailable, "switched off"))
+            }
+        }
+    }
+
+    async fn get(admin: &Admin, path: &str) -> (StatusCode, serde_json::Value) {
+        let req = Request::get(path).body(()).unwrap();
+        let response = admin.handle(&req).await;
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn liveness_holds_while_readiness_follows_dependencies_and_drain() {
+        let up = Arc::new(AtomicBool::new(true));
+        let admin = Admin {
+            health: Health {
+                checks: vec![Arc::new(Switch(up.clone()))],
+                ..Health::default()
+            },
+            registry: Arc::new(Registry::default()),
+        };
+        assert_eq!(get(&admin, "/health/live").await.0, StatusCode::OK);
+        let (code, body) = get(&admin, "/health/ready").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(body["status"], "ok");
+        assert_eq!(get(&admin, "/health").await.0, StatusCode::OK);
+
+        up.store(false, Ordering::Relaxed);
+        let (code, body) = get(&admin, "/health/ready").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "degraded");
+        assert_eq!(body["checks"]["switch"], "unavailable");
+        assert_eq!(get(&admin, "/health/live").await.0, StatusCode::OK);
+
+        up.store(true, Ordering::Relaxed);
+        admin.health.draining.start();
+        let (code, body) = get(&admin, "/health/ready").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "draining");
+        assert_eq!(get(&admin, "/health/live").await.0, StatusCode::OK);
+        assert_eq!(get(&admin, "/nope").await.0, StatusCode::NOT_FOUND);
     }
 }

@@ -19,13 +19,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{Admin, Health};
-use crate::settings::{duration, CommonArgs, Problems};
+use crate::settings::{duration, CommonArgs, KafkaSettings, Problems};
 
 /// osago-aggregator: fans quote requests out to insurers.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "aggregator", version, about)]
 pub struct Args {
-    /// Address for /health and /metrics.
+    /// The admin listener: /health/live, /health/ready and /metrics.
     #[arg(
         long,
         env = "OSAGO_AGGREGATOR_LISTEN",
@@ -109,6 +109,8 @@ pub struct Plan {
     pub engine: EngineConfig,
     /// The intake's configuration (checked).
     pub intake: IntakeConfig,
+    /// The Kafka settings (checked).
+    pub kafka: KafkaSettings,
     /// The shared flags.
     pub common: CommonArgs,
 }
@@ -140,6 +142,7 @@ impl Args {
     pub fn check(&self) -> Result<Plan, Problems> {
         let mut p = Problems::default();
         let bus = self.common.check(&mut p);
+        let kafka = self.common.kafka(None, &mut p);
         let state = p.take("--state", resolve::state(&self.state));
         if let Some(state) = &state {
             crate::ports::check_state_compiled("--state", state, &mut p);
@@ -222,6 +225,7 @@ impl Args {
                 insurers,
                 engine,
                 intake,
+                kafka,
                 common: self.common.clone(),
             }),
             _ => Err(p),
@@ -309,7 +313,7 @@ pub async fn connect(plan: Plan) -> Result<Aggregator, String> {
     }
     let kv = crate::ports::key_value(&plan.state, &plan.common).await?;
     health.checks.extend(kv.health);
-    let bus = crate::ports::bus(&plan.bus, &plan.common).await?;
+    let bus = crate::ports::bus(&plan.bus, &plan.kafka, &plan.common).await?;
     health.checks.extend(bus.health);
     builder = builder
         .sink(bus.sink)
@@ -334,7 +338,8 @@ pub async fn connect(plan: Plan) -> Result<Aggregator, String> {
 
 impl Aggregator {
     /// Runs the intake and the admin server on `listener` until `shutdown`;
-    /// then drains the intake (see [`Intake::run`]).
+    /// then drains the intake (see [`Intake::run`]) while the admin server
+    /// answers readiness `draining`, and stops it last.
     pub async fn run(
         self,
         listener: TcpListener,
@@ -342,15 +347,23 @@ impl Aggregator {
     ) -> std::io::Result<()> {
         let token = CancellationToken::new();
         let intake = tokio::spawn(self.intake.run(token.clone()));
-        tracing::info!(addr = %listener.local_addr()?, "aggregator listening");
-        let stop = token.clone();
-        let shutdown = async move {
+        tracing::info!(addr = %listener.local_addr()?, "aggregator admin listening");
+        let draining = self.admin.health.draining.clone();
+        let drained = CancellationToken::new();
+        let admin_stop = drained.clone();
+        let drain = async move {
             shutdown.await;
-            // The intake stops taking events at once and drains meanwhile.
-            stop.cancel();
+            // Readiness turns false; the intake stops taking events at once
+            // and drains meanwhile.
+            draining.start();
+            token.cancel();
+            let _ = intake.await;
+            drained.cancel();
         };
-        self.admin.serve(listener, shutdown).await;
-        let _ = intake.await;
+        tokio::join!(
+            self.admin.serve(listener, admin_stop.cancelled_owned()),
+            drain
+        );
         tracing::info!("aggregator stopped");
         Ok(())
     }
@@ -361,10 +374,11 @@ impl Aggregator {
 pub async fn main(args: Args) -> std::process::ExitCode {
     crate::launch::launch(
         "aggregator",
-        args.listen,
+        &[args.listen],
         args.check(),
         connect,
-        |listener, aggregator: Aggregator| {
+        |listeners, aggregator: Aggregator| {
+            let listener = listeners.into_iter().next().expect("one listener");
             aggregator.run(listener, crate::launch::shutdown_signal())
         },
     )

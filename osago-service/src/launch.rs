@@ -69,6 +69,9 @@ where
     loop {
         match connect().await {
             Ok(adapter) => return Ok(adapter),
+            Err(err) if err.kind() == osago_core::ports::PortErrorKind::Misconfigured => {
+                return Err(err)
+            }
             Err(err) => match backoff.delay(attempt, deadline) {
                 Some(wait) => {
                     tracing::warn!(adapter = what, error = %err, retry_in_ms = wait.as_millis() as u64, "connecting failed");
@@ -82,15 +85,16 @@ where
 }
 
 /// Runs a binary: checks its configuration (`checked`: exit 64 with one
-/// line per problem), binds `listen` (exit 64 if it can't), connects its
-/// adapters with `connect` (abandoned on SIGTERM; exit 1 with the cause if
-/// it fails), then `run`s it until SIGTERM or Ctrl-C.
+/// line per problem), binds every address of `listen` (exit 64 naming each
+/// it can't), connects its adapters with `connect` (abandoned on SIGTERM;
+/// exit 1 with the cause if it fails), then `run`s it on the listeners, in
+/// the order given, until SIGTERM or Ctrl-C.
 pub async fn launch<C, D, CF, RF>(
     binary: &'static str,
-    listen: SocketAddr,
+    listen: &[SocketAddr],
     checked: Result<C, Problems>,
     connect: impl FnOnce(C) -> CF,
-    run: impl FnOnce(TcpListener, D) -> RF,
+    run: impl FnOnce(Vec<TcpListener>, D) -> RF,
 ) -> ExitCode
 where
     CF: Future<Output = Result<D, String>>,
@@ -100,14 +104,17 @@ where
         Ok(checked) => checked,
         Err(problems) => return bad_config(binary, &problems),
     };
-    let listener = match crate::serve::bind(listen) {
-        Ok(listener) => listener,
-        Err(err) => {
-            let mut p = Problems::default();
-            p.push(format!("cannot listen on {listen}: {err}"));
-            return bad_config(binary, &p);
+    let mut listeners = Vec::with_capacity(listen.len());
+    let mut p = Problems::default();
+    for addr in listen {
+        match crate::serve::bind(*addr) {
+            Ok(listener) => listeners.push(listener),
+            Err(err) => p.push(format!("cannot listen on {addr}: {err}")),
         }
-    };
+    }
+    if !p.is_empty() {
+        return bad_config(binary, &p);
+    }
     let deps = tokio::select! {
         built = connect(checked) => match built {
             Ok(deps) => deps,
@@ -118,7 +125,7 @@ where
         },
         _ = shutdown_signal() => return ExitCode::SUCCESS,
     };
-    match run(listener, deps).await {
+    match run(listeners, deps).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("{binary}: {err}");

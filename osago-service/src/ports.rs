@@ -14,7 +14,7 @@ use osago_transport::memory::{
 };
 use osago_transport::resolve::{BusUrl, DatabaseUrl, StateUrl};
 
-use crate::settings::{CommonArgs, Problems};
+use crate::settings::{CommonArgs, KafkaSettings, Problems};
 
 /// The event bus, every role of it.
 #[derive(Clone)]
@@ -84,16 +84,43 @@ pub fn check_database_compiled(database: &DatabaseUrl, p: &mut Problems) {
     }
 }
 
-/// Connects the bus named by `url`.
-pub async fn bus(url: &BusUrl, common: &CommonArgs) -> Result<Bus, String> {
+/// The Kafka adapter's configuration from the checked flags.
+#[cfg(feature = "kafka")]
+pub fn kafka_config(
+    servers: &str,
+    kafka: &KafkaSettings,
+    common: &CommonArgs,
+) -> osago_transport::kafka::KafkaConfig {
+    use osago_core::outbox::Stream;
+    use osago_transport::kafka::{KafkaConfig, TopicMode};
+    let mut config = KafkaConfig::new(servers);
+    config.instance_id = common.instance_id.clone();
+    config.fetch_wait = common.kafka_fetch_wait;
+    config.delivery_timeout = common.kafka_delivery_timeout;
+    config.topic_mode = kafka.topic_mode.parse().unwrap_or(TopicMode::Create);
+    for (i, stream) in [Stream::Requests, Stream::Quotes, Stream::Errors]
+        .into_iter()
+        .enumerate()
+    {
+        let topic = config.topic_settings_mut(stream);
+        topic.partitions = kafka.partitions[i];
+        topic.replication = kafka.replication[i];
+        topic.retention_ms = i64::try_from(kafka.retention[i].as_millis()).unwrap_or(i64::MAX);
+    }
+    for (key, value) in &kafka.properties {
+        config.properties.set(key, value);
+    }
+    config
+}
+
+/// Connects the bus named by `url`, Kafka as `kafka` says.
+pub async fn bus(url: &BusUrl, kafka: &KafkaSettings, common: &CommonArgs) -> Result<Bus, String> {
     match url {
         BusUrl::Memory => Ok(Bus::memory()),
         #[cfg(feature = "kafka")]
         BusUrl::Kafka(servers) => {
-            use osago_transport::kafka::{KafkaBus, KafkaConfig};
-            let mut config = KafkaConfig::new(servers.clone());
-            config.instance_id = common.instance_id.clone();
-            config.fetch_wait = common.kafka_fetch_wait;
+            use osago_transport::kafka::KafkaBus;
+            let config = kafka_config(servers, kafka, common);
             let bus = crate::launch::retry_connect("kafka", common.connect_timeout, || {
                 KafkaBus::connect(config.clone())
             })
@@ -104,7 +131,7 @@ pub async fn bus(url: &BusUrl, common: &CommonArgs) -> Result<Bus, String> {
         }
         #[cfg(not(feature = "kafka"))]
         BusUrl::Kafka(_) => {
-            let _ = common;
+            let _ = (common, kafka);
             Err("bus: this build has no Kafka support".to_owned())
         }
     }

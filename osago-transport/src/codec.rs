@@ -63,6 +63,7 @@ pub fn request_outbox_message(event: &RequestEvent) -> osago_core::outbox::Outbo
         payload,
         created_at: event.occurred_at,
         attempts: 0,
+        publish_by: Some(event.deadline_at),
     }
 }
 

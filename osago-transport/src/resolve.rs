@@ -52,6 +52,17 @@ fn scheme(url: &str) -> Option<(&str, &str)> {
     url.split_once("://")
 }
 
+/// Whether a client property (librdkafka's, for one) holds a secret: a
+/// password, a private key, a token, a JAAS config. Its value is never
+/// printed; a file location is not a secret.
+pub fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "key", "jaas", "token", "credential"]
+        .iter()
+        .any(|word| key.contains(word))
+        && !key.ends_with(".location")
+}
+
 /// Parses a bus URL.
 pub fn bus(url: &str) -> Result<BusUrl, UnsupportedUrl> {
     let err = UnsupportedUrl {

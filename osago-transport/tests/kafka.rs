@@ -15,7 +15,7 @@ use osago_core::ports::{EventPublisher, QuoteSink, RequestSource, Subscription};
 use osago_core::{QuoteStatus, RequestEvent, RequestId};
 use osago_testkit::Tansu;
 use osago_transport::conformance::bus;
-use osago_transport::kafka::{KafkaBus, KafkaConfig};
+use osago_transport::kafka::{KafkaBus, KafkaConfig, TopicMode};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -28,11 +28,50 @@ async fn broker() -> (Tansu, KafkaBus) {
 }
 
 fn config(tansu: &Tansu) -> KafkaConfig {
-    KafkaConfig {
+    let mut config = KafkaConfig {
         client_id: "osago-transport-tests".into(),
-        partitions: 3,
         ..KafkaConfig::new(tansu.bootstrap())
+    };
+    for stream in [Stream::Requests, Stream::Quotes, Stream::Errors] {
+        config.topic_settings_mut(stream).partitions = 3;
     }
+    config
+}
+
+/// Creates `topic` as an operator would, outside the bus.
+async fn create_topic(tansu: &Tansu, topic: &str, partitions: i32, retention_ms: &str) {
+    let admin: rdkafka::admin::AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", tansu.bootstrap())
+        .create()
+        .expect("admin client");
+    let new = rdkafka::admin::NewTopic::new(
+        topic,
+        partitions,
+        rdkafka::admin::TopicReplication::Fixed(1),
+    )
+    .set("retention.ms", retention_ms);
+    let created = admin
+        .create_topics([&new], &rdkafka::admin::AdminOptions::new())
+        .await
+        .expect("create topic");
+    assert!(created[0].is_ok(), "{created:?}");
+}
+
+/// Topic names on the broker (metadata for all topics: asking for one by
+/// name could auto-create it).
+fn topics_on(tansu: &Tansu) -> Vec<String> {
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", tansu.bootstrap())
+        .create()
+        .expect("client");
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect()
 }
 
 // Conformance
@@ -110,30 +149,127 @@ async fn topics_exist_with_delete_policy_and_required_retention() {
     }
 }
 
+/// `create` creates each topic with the configured partitions, replication
+/// factor and retention.
 #[tokio::test]
-async fn connect_raises_a_retention_that_is_too_low() {
+async fn create_mode_creates_topics_with_their_settings() {
     let tansu = Tansu::start().await;
-    // Someone created the error topic with a one-hour retention.
-    let admin: rdkafka::admin::AdminClient<_> = ClientConfig::new()
+    let mut config = config(&tansu);
+    config.requests_topic.partitions = 5;
+    config.requests_topic.retention_ms = 86_400_000;
+    let bus = KafkaBus::connect(config).await.expect("connect");
+    let configs = bus.topic_configs().await.expect("topic configs");
+    assert_eq!(configs["osago.requests.v1"]["retention.ms"], "86400000");
+    assert_eq!(configs["osago.errors.v1"]["retention.ms"], "604800000");
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", tansu.bootstrap())
         .create()
-        .expect("admin client");
-    let topic = rdkafka::admin::NewTopic::new(
-        "osago.errors.v1",
-        3,
-        rdkafka::admin::TopicReplication::Fixed(1),
-    )
-    .set("retention.ms", "3600000");
-    let created = admin
-        .create_topics([&topic], &rdkafka::admin::AdminOptions::new())
-        .await
-        .expect("create topic");
-    assert!(created[0].is_ok(), "{created:?}");
+        .expect("client");
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    let layout = |name: &str| {
+        let topic = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .unwrap_or_else(|| panic!("{name} created"));
+        (
+            topic.partitions().len(),
+            topic.partitions()[0].replicas().len(),
+        )
+    };
+    assert_eq!(layout("osago.requests.v1"), (5, 1));
+    assert_eq!(layout("osago.quotes.v1"), (3, 1));
+}
 
+/// `create` never alters an existing topic: an operator's shorter
+/// retention stays.
+#[tokio::test]
+async fn create_mode_leaves_an_existing_topic_alone() {
+    let tansu = Tansu::start().await;
+    create_topic(&tansu, "osago.errors.v1", 3, "3600000").await;
     let bus = KafkaBus::connect(config(&tansu)).await.expect("connect");
     let configs = bus.topic_configs().await.expect("topic configs");
-    let retention: i64 = configs["osago.errors.v1"]["retention.ms"].parse().unwrap();
-    assert!(retention >= 604_800_000, "retention.ms {retention}");
+    assert_eq!(configs["osago.errors.v1"]["retention.ms"], "3600000");
+}
+
+/// `alter` sets an existing topic's retention to the configured one.
+#[tokio::test]
+async fn alter_mode_sets_the_retention_of_an_existing_topic() {
+    let tansu = Tansu::start().await;
+    create_topic(&tansu, "osago.errors.v1", 3, "3600000").await;
+    let mut config = config(&tansu);
+    config.topic_mode = TopicMode::Alter;
+    let bus = KafkaBus::connect(config).await.expect("connect");
+    let configs = bus.topic_configs().await.expect("topic configs");
+    assert_eq!(configs["osago.errors.v1"]["retention.ms"], "604800000");
+}
+
+/// `verify` against a topic with a one-day retention fails, one line per
+/// difference naming topic, setting, expected and actual, and creates
+/// nothing.
+#[tokio::test]
+async fn verify_mode_names_every_difference() {
+    let tansu = Tansu::start().await;
+    create_topic(&tansu, "osago.requests.v1", 3, "259200000").await;
+    create_topic(&tansu, "osago.quotes.v1", 3, "86400000").await;
+    let mut config = config(&tansu);
+    config.topic_mode = TopicMode::Verify;
+    let err = KafkaBus::connect(config)
+        .await
+        .expect_err("verify fails")
+        .to_string();
+    let lines: Vec<&str> = err.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        [
+            "topic osago.quotes.v1: retention.ms expected 259200000, actual 86400000",
+            "topic osago.errors.v1: existence expected a topic, actual missing",
+        ],
+        "{err}"
+    );
+    assert!(!topics_on(&tansu).contains(&"osago.errors.v1".to_owned()));
+}
+
+/// `off` makes no admin call: it starts where the topics exist (here with
+/// settings of their own, left alone) and creates none where they do not.
+#[tokio::test]
+async fn off_mode_neither_creates_nor_checks() {
+    let tansu = Tansu::start().await;
+    let mut config = config(&tansu);
+    config.topic_mode = TopicMode::Off;
+    let _bus = KafkaBus::connect(config.clone()).await.expect("connect");
+    let topics = topics_on(&tansu);
+    assert!(
+        !topics.iter().any(|t| t.starts_with("osago.")),
+        "nothing created: {topics:?}"
+    );
+    for topic in ["osago.requests.v1", "osago.quotes.v1", "osago.errors.v1"] {
+        create_topic(&tansu, topic, 2, "3600000").await;
+    }
+    let bus = KafkaBus::connect(config).await.expect("connect");
+    let configs = bus.topic_configs().await.expect("topic configs");
+    assert_eq!(configs["osago.quotes.v1"]["retention.ms"], "3600000");
+}
+
+/// Properties given reach every client, after ours.
+#[test]
+fn properties_reach_the_client_config() {
+    let mut config = KafkaConfig::new("broker:9093");
+    config.properties.set("security.protocol", "SASL_SSL");
+    config.properties.set("sasl.mechanisms", "SCRAM-SHA-512");
+    config.properties.set("sasl.username", "osago");
+    config.properties.set("sasl.password", "hunter2");
+    config.properties.set("socket.timeout.ms", "2500");
+    let client = osago_transport::kafka::client_config(&config);
+    assert_eq!(client.get("security.protocol"), Some("SASL_SSL"));
+    assert_eq!(client.get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
+    assert_eq!(client.get("sasl.username"), Some("osago"));
+    assert_eq!(client.get("sasl.password"), Some("hunter2"));
+    assert_eq!(client.get("socket.timeout.ms"), Some("2500"), "theirs win");
+    assert_eq!(client.get("bootstrap.servers"), Some("broker:9093"));
+    assert!(!format!("{config:?}").contains("hunter2"));
 }
 
 /// Acks out of order: only the contiguous prefix is committed, so after a
@@ -255,8 +391,8 @@ async fn insurer_events_are_keyed_by_request_and_insurer() {
         .await
         .expect("publish error");
 
-    for (topic, insurer) in [(Stream::Quotes, "swift"), (Stream::Errors, "legacy")] {
-        let topic = bus.config().topic(topic).to_owned();
+    for (topic_stream, insurer) in [(Stream::Quotes, "swift"), (Stream::Errors, "legacy")] {
+        let topic = bus.config().topic(topic_stream).to_owned();
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", tansu.bootstrap())
             .set(
@@ -267,7 +403,7 @@ async fn insurer_events_are_keyed_by_request_and_insurer() {
             .create()
             .expect("plain consumer");
         let mut assignment = TopicPartitionList::new();
-        for partition in 0..bus.config().partitions {
+        for partition in 0..bus.config().topic_settings(topic_stream).partitions {
             assignment
                 .add_partition_offset(&topic, partition, Offset::Beginning)
                 .unwrap();

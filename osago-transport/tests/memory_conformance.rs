@@ -120,6 +120,26 @@ async fn outbox_failures_dead_letter() {
 }
 
 #[tokio::test]
+async fn outbox_dead_messages_are_requeued() {
+    osago_transport::conformance::outbox::dead_messages_are_requeued(&requests()).await;
+}
+
+#[tokio::test]
+async fn outbox_expired_messages_are_set_aside() {
+    osago_transport::conformance::outbox::expired_messages_are_set_aside(&requests()).await;
+}
+
+#[tokio::test]
+async fn outbox_rows_do_not_outlive_the_retention() {
+    let retention = std::time::Duration::from_secs(1);
+    osago_transport::conformance::outbox::outbox_rows_do_not_outlive_the_retention(
+        &osago_transport::memory::MemoryRequestStore::new(retention),
+        retention,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn outbox_creating_wakes_the_waiting_relay() {
     osago_transport::conformance::outbox::creating_wakes_the_waiting_relay(&requests()).await;
 }
@@ -174,6 +194,14 @@ async fn limiter_keys_are_independent() {
 #[tokio::test]
 async fn limiter_zero_rate_is_unlimited() {
     osago_transport::conformance::limiter::zero_rate_is_unlimited(
+        &osago_transport::memory::MemoryRateLimiter::new(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn limiter_rates_above_one_per_millisecond_are_kept() {
+    osago_transport::conformance::limiter::rates_above_one_per_millisecond_are_kept(
         &osago_transport::memory::MemoryRateLimiter::new(),
     )
     .await;

@@ -54,6 +54,16 @@ async fn conformance_suites() {
     outbox::published_messages_are_removed(&server.store().await).await;
     outbox::failures_dead_letter(&server.store().await).await;
     outbox::creating_wakes_the_waiting_relay(&server.store().await).await;
+    outbox::dead_messages_are_requeued(&server.store().await).await;
+    outbox::expired_messages_are_set_aside(&server.store().await).await;
+    let retention = Duration::from_secs(1);
+    let short = server
+        .store_with(PostgresConfig {
+            retention,
+            ..PostgresConfig::default()
+        })
+        .await;
+    outbox::outbox_rows_do_not_outlive_the_retention(&short, retention).await;
     let model = server.store().await;
     read_model::newer_versions_apply(&model).await;
     read_model::duplicates_and_stale_events_change_nothing(&model).await;
@@ -136,7 +146,8 @@ async fn retention_and_audit() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(store.summary(&summary.request_id).await.unwrap().is_none());
-    assert_eq!(store.purge_expired().await.unwrap(), 2);
+    // The request, its quote row and its (unpublished) outbox message.
+    assert_eq!(store.purge_expired().await.unwrap(), 3);
     let personal: i64 = sqlx::query_scalar("SELECT count(*) FROM osago_requests")
         .fetch_one(store.pool())
         .await

@@ -312,6 +312,7 @@ async fn limiter_conformance_and_ttl() {
     limiter::bursts_then_limits_then_recovers(&store).await;
     limiter::keys_are_independent(&store).await;
     limiter::zero_rate_is_unlimited(&store).await;
+    limiter::rates_above_one_per_millisecond_are_kept(&store).await;
     let ttls = key_ttls(&valkey).await;
     let limiter_keys: Vec<_> = ttls
         .iter()

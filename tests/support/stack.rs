@@ -30,20 +30,29 @@ pub struct Restartable {
     name: String,
     binary: &'static str,
     args: Vec<String>,
-    /// Its `/health` port.
+    /// Its main port (core-app's API; the aggregator's admin listener).
     pub port: u16,
+    /// Its admin port (`/health/ready`, `/metrics`).
+    pub admin_port: u16,
     service: Option<Service>,
     logs: std::path::PathBuf,
     restarts: u32,
 }
 
 impl Restartable {
-    fn start(name: &str, binary: &'static str, port: u16, args: Vec<String>, logs: &Path) -> Self {
+    fn start(
+        name: &str,
+        binary: &'static str,
+        (port, admin_port): (u16, u16),
+        args: Vec<String>,
+        logs: &Path,
+    ) -> Self {
         let mut me = Self {
             name: name.to_owned(),
             binary,
             args,
             port,
+            admin_port,
             service: None,
             logs: logs.to_owned(),
             restarts: 0,
@@ -82,12 +91,12 @@ impl Restartable {
         service.terminate(Duration::from_secs(90)).await
     }
 
-    /// Waits for `/health` to answer 200.
+    /// Waits for `/health/ready` to answer 200.
     pub async fn healthy(&self) {
         let service = self.service.as_ref().expect("running");
         wait_healthy(
             service,
-            &format!("http://127.0.0.1:{}/health", self.port),
+            &format!("http://127.0.0.1:{}/health/ready", self.admin_port),
             Duration::from_secs(90),
         )
         .await;
@@ -129,6 +138,11 @@ impl Restartable {
     /// Base URL.
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Base URL of its admin listener.
+    pub fn admin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
     }
 }
 
@@ -319,7 +333,7 @@ impl Stack {
             aggregators.push(Restartable::start(
                 &format!("aggregator-{n}"),
                 "aggregator",
-                port,
+                (port, port),
                 [
                     instance(format!("aggregator-{n}")),
                     vec![
@@ -345,15 +359,18 @@ impl Stack {
         let mut cores = Vec::new();
         for n in 0..options.cores {
             let port = free_port();
+            let admin_port = free_port();
             cores.push(Restartable::start(
                 &format!("core-app-{n}"),
                 "core-app",
-                port,
+                (port, admin_port),
                 [
                     instance(format!("core-app-{n}")),
                     vec![
                         "--listen".to_owned(),
                         format!("127.0.0.1:{port}"),
+                        "--admin-listen".to_owned(),
+                        format!("127.0.0.1:{admin_port}"),
                         "--bus".to_owned(),
                         bus.clone(),
                         "--database".to_owned(),

@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use osago_core::ratelimit::RateLimit;
 use osago_core::SystemClock;
-use osago_service::settings::{duration, CommonArgs};
+use osago_service::settings::{duration, CommonArgs, KafkaSettings};
 use osago_service::Problems;
 use osago_transport::resolve::{self, BusUrl, DatabaseUrl, StateUrl};
 use prometheus_client::registry::Registry;
 
-use crate::{Config, Deps};
+use crate::{Config, Deps, RelayConfig};
 
 /// core-app: quote requests in, quotes streamed out over SSE.
 #[derive(Debug, Clone, clap::Parser)]
@@ -27,6 +27,14 @@ pub struct Args {
     /// Address for the API and the page.
     #[arg(long, env = "OSAGO_CORE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// The admin listener: /health/live, /health/ready and /metrics (keep
+    /// it off the public network).
+    #[arg(
+        long,
+        env = "OSAGO_CORE_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9080"
+    )]
+    pub admin_listen: SocketAddr,
     /// Flags every service has.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -88,6 +96,40 @@ pub struct Args {
     /// Header naming the client behind a trusted proxy (e.g. x-forwarded-for).
     #[arg(long, env = "OSAGO_CLIENT_IP_HEADER")]
     pub client_ip_header: Option<String>,
+    /// Outbox messages the relay claims and publishes at once.
+    #[arg(long, env = "OSAGO_OUTBOX_BATCH", default_value_t = 256)]
+    pub outbox_batch: usize,
+    /// How long a relay's claim holds before another relay may take the
+    /// message (a relay that died mid-batch).
+    #[arg(long, env = "OSAGO_OUTBOX_LEASE", default_value = "30s", value_parser = duration)]
+    pub outbox_lease: Duration,
+    /// Attempts before a message the broker refuses (corrupt, oversized) is
+    /// dead-lettered. A broker outage never dead-letters: messages are
+    /// retried until their request's deadline, then marked expired.
+    #[arg(long, env = "OSAGO_OUTBOX_DEAD_AFTER", default_value_t = 10)]
+    pub outbox_dead_after: u32,
+    /// A one-off task instead of serving.
+    #[command(subcommand)]
+    pub task: Option<Task>,
+}
+
+/// One-off tasks on core-app's database.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Task {
+    /// The outbox.
+    Outbox {
+        /// What to do.
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
+}
+
+/// What to do with the outbox.
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum OutboxAction {
+    /// Puts every dead-lettered message back in line (attempts reset) and
+    /// prints how many; the running relays publish them.
+    RequeueDead,
 }
 
 /// A checked core-app configuration, ready to connect.
@@ -99,6 +141,7 @@ pub struct Plan {
     config: Config,
     audit: bool,
     pool: (u32, Duration),
+    kafka: KafkaSettings,
     common: CommonArgs,
 }
 
@@ -107,6 +150,7 @@ impl Args {
     pub fn check(&self) -> Result<Plan, Problems> {
         let mut p = Problems::default();
         let bus = self.common.check(&mut p);
+        let kafka = self.common.kafka(Some(self.retention), &mut p);
         let database = p.take("--database", resolve::database(&self.database));
         if let Some(database) = &database {
             osago_service::ports::check_database_compiled(database, &mut p);
@@ -118,6 +162,10 @@ impl Args {
         p.check(
             self.request_deadline.is_zero() || self.request_deadline > Duration::from_secs(600),
             "--request-deadline must be between 1ms and 10m",
+        );
+        p.check(
+            self.admin_listen == self.listen,
+            "--admin-listen must differ from --listen",
         );
         p.check(self.heartbeat.is_zero(), "--heartbeat must be positive");
         p.check(self.body_limit < 1024, "--body-limit must be at least 1024");
@@ -136,6 +184,15 @@ impl Args {
         p.check(
             self.projector_batch == 0,
             "--projector-batch must be at least 1",
+        );
+        p.check(self.outbox_batch == 0, "--outbox-batch must be at least 1");
+        p.check(
+            self.outbox_lease < Duration::from_secs(1),
+            "--outbox-lease must be at least 1s",
+        );
+        p.check(
+            self.outbox_dead_after == 0,
+            "--outbox-dead-after must be at least 1",
         );
         p.check(
             !self.admission_rate.is_finite() || self.admission_rate < 0.0,
@@ -178,6 +235,12 @@ impl Args {
                 per_second: self.admission_rate,
                 burst: self.admission_burst,
             },
+            relay: RelayConfig {
+                batch_size: self.outbox_batch,
+                lease: self.outbox_lease,
+                dead_after: self.outbox_dead_after,
+                ..RelayConfig::default()
+            },
             ..Config::default()
         };
         match (bus, database, limits) {
@@ -188,6 +251,7 @@ impl Args {
                 config,
                 audit: self.audit,
                 pool: (self.database_pool_size, self.database_acquire_timeout),
+                kafka,
                 common: self.common.clone(),
             }),
             _ => Err(p),
@@ -212,7 +276,7 @@ pub async fn connect(plan: Plan) -> Result<(Deps, Config), String> {
     )
     .await?;
     health.extend(db.health);
-    let bus = osago_service::ports::bus(&plan.bus, &plan.common).await?;
+    let bus = osago_service::ports::bus(&plan.bus, &plan.kafka, &plan.common).await?;
     health.extend(bus.health);
     let deps = Deps {
         requests: db.requests,
@@ -228,16 +292,63 @@ pub async fn connect(plan: Plan) -> Result<(Deps, Config), String> {
     Ok((deps, plan.config))
 }
 
-/// The `core-app` binary: checks `args`, connects, runs until SIGTERM.
+/// Runs a one-off task: connects the database only, does it, prints the
+/// result.
+async fn run_task(task: Task, plan: Plan) -> std::process::ExitCode {
+    let Task::Outbox {
+        action: OutboxAction::RequeueDead,
+    } = task;
+    let db = match osago_service::ports::database(
+        &plan.database,
+        osago_service::ports::DatabaseOptions {
+            retention: plan.config.retention,
+            audit: plan.audit,
+            pool_size: 1,
+            acquire_timeout: plan.pool.1,
+        },
+        &plan.common,
+    )
+    .await
+    {
+        Ok(db) => db,
+        Err(err) => {
+            eprintln!("core-app: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match db.outbox.requeue_dead().await {
+        Ok(requeued) => {
+            println!("requeued {requeued} dead-lettered outbox messages");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("core-app: requeueing dead outbox messages: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `core-app` binary: checks `args`, connects, runs until SIGTERM; or
+/// runs a one-off task.
 pub async fn main(args: Args) -> std::process::ExitCode {
+    if let Some(task) = args.task.clone() {
+        return match args.check() {
+            Ok(plan) => run_task(task, plan).await,
+            Err(problems) => osago_service::launch::bad_config("core-app", &problems),
+        };
+    }
     osago_service::launch::launch(
         "core-app",
-        args.listen,
+        &[args.listen, args.admin_listen],
         args.check(),
         connect,
-        |listener, (deps, config)| {
+        |listeners, (deps, config)| {
+            let mut listeners = listeners.into_iter();
+            let (listener, admin) = (listeners.next(), listeners.next());
+            let listener = listener.expect("the API listener");
             crate::run(
                 listener,
+                admin,
                 deps,
                 config,
                 Registry::default(),

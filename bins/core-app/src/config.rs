@@ -80,7 +80,11 @@ pub struct RelayConfig {
     pub lease: Duration,
     /// Poll interval when no notification arrives.
     pub fallback_poll: Duration,
-    /// Failed attempts before a message is dead-lettered.
+    /// Failed attempts before a message the broker refuses (a corrupt or
+    /// oversized record) is dead-lettered. A failure worth retrying (the
+    /// broker unreachable, a timeout) never dead-letters: the message is
+    /// retried with capped backoff until its request's deadline, then marked
+    /// expired. Default 10.
     pub dead_after: u32,
 }
 

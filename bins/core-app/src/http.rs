@@ -3,7 +3,11 @@
 //! - `POST /api/osago/requests`: validate, store with the outbox, 202.
 //! - `GET /api/osago/requests/{id}/stream`: SSE ([`crate::sse`]).
 //! - `GET /api/osago/requests/{id}/quotes`: the same state as JSON.
-//! - `GET /`: the page; `GET /health`; `GET /metrics` (Prometheus text).
+//! - `GET /`: the page.
+//! - `GET /health/live`, `/health/ready` (and `/health`), `/metrics`: the
+//!   admin endpoints ([`osago_service::admin`]), here only when core-app runs
+//!   without an admin listener of its own (embedded in one process); the
+//!   `core-app` binary serves them on `--admin-listen` and answers 404 here.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -151,8 +155,11 @@ pub async fn handle<B: RequestBody>(
         // Each handler's future is boxed: hyper keeps room for this
         // function's future for the whole life of every connection, SSE
         // streams included, so it must stay small.
-        (&Method::GET, ["health"]) => Box::pin(health(&app)).await,
-        (&Method::GET, ["metrics"]) => metrics(&app),
+        (&Method::GET, ["health" | "metrics", ..]) if app.admin_on_api => {
+            Box::pin(app.admin.handle(&req))
+                .await
+                .map(BodyExt::boxed_unsync)
+        }
         (&Method::POST, ["api", "osago", "requests"]) => {
             match Box::pin(limit(&app, peer, &req)).await {
                 Some(refused) => refused,
@@ -182,26 +189,12 @@ pub async fn handle<B: RequestBody>(
     Ok(response)
 }
 
-/// `/health`: 200 when every dependency answers within a second, else 503,
-/// with each check's result.
-async fn health(app: &App) -> Response<Body> {
-    let health = osago_service::admin::Health {
-        checks: app.deps.health.clone(),
-        readiness: None,
-    };
-    health.respond().await.map(BodyExt::boxed_unsync)
-}
-
 fn page() -> Response<Body> {
     Response::builder()
         .header(CONTENT_TYPE, "text/html; charset=utf-8")
         .header(CACHE_CONTROL, "no-cache")
         .body(full(INDEX_HTML))
         .expect("valid response")
-}
-
-fn metrics(app: &App) -> Response<Body> {
-    osago_service::admin::metrics(&app.registry).map(BodyExt::boxed_unsync)
 }
 
 /// The client a request counts against: the configured proxy header's first
@@ -239,7 +232,7 @@ async fn limit(
 /// be served, and nobody admitted is dropped for someone new. A limiter
 /// that cannot be reached lets the request through.
 async fn admission(app: &App) -> Option<Response<Body>> {
-    if app.config.admission.emission_interval_ms() == 0 {
+    if app.config.admission.emission_interval_us() == 0 {
         return None;
     }
     let refusal = Refusal {

@@ -86,8 +86,11 @@ pub struct App {
     pub deps: Deps,
     /// Metrics.
     pub metrics: Metrics,
-    /// The registry `/metrics` encodes.
-    pub registry: Registry,
+    /// The admin endpoints (`/health/live`, `/health/ready`, `/metrics`).
+    pub admin: osago_service::admin::Admin,
+    /// Whether the API listener answers the admin endpoints too (no admin
+    /// listener of its own).
+    pub admin_on_api: bool,
     /// Live events for this pod's streams.
     pub hub: Arc<Hub>,
     /// Cancelled at shutdown: streams end, background tasks stop.
@@ -107,15 +110,29 @@ pub struct CoreApp {
 impl CoreApp {
     /// Starts the background tasks. Metrics are registered in `registry`
     /// (which may already hold other metrics, as in the embedded binary)
-    /// and served at `/metrics`. Must be called within a tokio runtime.
-    pub fn start(deps: Deps, config: Config, mut registry: Registry) -> Self {
+    /// and served at `/metrics`, with the health endpoints, by
+    /// [`CoreApp::handle`]; [`CoreApp::admin`] serves them on a listener of
+    /// their own instead. Must be called within a tokio runtime.
+    pub fn start(deps: Deps, config: Config, registry: Registry) -> Self {
+        Self::start_with(deps, config, registry, true)
+    }
+
+    fn start_with(deps: Deps, config: Config, mut registry: Registry, admin_on_api: bool) -> Self {
         let metrics = Metrics::register(&mut registry);
         let token = CancellationToken::new();
+        let admin = osago_service::admin::Admin {
+            health: osago_service::admin::Health {
+                checks: deps.health.clone(),
+                ..Default::default()
+            },
+            registry: Arc::new(registry),
+        };
         let app = Arc::new(App {
             config: config.clone(),
             deps: deps.clone(),
             metrics: metrics.clone(),
-            registry,
+            admin,
+            admin_on_api,
             hub: Arc::new(Hub::default()),
             shutdown: token.clone(),
         });
@@ -123,6 +140,7 @@ impl CoreApp {
         background.spawn(relay::run(
             deps.outbox.clone(),
             deps.publisher.clone(),
+            deps.clock.clone(),
             config.relay.clone(),
             metrics.clone(),
             token.clone(),
@@ -160,6 +178,11 @@ impl CoreApp {
         &self.app
     }
 
+    /// The admin endpoints, to serve on a listener of their own.
+    pub fn admin(&self) -> osago_service::admin::Admin {
+        self.app.admin.clone()
+    }
+
     /// Ends open event streams (with a retry hint, so clients reconnect to
     /// another pod) and stops the background tasks.
     pub async fn stop(mut self) {
@@ -172,27 +195,50 @@ impl CoreApp {
 /// outbox relay, the read-model projector and the live feed pump (see
 /// [`CoreApp`]); then stops accepting, ends the streams and drains open
 /// connections up to [`Config::drain_timeout`].
+///
+/// With an `admin` listener the admin endpoints (`/health/live`,
+/// `/health/ready`, `/metrics`) are served there, not on the API, and it
+/// keeps answering through the drain (readiness `draining`); without one
+/// the API answers them.
 pub async fn run(
     listener: TcpListener,
+    admin: Option<TcpListener>,
     deps: Deps,
     config: Config,
     registry: Registry,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let core = CoreApp::start(deps, config, registry);
+    let core = CoreApp::start_with(deps, config, registry, admin.is_none());
     tracing::info!(addr = %listener.local_addr()?, "core-app listening");
     let app = core.app.clone();
     let drain = app.config.drain_timeout;
     let token = app.shutdown.clone();
-    osago_service::serve::serve(
+    let draining = app.admin.health.draining.clone();
+    let api = osago_service::serve::serve(
         listener,
         move |peer, req| http::handle(app.clone(), peer, req),
         shutdown,
-        // Streams end now (with a retry hint), so connections can drain.
-        move || token.cancel(),
+        // Readiness turns false, streams end now (with a retry hint), so
+        // connections can drain.
+        move || {
+            draining.start();
+            token.cancel();
+        },
         drain,
-    )
-    .await;
+    );
+    match admin {
+        Some(admin) => {
+            tracing::info!(addr = %admin.local_addr()?, "core-app admin listening");
+            let served = CancellationToken::new();
+            let stop_admin = served.clone();
+            let api = async move {
+                api.await;
+                served.cancel();
+            };
+            tokio::join!(core.admin().serve(admin, stop_admin.cancelled_owned()), api);
+        }
+        None => api.await,
+    }
     core.stop().await;
     tracing::info!("core-app stopped");
     Ok(())

@@ -61,6 +61,9 @@ pub struct Metrics {
     pub outbox_failures: Counter,
     /// Outbox messages dead-lettered (last seen).
     pub outbox_dead: Gauge,
+    /// Outbox messages set aside unpublished: their request's deadline
+    /// passed while the broker could not take them.
+    pub outbox_expired: Counter,
     /// Events per read-model transaction.
     pub projector_batch: Histogram,
     /// Read-model transactions retried (the database failed).
@@ -95,6 +98,7 @@ impl Default for Metrics {
             outbox_published: Counter::default(),
             outbox_failures: Counter::default(),
             outbox_dead: Gauge::default(),
+            outbox_expired: Counter::default(),
             projector_batch: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             projector_retries: Counter::default(),
             live_feed_delay_seconds: stage_histogram(),
@@ -167,6 +171,11 @@ impl Metrics {
             "outbox_dead",
             "Outbox messages dead-lettered",
             m.outbox_dead.clone(),
+        );
+        r.register(
+            "outbox_expired",
+            "Outbox messages not published because their request's deadline passed first",
+            m.outbox_expired.clone(),
         );
         r.register(
             "projector_batch_events",

@@ -34,6 +34,7 @@ async fn a_request_nobody_answers_ends_with_timeout() {
     let stop = CancellationToken::new();
     let server = tokio::spawn(core_app::run(
         listener,
+        None,
         deps,
         config,
         Default::default(),

@@ -101,10 +101,11 @@ impl Args {
 pub async fn main(args: Args) -> ExitCode {
     osago_service::launch::launch(
         "osago",
-        args.listen,
+        &[args.listen],
         args.check(),
         |config| async move { Ok(config) },
-        |listener, config| async move {
+        |listeners, config| async move {
+            let listener = listeners.into_iter().next().expect("one listener");
             let system = crate::start(listener, config).await?;
             println!("OSAGO quotes: open http://{}/", system.addr);
             for (id, addr) in &system.insurers {

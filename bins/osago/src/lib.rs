@@ -152,6 +152,7 @@ pub async fn start(listener: TcpListener, config: EmbeddedConfig) -> std::io::Re
     tasks.push(tokio::spawn(async move {
         if let Err(err) = core_app::run(
             listener,
+            None,
             deps,
             core_config,
             registry,

@@ -7,9 +7,10 @@
 //! and then moves the TAT on by one interval. So from idle `burst` calls go
 //! at once, and after that one call per `interval = 1 / rate_per_sec`.
 //!
-//! The arithmetic is [`gcra_step`], on integer milliseconds, so that exactly
+//! The arithmetic is [`gcra_step`], on integer microseconds, so that exactly
 //! the same steps can run in one atomic Valkey script when the quota is
-//! shared by every pod (one key holding the TAT).
+//! shared by every pod (one key holding the TAT), and a rate such as 450/s
+//! or 5 000/s is kept as set rather than rounded to a whole millisecond.
 //!
 //! [`QuotaQueue`] makes work over the quota wait instead of failing, while
 //! its deadline allows: each waiter books the next free slot (the TAT moves
@@ -27,8 +28,8 @@ use tokio::time::Instant;
 #[serde(default)]
 pub struct GcraConfig {
     /// Sustained calls per second. Zero, negative or not finite: no limit.
-    /// Whole milliseconds per call, so at most 1 000/s; in between the
-    /// interval is rounded (3/s: one call per 333 ms). Default 50.
+    /// Kept to the microsecond (450/s: one call per 2 222 µs), so any rate
+    /// up to 1 000 000/s holds within 0.05 %. Default 50.
     pub rate_per_sec: f64,
     /// Calls admitted at once from idle (at least 1). Default 20.
     pub burst: u32,
@@ -44,36 +45,36 @@ impl Default for GcraConfig {
 }
 
 impl GcraConfig {
-    /// Milliseconds between calls at the sustained rate (0: no limit).
-    pub fn emission_interval_ms(&self) -> u64 {
+    /// Microseconds between calls at the sustained rate (0: no limit).
+    pub fn emission_interval_us(&self) -> u64 {
         let rate = self.rate_per_sec;
         if !rate.is_finite() || rate <= 0.0 {
             return 0;
         }
-        // `as` saturates; a rate below 1/u64::MAX ms is no concern.
-        ((1000.0 / rate).round() as u64).max(1)
+        // `as` saturates; a rate below 1/u64::MAX µs is no concern.
+        ((1_000_000.0 / rate).round() as u64).max(1)
     }
 }
 
 pub use osago_core::ratelimit::{gcra_step, GcraDecision};
 
-/// A local GCRA limiter. Milliseconds count from the instant it was made.
+/// A local GCRA limiter. Microseconds count from the instant it was made.
 #[derive(Debug, Clone)]
 pub struct Gcra {
     config: GcraConfig,
-    interval_ms: u64,
+    interval_us: u64,
     origin: Instant,
-    tat_ms: Option<u64>,
+    tat_us: Option<u64>,
 }
 
 impl Gcra {
     /// A limiter with no history (a full burst available).
     pub fn new(config: GcraConfig) -> Self {
         Self {
-            interval_ms: config.emission_interval_ms(),
+            interval_us: config.emission_interval_us(),
             config,
             origin: Instant::now(),
-            tat_ms: None,
+            tat_us: None,
         }
     }
 
@@ -82,22 +83,22 @@ impl Gcra {
         &self.config
     }
 
-    fn ms(&self, now: Instant) -> u64 {
-        millis(now.saturating_duration_since(self.origin))
+    fn us(&self, now: Instant) -> u64 {
+        micros(now.saturating_duration_since(self.origin))
     }
 
-    fn step(&self, now_ms: u64) -> GcraDecision {
-        gcra_step(self.tat_ms, now_ms, self.interval_ms, self.config.burst)
+    fn step(&self, now_us: u64) -> GcraDecision {
+        gcra_step(self.tat_us, now_us, self.interval_us, self.config.burst)
     }
 
     /// Admits a call at `now`, or says how long until one would be admitted.
     pub fn check(&mut self, now: Instant) -> Result<(), Duration> {
-        let decision = self.step(self.ms(now));
+        let decision = self.step(self.us(now));
         if decision.allowed {
-            self.tat_ms = Some(decision.tat_ms);
+            self.tat_us = Some(decision.tat);
             Ok(())
         } else {
-            Err(Duration::from_millis(decision.retry_after_ms))
+            Err(Duration::from_micros(decision.retry_after))
         }
     }
 
@@ -106,25 +107,25 @@ impl Gcra {
     /// at `now + wait` being taken. Otherwise nothing is booked and the error
     /// says how long until a call would be admitted.
     pub fn reserve(&mut self, now: Instant, deadline: Instant) -> Result<Duration, Duration> {
-        let now_ms = self.ms(now);
-        let first = self.step(now_ms);
+        let now_us = self.us(now);
+        let first = self.step(now_us);
         if first.allowed {
-            self.tat_ms = Some(first.tat_ms);
+            self.tat_us = Some(first.tat);
             return Ok(Duration::ZERO);
         }
-        let wait = Duration::from_millis(first.retry_after_ms);
+        let wait = Duration::from_micros(first.retry_after);
         if now.checked_add(wait).is_none_or(|at| at >= deadline) {
             return Err(wait);
         }
-        let booked = self.step(now_ms.saturating_add(first.retry_after_ms));
+        let booked = self.step(now_us.saturating_add(first.retry_after));
         debug_assert!(booked.allowed, "a call is admitted after its retry_after");
-        self.tat_ms = Some(booked.tat_ms);
+        self.tat_us = Some(booked.tat);
         Ok(wait)
     }
 }
 
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Quota and burst buffer settings.
@@ -266,7 +267,7 @@ mod tests {
         assert_eq!(q.rate.rate_per_sec, 50.0);
         assert_eq!(q.rate.burst, 20);
         assert_eq!(q.buffer, 1000);
-        assert_eq!(q.rate.emission_interval_ms(), 20);
+        assert_eq!(q.rate.emission_interval_us(), 20_000);
         assert_serde::<QuotaConfig>();
     }
 
@@ -277,13 +278,15 @@ mod tests {
                 rate_per_sec,
                 burst: 1,
             }
-            .emission_interval_ms()
+            .emission_interval_us()
         };
-        assert_eq!(interval(1.0), 1000);
-        assert_eq!(interval(3.0), 333);
-        assert_eq!(interval(0.5), 2000);
-        assert_eq!(interval(1000.0), 1);
-        assert_eq!(interval(5000.0), 1);
+        assert_eq!(interval(1.0), 1_000_000);
+        assert_eq!(interval(3.0), 333_333);
+        assert_eq!(interval(0.5), 2_000_000);
+        assert_eq!(interval(450.0), 2_222);
+        assert_eq!(interval(1000.0), 1_000);
+        assert_eq!(interval(5000.0), 200);
+        assert_eq!(interval(2_000_000.0), 1);
         assert_eq!(interval(0.0), 0);
         assert_eq!(interval(-1.0), 0);
         assert_eq!(interval(f64::NAN), 0);
@@ -292,10 +295,10 @@ mod tests {
 
     #[test]
     fn gcra_step_arithmetic() {
-        let allowed = |tat_ms| GcraDecision {
+        let allowed = |tat| GcraDecision {
             allowed: true,
-            tat_ms,
-            retry_after_ms: 0,
+            tat,
+            retry_after: 0,
         };
         // Interval 20 ms, burst 3, from idle at t = 1000.
         assert_eq!(gcra_step(None, 1000, 20, 3), allowed(1020));
@@ -305,16 +308,16 @@ mod tests {
             gcra_step(Some(1060), 1000, 20, 3),
             GcraDecision {
                 allowed: false,
-                tat_ms: 1060,
-                retry_after_ms: 20
+                tat: 1060,
+                retry_after: 20
             }
         );
         assert_eq!(
             gcra_step(Some(1060), 1013, 20, 3),
             GcraDecision {
                 allowed: false,
-                tat_ms: 1060,
-                retry_after_ms: 7
+                tat: 1060,
+                retry_after: 7
             }
         );
         assert_eq!(gcra_step(Some(1060), 1020, 20, 3), allowed(1080));
@@ -330,6 +333,35 @@ mod tests {
         // No overflow at the ends of the range.
         assert!(gcra_step(Some(u64::MAX), u64::MAX, u64::MAX, u32::MAX).allowed);
         assert!(!gcra_step(Some(u64::MAX), 0, 1, 1).allowed);
+    }
+
+    /// Calls admitted over ten seconds at `rate_per_sec` (burst 1), asking
+    /// as often as the limiter allows.
+    fn admitted_in_ten_seconds(rate_per_sec: f64) -> u64 {
+        let mut gcra = Gcra::new(GcraConfig {
+            rate_per_sec,
+            burst: 1,
+        });
+        let start = gcra.origin;
+        let end = start + secs(10);
+        let mut now = start;
+        let mut admitted = 0;
+        while now < end {
+            match gcra.check(now) {
+                Ok(()) => admitted += 1,
+                Err(wait) => now += wait,
+            }
+        }
+        admitted
+    }
+
+    #[test]
+    fn rates_are_kept_as_set_not_rounded_to_milliseconds() {
+        // Whole milliseconds made 450/s into 500/s (5 001 here) and capped
+        // 5 000/s at 1 000/s. One call at the start, then one per interval.
+        assert_eq!(admitted_in_ten_seconds(450.0), 4_501);
+        assert_eq!(admitted_in_ten_seconds(5_000.0), 50_000);
+        assert_eq!(admitted_in_ten_seconds(3.0), 31);
     }
 
     #[tokio::test(start_paused = true)]

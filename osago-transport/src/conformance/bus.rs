@@ -54,6 +54,7 @@ pub fn request_message(event: &RequestEvent) -> OutboxMessage {
         payload,
         created_at: Utc::now(),
         attempts: 0,
+        publish_by: Some(event.deadline_at),
     }
 }
 

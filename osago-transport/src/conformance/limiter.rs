@@ -74,3 +74,30 @@ pub async fn zero_rate_is_unlimited<L: RateLimiter + ?Sized>(limiter: &L) {
         );
     }
 }
+
+/// A rate above 1 000/s is kept, not capped at one call per millisecond:
+/// at 5 000/s with a burst of 1, the call after an admitted one is due
+/// within 200 µs.
+pub async fn rates_above_one_per_millisecond_are_kept<L: RateLimiter + ?Sized>(limiter: &L) {
+    let limit = RateLimit {
+        per_second: 5_000.0,
+        burst: 1,
+    };
+    let key = key();
+    assert_eq!(
+        limiter.check(&key, &limit).await.expect("check"),
+        Admission::Allowed
+    );
+    for _ in 0..100 {
+        match limiter.check(&key, &limit).await.expect("check") {
+            Admission::Limited { retry_after } => {
+                assert!(
+                    retry_after <= Duration::from_micros(200),
+                    "at 5 000/s the next call is due within 200 µs, not {retry_after:?}"
+                );
+                return;
+            }
+            Admission::Allowed => {}
+        }
+    }
+}

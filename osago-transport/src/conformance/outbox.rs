@@ -150,3 +150,83 @@ pub async fn creating_wakes_the_waiting_relay<S: RequestStore + OutboxStore + ?S
         "woken by the notification, not by the 20 s timeout"
     );
 }
+
+/// Dead-lettered messages go back in line on request, attempts reset.
+pub async fn dead_messages_are_requeued<S: RequestStore + OutboxStore + ?Sized>(store: &S) {
+    let (_, message) = create(store).await;
+    let claimed = store
+        .claim(10, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    store.mark_failed(message.id, 1).await.expect("mark failed");
+    assert_eq!(store.dead_count().await.expect("dead count"), 1);
+    assert_eq!(store.requeue_dead().await.expect("requeue"), 1);
+    assert_eq!(store.dead_count().await.expect("dead count"), 0);
+    let again = store
+        .claim(10, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    assert_eq!(again.iter().map(|m| m.id).collect::<Vec<_>>(), [message.id]);
+    assert_eq!(again[0].attempts, 0);
+    assert_eq!(store.requeue_dead().await.expect("requeue"), 0);
+}
+
+/// A message carries its request's deadline as `publish_by`; marked
+/// expired, it is neither claimed again nor counted dead.
+pub async fn expired_messages_are_set_aside<S: RequestStore + OutboxStore + ?Sized>(store: &S) {
+    let (summary, message) = create(store).await;
+    let claimed = store
+        .claim(10, Duration::from_millis(200))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let publish_by = claimed[0]
+        .publish_by
+        .expect("a request event has a deadline");
+    // Databases may round timestamps to microseconds.
+    assert!((publish_by - summary.deadline_at).num_milliseconds().abs() <= 1);
+    store
+        .mark_expired(&[message.id])
+        .await
+        .expect("mark expired");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(store
+        .claim(10, Duration::from_secs(60))
+        .await
+        .expect("claim")
+        .is_empty());
+    assert_eq!(store.dead_count().await.expect("dead count"), 0);
+}
+
+/// Every outbox row (it holds the request: personal data), pending, dead or
+/// expired, is deleted once `retention` has passed. `store` keeps data for
+/// `retention`.
+pub async fn outbox_rows_do_not_outlive_the_retention<S: RequestStore + OutboxStore + ?Sized>(
+    store: &S,
+    retention: Duration,
+) {
+    let (_, dead) = create(store).await;
+    let (_, expired) = create(store).await;
+    let (_, _pending) = create(store).await;
+    let claimed = store
+        .claim(2, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 2);
+    store.mark_failed(dead.id, 1).await.expect("mark failed");
+    store
+        .mark_expired(&[expired.id])
+        .await
+        .expect("mark expired");
+    tokio::time::sleep(retention + Duration::from_millis(500)).await;
+    let removed = store.purge_expired().await.expect("purge");
+    assert!(removed >= 3, "removed {removed}");
+    assert_eq!(store.dead_count().await.expect("dead count"), 0);
+    assert_eq!(store.requeue_dead().await.expect("requeue"), 0);
+    assert!(store
+        .claim(10, Duration::from_secs(60))
+        .await
+        .expect("claim")
+        .is_empty());
+}

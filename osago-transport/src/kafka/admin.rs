@@ -1,8 +1,11 @@
-//! Topic administration: creates the three topics with their cleanup policy
-//! and retention, checks existing ones and raises a retention that is too
-//! low, and reads topic configs back.
+//! Topic administration by [`TopicMode`]: create missing topics with their
+//! [`TopicSettings`](super::config::TopicSettings), verify existing ones
+//! (one line per difference: topic, setting, expected, actual), alter a
+//! retention or cleanup policy only when asked, or stay out of it; and read
+//! topic configs back.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use osago_core::outbox::Stream;
 use osago_core::ports::{PortError, PortErrorKind};
@@ -10,8 +13,10 @@ use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, ConfigResource, ConfigSource, NewTopic,
     OwnedResourceSpecifier, ResourceSpecifier, TopicReplication,
 };
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
+use super::config::TopicMode;
 use super::context::TracingContext;
 use super::{error_code, kafka_error, wire, KafkaConfig};
 
@@ -26,10 +31,67 @@ fn options(config: &KafkaConfig) -> AdminOptions {
         .operation_timeout(Some(config.request_timeout))
 }
 
-/// Creates the missing topics, then makes sure every topic has
-/// `cleanup.policy=delete` and at least the configured retention, fixing
-/// what is off (with a warning). An error names the topic it is about.
+/// One way a topic differs from its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mismatch {
+    topic: String,
+    setting: &'static str,
+    expected: String,
+    actual: String,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "topic {}: {} expected {}, actual {}",
+            self.topic, self.setting, self.expected, self.actual
+        )
+    }
+}
+
+/// Does what `config.topic_mode` says (see [`TopicMode`]).
 pub(crate) async fn ensure_topics(
+    admin: &AdminClient<TracingContext>,
+    producer: &FutureProducer<TracingContext>,
+    config: &KafkaConfig,
+) -> Result<(), PortError> {
+    let mode = config.topic_mode;
+    if mode == TopicMode::Off {
+        tracing::info!("topic management is off: the topics are not checked");
+        return Ok(());
+    }
+    if mode != TopicMode::Verify {
+        create_missing(admin, config).await?;
+    }
+    let mismatches = mismatches(admin, producer, config).await?;
+    if mismatches.is_empty() {
+        return Ok(());
+    }
+    match mode {
+        TopicMode::Verify => {
+            let lines: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
+            Err(PortError::new(
+                PortErrorKind::Misconfigured,
+                format!(
+                    "the topics differ from their settings (topic mode verify):\n{}",
+                    lines.join("\n")
+                ),
+            ))
+        }
+        TopicMode::Create => {
+            for m in &mismatches {
+                tracing::warn!(topic = %m.topic, setting = m.setting, expected = %m.expected, actual = %m.actual, "topic differs from its settings; left as it is (topic mode create)");
+            }
+            Ok(())
+        }
+        TopicMode::Alter => alter_retention(admin, config, &mismatches).await,
+        TopicMode::Off => Ok(()),
+    }
+}
+
+/// Creates the topics that do not exist yet, with their settings.
+async fn create_missing(
     admin: &AdminClient<TracingContext>,
     config: &KafkaConfig,
 ) -> Result<(), PortError> {
@@ -37,15 +99,15 @@ pub(crate) async fn ensure_topics(
         .iter()
         .map(|s| config.retention_ms(*s).to_string())
         .collect();
-    let replication = i32::from(config.replication);
     let new_topics: Vec<NewTopic<'_>> = STREAMS
         .iter()
         .zip(&retention)
         .map(|(s, retention)| {
+            let settings = config.topic_settings(*s);
             NewTopic::new(
                 config.topic(*s),
-                config.partitions,
-                TopicReplication::Fixed(replication),
+                settings.partitions,
+                TopicReplication::Fixed(i32::from(settings.replication)),
             )
             .set("cleanup.policy", "delete")
             .set("retention.ms", retention)
@@ -69,42 +131,153 @@ pub(crate) async fn ensure_topics(
             }
         }
     }
+    Ok(())
+}
 
-    let described = describe(admin, config).await?;
-    let mut fixes = Vec::new();
+/// Partitions and replication factor of each existing topic of ours, from
+/// the brokers' metadata for all topics (asking for one topic by name may
+/// have the broker auto-create it).
+async fn layouts(
+    producer: &FutureProducer<TracingContext>,
+    config: &KafkaConfig,
+) -> Result<BTreeMap<String, (i32, usize)>, PortError> {
+    let producer = producer.clone();
+    let timeout = config.request_timeout;
+    let ours: Vec<String> = STREAMS
+        .iter()
+        .map(|s| config.topic(*s).to_owned())
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let metadata = producer
+            .client()
+            .fetch_metadata(None, timeout)
+            .map_err(|e| kafka_error("reading topic metadata failed", e))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| ours.iter().any(|o| o == t.name()))
+            .map(|t| {
+                let partitions = i32::try_from(t.partitions().len()).unwrap_or(i32::MAX);
+                let replication = t
+                    .partitions()
+                    .iter()
+                    .map(|p| p.replicas().len())
+                    .min()
+                    .unwrap_or(0);
+                (t.name().to_owned(), (partitions, replication))
+            })
+            .collect())
+    })
+    .await
+    .map_err(|_| {
+        PortError::new(
+            PortErrorKind::Unavailable,
+            "reading topic metadata panicked",
+        )
+    })?
+}
+
+/// Every way the topics differ from their settings.
+async fn mismatches(
+    admin: &AdminClient<TracingContext>,
+    producer: &FutureProducer<TracingContext>,
+    config: &KafkaConfig,
+) -> Result<Vec<Mismatch>, PortError> {
+    let layouts = layouts(producer, config).await?;
+    let existing: Vec<Stream> = STREAMS
+        .into_iter()
+        .filter(|s| layouts.contains_key(config.topic(*s)))
+        .collect();
+    let described = describe(admin, config, &existing).await?;
+    let mut out = Vec::new();
     for stream in STREAMS {
         let topic = config.topic(stream);
+        let settings = config.topic_settings(stream);
+        let mismatch = |setting, expected: String, actual: String| Mismatch {
+            topic: topic.to_owned(),
+            setting,
+            expected,
+            actual,
+        };
+        let Some((partitions, replication)) = layouts.get(topic) else {
+            out.push(mismatch("existence", "a topic".into(), "missing".into()));
+            continue;
+        };
+        if *partitions != settings.partitions {
+            out.push(mismatch(
+                "partitions",
+                settings.partitions.to_string(),
+                partitions.to_string(),
+            ));
+        }
+        if settings.replication > 0 && *replication != settings.replication as usize {
+            out.push(mismatch(
+                "replication factor",
+                settings.replication.to_string(),
+                replication.to_string(),
+            ));
+        }
         let resource = described
             .iter()
             .find(|r| matches!(&r.specifier, OwnedResourceSpecifier::Topic(t) if t == topic));
         let Some(resource) = resource else {
-            return Err(PortError::new(
-                PortErrorKind::Unavailable,
-                format!("the broker described no config of topic {topic}"),
+            out.push(mismatch(
+                "config",
+                "described".into(),
+                "not described by the broker".into(),
             ));
-        };
-        let wanted = config.retention_ms(stream);
-        let policy = value(resource, "cleanup.policy");
-        let retention = value(resource, "retention.ms").and_then(|v| v.parse::<i64>().ok());
-        // No value reported means the broker default, which is `delete`.
-        let policy_ok = policy.is_none_or(|p| p == "delete");
-        let retention_ok = retention.is_some_and(|r| r < 0 || r >= wanted);
-        if policy_ok && retention_ok {
             continue;
+        };
+        // No value reported means the broker default, which is `delete`.
+        let policy = value(resource, "cleanup.policy").unwrap_or("delete");
+        if policy != "delete" {
+            out.push(mismatch(
+                "cleanup.policy",
+                "delete".into(),
+                policy.to_owned(),
+            ));
         }
-        tracing::warn!(
-            topic,
-            cleanup_policy = policy.unwrap_or("unset"),
-            retention_ms = retention.unwrap_or(0),
-            required_retention_ms = wanted,
-            "topic config is off; altering it"
-        );
-        fixes.push((topic, resource, wanted));
+        let retention = value(resource, "retention.ms");
+        if retention.and_then(|r| r.parse::<i64>().ok()) != Some(settings.retention_ms) {
+            out.push(mismatch(
+                "retention.ms",
+                settings.retention_ms.to_string(),
+                retention.unwrap_or("unset").to_owned(),
+            ));
+        }
     }
-    if fixes.is_empty() {
+    Ok(out)
+}
+
+/// Alter mode: sets the cleanup policy and retention of every topic where
+/// they differ (partitions and replication are reported, never changed),
+/// then reads them back.
+async fn alter_retention(
+    admin: &AdminClient<TracingContext>,
+    config: &KafkaConfig,
+    mismatches: &[Mismatch],
+) -> Result<(), PortError> {
+    for m in mismatches {
+        tracing::warn!(topic = %m.topic, setting = m.setting, expected = %m.expected, actual = %m.actual, "topic differs from its settings");
+    }
+    let streams: Vec<Stream> = STREAMS
+        .into_iter()
+        .filter(|s| {
+            mismatches.iter().any(|m| {
+                m.topic == config.topic(*s)
+                    && matches!(m.setting, "cleanup.policy" | "retention.ms")
+            })
+        })
+        .collect();
+    if streams.is_empty() {
         return Ok(());
     }
-
+    let described = describe(admin, config, &streams).await?;
+    let fixes: Vec<(&str, &ConfigResource, i64)> = streams
+        .iter()
+        .zip(&described)
+        .map(|(s, resource)| (config.topic(*s), resource, config.retention_ms(*s)))
+        .collect();
     alter(admin, config, &fixes).await?;
 
     // Trust the broker, not the call: read the fixed configs back.
@@ -115,22 +288,16 @@ pub(crate) async fn ensure_topics(
             .and_then(|e| e.get("retention.ms"))
             .and_then(|v| v.parse::<i64>().ok());
         let policy = entries.and_then(|e| e.get("cleanup.policy"));
-        if !retention.is_some_and(|r| r < 0 || r >= *wanted)
-            || policy.is_some_and(|p| p != "delete")
-        {
+        if retention != Some(*wanted) || policy.is_some_and(|p| p != "delete") {
             return Err(PortError::new(
-                PortErrorKind::Unavailable,
+                PortErrorKind::Misconfigured,
                 format!(
-                    "topic {topic} keeps retention.ms {} (at least {wanted} required) or a cleanup policy other than delete",
+                    "topic {topic} keeps retention.ms {} ({wanted} set) or a cleanup policy other than delete",
                     retention.unwrap_or(0)
                 ),
             ));
         }
-        tracing::info!(
-            topic,
-            retention_ms = retention.unwrap_or(0),
-            "topic config fixed"
-        );
+        tracing::info!(topic, retention_ms = wanted, "topic config altered");
     }
     Ok(())
 }
@@ -219,8 +386,12 @@ fn value<'a>(resource: &'a ConfigResource, name: &str) -> Option<&'a str> {
 async fn describe(
     admin: &AdminClient<TracingContext>,
     config: &KafkaConfig,
+    streams: &[Stream],
 ) -> Result<Vec<ConfigResource>, PortError> {
-    let specifiers: Vec<ResourceSpecifier<'_>> = STREAMS
+    if streams.is_empty() {
+        return Ok(Vec::new());
+    }
+    let specifiers: Vec<ResourceSpecifier<'_>> = streams
         .iter()
         .map(|s| ResourceSpecifier::Topic(config.topic(*s)))
         .collect();
@@ -248,7 +419,7 @@ pub(crate) async fn topic_configs(
     config: &KafkaConfig,
 ) -> Result<TopicConfigs, PortError> {
     let mut out = TopicConfigs::new();
-    for resource in describe(admin, config).await? {
+    for resource in describe(admin, config, &STREAMS).await? {
         let OwnedResourceSpecifier::Topic(topic) = resource.specifier else {
             continue;
         };

@@ -1,17 +1,109 @@
 //! Settings of the Kafka adapter. This is the only place the topic names
 //! live.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use osago_core::outbox::Stream;
 use serde::{Deserialize, Serialize};
 
-/// Three days in milliseconds: the least retention of the request and quote
-/// topics.
+/// Three days in milliseconds: the default retention of the request and
+/// quote topics.
 pub const THREE_DAYS_MS: i64 = 3 * 24 * 60 * 60 * 1000;
 
-/// Seven days in milliseconds: the least retention of the error topic.
+/// Seven days in milliseconds: the default retention of the error topic.
 pub const SEVEN_DAYS_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// What the adapter does about its topics when it connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TopicMode {
+    /// Creates a missing topic with its [`TopicSettings`]; an existing topic
+    /// is left as it is, each difference logged as a warning. Needs the
+    /// Create (and Describe) right. The default.
+    #[default]
+    Create,
+    /// Creates nothing and alters nothing: every topic must exist with its
+    /// settings, and each difference fails the start with one line
+    /// (topic, setting, expected, actual). Needs Describe rights only.
+    Verify,
+    /// As `create`, and an existing topic whose cleanup policy or retention
+    /// differs is altered to match (needs the Alter right). Partitions and
+    /// replication are never changed.
+    Alter,
+    /// No admin call at all: the topics are someone else's business.
+    Off,
+}
+
+impl std::str::FromStr for TopicMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "create" => Ok(Self::Create),
+            "verify" => Ok(Self::Verify),
+            "alter" => Ok(Self::Alter),
+            "off" => Ok(Self::Off),
+            other => Err(format!(
+                "{other:?} is not a topic mode: create, verify, alter or off"
+            )),
+        }
+    }
+}
+
+pub use crate::resolve::is_secret_property;
+
+/// librdkafka properties passed through to every client. Its `Debug`
+/// redacts the value of every secret ([`is_secret_property`]).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Properties(pub BTreeMap<String, String>);
+
+impl Properties {
+    /// Each property, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter()
+    }
+
+    /// Sets a property.
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(key.into(), value.into());
+    }
+
+    /// Key and value as shown to people: secrets as `<redacted>`.
+    pub fn redacted(&self) -> BTreeMap<&str, &str> {
+        self.0
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_property(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), shown)
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.redacted()).finish()
+    }
+}
+
+/// How one topic is to be: created so, verified against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSettings {
+    /// Partitions.
+    pub partitions: i32,
+    /// Replication factor; -1: the broker's `default.replication.factor`
+    /// (Kafka 2.4 and later), and not verified.
+    pub replication: i16,
+    /// `retention.ms` (positive: "forever" is refused, the topics carry
+    /// personal data or data linked to it).
+    pub retention_ms: i64,
+}
 
 /// Settings of [`KafkaBus`](super::KafkaBus).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,16 +119,20 @@ pub struct KafkaConfig {
     pub quotes: String,
     /// The error topic (key: `request_id:insurer_id`).
     pub errors: String,
-    /// Partitions of each topic when this adapter creates it.
-    pub partitions: i32,
-    /// Replication factor of each topic when this adapter creates it.
-    pub replication: i16,
-    /// Least `retention.ms` of the request topic.
-    pub requests_retention_ms: i64,
-    /// Least `retention.ms` of the quote topic.
-    pub quotes_retention_ms: i64,
-    /// Least `retention.ms` of the error topic.
-    pub errors_retention_ms: i64,
+    /// What to do about the topics at connect.
+    pub topic_mode: TopicMode,
+    /// The request topic's settings (it carries personal data: its
+    /// retention is core-app's personal-data retention).
+    pub requests_topic: TopicSettings,
+    /// The quote topic's settings.
+    pub quotes_topic: TopicSettings,
+    /// The error topic's settings.
+    pub errors_topic: TopicSettings,
+    /// librdkafka properties set on every client after ours (TLS, SASL,
+    /// anything `kcat -X` takes): `security.protocol`, `sasl.mechanisms`,
+    /// `sasl.username`, `sasl.password`, `ssl.ca.location`, ...
+    #[serde(default)]
+    pub properties: Properties,
     /// Bound of one admin or metadata call, and of waiting for room in the
     /// producer queue.
     #[serde(with = "millis")]
@@ -75,11 +171,23 @@ impl Default for KafkaConfig {
             requests: "osago.requests.v1".into(),
             quotes: "osago.quotes.v1".into(),
             errors: "osago.errors.v1".into(),
-            partitions: 12,
-            replication: 1,
-            requests_retention_ms: THREE_DAYS_MS,
-            quotes_retention_ms: THREE_DAYS_MS,
-            errors_retention_ms: SEVEN_DAYS_MS,
+            topic_mode: TopicMode::Create,
+            requests_topic: TopicSettings {
+                partitions: 12,
+                replication: 1,
+                retention_ms: THREE_DAYS_MS,
+            },
+            quotes_topic: TopicSettings {
+                partitions: 12,
+                replication: 1,
+                retention_ms: THREE_DAYS_MS,
+            },
+            errors_topic: TopicSettings {
+                partitions: 12,
+                replication: 1,
+                retention_ms: SEVEN_DAYS_MS,
+            },
+            properties: Properties::default(),
             request_timeout: Duration::from_secs(10),
             delivery_timeout: Duration::from_secs(30),
             commit_interval: Duration::from_millis(100),
@@ -115,13 +223,27 @@ impl KafkaConfig {
             .find(|s| self.topic(*s) == topic)
     }
 
-    /// The least retention of a stream's topic, in milliseconds.
-    pub fn retention_ms(&self, stream: Stream) -> i64 {
+    /// The settings of a stream's topic.
+    pub fn topic_settings(&self, stream: Stream) -> &TopicSettings {
         match stream {
-            Stream::Requests => self.requests_retention_ms,
-            Stream::Quotes => self.quotes_retention_ms,
-            Stream::Errors => self.errors_retention_ms,
+            Stream::Requests => &self.requests_topic,
+            Stream::Quotes => &self.quotes_topic,
+            Stream::Errors => &self.errors_topic,
         }
+    }
+
+    /// The settings of a stream's topic, to change.
+    pub fn topic_settings_mut(&mut self, stream: Stream) -> &mut TopicSettings {
+        match stream {
+            Stream::Requests => &mut self.requests_topic,
+            Stream::Quotes => &mut self.quotes_topic,
+            Stream::Errors => &mut self.errors_topic,
+        }
+    }
+
+    /// The retention of a stream's topic, in milliseconds.
+    pub fn retention_ms(&self, stream: Stream) -> i64 {
+        self.topic_settings(stream).retention_ms
     }
 }
 
@@ -153,10 +275,31 @@ mod tests {
         assert_eq!(c.retention_ms(Stream::Requests), 259_200_000);
         assert_eq!(c.retention_ms(Stream::Quotes), 259_200_000);
         assert_eq!(c.retention_ms(Stream::Errors), 604_800_000);
-        assert_eq!(c.partitions, 12);
+        assert_eq!(c.requests_topic.partitions, 12);
+        assert_eq!(c.topic_mode, TopicMode::Create);
         assert_eq!(c.commit_interval, Duration::from_millis(100));
         assert_eq!(c.stream_of("osago.errors.v1"), Some(Stream::Errors));
         assert_eq!(c.stream_of("other"), None);
+    }
+
+    #[test]
+    fn secrets_in_properties_are_never_printed() {
+        let mut c = KafkaConfig::default();
+        c.properties.set("security.protocol", "SASL_SSL");
+        c.properties.set("sasl.mechanisms", "SCRAM-SHA-512");
+        c.properties.set("sasl.username", "osago");
+        c.properties.set("sasl.password", "hunter2");
+        c.properties.set("ssl.key.password", "k3y-pass");
+        c.properties
+            .set("ssl.key.pem", "-----BEGIN PRIVATE KEY-----");
+        c.properties.set("ssl.ca.location", "/etc/ca.pem");
+        let shown = format!("{c:?}");
+        for secret in ["hunter2", "k3y-pass", "BEGIN PRIVATE KEY"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        for kept in ["SASL_SSL", "SCRAM-SHA-512", "osago", "/etc/ca.pem"] {
+            assert!(shown.contains(kept), "{kept} not in {shown}");
+        }
     }
 
     #[test]

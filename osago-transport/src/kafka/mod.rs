@@ -1,9 +1,11 @@
 //! Kafka adapter (rdkafka): the three topics behind the bus ports.
 //!
-//! - [`KafkaBus::connect`] creates the topics (`cleanup.policy=delete`,
-//!   retention from [`KafkaConfig`]), fixes the config of existing ones whose
-//!   retention is too low, and builds one shared idempotent producer tuned
-//!   for latency (`linger.ms=0`, Nagle off, `acks=all`).
+//! - [`KafkaBus::connect`] manages the topics as [`TopicMode`] says
+//!   (create the missing ones, verify, alter only when asked, or nothing),
+//!   and builds one shared idempotent producer tuned for latency
+//!   (`linger.ms=0`, Nagle off, `acks=all`). Every client starts from
+//!   [`client_config`], which carries any librdkafka property given
+//!   (TLS, SASL).
 //! - [`EventPublisher`] and [`QuoteSink`] publish and wait for the delivery
 //!   report: a message is on the broker when `publish` returns.
 //! - [`RequestSource`] and [`OutcomeSource`] are consumer-group
@@ -42,7 +44,10 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
 
-pub use config::{KafkaConfig, SEVEN_DAYS_MS, THREE_DAYS_MS};
+pub use config::{
+    is_secret_property, KafkaConfig, Properties, TopicMode, TopicSettings, SEVEN_DAYS_MS,
+    THREE_DAYS_MS,
+};
 
 use crate::codec;
 use context::TracingContext;
@@ -59,22 +64,79 @@ struct Inner {
     config: KafkaConfig,
     /// Settings every client shares (brokers, client id, sockets).
     client: ClientConfig,
+    /// The producer's settings, to build a new one after a fatal error.
+    producer_config: ClientConfig,
     /// Dropping them joins their threads and flushes: off the runtime.
     clients: OffloadDrop<Clients>,
 }
 
 struct Clients {
-    producer: FutureProducer<TracingContext>,
+    /// Replaced when it hits a fatal error (see [`Inner::renew_producer`]).
+    producer: std::sync::RwLock<FutureProducer<TracingContext>>,
     admin: AdminClient<TracingContext>,
 }
 
 impl Inner {
-    fn producer(&self) -> &FutureProducer<TracingContext> {
-        &self.clients.get().producer
+    /// The current producer (a clone shares it).
+    fn producer(&self) -> FutureProducer<TracingContext> {
+        self.clients
+            .get()
+            .producer
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn admin(&self) -> &AdminClient<TracingContext> {
         &self.clients.get().admin
+    }
+
+    /// A producer that is fenced or in a fatal state fails every later
+    /// publish, and librdkafka cannot leave that state by itself: an
+    /// idempotent producer whose messages timed out (a broker outage longer
+    /// than `delivery_timeout`) bumps its epoch, and tansu 0.6.0 answers
+    /// every later batch with `ProducerFenced`. Such a producer is replaced
+    /// by a new one (a new producer id), once, by whoever sees it first;
+    /// the old one is closed off the runtime.
+    fn renew_producer(&self, failed: &FutureProducer<TracingContext>, err: &KafkaError) {
+        let fenced = matches!(
+            error_code(err),
+            Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+        );
+        let Some((code, reason)) = failed
+            .client()
+            .fatal_error()
+            .or_else(|| fenced.then(|| (error_code(err).expect("fenced"), err.to_string())))
+        else {
+            return;
+        };
+        let mut current = self
+            .clients
+            .get()
+            .producer
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.client().native_ptr() != failed.client().native_ptr() {
+            return; // someone renewed it already
+        }
+        match self
+            .producer_config
+            .create_with_context::<_, FutureProducer<TracingContext>>(TracingContext)
+        {
+            Ok(fresh) => {
+                tracing::error!(
+                    ?code,
+                    reason,
+                    "the producer is fenced or failed fatally; replaced by a new one"
+                );
+                let old = std::mem::replace(&mut *current, fresh);
+                drop(current);
+                detach("kafka-close", move || drop(old));
+            }
+            Err(err) => {
+                tracing::error!(?code, reason, error = %err, "the producer is fenced or failed fatally, and a new one cannot be built");
+            }
+        }
     }
 }
 
@@ -95,15 +157,7 @@ impl KafkaBus {
     /// broker fails within `request_timeout`), and builds the shared
     /// producer.
     pub async fn connect(config: KafkaConfig) -> Result<KafkaBus, PortError> {
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &config.bootstrap)
-            .set("client.id", &config.client_id)
-            .set("socket.nagle.disable", "true")
-            .set(
-                "socket.timeout.ms",
-                config.request_timeout.as_millis().max(10).to_string(),
-            );
+        let client = client_config(&config);
 
         let admin: AdminClient<TracingContext> = client
             .create_with_context(TracingContext)
@@ -123,6 +177,9 @@ impl KafkaBus {
                 "request.timeout.ms",
                 config.request_timeout.as_millis().max(1).to_string(),
             );
+        for (key, value) in config.properties.iter() {
+            producer_config.set(key, value);
+        }
         let producer: FutureProducer<TracingContext> = producer_config
             .create_with_context(TracingContext)
             .map_err(|e| kafka_error("creating the producer failed", e))?;
@@ -131,12 +188,16 @@ impl KafkaBus {
             inner: Arc::new(Inner {
                 config,
                 client,
-                clients: OffloadDrop::new(Clients { producer, admin }),
+                producer_config,
+                clients: OffloadDrop::new(Clients {
+                    producer: std::sync::RwLock::new(producer),
+                    admin,
+                }),
             }),
         };
         // Topics first: a metadata request for a missing topic may have the
         // broker auto-create it with its defaults (one partition).
-        admin::ensure_topics(bus.inner.admin(), &bus.inner.config).await?;
+        admin::ensure_topics(bus.inner.admin(), &bus.inner.producer(), &bus.inner.config).await?;
         tracing::info!(bootstrap = %bus.inner.config.bootstrap, "kafka bus connected");
         Ok(bus)
     }
@@ -157,7 +218,7 @@ impl KafkaBus {
     /// Health: a metadata round trip to the brokers, bounded by
     /// `request_timeout`.
     pub async fn ping(&self) -> Result<(), PortError> {
-        let producer = self.inner.producer().clone();
+        let producer = self.inner.producer();
         let timeout = self.inner.config.request_timeout;
         let topic = self.inner.config.requests.clone();
         tokio::task::spawn_blocking(move || {
@@ -175,9 +236,8 @@ impl KafkaBus {
     async fn send(&self, stream: Stream, key: &str, payload: &[u8]) -> Result<(), PortError> {
         let topic = self.inner.config.topic(stream);
         let record = FutureRecord::to(topic).key(key).payload(payload);
-        match self
-            .inner
-            .producer()
+        let producer = self.inner.producer();
+        match producer
             .send(record, Timeout::After(self.inner.config.request_timeout))
             .await
         {
@@ -193,6 +253,7 @@ impl KafkaBus {
             }
             Err((err, _message)) => {
                 tracing::warn!(topic, key, error = %err, "publish failed");
+                self.inner.renew_producer(&producer, &err);
                 Err(kafka_error("publishing failed", err))
             }
         }
@@ -213,6 +274,26 @@ impl KafkaBus {
 
 /// Maps a client error to a port error: timeouts to `Timeout`, everything
 /// else to `Unavailable`.
+/// The settings every client of the bus starts from: brokers, client id,
+/// sockets, then [`KafkaConfig::properties`] (TLS, SASL, any librdkafka
+/// property), which win over ours. Consumers and the producer add their own
+/// on top.
+pub fn client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.bootstrap)
+        .set("client.id", &config.client_id)
+        .set("socket.nagle.disable", "true")
+        .set(
+            "socket.timeout.ms",
+            config.request_timeout.as_millis().max(10).to_string(),
+        );
+    for (key, value) in config.properties.iter() {
+        client.set(key, value);
+    }
+    client
+}
+
 pub(crate) fn kafka_error(context: &str, err: KafkaError) -> PortError {
     let kind = match error_code(&err) {
         Some(

@@ -37,20 +37,20 @@ impl MemoryRateLimiter {
 #[async_trait]
 impl RateLimiter for MemoryRateLimiter {
     async fn check(&self, key: &str, limit: &RateLimit) -> Result<Admission, PortError> {
-        let interval = limit.emission_interval_ms();
+        let interval = limit.emission_interval_us();
         if interval == 0 {
             return Ok(Admission::Allowed);
         }
-        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        let now_us = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
         let mut tats = self.tats.lock().expect("limiter lock");
-        let decision = gcra_step(tats.get(key).copied(), now_ms, interval, limit.burst);
+        let decision = gcra_step(tats.get(key).copied(), now_us, interval, limit.burst);
         if !decision.allowed {
             return Ok(Admission::Limited {
-                retry_after: Duration::from_millis(decision.retry_after_ms),
+                retry_after: Duration::from_micros(decision.retry_after),
             });
         }
-        let ttl = Duration::from_millis(decision.tat_ms.saturating_sub(now_ms).max(1));
-        tats.insert(key.to_owned(), decision.tat_ms, ttl);
+        let ttl = Duration::from_micros(decision.tat.saturating_sub(now_us).max(1));
+        tats.insert(key.to_owned(), decision.tat, ttl);
         Ok(Admission::Allowed)
     }
 }

@@ -141,6 +141,10 @@ impl StateStore for MemoryStateStore {
 #[derive(Debug)]
 struct OutboxEntry {
     message: OutboxMessage,
+    /// When it was enqueued: it is deleted `retention` later, whatever its
+    /// state (it holds personal data).
+    enqueued: Instant,
+    expired: bool,
     claimed_until: Option<Instant>,
     dead: bool,
 }
@@ -200,6 +204,8 @@ impl RequestStore for MemoryRequestStore {
                 key,
                 OutboxEntry {
                     message: message.clone(),
+                    enqueued: Instant::now(),
+                    expired: false,
                     claimed_until: None,
                     dead: false,
                 },
@@ -214,6 +220,24 @@ impl RequestStore for MemoryRequestStore {
         let inner = self.inner.lock().expect("requests lock");
         Ok(inner.requests.get(request_id).map(|(s, _)| s.clone()))
     }
+
+    /// Requests expire by themselves; outbox messages (personal data) past
+    /// retention are deleted here, whatever their state.
+    async fn purge_expired(&self) -> Result<u64, PortError> {
+        let now = Instant::now();
+        let mut inner = self.inner.lock().expect("requests lock");
+        let old: Vec<_> = inner
+            .outbox
+            .iter()
+            .filter(|(_, e)| e.enqueued + self.retention <= now)
+            .map(|(key, e)| (*key, e.message.id))
+            .collect();
+        for (key, id) in &old {
+            inner.outbox.remove(key);
+            inner.index.remove(id);
+        }
+        Ok(old.len() as u64)
+    }
 }
 
 #[async_trait]
@@ -226,7 +250,7 @@ impl OutboxStore for MemoryRequestStore {
             if out.len() >= limit {
                 break;
             }
-            if entry.dead || entry.claimed_until.is_some_and(|until| until > now) {
+            if entry.dead || entry.expired || entry.claimed_until.is_some_and(|until| until > now) {
                 continue;
             }
             entry.claimed_until = Some(now + lease);
@@ -256,6 +280,38 @@ impl OutboxStore for MemoryRequestStore {
             entry.dead = entry.message.attempts >= dead_after;
         }
         Ok(())
+    }
+
+    async fn mark_expired(&self, ids: &[Uuid]) -> Result<(), PortError> {
+        let mut inner = self.inner.lock().expect("requests lock");
+        for id in ids {
+            let Some(key) = inner.index.get(id).copied() else {
+                continue;
+            };
+            if let Some(entry) = inner.outbox.get_mut(&key) {
+                entry.expired = true;
+                entry.claimed_until = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn requeue_dead(&self) -> Result<u64, PortError> {
+        let requeued = {
+            let mut inner = self.inner.lock().expect("requests lock");
+            let mut requeued = 0;
+            for entry in inner.outbox.values_mut().filter(|e| e.dead) {
+                entry.dead = false;
+                entry.message.attempts = 0;
+                entry.claimed_until = None;
+                requeued += 1;
+            }
+            requeued
+        };
+        if requeued > 0 {
+            self.notify.notify_one();
+        }
+        Ok(requeued)
     }
 
     async fn wait_for_work(&self, max_wait: Duration) {

@@ -198,6 +198,7 @@ impl RequestStore for PostgresStore {
             .bind(&message.key)
             .bind(&message.payload)
             .bind(message.created_at)
+            .bind(message.publish_by)
             .execute(&mut *tx)
             .await
             .map_err(unavailable("outbox insert"))?;
@@ -225,6 +226,7 @@ impl RequestStore for PostgresStore {
 
     async fn purge_expired(&self) -> Result<u64, PortError> {
         let removed: i64 = sqlx::query_scalar(include_str!("sql/purge_expired.sql"))
+            .bind(self.config.retention.as_secs_f64())
             .fetch_one(&self.pool)
             .await
             .map_err(unavailable("purge"))?;
@@ -255,6 +257,7 @@ impl OutboxStore for PostgresStore {
                     payload: row.try_get("payload").map_err(unavailable("decode"))?,
                     created_at: row.try_get("created_at").map_err(unavailable("decode"))?,
                     attempts: attempts.max(0) as u32,
+                    publish_by: row.try_get("publish_by").map_err(unavailable("decode"))?,
                 },
             ));
         }
@@ -279,6 +282,23 @@ impl OutboxStore for PostgresStore {
             .await
             .map(|_| ())
             .map_err(unavailable("outbox failure update"))
+    }
+
+    async fn mark_expired(&self, ids: &[Uuid]) -> Result<(), PortError> {
+        sqlx::query(include_str!("sql/expire_outbox.sql"))
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable("outbox expiry update"))
+    }
+
+    async fn requeue_dead(&self) -> Result<u64, PortError> {
+        let requeued: i64 = sqlx::query_scalar(include_str!("sql/requeue_dead.sql"))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable("outbox requeue"))?;
+        Ok(requeued.max(0) as u64)
     }
 
     async fn wait_for_work(&self, max_wait: Duration) {

@@ -421,8 +421,8 @@ fn pool_error(op: &'static str, e: PoolError) -> PortError {
 }
 
 /// GCRA in one atomic script, the arithmetic of
-/// [`gcra_step`](osago_core::ratelimit::gcra_step) on the server's clock
-/// (`TIME`), so every instance shares one limit per key. The TAT key lives
+/// [`gcra_step`](osago_core::ratelimit::gcra_step) in microseconds on the
+/// server's clock (`TIME`), so every instance shares one limit per key. The TAT key lives
 /// exactly as long as it matters (`PX tat - now`).
 static GCRA_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("lua/gcra.lua")));
@@ -435,7 +435,7 @@ impl osago_core::ports::RateLimiter for ValkeyStore {
         limit: &osago_core::ratelimit::RateLimit,
     ) -> Result<osago_core::ratelimit::Admission, PortError> {
         use osago_core::ratelimit::Admission;
-        let interval = limit.emission_interval_ms();
+        let interval = limit.emission_interval_us();
         if interval == 0 {
             return Ok(Admission::Allowed);
         }
@@ -443,12 +443,12 @@ impl osago_core::ports::RateLimiter for ValkeyStore {
         cmd.key(format!("{KEY_PREFIX}rl:{{{key}}}"))
             .arg(interval)
             .arg(limit.burst);
-        let (allowed, retry_after_ms): (i64, i64) = self.invoke("rate limit", &cmd).await?;
+        let (allowed, retry_after_us): (i64, i64) = self.invoke("rate limit", &cmd).await?;
         Ok(if allowed == 1 {
             Admission::Allowed
         } else {
             Admission::Limited {
-                retry_after: Duration::from_millis(retry_after_ms.max(1) as u64),
+                retry_after: Duration::from_micros(retry_after_us.max(1) as u64),
             }
         })
     }

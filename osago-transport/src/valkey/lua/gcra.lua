@@ -1,5 +1,5 @@
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = math.max(tonumber(ARGV[2]), 1)
 local stored = redis.call('GET', KEYS[1])
@@ -10,5 +10,5 @@ local allow_at = new_tat - interval * burst
 if now < allow_at then
   return {0, allow_at - now}
 end
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.max(new_tat - now, 1))
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.max(math.ceil((new_tat - now) / 1000), 1))
 return {1, 0}
