@@ -6,6 +6,9 @@
 #   or $OSAGO_PG_BIN; as root, also the `postgres` user to run it as;
 # - Valkey or Redis: valkey-server or redis-server (Debian: redis-server),
 #   or $OSAGO_VALKEY_BIN;
+# - stunnel (Debian: stunnel4), the TLS terminator of the TLS tests;
+# - OpenSSL headers (Debian: libssl-dev, pkg-config): librdkafka is built
+#   with TLS and SASL;
 # - tansu 0.6.0 (Kafka protocol) with in-memory and SQLite storage, built
 #   from crates.io into $HOME/.cache/osago/tansu-0.6.0-libsql, or
 #   $OSAGO_TANSU_BIN.
@@ -77,6 +80,14 @@ fi
 if ! have_valkey; then
     missing+=(redis-server)
 fi
+# The TLS tests put stunnel in front of the broker and an insurer.
+if ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; then
+    missing+=(stunnel4)
+fi
+# librdkafka is built with OpenSSL (TLS and SASL/SCRAM to managed Kafka).
+if ! pkg-config --exists openssl 2>/dev/null; then
+    missing+=(libssl-dev pkg-config)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
     if is_root && command -v apt-get >/dev/null; then
         say "installing ${missing[*]} with apt-get"
@@ -93,7 +104,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
         say "missing ${missing[*]}: install them (Debian/Ubuntu: sudo apt-get install -y ${missing[*]}), or point OSAGO_PG_BIN / OSAGO_VALKEY_BIN at the binaries"
         exit 1
     fi
-    if ! have_postgres || ! have_psql || ! have_valkey || { $bench && ! have_nchan; }; then
+    if ! have_postgres || ! have_psql || ! have_valkey || { $bench && ! have_nchan; } \
+        || ! { command -v stunnel4 >/dev/null || command -v stunnel >/dev/null; } \
+        || ! pkg-config --exists openssl 2>/dev/null; then
         say "${missing[*]} installed but the binaries are still not found"
         exit 1
     fi

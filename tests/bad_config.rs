@@ -75,7 +75,7 @@ fn aggregator_checks_per_insurer_policies() {
         "aggregator",
         &[
             "--insurer",
-            "alfa=http://127.0.0.1:9",
+            "alfa=https://127.0.0.1:9",
             "--insurer-socket-timeout",
             "alfa=0s",
             "--insurer-socket-timeout",
@@ -114,11 +114,36 @@ fn a_kafka_bus_needs_durable_stores() {
             "--state",
             "memory://",
             "--insurer",
-            "a=http://127.0.0.1:9/",
+            "a=https://127.0.0.1:9/",
         ],
     );
     assert_eq!(code, Some(64), "{lines:?}");
     assert_eq!(lines.len(), 1, "{lines:?}");
+}
+
+#[test]
+fn plain_http_insurers_need_an_explicit_setting() {
+    let (code, lines) = run("aggregator", &["--insurer", "alfa=http://127.0.0.1:9/"]);
+    assert_eq!(code, Some(64), "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("--allow-plain-http"), "{lines:?}");
+    let (code, lines) = run(
+        "aggregator",
+        &[
+            "--insurer",
+            "alfa=https://127.0.0.1:9/",
+            "--insurer-header",
+            "alfa=Authorization",
+            "--insurer-client-cert",
+            "alfa=/nonexistent/cert.pem",
+        ],
+    );
+    assert_eq!(code, Some(64), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("--insurer-header")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.contains("needs both")), "{lines:?}");
 }
 
 #[test]

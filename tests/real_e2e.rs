@@ -64,6 +64,7 @@ async fn a_request_flows_through_the_real_services() {
             format!("kafka://{}", tansu.bootstrap()),
             "--state".to_owned(),
             valkey.url(),
+            "--allow-plain-http".to_owned(),
             "--insurer".to_owned(),
             specs.join(","),
             "--insurer-deadline".to_owned(),

@@ -45,7 +45,7 @@ pub enum PortErrorKind {
 /// whoever logs or prints it sees why, not only what; each cause is
 /// written once even when a wrapper repeats its source's text.
 #[derive(Debug, thiserror::Error)]
-#[error("{kind:?}: {message}{}", causes(source.as_deref()))]
+#[error("{kind:?}: {message}{}", causes(message, source.as_deref()))]
 pub struct PortError {
     kind: PortErrorKind,
     message: String,
@@ -76,13 +76,16 @@ impl PortError {
 }
 
 /// `": cause: its cause…"` for an error's source chain, leaving out a cause
-/// whose text an earlier one already holds.
-fn causes(source: Option<&(dyn std::error::Error + Send + Sync + 'static)>) -> String {
+/// whose text the message or an earlier cause already holds.
+fn causes(
+    message: &str,
+    source: Option<&(dyn std::error::Error + Send + Sync + 'static)>,
+) -> String {
     let mut written = String::new();
     let mut next = source.map(|s| s as &(dyn std::error::Error + 'static));
     while let Some(err) = next {
         let text = err.to_string();
-        if !text.is_empty() && !written.contains(&text) {
+        if !text.is_empty() && !message.contains(&text) && !written.contains(&text) {
             written.push_str(": ");
             written.push_str(&text);
         }
@@ -451,5 +454,18 @@ mod tests {
         );
         let plain = PortError::new(PortErrorKind::Timeout, "valkey: ping");
         assert_eq!(plain.to_string(), "Timeout: valkey: ping");
+        // A message that already quotes its source does not repeat it.
+        let quoted = PortError::new(
+            PortErrorKind::Timeout,
+            "creating topics failed: Local: Timed out",
+        )
+        .with_source(Cause {
+            text: "Local: Timed out",
+            inner: None,
+        });
+        assert_eq!(
+            quoted.to_string(),
+            "Timeout: creating topics failed: Local: Timed out"
+        );
     }
 }

@@ -12,7 +12,7 @@ use osago_aggregator_lib::{
     Engine, EngineConfig, EngineMetrics, Insurer, Intake, IntakeConfig, PollConfig,
 };
 use osago_core::InsurerId;
-use osago_transport::http::{HttpInsurerClient, HttpInsurerConfig};
+use osago_transport::http::{Credentials, HttpInsurerClient, HttpInsurerConfig};
 use osago_transport::resolve::{self, BusUrl, StateUrl};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -84,6 +84,39 @@ pub struct Args {
     /// Calls admitted at once from idle under the outbound rate.
     #[arg(long, env = "OSAGO_INSURER_BURST", default_value_t = 200)]
     pub insurer_burst: u32,
+    /// Allow insurers at plain `http://` URLs (simulators, a sidecar that
+    /// terminates TLS). Without it only `https://` is accepted.
+    #[arg(long, env = "OSAGO_ALLOW_PLAIN_HTTP", default_value_t = false)]
+    pub allow_plain_http: bool,
+    /// A PEM file of CA certificates trusted for insurers' https beside the
+    /// built-in roots (an insurer's private CA).
+    #[arg(long, env = "OSAGO_INSURER_CA_FILE")]
+    pub insurer_ca_file: Option<std::path::PathBuf>,
+    /// One insurer's client certificate (mutual TLS), as `id=cert.pem`
+    /// (repeat, or comma-separate in the env var); needs
+    /// `--insurer-client-key`.
+    #[arg(
+        long = "insurer-client-cert",
+        env = "OSAGO_INSURER_CLIENT_CERTS",
+        value_delimiter = ','
+    )]
+    pub insurer_client_certs: Vec<String>,
+    /// Its private key, as `id=key.pem`.
+    #[arg(
+        long = "insurer-client-key",
+        env = "OSAGO_INSURER_CLIENT_KEYS",
+        value_delimiter = ','
+    )]
+    pub insurer_client_keys: Vec<String>,
+    /// A header sent on every call to one insurer, as `id=Name: value`
+    /// (repeat; in the env var, separate with newlines): credentials such as
+    /// `Authorization`. Values are never printed.
+    #[arg(
+        long = "insurer-header",
+        env = "OSAGO_INSURER_HEADERS",
+        value_delimiter = '\n'
+    )]
+    pub insurer_headers: Vec<String>,
     /// How long in-flight state lives in the state store (2 to 6 hours).
     #[arg(long, env = "OSAGO_STATE_TTL", default_value = "4h", value_parser = duration)]
     pub state_ttl: Duration,
@@ -156,7 +189,75 @@ impl Args {
                 .contains(&self.state_ttl),
             "--state-ttl must be between 2h and 6h",
         );
-        let insurers = parse_insurers(&self.insurers, &mut p);
+        let insurers = parse_insurers(&self.insurers, self.allow_plain_http, &mut p);
+        let read = |flag: &str, path: &std::path::Path, p: &mut Problems| {
+            std::fs::read(path)
+                .map_err(|e| p.push(format!("{flag} {}: {e}", path.display())))
+                .ok()
+        };
+        let ca_pem = self
+            .insurer_ca_file
+            .as_ref()
+            .and_then(|path| read("--insurer-ca-file", path, &mut p));
+        let certs = parse_per_insurer(
+            "--insurer-client-cert",
+            &self.insurer_client_certs,
+            &insurers,
+            |v| Some(std::path::PathBuf::from(v)),
+            &mut p,
+        );
+        let keys = parse_per_insurer(
+            "--insurer-client-key",
+            &self.insurer_client_keys,
+            &insurers,
+            |v| Some(std::path::PathBuf::from(v)),
+            &mut p,
+        );
+        let mut identities = BTreeMap::new();
+        for id in certs.keys().chain(keys.keys()) {
+            match (certs.get(id), keys.get(id)) {
+                (Some(cert), Some(key)) => {
+                    let cert = read("--insurer-client-cert", cert, &mut p);
+                    let key = read("--insurer-client-key", key, &mut p);
+                    if let (Some(mut pem), Some(key)) = (cert, key) {
+                        pem.push(b'\n');
+                        pem.extend(key);
+                        identities.insert(id.clone(), pem);
+                    }
+                }
+                _ => p.push(format!(
+                    "--insurer-client-cert {id}: needs both --insurer-client-cert and --insurer-client-key"
+                )),
+            }
+        }
+        let mut headers: BTreeMap<InsurerId, Vec<(String, String)>> = BTreeMap::new();
+        for spec in &self.insurer_headers {
+            let parsed = spec.split_once('=').and_then(|(id, header)| {
+                let (name, value) = header.split_once(':')?;
+                Some((id.trim(), name.trim(), value.trim()))
+            });
+            let Some((id, name, value)) = parsed else {
+                p.push("--insurer-header: expected id=Name: value".to_owned());
+                continue;
+            };
+            let Some(known) = insurers.iter().find(|(known, _)| known.as_str() == id) else {
+                p.push(format!("--insurer-header {id:?}: no such --insurer"));
+                continue;
+            };
+            if http::HeaderName::try_from(name).is_err()
+                || http::HeaderValue::try_from(value).is_err()
+            {
+                // The value may be a secret: name the header only.
+                p.push(format!(
+                    "--insurer-header {id}: {name:?} is not a valid header"
+                ));
+                continue;
+            }
+            headers
+                .entry(known.0.clone())
+                .or_default()
+                .push((name.to_owned(), value.to_owned()));
+        }
         let socket_timeouts = parse_per_insurer(
             "--insurer-socket-timeout",
             &self.insurer_socket_timeouts,
@@ -213,6 +314,11 @@ impl Args {
                 let http = HttpInsurerConfig {
                     connect_timeout: timeout,
                     read_timeout: timeout,
+                    credentials: Credentials {
+                        ca_pem: ca_pem.clone(),
+                        identity_pem: identities.get(&id).cloned(),
+                        headers: headers.get(&id).cloned().unwrap_or_default(),
+                    },
                     ..HttpInsurerConfig::default()
                 };
                 (id, url, http)
@@ -233,8 +339,12 @@ impl Args {
     }
 }
 
-/// Parses every `id=url`, collecting problems.
-fn parse_insurers(specs: &[String], p: &mut Problems) -> Vec<(InsurerId, url::Url)> {
+/// Parses every `id=url`, collecting problems; `http://` only when allowed.
+fn parse_insurers(
+    specs: &[String],
+    allow_plain_http: bool,
+    p: &mut Problems,
+) -> Vec<(InsurerId, url::Url)> {
     let mut out: Vec<(InsurerId, url::Url)> = Vec::new();
     for spec in specs {
         let Some((id, url)) = spec.split_once('=') else {
@@ -245,7 +355,11 @@ fn parse_insurers(specs: &[String], p: &mut Problems) -> Vec<(InsurerId, url::Ur
             (Ok(id), _) if out.iter().any(|(seen, _)| *seen == id) => {
                 p.push(format!("--insurer {id}: named twice"));
             }
-            (Ok(id), Ok(url)) if matches!(url.scheme(), "http" | "https") => out.push((id, url)),
+            (Ok(id), Ok(url)) if url.scheme() == "https" => out.push((id, url)),
+            (Ok(id), Ok(url)) if url.scheme() == "http" && allow_plain_http => out.push((id, url)),
+            (Ok(id), Ok(url)) if url.scheme() == "http" => p.push(format!(
+                "--insurer {id}: plain http:// carries personal data unencrypted; use https:// or set --allow-plain-http"
+            )),
             (Err(err), _) => p.push(format!("--insurer {id:?}: {err}")),
             (Ok(id), _) => p.push(format!("--insurer {id}: not an http(s) url")),
         }

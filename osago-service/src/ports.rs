@@ -168,9 +168,17 @@ pub async fn key_value(url: &StateUrl, common: &CommonArgs) -> Result<KeyValue, 
         }),
         #[cfg(feature = "valkey")]
         StateUrl::Valkey(url) => {
-            use osago_transport::valkey::{ValkeyConfig, ValkeyStore};
+            use osago_transport::valkey::{ValkeyConfig, ValkeyStore, ValkeyTls};
+            let config = ValkeyConfig {
+                tls: ValkeyTls {
+                    ca_file: common.valkey_ca_file.clone(),
+                    cert_file: common.valkey_cert_file.clone(),
+                    key_file: common.valkey_key_file.clone(),
+                },
+                ..ValkeyConfig::default()
+            };
             let store = crate::launch::retry_connect("valkey", common.connect_timeout, || {
-                ValkeyStore::connect(url, ValkeyConfig::default())
+                ValkeyStore::connect(url, config.clone())
             })
             .await
             .map_err(|e| format!("valkey: {e}"))?;

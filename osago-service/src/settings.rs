@@ -139,6 +139,17 @@ pub struct CommonArgs {
     /// wins over it.
     #[arg(long, env = "OSAGO_KAFKA_PROPERTIES_FILE")]
     pub kafka_properties_file: Option<std::path::PathBuf>,
+    /// With a `rediss://` Valkey URL: a PEM file of the CA to trust instead
+    /// of the system's roots.
+    #[arg(long, env = "OSAGO_VALKEY_CA_FILE")]
+    pub valkey_ca_file: Option<std::path::PathBuf>,
+    /// With `rediss://`: a PEM client certificate (mutual TLS); needs
+    /// `--valkey-key-file`.
+    #[arg(long, env = "OSAGO_VALKEY_CERT_FILE")]
+    pub valkey_cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's PEM private key.
+    #[arg(long, env = "OSAGO_VALKEY_KEY_FILE")]
+    pub valkey_key_file: Option<std::path::PathBuf>,
     /// How long to keep retrying the dependencies at start-up.
     #[arg(long, env = "OSAGO_CONNECT_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub connect_timeout: Duration,
@@ -332,6 +343,22 @@ impl CommonArgs {
             self.kafka_delivery_timeout < Duration::from_secs(1),
             "--kafka-delivery-timeout must be at least 1s",
         );
+        p.check(
+            self.valkey_cert_file.is_some() != self.valkey_key_file.is_some(),
+            "--valkey-cert-file and --valkey-key-file go together",
+        );
+        for (flag, path) in [
+            ("--valkey-ca-file", &self.valkey_ca_file),
+            ("--valkey-cert-file", &self.valkey_cert_file),
+            ("--valkey-key-file", &self.valkey_key_file),
+        ] {
+            if let Some(path) = path {
+                p.check(
+                    !path.is_file(),
+                    format!("{flag} {}: no such file", path.display()),
+                );
+            }
+        }
         p.check(
             self.connect_timeout.is_zero(),
             "--connect-timeout must be positive",

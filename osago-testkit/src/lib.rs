@@ -28,12 +28,16 @@
 mod port;
 mod postgres;
 mod process;
+mod stunnel;
 mod tansu;
+mod tls;
 mod valkey;
 
 pub use port::free_port;
 pub use postgres::Postgres;
+pub use stunnel::Stunnel;
 pub use tansu::{tansu_binary, Tansu};
+pub use tls::TestPki;
 pub use valkey::{Valkey, ValkeyOptions};
 
 /// What to run when a service binary is missing.

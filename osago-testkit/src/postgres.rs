@@ -29,6 +29,8 @@ pub struct Postgres {
     pub port: u16,
     bin: PathBuf,
     run_as: Option<(u32, u32)>,
+    /// TLS required on TCP (see [`Postgres::start_tls`]).
+    tls: bool,
     process: ServiceProcess,
     // Last: removed after the process is killed.
     dir: TempDir,
@@ -43,6 +45,28 @@ impl Postgres {
 
     /// Creates a cluster and starts it; returns once it accepts connections.
     pub async fn start() -> Postgres {
+        Self::start_inner(None).await
+    }
+
+    /// As [`start`](Self::start), with TLS required on TCP: the server
+    /// presents the PKI's server certificate, and a connection without TLS
+    /// is refused (`hostnossl … reject`). Connect with
+    /// [`tls_url`](Self::tls_url).
+    pub async fn start_tls(pki: &crate::TestPki) -> Postgres {
+        Self::start_inner(Some(pki)).await
+    }
+
+    /// `postgres://postgres@localhost:{port}/{name}?sslmode=verify-full&sslrootcert={ca}`.
+    pub fn tls_url(&self, name: &str, pki: &crate::TestPki) -> String {
+        format!(
+            "postgres://postgres@localhost:{}/{}?sslmode=verify-full&sslrootcert={}",
+            self.port,
+            percent_encode(name),
+            pki.ca.display()
+        )
+    }
+
+    async fn start_inner(pki: Option<&crate::TestPki>) -> Postgres {
         let bin = bin_dir();
         let run_as = if process::effective_uid() == 0 {
             Some(process::user_ids("postgres").unwrap_or_else(|| {
@@ -68,6 +92,7 @@ impl Postgres {
             port,
             bin,
             run_as,
+            tls: pki.is_some(),
             process,
             dir,
         };
@@ -78,6 +103,28 @@ impl Postgres {
             .args(["-U", "postgres", "-A", "trust", "-E", "UTF8"])
             .args(["--locale=C", "--no-sync"]);
         process::run("initdb", initdb).await;
+        if let Some(pki) = pki {
+            let data = pg.data_dir();
+            for (from, to) in [
+                (&pki.server_cert, "server.crt"),
+                (&pki.server_key, "server.key"),
+            ] {
+                let path = data.join(to);
+                std::fs::copy(from, &path).expect("cannot copy the server certificate");
+                if let Some((uid, gid)) = pg.run_as {
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                        .expect("cannot give the certificate to the postgres user");
+                }
+            }
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust
+                 hostssl all all 127.0.0.1/32 trust
+                 hostnossl all all 127.0.0.1/32 reject
+",
+            )
+            .expect("cannot write pg_hba.conf");
+        }
         pg.launch().await;
         tracing::info!(service = "postgres", port, "started");
         pg
@@ -167,6 +214,9 @@ impl Postgres {
             .args(["-c", "fsync=off"])
             .args(["-c", "max_connections=200"])
             .args(["-c", "shared_buffers=32MB"]);
+        if self.tls {
+            postgres.args(["-c", "ssl=on"]);
+        }
         self.process.spawn(postgres);
         let probe = self.probe_command();
         self.process

@@ -37,6 +37,8 @@ pub struct ValkeyOptions {
 pub struct Valkey {
     /// The TCP port on 127.0.0.1.
     pub port: u16,
+    /// The TLS port on 127.0.0.1, when started with [`Valkey::start_tls`].
+    pub tls_port: Option<u16>,
     options: ValkeyOptions,
     binary: PathBuf,
     process: ServiceProcess,
@@ -58,6 +60,26 @@ impl Valkey {
 
     /// Starts a server with `opts`; returns once it answers commands.
     pub async fn start_with(opts: ValkeyOptions) -> Valkey {
+        Self::start_inner(opts, None).await
+    }
+
+    /// Starts a server that also serves TLS (the PKI's server certificate;
+    /// a client certificate is checked when given) on
+    /// [`tls_port`](Self::tls_port), reached with [`tls_url`](Self::tls_url).
+    /// The plaintext port stays for the testkit's own probe and shutdown.
+    pub async fn start_tls(pki: &crate::TestPki) -> Valkey {
+        Self::start_inner(ValkeyOptions::default(), Some(pki)).await
+    }
+
+    /// `rediss://localhost:{tls_port}` (panics without TLS).
+    pub fn tls_url(&self) -> String {
+        format!(
+            "rediss://localhost:{}",
+            self.tls_port.expect("started with start_tls")
+        )
+    }
+
+    async fn start_inner(opts: ValkeyOptions, pki: Option<&crate::TestPki>) -> Valkey {
         let binary = binary();
         let dir = tempfile::Builder::new()
             .prefix("osago-valkey-")
@@ -81,10 +103,25 @@ impl Valkey {
                 "everysec"
             },
         );
+        let tls_port = pki.map(|_| free_port());
+        let config = match (pki, tls_port) {
+            (Some(pki), Some(tls_port)) => format!(
+                "{config}tls-port {tls_port}\n\
+                 tls-cert-file {cert}\n\
+                 tls-key-file {key}\n\
+                 tls-ca-cert-file {ca}\n\
+                 tls-auth-clients optional\n",
+                cert = pki.server_cert.display(),
+                key = pki.server_key.display(),
+                ca = pki.ca.display(),
+            ),
+            _ => config,
+        };
         std::fs::write(dir.path().join("valkey.conf"), config).expect("cannot write valkey.conf");
         let process = ServiceProcess::new("valkey", dir.path().join("valkey.log"));
         let mut valkey = Valkey {
             port,
+            tls_port,
             options: opts,
             binary,
             process,

@@ -343,6 +343,7 @@ impl Stack {
                         bus.clone(),
                         "--state".to_owned(),
                         valkey.url(),
+                        "--allow-plain-http".to_owned(),
                         "--insurer".to_owned(),
                         specs.join(","),
                         "--insurer-deadline".to_owned(),

@@ -84,6 +84,19 @@ impl Simulator {
             return reply::internal_error();
         }
         let path = request.uri().path();
+        if let Some((name, value)) = &self.config.required_header {
+            let carried = request
+                .headers()
+                .get(name.as_str())
+                .is_some_and(|v| v.as_bytes() == value.as_bytes());
+            if !carried && path != "/health" {
+                return reply::error(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong credentials",
+                    None,
+                );
+            }
+        }
         match *request.method() {
             Method::GET if path == "/health" => reply::health(),
             Method::GET if path == "/stats" => {
@@ -445,6 +458,20 @@ mod tests {
         let started = Instant::now();
         sim.handle(get("/health")).await;
         assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_required_header_is_checked_on_every_partner_call() {
+        let mut config = SimConfig::new(InsurerId::new("sim").unwrap(), Archetype::Fast);
+        config.required_header = Some(("authorization".into(), "Bearer s3cret".into()));
+        let sim = Simulator::new(config);
+        let reply = sim.handle(get("/quotes/x")).await;
+        assert_eq!(reply.status(), StatusCode::UNAUTHORIZED);
+        let mut with = get("/quotes/x");
+        with.headers_mut()
+            .insert("authorization", "Bearer s3cret".parse().unwrap());
+        assert_eq!(sim.handle(with).await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(sim.handle(get("/health")).await.status(), StatusCode::OK);
     }
 
     #[tokio::test(start_paused = true)]

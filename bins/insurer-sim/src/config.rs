@@ -30,6 +30,9 @@ pub struct SimConfig {
     /// `GET /quotes/{id}`) takes: uniform in `low..=high`, divided by
     /// `speed`. Default `(0, 0)`: at once. Real insurers take 50-200 ms.
     pub response_time: (Duration, Duration),
+    /// A header every partner-API call must carry, `(name, value)`, as a
+    /// partner's credentials: without it the call is answered 401.
+    pub required_header: Option<(String, String)>,
 }
 
 impl SimConfig {
@@ -43,6 +46,7 @@ impl SimConfig {
             tb_range_rub: DEFAULT_TB_RANGE_RUB,
             purchase_base_url: None,
             response_time: (Duration::ZERO, Duration::ZERO),
+            required_header: None,
         }
     }
 

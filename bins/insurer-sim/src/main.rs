@@ -52,6 +52,10 @@ struct Cli {
     /// `100ms`; divided by --speed. Default: at once.
     #[arg(long, env = "OSAGO_SIM_RESPONSE_TIME", default_value = "0ms")]
     response_time: String,
+    /// A header every partner-API call must carry, `Name: value` (a
+    /// partner's credentials); calls without it are answered 401.
+    #[arg(long, env = "OSAGO_SIM_REQUIRE_HEADER")]
+    require_header: Option<String>,
 }
 
 /// The validated settings.
@@ -140,6 +144,15 @@ fn settings(cli: Cli) -> Result<Settings, Vec<String>> {
         &mut problems,
     );
     config.response_time = response_time.unwrap_or(config.response_time);
+    if let Some(header) = &cli.require_header {
+        match header.split_once(':') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                config.required_header =
+                    Some((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+            }
+            _ => problems.push("require-header must be `Name: value`".to_owned()),
+        }
+    }
     // An unparsable speed was reported above and left at its default here.
     problems.extend(config.validate().err().unwrap_or_default());
     match (listen, insurer_id, archetype) {

@@ -40,6 +40,9 @@ pub struct HttpInsurerConfig {
     pub max_body_bytes: usize,
     /// Idle connections kept per insurer.
     pub pool_max_idle: usize,
+    /// TLS and credentials (not serialised: they come from files and env).
+    #[serde(skip)]
+    pub credentials: Credentials,
 }
 
 impl Default for HttpInsurerConfig {
@@ -50,7 +53,34 @@ impl Default for HttpInsurerConfig {
             call_timeout: Duration::from_secs(10),
             max_body_bytes: 256 * 1024,
             pool_max_idle: 64,
+            credentials: Credentials::default(),
         }
+    }
+}
+
+/// How the client proves itself to an insurer and whom it trusts. `Debug`
+/// shows header names and whether a client certificate is set, never a
+/// value or a key.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// PEM CA certificate(s) trusted for https beside the built-in roots
+    /// (an insurer's private CA).
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate followed by its private key (mutual TLS).
+    pub identity_pem: Option<Vec<u8>>,
+    /// Headers sent on every call, such as `Authorization` (values are
+    /// marked sensitive).
+    pub headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Credentials")
+            .field("ca_pem", &self.ca_pem.is_some())
+            .field("identity_pem", &self.identity_pem.is_some())
+            .field("headers", &names)
+            .finish()
     }
 }
 
@@ -85,14 +115,39 @@ impl HttpInsurerClient {
         base: Url,
         config: HttpInsurerConfig,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
             .timeout(config.call_timeout)
             .pool_max_idle_per_host(config.pool_max_idle)
             .tcp_nodelay(true)
-            .user_agent(concat!("osago-aggregator/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("osago-aggregator/", env!("CARGO_PKG_VERSION")));
+        let credentials = &config.credentials;
+        if let Some(ca) = &credentials.ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(ca)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some(identity) = &credentials.identity_pem {
+            builder = builder.identity(reqwest::Identity::from_pem(identity)?);
+        }
+        if !credentials.headers.is_empty() {
+            let mut headers = reqwest::header::HeaderMap::new();
+            for (name, value) in &credentials.headers {
+                // Checked by the configuration; a bad one is left out
+                // rather than echoed.
+                let (Ok(name), Ok(mut value)) = (
+                    reqwest::header::HeaderName::try_from(name.as_str()),
+                    reqwest::header::HeaderValue::try_from(value.as_str()),
+                ) else {
+                    continue;
+                };
+                value.set_sensitive(true);
+                headers.insert(name, value);
+            }
+            builder = builder.default_headers(headers);
+        }
+        let http = builder.build()?;
         let base = if base.path().ends_with('/') {
             base
         } else {

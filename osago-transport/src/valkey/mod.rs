@@ -62,6 +62,22 @@ pub struct ValkeyConfig {
     pub pool_size: usize,
     /// Bound on each call: taking or opening a connection plus the command.
     pub timeout: Duration,
+    /// TLS settings for a `rediss://` URL (in-transit encryption).
+    #[serde(default)]
+    pub tls: ValkeyTls,
+}
+
+/// TLS to Valkey: with a `rediss://` URL the server is verified against the
+/// system's roots, or against `ca_file` when given; `cert_file` and
+/// `key_file` present a client certificate (mutual TLS).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValkeyTls {
+    /// PEM file of the CA(s) to trust instead of the system's.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate's private key.
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ValkeyConfig {
@@ -69,8 +85,59 @@ impl Default for ValkeyConfig {
         Self {
             pool_size: 32,
             timeout: Duration::from_secs(2),
+            tls: ValkeyTls::default(),
         }
     }
+}
+
+/// The URL with the TLS files of `tls` applied (read here; a missing file
+/// is named in the error, never its content).
+fn connection_info(url: &str, tls: &ValkeyTls) -> Result<redis::ConnectionInfo, PortError> {
+    use redis::IntoConnectionInfo;
+    let invalid = |e: RedisError| {
+        PortError::new(PortErrorKind::Misconfigured, "invalid valkey url").with_source(e)
+    };
+    if tls.ca_file.is_none() && tls.cert_file.is_none() && tls.key_file.is_none() {
+        return url.into_connection_info().map_err(invalid);
+    }
+    if !url.starts_with("rediss://") {
+        return Err(PortError::new(
+            PortErrorKind::Misconfigured,
+            "valkey TLS files are given but the url is not rediss://",
+        ));
+    }
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            PortError::new(
+                PortErrorKind::Misconfigured,
+                format!("cannot read {}", path.display()),
+            )
+            .with_source(e)
+        })
+    };
+    let client_tls = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(PortError::new(
+                PortErrorKind::Misconfigured,
+                "a valkey client certificate needs both its certificate and its key",
+            ))
+        }
+    };
+    let root_cert = tls.ca_file.as_deref().map(read).transpose()?;
+    let client = redis::Client::build_with_tls(
+        url,
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(invalid)?;
+    Ok(client.get_connection_info().clone())
 }
 
 /// The aggregator's in-flight state in Valkey. Cheap to clone (the pool is
@@ -109,8 +176,9 @@ impl ValkeyStore {
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout));
         // The URL may carry a password: never echo it.
-        let manager = Manager::new_with_config(url, connection).map_err(|e| {
-            PortError::new(PortErrorKind::Unavailable, "invalid valkey url").with_source(e)
+        let info = connection_info(url, &config.tls)?;
+        let manager = Manager::new_with_config(info, connection).map_err(|e| {
+            PortError::new(PortErrorKind::Misconfigured, "invalid valkey url").with_source(e)
         })?;
         let pool = Pool::builder(manager)
             .max_size(config.pool_size.max(1))
