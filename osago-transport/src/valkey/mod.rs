@@ -673,7 +673,7 @@ mod tests {
     fn invalid_url_is_rejected_without_echo() {
         let err =
             ValkeyStore::new_lazy("nonsense://secret@x", ValkeyConfig::default()).unwrap_err();
-        assert_eq!(err.kind(), PortErrorKind::Unavailable);
+        assert_eq!(err.kind(), PortErrorKind::Misconfigured);
         assert!(!err.to_string().contains("secret"));
     }
 }
