@@ -20,6 +20,24 @@ pub fn init_tracing() {
         .init();
 }
 
+/// Loads the configuration of `binary` (file, environment, flags: see
+/// [`crate::config`]). With `--print-config` (`print_config` says whether it
+/// was given) it prints the effective configuration and the binary exits
+/// 0; on problems it prints them all and exits 64.
+pub fn configure<A>(binary: &'static str, print_config: impl Fn(&A) -> bool) -> Result<A, ExitCode>
+where
+    A: clap::CommandFactory + clap::FromArgMatches,
+{
+    match crate::config::load::<A>(binary) {
+        Ok(loaded) if print_config(&loaded.args) => {
+            print!("{}", loaded.effective);
+            Err(ExitCode::SUCCESS)
+        }
+        Ok(loaded) => Ok(loaded.args),
+        Err(problems) => Err(bad_config(binary, &problems)),
+    }
+}
+
 /// Prints one line per configuration problem, prefixed with the binary's
 /// name, and returns the bad-configuration exit status.
 pub fn bad_config(binary: &str, problems: &Problems) -> ExitCode {

@@ -20,13 +20,16 @@
 //! - [`aggregator`] - the aggregator service: its flags, wiring of the
 //!   engine ([`osago_aggregator_lib::EngineBuilder`]) and the intake
 //!   ([`osago_aggregator_lib::Intake`]), and its admin server.
-//! - [`launch`] - the start-up sequence of a binary: check, bind, connect
-//!   (abandoned on SIGTERM), run until SIGTERM.
+//! - [`config`] - one configuration: a TOML file (`--config`), the
+//!   environment and the flags, every problem at once, `--print-config`.
+//! - [`launch`] - the start-up sequence of a binary: configure, check,
+//!   bind, connect (abandoned on SIGTERM), run until SIGTERM.
 
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod aggregator;
+pub mod config;
 pub mod launch;
 pub mod ports;
 pub mod serve;

@@ -71,6 +71,15 @@ pub fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
 /// Flags every service has.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
+    /// A TOML file of settings (keys are the flags without dashes; a
+    /// `[core-app]` or `[aggregator]` table for one binary). Flags and the
+    /// environment win over it.
+    #[arg(long, env = "OSAGO_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Print the effective configuration (each value with where it came
+    /// from, secrets redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// The event bus: memory:// or kafka://host:port[,host:port]
     #[arg(long, env = "OSAGO_BUS_URL", default_value = "memory://")]
     pub bus: String,

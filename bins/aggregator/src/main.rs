@@ -1,16 +1,19 @@
-//! `aggregator`: the thin binary. Flags and environment are parsed here;
-//! checking them, connecting the adapters they name and running the intake
-//! with its admin server is `osago_service::aggregator`.
+//! `aggregator`: the thin binary. Its configuration (a file, the
+//! environment, flags) is loaded here; checking it, connecting the adapters
+//! it names and running the intake with its admin server is
+//! `osago_service::aggregator`.
 //!
 //! Adapters: `--bus memory://` or `kafka://host:port[,host:port]`;
 //! `--state memory://` or `redis://host:port` (Valkey). Insurers are named
 //! with `--insurer id=url`.
 
-use clap::Parser;
 use osago_service::aggregator::{self, Args};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     osago_service::launch::init_tracing();
-    aggregator::main(Args::parse()).await
+    match osago_service::launch::configure::<Args>("aggregator", |a| a.common.print_config) {
+        Ok(args) => aggregator::main(args).await,
+        Err(exit) => exit,
+    }
 }

@@ -1,12 +1,14 @@
-//! `core-app`: the thin binary. Flags and environment are parsed here;
-//! checking them, connecting the adapters they name and serving is
-//! [`core_app::cli`] and [`core_app::run`].
+//! `core-app`: the thin binary. Its configuration (a file, the
+//! environment, flags) is loaded here; checking it, connecting the adapters
+//! it names and serving is [`core_app::cli`] and [`core_app::run`].
 
-use clap::Parser;
 use core_app::cli::{self, Args};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     osago_service::launch::init_tracing();
-    cli::main(Args::parse()).await
+    match osago_service::launch::configure::<Args>("core-app", |a| a.common.print_config) {
+        Ok(args) => cli::main(args).await,
+        Err(exit) => exit,
+    }
 }

@@ -44,6 +44,13 @@ pub struct Args {
     /// tests from one machine need 0).
     #[arg(long, env = "OSAGO_RATE_LIMIT_PER_MINUTE", default_value_t = 12.0)]
     pub rate_limit_per_minute: f64,
+    /// A TOML file of settings (keys are the flags without dashes; an
+    /// `[osago]` table for this binary). Flags and the environment win.
+    #[arg(long, env = "OSAGO_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 fn parse_response_time(text: &str) -> Result<(Duration, Duration), String> {

@@ -2,11 +2,13 @@
 //! Serves the page at http://127.0.0.1:8080 unless told otherwise; the
 //! flags are [`osago::cli::Args`].
 
-use clap::Parser;
 use osago::cli::{self, Args};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     osago_service::launch::init_tracing();
-    cli::main(Args::parse()).await
+    match osago_service::launch::configure::<Args>("osago", |a| a.print_config) {
+        Ok(args) => cli::main(args).await,
+        Err(exit) => exit,
+    }
 }
