@@ -926,6 +926,7 @@ async fn real(users: usize, cores: usize, opts: &Opts) -> LoadRow {
             .unwrap_or_default(),
         broker_storage: opts.broker_storage,
         sim_response_time: opts.response_time.clone(),
+        valkey_cluster: false,
     })
     .await;
     let mut watched = Vec::new();

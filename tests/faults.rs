@@ -68,6 +68,28 @@ async fn aggregator_killed_mid_fan_out() {
     assert_eq!(verdict.requests, REQUESTS);
 }
 
+/// The same on a three-node Valkey cluster: the whole flow, and the
+/// take-over of the killed pod's requests through the sharded in-flight
+/// index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregator_killed_mid_fan_out_on_a_valkey_cluster() {
+    let _serial = SERIAL.lock().await;
+    let verdict = scenario(
+        "kill -9 aggregator, cluster",
+        StackOptions {
+            valkey_cluster: true,
+            ..StackOptions::default()
+        },
+        async |stack: &mut Stack| {
+            stack.aggregators[0].kill();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stack.aggregators[0].restart().await;
+        },
+    )
+    .await;
+    assert_eq!(verdict.requests, REQUESTS);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_app_killed_with_sse_clients() {
     let _serial = SERIAL.lock().await;

@@ -18,7 +18,7 @@ use osago_aggregator_lib::resilience::PollConfig;
 use osago_aggregator_lib::{Engine, EngineConfig, EngineMetrics, ResilienceConfig, Started};
 use osago_core::request::sample;
 use osago_core::{Clock, EventId, InsurerId, RequestEvent, RequestId, SystemClock};
-use osago_testkit::Valkey;
+use osago_testkit::{Valkey, ValkeyCluster};
 use osago_transport::http::{HttpInsurerClient, HttpInsurerConfig};
 use osago_transport::memory::{MemoryBus, MemoryStateStore};
 use osago_transport::valkey::{ValkeyConfig, ValkeyStore};
@@ -237,12 +237,22 @@ fn max_overlap(arrivals: &[Instant], stay: Duration) -> usize {
 #[tokio::test]
 async fn the_shared_concurrency_cap_is_never_exceeded() {
     let valkey = Valkey::start().await;
+    concurrency_cap_holds(&valkey.url()).await;
+}
+
+#[tokio::test]
+async fn the_shared_concurrency_cap_holds_on_a_valkey_cluster() {
+    let cluster = ValkeyCluster::start().await;
+    concurrency_cap_holds(&cluster.url()).await;
+}
+
+async fn concurrency_cap_holds(url: &str) {
     let stay = Duration::from_millis(100);
     let (insurer, creates, polls) = insurer_answering_after(stay).await;
     let mut policy = ResilienceConfig::default();
     policy.concurrency.max_in_flight = 6;
-    let (a, _) = pod(Some(&valkey.url()), &insurer, policy.clone()).await;
-    let (b, _) = pod(Some(&valkey.url()), &insurer, policy).await;
+    let (a, _) = pod(Some(url), &insurer, policy.clone()).await;
+    let (b, _) = pod(Some(url), &insurer, policy).await;
     let outcomes = load(&[&a, &b], 40).await;
     assert!(outcomes.iter().all(|o| *o == "declined"), "{outcomes:?}");
     let mut calls = creates.arrivals();
@@ -257,6 +267,16 @@ async fn the_shared_concurrency_cap_is_never_exceeded() {
 #[tokio::test]
 async fn a_breaker_opened_by_one_pod_short_circuits_the_other() {
     let valkey = Valkey::start().await;
+    breaker_is_shared(&valkey.url()).await;
+}
+
+#[tokio::test]
+async fn a_breaker_is_shared_on_a_valkey_cluster() {
+    let cluster = ValkeyCluster::start().await;
+    breaker_is_shared(&cluster.url()).await;
+}
+
+async fn breaker_is_shared(url: &str) {
     let insurer = MockServer::start().await;
     let creates = Recording::new(ResponseTemplate::new(503));
     Mock::given(method("POST"))
@@ -268,8 +288,8 @@ async fn a_breaker_opened_by_one_pod_short_circuits_the_other() {
     policy.backoff.max_attempts = 1;
     // The default breaker judges from 20 calls (window 50, 50 %).
     let min_calls = policy.breaker.min_calls as usize;
-    let (a, _) = pod(Some(&valkey.url()), &insurer, policy.clone()).await;
-    let (b, _) = pod(Some(&valkey.url()), &insurer, policy).await;
+    let (a, _) = pod(Some(url), &insurer, policy.clone()).await;
+    let (b, _) = pod(Some(url), &insurer, policy).await;
     // min_calls failures open a's breaker.
     for _ in 0..min_calls {
         assert_eq!(load(&[&a], 1).await, ["unavailable"]);

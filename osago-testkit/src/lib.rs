@@ -38,7 +38,7 @@ pub use postgres::Postgres;
 pub use stunnel::Stunnel;
 pub use tansu::{tansu_binary, Tansu};
 pub use tls::TestPki;
-pub use valkey::{Valkey, ValkeyOptions};
+pub use valkey::{Valkey, ValkeyCluster, ValkeyOptions};
 
 /// What to run when a service binary is missing.
 const INSTALL_HINT: &str = "run scripts/install-test-services.sh";

@@ -29,6 +29,8 @@ pub struct ValkeyOptions {
     /// With `appendonly`: `appendfsync always`, so nothing acknowledged is
     /// ever lost on a kill.
     pub fsync_always: bool,
+    /// Run as a cluster node (`cluster-enabled yes`); see [`ValkeyCluster`].
+    pub cluster_node: bool,
 }
 
 /// A private Valkey server on a free loopback port. Dropping it kills the
@@ -103,6 +105,15 @@ impl Valkey {
                 "everysec"
             },
         );
+        let config = if opts.cluster_node {
+            format!(
+                "{config}cluster-enabled yes\n\
+                 cluster-config-file nodes.conf\n\
+                 cluster-node-timeout 5000\n"
+            )
+        } else {
+            config
+        };
         let tls_port = pki.map(|_| free_port());
         let config = match (pki, tls_port) {
             (Some(pki), Some(tls_port)) => format!(
@@ -186,9 +197,14 @@ impl Valkey {
             .current_dir(self.dir.path());
         self.process.spawn(server);
         let port = self.port;
-        // EXISTS answers `-LOADING` until the data set is loaded.
+        let cluster = self.options.cluster_node;
+        // EXISTS answers `-LOADING` until the data set is loaded (a cluster
+        // node without slots answers `-CLUSTERDOWN`: PING it instead).
         self.process
             .wait_ready(|| async move {
+                if cluster {
+                    return matches!(command(port, &["PING"]).await, Ok(reply) if reply == "+PONG");
+                }
                 matches!(
                     command(port, &["EXISTS", "osago-testkit:probe"]).await,
                     Ok(reply) if reply.starts_with(':')
@@ -250,4 +266,90 @@ async fn command(port: u16, args: &[&str]) -> std::io::Result<String> {
                 "valkey did not answer",
             ))
         })
+}
+
+/// A private Valkey (Redis) cluster: three primary nodes on free loopback
+/// ports, every slot assigned (`redis-cli --cluster create`), no replicas.
+/// Dropping it kills the nodes.
+#[derive(Debug)]
+pub struct ValkeyCluster {
+    /// The nodes.
+    pub nodes: Vec<Valkey>,
+}
+
+impl ValkeyCluster {
+    /// Starts three nodes and joins them; returns once every node reports
+    /// `cluster_state:ok`.
+    pub async fn start() -> ValkeyCluster {
+        let opts = ValkeyOptions {
+            cluster_node: true,
+            ..ValkeyOptions::default()
+        };
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(Valkey::start_with(opts).await);
+        }
+        let cli = cli_binary();
+        let mut create = Command::new(&cli);
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        let output = tokio::process::Command::from(create)
+            .output()
+            .await
+            .expect("cannot run redis-cli --cluster create");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        for node in &nodes {
+            loop {
+                let info = tokio::process::Command::new(&cli)
+                    .args(["-p", &node.port.to_string(), "cluster", "info"])
+                    .output()
+                    .await
+                    .expect("cannot run redis-cli cluster info");
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the cluster did not reach cluster_state:ok"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        tracing::info!(service = "valkey-cluster", nodes = nodes.len(), "started");
+        ValkeyCluster { nodes }
+    }
+
+    /// `redis+cluster://127.0.0.1:{p1},127.0.0.1:{p2},127.0.0.1:{p3}`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+}
+
+/// `redis-cli` (or `valkey-cli`) beside the server binary, else on `PATH`.
+fn cli_binary() -> PathBuf {
+    let server = binary();
+    for name in ["valkey-cli", "redis-cli"] {
+        let beside = server.with_file_name(name);
+        if beside.is_file() {
+            return beside;
+        }
+        if let Some(path) = process::on_path(name) {
+            return path;
+        }
+    }
+    panic!("redis-cli or valkey-cli not found: {INSTALL_HINT}")
 }

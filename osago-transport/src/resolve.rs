@@ -107,7 +107,9 @@ pub fn database(url: &str) -> Result<DatabaseUrl, UnsupportedUrl> {
 pub fn state(url: &str) -> Result<StateUrl, UnsupportedUrl> {
     match scheme(url) {
         Some(("memory", "")) => Ok(StateUrl::Memory),
-        Some(("redis" | "rediss", rest)) if !rest.is_empty() => {
+        Some(("redis" | "rediss" | "redis+cluster" | "rediss+cluster", rest))
+            if !rest.is_empty() =>
+        {
             Ok(StateUrl::Valkey(url.to_owned()))
         }
         Some(("valkey", rest)) if !rest.is_empty() => {
@@ -115,7 +117,7 @@ pub fn state(url: &str) -> Result<StateUrl, UnsupportedUrl> {
         }
         _ => Err(UnsupportedUrl {
             what: "state",
-            expected: "memory:// or redis://host:port (valkey://host:port)",
+            expected: "memory://, redis://host:port (valkey://host:port, rediss:// for TLS) or redis+cluster://host:port[,host:port]",
         }),
     }
 }

@@ -11,7 +11,7 @@ use osago_core::ports::{InsurerProgress, PortErrorKind, StateStore};
 use osago_core::{InsurerId, RequestId};
 use osago_testkit::{free_port, Valkey, ValkeyOptions};
 use osago_transport::conformance::state_store;
-use osago_transport::valkey::{ValkeyConfig, ValkeyStore};
+use osago_transport::valkey::{in_flight_keys, request_key, ValkeyConfig, ValkeyStore};
 
 async fn store_on(valkey: &Valkey) -> ValkeyStore {
     ValkeyStore::connect(&valkey.url(), ValkeyConfig::default())
@@ -61,6 +61,12 @@ async fn expired_leases_are_taken_over_once() {
 }
 
 #[tokio::test]
+async fn take_over_reaches_every_shard() {
+    let valkey = Valkey::start().await;
+    state_store::take_over_reaches_every_request_and_keeps_to_max(&store_on(&valkey).await).await;
+}
+
+#[tokio::test]
 async fn every_key_has_a_ttl_within_the_configured_one() {
     let valkey = Valkey::start().await;
     let store = store_on(&valkey).await;
@@ -87,11 +93,21 @@ async fn every_key_has_a_ttl_within_the_configured_one() {
 
     let ttls = key_ttls(&valkey).await;
     // Per request: the claim, the event and the progress; the short one's
-    // claim and event; the in-flight set.
-    assert_eq!(ttls.len(), requests.len() * 3 + 3, "keys: {ttls:?}");
+    // claim and event; the in-flight index of each shard they fall in.
+    let shards = ttls.keys().filter(|k| in_flight_keys().contains(k)).count();
+    assert!(shards >= 1);
+    assert_eq!(
+        ttls.len(),
+        requests.len() * 3 + 2 + shards,
+        "keys: {ttls:?}"
+    );
     for (key, remaining) in &ttls {
         assert!(
-            key.starts_with("osago:v1:{") || key == "osago:v1:in-flight",
+            key.starts_with("osago:v2:{s")
+                && (key.ends_with(":claim")
+                    || key.ends_with(":event")
+                    || key.ends_with(":progress")
+                    || key.ends_with(":in-flight")),
             "key outside the layout: {key}"
         );
         assert!(
@@ -99,11 +115,11 @@ async fn every_key_has_a_ttl_within_the_configured_one() {
             "key {key} has ttl {remaining}"
         );
     }
-    let short_key = format!("osago:v1:{{{short}}}:claim");
+    let short_key = request_key(&short, "claim");
     assert_eq!(ttls.get(&short_key), Some(&1));
     for id in requests {
-        assert!(ttls.contains_key(&format!("osago:v1:{{{id}}}:claim")));
-        assert!(ttls.contains_key(&format!("osago:v1:{{{id}}}:progress")));
+        assert!(ttls.contains_key(&request_key(&id, "claim")));
+        assert!(ttls.contains_key(&request_key(&id, "progress")));
     }
 }
 
@@ -188,6 +204,7 @@ async fn keys_survive_a_restart_with_appendonly() {
     let mut valkey = Valkey::start_with(ValkeyOptions {
         appendonly: true,
         fsync_always: true,
+        ..ValkeyOptions::default()
     })
     .await;
     let store = store_on(&valkey).await;
@@ -243,7 +260,7 @@ async fn undecodable_progress_is_corrupt() {
         .await
         .expect("connect");
     let _: () = redis::cmd("HSET")
-        .arg(format!("osago:v1:{{{id}}}:progress"))
+        .arg(request_key(&id, "progress"))
         .arg("beta")
         .arg("{not json")
         .query_async(&mut conn)

@@ -202,6 +202,9 @@ pub struct StackOptions {
     pub extra_args: Vec<String>,
     /// Extra flags for every core-app only.
     pub core_app_args: Vec<String>,
+    /// Keep the aggregators' state and the shared limits on a three-node
+    /// Valkey cluster (`redis+cluster://`) instead of one server.
+    pub valkey_cluster: bool,
     /// tansu's storage engine (`memory://tansu/` or `sqlite://tansu.db`).
     pub broker_storage: &'static str,
     /// The simulated insurers' response time (`--response-time`).
@@ -225,6 +228,7 @@ impl Default for StackOptions {
             broker_proxy: true,
             extra_args: Vec::new(),
             core_app_args: Vec::new(),
+            valkey_cluster: false,
             broker_storage: "memory://tansu/",
             sim_response_time: "0ms".to_owned(),
         }
@@ -240,6 +244,8 @@ pub struct Stack {
     pub postgres: Postgres,
     /// Valkey (aggregator state), with append-only persistence.
     pub valkey: Valkey,
+    /// The cluster, with [`StackOptions::valkey_cluster`].
+    pub valkey_cluster: Option<osago_testkit::ValkeyCluster>,
     /// The broker.
     pub tansu: Tansu,
     /// The proxy every client reaches the broker through (its advertised
@@ -275,6 +281,14 @@ impl Stack {
             ..ValkeyOptions::default()
         })
         .await;
+        let valkey_cluster = if options.valkey_cluster {
+            Some(osago_testkit::ValkeyCluster::start().await)
+        } else {
+            None
+        };
+        let state_url = valkey_cluster
+            .as_ref()
+            .map_or_else(|| valkey.url(), |c| c.url());
         // Clients reach the broker through a proxy (its advertised address),
         // so a test can cut them off while the broker keeps its data.
         let broker_port = free_port();
@@ -342,7 +356,7 @@ impl Stack {
                         "--bus".to_owned(),
                         bus.clone(),
                         "--state".to_owned(),
-                        valkey.url(),
+                        state_url.clone(),
                         "--allow-plain-http".to_owned(),
                         "--insurer".to_owned(),
                         specs.join(","),
@@ -385,7 +399,7 @@ impl Stack {
                         // One limiter for every core-app: admission (when
                         // set) counts the stack's requests, not a pod's.
                         "--rate-limit-store".to_owned(),
-                        valkey.url(),
+                        state_url.clone(),
                     ],
                     options.extra_args.clone(),
                     options.core_app_args.clone(),
@@ -407,6 +421,7 @@ impl Stack {
             logs,
             postgres,
             valkey,
+            valkey_cluster,
             tansu,
             broker_proxy,
             database,

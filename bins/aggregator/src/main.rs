@@ -7,6 +7,10 @@
 //! `--state memory://` or `redis://host:port` (Valkey). Insurers are named
 //! with `--insurer id=url`.
 
+// The start-up future (configuration, every adapter, the intake) nests
+// deeply enough to need more than the default query depth.
+#![recursion_limit = "256"]
+
 use osago_service::aggregator::{self, Args};
 
 #[tokio::main]

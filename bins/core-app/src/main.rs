@@ -2,6 +2,10 @@
 //! environment, flags) is loaded here; checking it, connecting the adapters
 //! it names and serving is [`core_app::cli`] and [`core_app::run`].
 
+// The start-up future (configuration, every adapter, the servers) nests
+// deeply enough to need more than the default query depth.
+#![recursion_limit = "256"]
+
 use core_app::cli::{self, Args};
 
 #[tokio::main]

@@ -231,3 +231,30 @@ pub async fn expired_leases_are_taken_over_once(store: &dyn StateStore) {
     let again = store.take_over(LONG, 100).await.expect("take over");
     assert!(again.iter().all(|e| e.request_id != dead.request_id));
 }
+
+/// Take-over finds expired requests wherever they are kept (a store may
+/// spread them over shards) and never hands out more than asked.
+pub async fn take_over_reaches_every_request_and_keeps_to_max(store: &dyn StateStore) {
+    let short = Duration::from_millis(200);
+    let events: Vec<_> = (0..40)
+        .map(|_| event(chrono::Duration::seconds(60)))
+        .collect();
+    for ev in &events {
+        assert!(store
+            .begin_request(ev, short, LONG, LONG)
+            .await
+            .expect("begin"));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let ours = |taken: Vec<osago_core::RequestEvent>| {
+        taken
+            .into_iter()
+            .filter(|e| events.iter().any(|ev| ev.request_id == e.request_id))
+            .count()
+    };
+    let few = store.take_over(LONG, 5).await.expect("take over");
+    assert!(few.len() <= 5, "at most max: {}", few.len());
+    let first = ours(few);
+    let rest = ours(store.take_over(LONG, 100).await.expect("take over"));
+    assert_eq!(first + rest, events.len(), "every expired request is found");
+}

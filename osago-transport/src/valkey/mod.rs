@@ -5,23 +5,25 @@
 //!
 //! # Key layout
 //!
-//! Version 1, one hash tag per request (`{<request_id>}`, the hyphenated
-//! UUID) so a request's keys share a cluster slot:
+//! A request's state (version 2) lives in one of [`SHARDS`] hash tags,
+//! `{sNN}` (`NN` = the request id's last byte modulo 16), together with
+//! that shard's in-flight index, so every multi-key script stays in one
+//! cluster slot while the requests spread over 16 slots:
 //!
 //! | key                                 | type   | content                                   | written by                |
 //! |-------------------------------------|--------|-------------------------------------------|---------------------------|
-//! | `osago:v1:{<request_id>}:claim`     | string | `1`                                       | `SET … NX EX <ttl>`       |
-//! | `osago:v1:{<request_id>}:progress`  | hash   | field = insurer id, value = [`InsurerProgress`] as JSON | `MULTI HSET … EXPIRE … EXEC` |
-//! | `osago:v1:{<request_id>}:event`     | string | the request event (JSON, with the form's personal data) while in flight, for a pod resuming it | one script with the claim, `SET … EX` |
-//! | `osago:v1:in-flight`                | zset   | request ids in flight, scored by lease expiry (unix ms) | scripts; `EXPIRE` = the claim TTL |
+//! | `osago:v2:{sNN}:<request_id>:claim`     | string | `1`                                   | `SET … NX EX <ttl>`       |
+//! | `osago:v2:{sNN}:<request_id>:progress`  | hash   | field = insurer id, value = [`InsurerProgress`] as JSON | `MULTI HSET … EXPIRE … EXEC` |
+//! | `osago:v2:{sNN}:<request_id>:event`     | string | the request event (JSON, with the form's personal data) while in flight, for a pod resuming it | one script with the claim, `SET … EX` |
+//! | `osago:v2:{sNN}:in-flight`          | zset   | the shard's request ids in flight, scored by lease expiry (unix ms) | scripts; `EXPIRE` = the claim TTL |
 //! | `osago:v1:rl:{<client key>}`        | string | GCRA theoretical arrival time (unix ms)   | one script, `SET … PX` |
 //! | `osago:v1:q:{<insurer>}`            | string | shared outbound quota TAT (unix µs)       | one script, `SET … PX` |
 //! | `osago:v1:cc:{<insurer>}`           | hash   | field = pod, value = `held:want:expires_ms` (slot lease) | one script, `HSET` + `PEXPIRE` |
 //! | `osago:v1:cb:{<insurer>}`           | string | circuit breaker state (JSON)              | `SET … PX` |
 //!
-//! The in-flight index is one key for all requests, used in the same
-//! scripts as per-request keys: a single Valkey (with replicas), not
-//! cluster mode.
+//! The store runs on a single Valkey (`redis://`, `rediss://`) or a
+//! cluster (`redis+cluster://host:port[,host:port…]`, `rediss+cluster://`):
+//! every other key is a single-key operation.
 //!
 //! Every key is written together with its TTL, atomically (`SET … EX`, or
 //! `HSET` and `EXPIRE` in one `MULTI`/`EXEC`), so no key ever exists without
@@ -144,8 +146,98 @@ fn connection_info(url: &str, tls: &ValkeyTls) -> Result<redis::ConnectionInfo, 
 /// shared).
 #[derive(Clone)]
 pub struct ValkeyStore {
-    pool: Pool,
+    pool: Pools,
     timeout: Duration,
+}
+
+/// One server, or a cluster.
+#[derive(Clone)]
+enum Pools {
+    Single(Pool),
+    Cluster(deadpool_redis::cluster::Pool),
+}
+
+/// A pooled connection to a server or to the cluster.
+enum Conn {
+    Single(deadpool_redis::Connection),
+    Cluster(deadpool_redis::cluster::Connection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Pools {
+    fn status(&self) -> deadpool_redis::Status {
+        match self {
+            Pools::Single(p) => p.status(),
+            Pools::Cluster(p) => p.status(),
+        }
+    }
+
+    async fn get(&self, op: &'static str) -> Result<Conn, PortError> {
+        match self {
+            Pools::Single(p) => p
+                .get()
+                .await
+                .map(Conn::Single)
+                .map_err(|e| pool_error(op, e)),
+            Pools::Cluster(p) => p
+                .get()
+                .await
+                .map(Conn::Cluster)
+                .map_err(|e| pool_error(op, e)),
+        }
+    }
+}
+
+/// The node URLs of a cluster URL (`redis+cluster://a:1,b:2`), or `None`
+/// for a single server's URL.
+fn cluster_nodes(url: &str) -> Option<Vec<String>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = match scheme {
+        "redis+cluster" | "valkey+cluster" => "redis",
+        "rediss+cluster" => "rediss",
+        _ => return None,
+    };
+    let (userinfo, hosts) = match rest.rsplit_once('@') {
+        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+        None => (String::new(), rest),
+    };
+    Some(
+        hosts
+            .trim_end_matches('/')
+            .split(',')
+            .map(|host| format!("{scheme}://{userinfo}{}", host.trim()))
+            .collect(),
+    )
 }
 
 impl fmt::Debug for ValkeyStore {
@@ -172,6 +264,32 @@ impl ValkeyStore {
     /// The store without contacting the server (connections are opened on
     /// first use). Fails only on an invalid URL.
     fn new_lazy(url: &str, config: ValkeyConfig) -> Result<Self, PortError> {
+        if let Some(nodes) = cluster_nodes(url) {
+            if config.tls != ValkeyTls::default() {
+                return Err(PortError::new(
+                    PortErrorKind::Misconfigured,
+                    "a valkey cluster uses the system's trust store: CA and client certificate files are not supported for rediss+cluster:// yet",
+                ));
+            }
+            let mut cluster = deadpool_redis::cluster::Config::from_urls(nodes);
+            cluster.pool = Some(deadpool_redis::PoolConfig {
+                max_size: config.pool_size.max(1),
+                timeouts: deadpool_redis::Timeouts {
+                    wait: Some(config.timeout),
+                    create: Some(config.timeout),
+                    recycle: Some(config.timeout),
+                },
+                ..deadpool_redis::PoolConfig::default()
+            });
+            let pool = cluster.create_pool(Some(Runtime::Tokio1)).map_err(|e| {
+                PortError::new(PortErrorKind::Misconfigured, "invalid valkey cluster url")
+                    .with_source(e)
+            })?;
+            return Ok(Self {
+                pool: Pools::Cluster(pool),
+                timeout: config.timeout,
+            });
+        }
         let connection = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout));
@@ -192,7 +310,7 @@ impl ValkeyStore {
                     .with_source(e)
             })?;
         Ok(Self {
-            pool,
+            pool: Pools::Single(pool),
             timeout: config.timeout,
         })
     }
@@ -217,7 +335,7 @@ impl ValkeyStore {
         cmd: &redis::Cmd,
     ) -> Result<T, PortError> {
         self.bounded(op, async {
-            let mut conn = self.pool.get().await.map_err(|e| pool_error(op, e))?;
+            let mut conn = self.pool.get(op).await?;
             cmd.query_async(&mut conn)
                 .await
                 .map_err(|e| redis_error(op, e))
@@ -234,7 +352,7 @@ impl ValkeyStore {
         script: &redis::ScriptInvocation<'_>,
     ) -> Result<T, PortError> {
         self.bounded(op, async {
-            let mut conn = self.pool.get().await.map_err(|e| pool_error(op, e))?;
+            let mut conn = self.pool.get(op).await?;
             script
                 .invoke_async(&mut conn)
                 .await
@@ -250,7 +368,7 @@ impl ValkeyStore {
         pipe: &redis::Pipeline,
     ) -> Result<T, PortError> {
         self.bounded(op, async {
-            let mut conn = self.pool.get().await.map_err(|e| pool_error(op, e))?;
+            let mut conn = self.pool.get(op).await?;
             pipe.query_async(&mut conn)
                 .await
                 .map_err(|e| redis_error(op, e))
@@ -341,7 +459,7 @@ impl StateStore for ValkeyStore {
         let mut cmd = BEGIN_SCRIPT.prepare_invoke();
         cmd.key(claim_key(&event.request_id))
             .key(event_key(&event.request_id))
-            .key(IN_FLIGHT_KEY)
+            .key(in_flight_key(shard(&event.request_id)))
             .arg(event.request_id.to_string())
             .arg(json)
             .arg(millis(lease))
@@ -355,22 +473,41 @@ impl StateStore for ValkeyStore {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut cmd = RENEW_SCRIPT.prepare_invoke();
-        cmd.key(IN_FLIGHT_KEY).arg(millis(lease));
+        // One script per shard the ids fall in (one cluster slot each).
+        let mut by_shard: std::collections::BTreeMap<u8, Vec<String>> = Default::default();
         for id in ids {
-            cmd.arg(id.to_string());
+            by_shard.entry(shard(id)).or_default().push(id.to_string());
         }
-        let _: i64 = self.invoke("renew leases", &cmd).await?;
+        for (shard, ids) in by_shard {
+            let mut cmd = RENEW_SCRIPT.prepare_invoke();
+            cmd.key(in_flight_key(shard)).arg(millis(lease));
+            for id in ids {
+                cmd.arg(id);
+            }
+            let _: i64 = self.invoke("renew leases", &cmd).await?;
+        }
         Ok(())
     }
 
     async fn take_over(&self, lease: Duration, max: usize) -> Result<Vec<RequestEvent>, PortError> {
-        let mut cmd = TAKE_OVER_SCRIPT.prepare_invoke();
-        cmd.key(IN_FLIGHT_KEY)
-            .arg(millis(lease))
-            .arg(max.max(1))
-            .arg(KEY_PREFIX);
-        let events: Vec<Vec<u8>> = self.invoke("take over", &cmd).await?;
+        // Every shard in turn, up to `max` in all; the shard to start from
+        // rotates so no shard waits behind a busy one.
+        let start = rand_shard();
+        let mut events: Vec<Vec<u8>> = Vec::new();
+        for step in 0..SHARDS {
+            let left = max.max(1).saturating_sub(events.len());
+            if left == 0 {
+                break;
+            }
+            let shard = (start + step) % SHARDS;
+            let mut cmd = TAKE_OVER_SCRIPT.prepare_invoke();
+            cmd.key(in_flight_key(shard))
+                .arg(millis(lease))
+                .arg(left)
+                .arg(shard_prefix(shard));
+            let taken: Vec<Vec<u8>> = self.invoke("take over", &cmd).await?;
+            events.extend(taken);
+        }
         events
             .into_iter()
             .map(|json| {
@@ -389,7 +526,7 @@ impl StateStore for ValkeyStore {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("ZREM")
-            .arg(IN_FLIGHT_KEY)
+            .arg(in_flight_key(shard(request_id)))
             .arg(request_id.to_string())
             .ignore()
             .cmd("DEL")
@@ -399,9 +536,46 @@ impl StateStore for ValkeyStore {
     }
 }
 
-/// The requests in flight: a sorted set of request ids scored by lease
-/// expiry (unix ms, the server's clock).
-const IN_FLIGHT_KEY: &str = "osago:v1:in-flight";
+/// The hash-tag shards a request's state is spread over.
+pub const SHARDS: u8 = 16;
+
+/// Prefix of the request-state keys (version 2: sharded hash tags).
+const STATE_PREFIX: &str = "osago:v2:";
+
+/// The shard of a request: its id's last byte (random in a v4 UUID).
+fn shard(request_id: &RequestId) -> u8 {
+    request_id.as_uuid().as_bytes()[15] % SHARDS
+}
+
+/// A shard to start a round from.
+fn rand_shard() -> u8 {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        % u32::from(SHARDS)) as u8
+}
+
+/// `osago:v2:{sNN}:`.
+fn shard_prefix(shard: u8) -> String {
+    format!("{STATE_PREFIX}{{s{shard:02}}}:")
+}
+
+/// The requests of a shard in flight: a sorted set of request ids scored
+/// by lease expiry (unix ms, the server's clock).
+fn in_flight_key(shard: u8) -> String {
+    format!("{}in-flight", shard_prefix(shard))
+}
+
+/// Every shard's in-flight index (`osago:v2:{sNN}:in-flight`).
+pub fn in_flight_keys() -> Vec<String> {
+    (0..SHARDS).map(in_flight_key).collect()
+}
+
+/// The key of one part (`claim`, `event`, `progress`) of a request's state:
+/// `osago:v2:{sNN}:<request_id>:<part>`.
+pub fn request_key(request_id: &RequestId, part: &str) -> String {
+    format!("{}{request_id}:{part}", shard_prefix(shard(request_id)))
+}
 
 /// Claim, stored event and lease in one step (all or nothing).
 static BEGIN_SCRIPT: LazyLock<redis::Script> =
@@ -418,7 +592,7 @@ static TAKE_OVER_SCRIPT: LazyLock<redis::Script> =
 
 /// `osago:v1:{<request_id>}:event`.
 fn event_key(request_id: &RequestId) -> String {
-    format!("{KEY_PREFIX}{{{request_id}}}:event")
+    request_key(request_id, "event")
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -429,12 +603,12 @@ fn millis(duration: Duration) -> u64 {
 
 /// `osago:v1:{<request_id>}:claim`.
 fn claim_key(request_id: &RequestId) -> String {
-    format!("{KEY_PREFIX}{{{request_id}}}:claim")
+    request_key(request_id, "claim")
 }
 
 /// `osago:v1:{<request_id>}:progress`.
 fn progress_key(request_id: &RequestId) -> String {
-    format!("{KEY_PREFIX}{{{request_id}}}:progress")
+    request_key(request_id, "progress")
 }
 
 /// Whole seconds, rounded up, at least 1.
