@@ -147,6 +147,56 @@ fn plain_http_insurers_need_an_explicit_setting() {
 }
 
 #[test]
+fn set_entries_reach_library_fields_and_bad_ones_are_named() {
+    let (code, lines) = run(
+        "aggregator",
+        &[
+            "--insurer",
+            "alfa=https://127.0.0.1:9/",
+            "--set",
+            "engine.resilience.breaker.failure_rate=0",
+            "--set",
+            "engine.resilience.breaker.nope=1",
+            "--set",
+            "kafka.session_timeout=soon",
+            "--set",
+            "queue.depth=1",
+        ],
+    );
+    assert_eq!(code, Some(64), "{lines:?}");
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    // The library's own check sees the value set (a rate must be above 0).
+    assert!(
+        lines.iter().any(|l| l.contains("failure_rate")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("no setting \"nope\"")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("kafka.session_timeout")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.contains("\"queue\"")), "{lines:?}");
+    let (code, lines) = run(
+        "core-app",
+        &[
+            "--set",
+            "core.heartbeat_interval=0s",
+            "--set",
+            "core.relay.lease=45s",
+        ],
+    );
+    assert_eq!(code, Some(64), "{lines:?}");
+    assert_eq!(
+        lines,
+        ["core-app: --set core.heartbeat_interval must be positive"],
+        "{lines:?}"
+    );
+}
+
+#[test]
 fn simulator_rejects_an_unknown_archetype() {
     let (code, lines) = run(
         "insurer-sim",

@@ -29,6 +29,9 @@ fn kafka_tls(pki: &TestPki, tls_port: u16) -> Vec<String> {
         "security.protocol=SSL".into(),
         "--kafka-property".into(),
         format!("ssl.ca.location={}", path(&pki.ca)),
+        // Unused over SSL (no SASL here), and never to be printed.
+        "--kafka-property".into(),
+        "sasl.password=k4fka-s3cret".into(),
     ]
 }
 
@@ -166,10 +169,17 @@ async fn a_request_flows_with_tls_to_every_dependency() {
     let last = rows["swift"].last().unwrap();
     assert_eq!(last["status"], "quoted", "{}", context());
 
-    // Nothing printed the insurer's secret.
+    // Nothing printed the insurer's or the broker's secret.
     for log in std::fs::read_dir(logs.path()).unwrap() {
         let text = std::fs::read_to_string(log.unwrap().path()).unwrap_or_default();
-        assert!(!text.contains("s3cret-t0ken"), "a log holds the secret");
+        assert!(
+            !text.contains("s3cret-t0ken"),
+            "a log holds the insurer secret"
+        );
+        assert!(
+            !text.contains("k4fka-s3cret"),
+            "a log holds the broker secret"
+        );
     }
 }
 

@@ -296,14 +296,44 @@ impl Args {
         if let Some(instance) = &self.common.instance_id {
             engine.sharing.holder = instance.clone();
         }
+        crate::config::check_set_roots(
+            &self.common.sets,
+            &["engine", "intake", "http", "kafka", "valkey"],
+            &mut p,
+        );
+        if let Some(set) = crate::config::apply_sets(&engine, "engine", &self.common.sets, &mut p) {
+            engine = set;
+        }
         if let Err(err) = engine.validate() {
             p.config(err, flag_of);
         }
         let mut intake = IntakeConfig::default();
         intake.group = self.group.clone();
+        if let Some(set) = crate::config::apply_sets(&intake, "intake", &self.common.sets, &mut p) {
+            intake = set;
+        }
         if let Err(err) = intake.validate() {
             p.config(err, flag_of);
         }
+        // `--set http.…`: checked once here, applied to every insurer below.
+        if let Some(http) = crate::config::apply_sets(
+            &HttpInsurerConfig::default(),
+            "http",
+            &self.common.sets,
+            &mut p,
+        ) {
+            p.check(
+                http.connect_timeout.is_zero()
+                    || http.read_timeout.is_zero()
+                    || http.call_timeout.is_zero(),
+                "--set http: timeouts must be positive",
+            );
+            p.check(
+                http.max_body_bytes < 1024,
+                "--set http.max_body_bytes must be at least 1024",
+            );
+        }
+        let sets = &self.common.sets;
         let insurers = insurers
             .into_iter()
             .map(|(id, url)| {
@@ -314,12 +344,15 @@ impl Args {
                 let http = HttpInsurerConfig {
                     connect_timeout: timeout,
                     read_timeout: timeout,
-                    credentials: Credentials {
-                        ca_pem: ca_pem.clone(),
-                        identity_pem: identities.get(&id).cloned(),
-                        headers: headers.get(&id).cloned().unwrap_or_default(),
-                    },
                     ..HttpInsurerConfig::default()
+                };
+                let mut unused = Problems::default();
+                let mut http =
+                    crate::config::apply_sets(&http, "http", sets, &mut unused).unwrap_or(http);
+                http.credentials = Credentials {
+                    ca_pem: ca_pem.clone(),
+                    identity_pem: identities.get(&id).cloned(),
+                    headers: headers.get(&id).cloned().unwrap_or_default(),
                 };
                 (id, url, http)
             })

@@ -440,9 +440,214 @@ fn toml_string(value: &str) -> String {
     toml::Value::String(value.to_owned()).to_string()
 }
 
+/// Applies the `--set` entries under `root` (`engine.resilience.breaker.failure_rate=0.3`)
+/// to a library configuration, so every knob of its struct is reachable
+/// without a flag of its own. The path follows the struct's fields (as
+/// its serde names them); a value is written as the field takes it: a
+/// number, `true`/`false`, text, a duration such as `250ms` or `2m` (for a
+/// duration field, or a field in milliseconds), or JSON. An insurer that has
+/// no override of its own in `resilience_overrides.<id>` starts from
+/// `resilience` (as the other entries set it). An entry that names no
+/// field or whose value does not fit is a problem naming it; the others
+/// are applied, so the configuration's own checks see them. `None` when
+/// the result does not decode.
+pub fn apply_sets<T>(config: &T, root: &str, sets: &[String], p: &mut Problems) -> Option<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let mut value = serde_json::to_value(config).ok()?;
+    // Per-insurer overrides last: a new one starts from the default policy
+    // as these entries leave it.
+    let (overrides, plain): (Vec<&String>, Vec<&String>) = sets
+        .iter()
+        .partition(|set| set.contains(".resilience_overrides."));
+    for set in plain.into_iter().chain(overrides) {
+        let Some((path, raw)) = set.split_once('=') else {
+            continue;
+        };
+        let Some(path) = path
+            .trim()
+            .strip_prefix(root)
+            .and_then(|p| p.strip_prefix('.'))
+        else {
+            continue;
+        };
+        if let Err(problem) = set_path(&mut value, path, raw.trim()) {
+            p.push(format!("--set {root}.{path}: {problem}"));
+        }
+    }
+    // The entries that fit are applied even when others did not, so the
+    // configuration's own checks see them and every problem comes at once.
+    match serde_json::from_value(value) {
+        Ok(config) => Some(config),
+        Err(err) => {
+            p.push(format!("--set {root}: {err}"));
+            None
+        }
+    }
+}
+
+/// The roots `--set` entries name that none of `roots` is: problems.
+pub fn check_set_roots(sets: &[String], roots: &[&str], p: &mut Problems) {
+    for set in sets {
+        let Some((path, _)) = set.split_once('=') else {
+            p.push(format!("--set {set:?}: expected root.path=value"));
+            continue;
+        };
+        let root = path.trim().split('.').next().unwrap_or_default();
+        p.check(
+            !roots.contains(&root) || !path.contains('.'),
+            format!(
+                "--set {}: {root:?} is not a configuration here ({})",
+                path.trim(),
+                roots.join(", ")
+            ),
+        );
+    }
+}
+
+fn set_path(value: &mut serde_json::Value, path: &str, raw: &str) -> Result<(), String> {
+    use serde_json::Value;
+    let segments: Vec<&str> = path.split('.').collect();
+    let (last, parents) = segments.split_last().ok_or("empty path")?;
+    let mut at = value;
+    for (i, segment) in parents.iter().enumerate() {
+        let Value::Object(object) = at else {
+            return Err(format!(
+                "{} is not a group of settings",
+                parents[..i].join(".")
+            ));
+        };
+        // A per-insurer policy without an override yet starts from the
+        // default one.
+        if i > 0 && parents[i - 1] == "resilience_overrides" && !object.contains_key(*segment) {
+            return Err(format!("no insurer {segment:?}"));
+        }
+        if *segment == "resilience_overrides" {
+            let base = object.get("resilience").cloned();
+            if let (Some(Value::Object(map)), Some(id), Some(base)) =
+                (object.get_mut(*segment), segments.get(i + 1), base)
+            {
+                map.entry((*id).to_owned()).or_insert(base);
+            }
+        }
+        if !object.contains_key(*segment) {
+            return Err(format!(
+                "no setting {segment:?} (there are: {})",
+                keys(object)
+            ));
+        }
+        at = object.get_mut(*segment).expect("checked");
+    }
+    let Value::Object(object) = at else {
+        return Err(format!("{} is not a group of settings", parents.join(".")));
+    };
+    let Some(existing) = object.get(*last) else {
+        return Err(format!("no setting {last:?} (there are: {})", keys(object)));
+    };
+    let new = convert(existing, raw)?;
+    object.insert((*last).to_owned(), new);
+    Ok(())
+}
+
+fn keys(object: &serde_json::Map<String, serde_json::Value>) -> String {
+    object.keys().cloned().collect::<Vec<_>>().join(", ")
+}
+
+/// The raw text as the kind of value the field holds now.
+fn convert(existing: &serde_json::Value, raw: &str) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    let duration = || humantime::parse_duration(raw).map_err(|e| format!("not a duration: {e}"));
+    match existing {
+        Value::Object(o) if o.len() == 2 && o.contains_key("secs") && o.contains_key("nanos") => {
+            let d = duration()?;
+            Ok(serde_json::json!({ "secs": d.as_secs(), "nanos": d.subsec_nanos() }))
+        }
+        Value::Number(_) => match serde_json::from_str::<Value>(raw) {
+            Ok(n @ Value::Number(_)) => Ok(n),
+            _ => duration().map(|d| Value::from(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
+        },
+        Value::Bool(_) => match raw {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err("expected true or false".into()),
+        },
+        Value::String(_) => Ok(Value::String(raw.to_owned())),
+        _ => Ok(serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(default)]
+    struct Policy {
+        failure_rate: f64,
+        open_for: std::time::Duration,
+        fast: bool,
+    }
+
+    #[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(default)]
+    struct Engine {
+        resilience: Policy,
+        resilience_overrides: std::collections::BTreeMap<String, Policy>,
+        timeout_ms: u64,
+    }
+
+    #[test]
+    fn every_field_is_reachable_by_its_path() {
+        let base = Engine {
+            resilience: Policy {
+                failure_rate: 0.5,
+                ..Policy::default()
+            },
+            ..Engine::default()
+        };
+        let sets = [
+            "engine.resilience.failure_rate=0.3",
+            "engine.resilience.open_for=45s",
+            "engine.resilience_overrides.flaky.fast=true",
+            "engine.timeout_ms=2s",
+            "intake.anything=1",
+        ]
+        .map(str::to_owned);
+        let mut p = Problems::default();
+        let engine = apply_sets(&base, "engine", &sets, &mut p).expect("applied");
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(engine.resilience.failure_rate, 0.3);
+        assert_eq!(
+            engine.resilience.open_for,
+            std::time::Duration::from_secs(45)
+        );
+        // The new override starts from the default policy as set.
+        let flaky = &engine.resilience_overrides["flaky"];
+        assert!(flaky.fast);
+        assert_eq!(flaky.failure_rate, 0.3);
+        assert_eq!(engine.timeout_ms, 2_000);
+    }
+
+    #[test]
+    fn a_wrong_path_or_value_is_a_problem_naming_the_entry() {
+        let sets = [
+            "engine.resilience.nope=1",
+            "engine.resilience.open_for=soon",
+            "engine.resilience.fast=maybe",
+        ]
+        .map(str::to_owned);
+        let mut p = Problems::default();
+        let _ = apply_sets(&Engine::default(), "engine", &sets, &mut p);
+        let lines = p.lines();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].starts_with("--set engine.resilience.nope: no setting"));
+        assert!(lines[1].contains("open_for: not a duration"));
+        assert!(lines[2].contains("fast: expected true or false"));
+        let mut p = Problems::default();
+        check_set_roots(&["queue.x=1".to_owned()], &["engine", "intake"], &mut p);
+        assert_eq!(p.lines().len(), 1);
+    }
 
     #[test]
     fn secrets_are_redacted() {

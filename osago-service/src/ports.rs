@@ -110,7 +110,9 @@ pub fn kafka_config(
     for (key, value) in &kafka.properties {
         config.properties.set(key, value);
     }
-    config
+    // Checked with the configuration: problems were reported there.
+    let mut unused = Problems::default();
+    crate::config::apply_sets(&config, "kafka", &kafka.sets, &mut unused).unwrap_or(config)
 }
 
 /// Connects the bus named by `url`, Kafka as `kafka` says.
@@ -177,6 +179,10 @@ pub async fn key_value(url: &StateUrl, common: &CommonArgs) -> Result<KeyValue, 
                 },
                 ..ValkeyConfig::default()
             };
+            // `--set valkey.…` (checked with the configuration).
+            let mut unused = Problems::default();
+            let config = crate::config::apply_sets(&config, "valkey", &common.sets, &mut unused)
+                .unwrap_or(config);
             let store = crate::launch::retry_connect("valkey", common.connect_timeout, || {
                 ValkeyStore::connect(url, config.clone())
             })

@@ -162,6 +162,14 @@ pub struct CommonArgs {
     /// How long to keep retrying the dependencies at start-up.
     #[arg(long, env = "OSAGO_CONNECT_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub connect_timeout: Duration,
+    /// Any field of a library configuration, `root.path=value`
+    /// (`engine.resilience.breaker.failure_rate=0.3`,
+    /// `kafka.session_timeout=30s`); roots: core-app `core`, `kafka`,
+    /// `valkey`; the aggregator `engine`, `intake`, `http`, `kafka`,
+    /// `valkey`. Wins over the dedicated flags. Repeat, or separate with
+    /// newlines in the env var.
+    #[arg(long = "set", env = "OSAGO_SET", value_delimiter = '\n')]
+    pub sets: Vec<String>,
 }
 
 /// The topics, in the order of [`KafkaSettings`]' arrays.
@@ -181,6 +189,8 @@ pub struct KafkaSettings {
     pub retention: [Duration; 3],
     /// librdkafka properties (the file's, then the flags').
     pub properties: Vec<(String, String)>,
+    /// The `--set` entries (those under `kafka.` apply to its config).
+    pub sets: Vec<String>,
 }
 
 impl fmt::Debug for KafkaSettings {
@@ -327,12 +337,31 @@ impl CommonArgs {
             self.kafka_properties.iter().cloned(),
             p,
         ));
+        #[cfg(feature = "kafka")]
+        {
+            crate::config::apply_sets(
+                &osago_transport::kafka::KafkaConfig::default(),
+                "kafka",
+                &self.sets,
+                p,
+            );
+        }
+        #[cfg(feature = "valkey")]
+        {
+            crate::config::apply_sets(
+                &osago_transport::valkey::ValkeyConfig::default(),
+                "valkey",
+                &self.sets,
+                p,
+            );
+        }
         KafkaSettings {
             topic_mode: self.kafka_topics.clone(),
             partitions,
             replication,
             retention,
             properties: props,
+            sets: self.sets.clone(),
         }
     }
 

@@ -219,6 +219,11 @@ impl Args {
                 "--database memory:// cannot share a kafka bus between processes: use postgres://",
             );
         }
+        osago_service::config::check_set_roots(
+            &self.common.sets,
+            &["core", "kafka", "valkey"],
+            &mut p,
+        );
         let config = Config {
             request_deadline: self.request_deadline,
             heartbeat_interval: self.heartbeat,
@@ -243,6 +248,57 @@ impl Args {
             },
             ..Config::default()
         };
+        let config = osago_service::config::apply_sets(&config, "core", &self.common.sets, &mut p)
+            .unwrap_or(config);
+        // What `--set core.…` may have changed, checked as the flags are.
+        if self
+            .common
+            .sets
+            .iter()
+            .any(|s| s.trim_start().starts_with("core."))
+        {
+            for (bad, what) in [
+                (
+                    config.heartbeat_interval.is_zero(),
+                    "core.heartbeat_interval must be positive",
+                ),
+                (
+                    config.sse_retry.is_zero(),
+                    "core.sse_retry must be positive",
+                ),
+                (
+                    config.body_limit < 1024,
+                    "core.body_limit must be at least 1024",
+                ),
+                (
+                    config.retention < Duration::from_secs(60),
+                    "core.retention must be at least 1m",
+                ),
+                (
+                    config.request_deadline.is_zero()
+                        || config.request_deadline > Duration::from_secs(600),
+                    "core.request_deadline must be between 1ms and 10m",
+                ),
+                (
+                    config.projector_batch == 0,
+                    "core.projector_batch must be at least 1",
+                ),
+                (
+                    config.relay.batch_size == 0,
+                    "core.relay.batch_size must be at least 1",
+                ),
+                (
+                    config.relay.fallback_poll.is_zero(),
+                    "core.relay.fallback_poll must be positive",
+                ),
+                (
+                    config.relay.dead_after == 0,
+                    "core.relay.dead_after must be at least 1",
+                ),
+            ] {
+                p.check(bad, format!("--set {what}"));
+            }
+        }
         match (bus, database, limits) {
             (Some(bus), Some(database), Some(limits)) => p.into_result(|| Plan {
                 bus,
