@@ -301,5 +301,11 @@ async fn plaintext_where_tls_is_required_fails_naming_the_dependency_and_the_cau
     );
     eprintln!("{line}");
     assert_eq!(code, Some(1), "{line}");
-    assert!(line.starts_with("core-app: bus:"), "{line}");
+    // The client's own diagnosis comes with the timeout.
+    assert!(
+        line.starts_with("core-app: bus:")
+            && line.contains("last connection failure: ")
+            && line.contains("Disconnected"),
+        "{line}"
+    );
 }

@@ -73,6 +73,13 @@ impl PortError {
     pub fn kind(&self) -> PortErrorKind {
         self.kind
     }
+
+    /// With a note after the message (what else is known of the cause).
+    pub fn with_note(mut self, note: impl AsRef<str>) -> Self {
+        self.message.push_str("; ");
+        self.message.push_str(note.as_ref());
+        self
+    }
 }
 
 /// `": cause: its cause…"` for an error's source chain, leaving out a cause

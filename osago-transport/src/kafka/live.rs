@@ -44,7 +44,7 @@ pub(crate) async fn follow(
             config.fetch_wait.as_millis().to_string(),
         );
     let consumer: LiveConsumer = client
-        .create_with_context(TracingContext)
+        .create_with_context(TracingContext::default())
         .map_err(|e| kafka_error("creating a live consumer failed", e))?;
     let consumer = Arc::new(OffloadDrop::new(consumer));
 

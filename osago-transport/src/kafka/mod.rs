@@ -38,6 +38,7 @@ use osago_core::ports::{
 };
 use osago_core::{InsurerEvent, RequestEvent};
 use rdkafka::admin::AdminClient;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -121,7 +122,7 @@ impl Inner {
         }
         match self
             .producer_config
-            .create_with_context::<_, FutureProducer<TracingContext>>(TracingContext)
+            .create_with_context::<_, FutureProducer<TracingContext>>(TracingContext::default())
         {
             Ok(fresh) => {
                 tracing::error!(
@@ -159,8 +160,9 @@ impl KafkaBus {
     pub async fn connect(config: KafkaConfig) -> Result<KafkaBus, PortError> {
         let client = client_config(&config);
 
+        let context = TracingContext::default();
         let admin: AdminClient<TracingContext> = client
-            .create_with_context(TracingContext)
+            .create_with_context(context.clone())
             .map_err(|e| kafka_error("creating the admin client failed", e))?;
 
         let mut producer_config = client.clone();
@@ -181,7 +183,7 @@ impl KafkaBus {
             producer_config.set(key, value);
         }
         let producer: FutureProducer<TracingContext> = producer_config
-            .create_with_context(TracingContext)
+            .create_with_context(context.clone())
             .map_err(|e| kafka_error("creating the producer failed", e))?;
 
         let bus = KafkaBus {
@@ -197,7 +199,12 @@ impl KafkaBus {
         };
         // Topics first: a metadata request for a missing topic may have the
         // broker auto-create it with its defaults (one partition).
-        admin::ensure_topics(bus.inner.admin(), &bus.inner.producer(), &bus.inner.config).await?;
+        admin::ensure_topics(bus.inner.admin(), &bus.inner.producer(), &bus.inner.config)
+            .await
+            .map_err(|err| match context.diagnosis() {
+                Some(diagnosis) => err.with_note(diagnosis),
+                None => err,
+            })?;
         tracing::info!(bootstrap = %bus.inner.config.bootstrap, "kafka bus connected");
         Ok(bus)
     }
@@ -290,6 +297,20 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
         );
     for (key, value) in config.properties.iter() {
         client.set(key, value);
+    }
+    // librdkafka hands over connection failures ("FAIL") at info level;
+    // they explain a failed start, so they always reach the context (which
+    // `tracing` then filters), whatever the global log level.
+    if matches!(
+        client.log_level,
+        RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning
+            | RDKafkaLogLevel::Notice
+    ) {
+        client.set_log_level(RDKafkaLogLevel::Info);
     }
     client
 }

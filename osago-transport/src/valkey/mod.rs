@@ -828,12 +828,26 @@ mod tests {
         let id: RequestId = uuid::Uuid::nil().into();
         assert_eq!(
             claim_key(&id),
-            "osago:v1:{00000000-0000-0000-0000-000000000000}:claim"
+            "osago:v2:{s00}:00000000-0000-0000-0000-000000000000:claim"
         );
         assert_eq!(
             progress_key(&id),
-            "osago:v1:{00000000-0000-0000-0000-000000000000}:progress"
+            "osago:v2:{s00}:00000000-0000-0000-0000-000000000000:progress"
         );
+        // A request's keys and its shard's in-flight index share one hash
+        // tag (one cluster slot), and requests spread over every shard.
+        let tag = |key: &str| key[key.find('{').unwrap()..=key.find('}').unwrap()].to_owned();
+        let mut shards = std::collections::BTreeSet::new();
+        for _ in 0..2_000 {
+            let id = RequestId::random();
+            let index = in_flight_key(shard(&id));
+            for key in [claim_key(&id), event_key(&id), progress_key(&id)] {
+                assert_eq!(tag(&key), tag(&index), "{key} and {index}");
+            }
+            shards.insert(tag(&index));
+        }
+        assert_eq!(shards.len(), usize::from(SHARDS));
+        assert_eq!(in_flight_keys().len(), usize::from(SHARDS));
     }
 
     #[test]
