@@ -106,10 +106,14 @@ impl Valkey {
             },
         );
         let config = if opts.cluster_node {
+            // The cluster bus gets a free port of its own: the default,
+            // port + 10 000, may be taken (or past 65 535).
             format!(
                 "{config}cluster-enabled yes\n\
+                 cluster-port {bus}\n\
                  cluster-config-file nodes.conf\n\
-                 cluster-node-timeout 5000\n"
+                 cluster-node-timeout 5000\n",
+                bus = free_port()
             )
         } else {
             config
