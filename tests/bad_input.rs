@@ -375,6 +375,15 @@ async fn non_json_media_type_is_415_and_the_server_keeps_serving() {
         .await
         .unwrap();
     assert_eq!(response.status(), 415);
+    // No content type at all is refused too (a cross-site form or beacon
+    // could send that without a preflight).
+    let untyped = reqwest::Client::new()
+        .post(format!("http://{}/api/osago/requests", system.addr))
+        .body(sample_json().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(untyped.status(), 415);
     let (status, _, created) = post(&system, sample_json().to_string()).await;
     assert_eq!(status, 202, "{created}");
     assert!(created["request_id"].is_string());

@@ -344,24 +344,27 @@ async fn create<B: RequestBody>(app: &App, req: Request<B>) -> Response<Body> {
         reject(app, "too_large");
         return too_large();
     }
-    if let Some(content_type) = req.headers().get(CONTENT_TYPE) {
-        let mime = content_type
-            .to_str()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim();
-        if !mime.eq_ignore_ascii_case("application/json") {
-            reject(app, "media_type");
-            return problem(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "about:blank",
-                "Unsupported Media Type",
-                "send application/json",
-                vec![],
-            );
-        }
+    // `application/json` is required, not assumed: a body without a type
+    // (or a form's text/plain) is what another site can make its visitors'
+    // browsers send without a CORS preflight.
+    let mime = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        reject(app, "media_type");
+        return problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "about:blank",
+            "Unsupported Media Type",
+            "send application/json",
+            vec![],
+        );
     }
     let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
