@@ -866,7 +866,7 @@ async fn embedded(users: usize, opts: &Opts) -> LoadRow {
     let log = std::fs::File::create(logs.path().join("osago.log")).expect("log");
     let mut server = Command::new(binary("osago"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--rate-limit-per-minute", "0", "--heartbeat", "15s"])
+        .args(["--no-client-limits", "--heartbeat", "15s"])
         .args(["--sim-speed", &opts.sim_speed.to_string()])
         .args(["--sim-response-time", &opts.response_time])
         .args([
@@ -1044,12 +1044,21 @@ type Subscriber = (
 
 /// Starts subscriber processes on `url`; returns them once each reports
 /// its streams open, with how many are open.
-async fn subscribers(url: &str, n: usize, events: usize) -> (Vec<Subscriber>, usize) {
+async fn subscribers(
+    url: &str,
+    token: Option<&str>,
+    n: usize,
+    events: usize,
+) -> (Vec<Subscriber>, usize) {
     let processes = n.div_ceil(PER_PROCESS);
     let mut children = Vec::new();
     for p in 0..processes {
         let share = n / processes + usize::from(p < n % processes);
-        let mut child = Command::new(binary("loadgen"))
+        let mut command = Command::new(binary("loadgen"));
+        if let Some(token) = token {
+            command.env("LOADGEN_TOKEN", token);
+        }
+        let mut child = command
             .args(["subscribe", "--url", url])
             .args(["--subscribers", &share.to_string()])
             .args(["--events", &events.to_string()])
@@ -1135,20 +1144,28 @@ async fn sse_ours(n: usize, events: usize) -> SseRow {
         created["stream_url"].as_str().expect("stream_url")
     );
     let pid = server.id().expect("running");
-    let result = fan_out(n, events, &url, pid, async |count: usize| {
-        let stdin = server.stdin.as_mut().expect("piped");
-        stdin
-            .write_all(
-                format!(
-                    "publish {request_id} {count} {}\n",
-                    PUBLISH_EVERY.as_millis()
+    let token = created["access_token"].as_str().map(str::to_owned);
+    let result = fan_out(
+        n,
+        events,
+        &url,
+        token.as_deref(),
+        pid,
+        async |count: usize| {
+            let stdin = server.stdin.as_mut().expect("piped");
+            stdin
+                .write_all(
+                    format!(
+                        "publish {request_id} {count} {}\n",
+                        PUBLISH_EVERY.as_millis()
+                    )
+                    .as_bytes(),
                 )
-                .as_bytes(),
-            )
-            .await
-            .expect("telling the server to publish");
-        stdin.flush().await.expect("flush");
-    })
+                .await
+                .expect("telling the server to publish");
+            stdin.flush().await.expect("flush");
+        },
+    )
     .await;
     let _ = server.kill().await;
     SseRow {
@@ -1163,13 +1180,14 @@ async fn fan_out(
     n: usize,
     events: usize,
     url: &str,
+    token: Option<&str>,
     server_root: u32,
     publish: impl AsyncFnOnce(usize),
 ) -> SseRow {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = pss_kib(server_root);
     eprintln!("== SSE, {n} subscribers on {url}");
-    let (children, open) = subscribers(url, n, events).await;
+    let (children, open) = subscribers(url, token, n, events).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = pss_kib(server_root);
     let watched = Watched::new("server", server_root);
@@ -1255,6 +1273,7 @@ http {{
         n,
         events,
         &format!("{base}/sub"),
+        None,
         pid,
         async |count: usize| {
             let mut next = tokio::time::Instant::now();
@@ -1331,11 +1350,11 @@ mod sse_server {
             .expect("__sse-server PORT");
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async move {
-            let mut config = core_app::Config {
+            let config = core_app::Config {
                 request_deadline: Duration::from_secs(600),
                 ..core_app::Config::default()
             };
-            config.rate_limit.per_second = 0.0;
+            let config = config.without_client_limits();
             let bus = MemoryBus::new();
             let requests = MemoryRequestStore::new(config.retention);
             let deps = core_app::Deps {

@@ -128,7 +128,13 @@ async fn main() {
                 deadline_at: now + chrono::Duration::seconds(60),
                 request: sample(),
             };
-            store.create(&event).await.expect("create");
+            store
+                .create(
+                    &event,
+                    &osago_core::request::ConsentRecord::received(&event, [127, 0, 0, 1].into()),
+                )
+                .await
+                .expect("create");
             Instant::now()
         }
     };

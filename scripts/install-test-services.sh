@@ -7,6 +7,8 @@
 # - Valkey or Redis: valkey-server or redis-server (Debian: redis-server),
 #   or $OSAGO_VALKEY_BIN;
 # - stunnel (Debian: stunnel4), the TLS terminator of the TLS tests;
+# - Chromium (Debian: chromium), the headless browser of the page test, or
+#   $OSAGO_CHROMIUM_BIN;
 # - OpenSSL headers (Debian: libssl-dev, pkg-config): librdkafka is built
 #   with TLS and SASL;
 # - tansu 0.6.0 (Kafka protocol) with in-memory and SQLite storage, built
@@ -61,6 +63,14 @@ have_valkey() {
 
 is_root() { [ "$(id -u)" = 0 ]; }
 
+have_chromium() {
+    if [ -n "${OSAGO_CHROMIUM_BIN:-}" ]; then
+        [ -x "$OSAGO_CHROMIUM_BIN" ]
+        return
+    fi
+    command -v chromium >/dev/null || command -v chromium-browser >/dev/null
+}
+
 bench=false
 [ "${1:-}" = --bench ] && bench=true
 
@@ -88,6 +98,10 @@ fi
 if ! pkg-config --exists openssl 2>/dev/null; then
     missing+=(libssl-dev pkg-config)
 fi
+# The page is tested in headless Chromium (its CSP, no console errors).
+if ! have_chromium; then
+    missing+=(chromium)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
     if is_root && command -v apt-get >/dev/null; then
         say "installing ${missing[*]} with apt-get"
@@ -106,7 +120,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
     if ! have_postgres || ! have_psql || ! have_valkey || { $bench && ! have_nchan; } \
         || ! { command -v stunnel4 >/dev/null || command -v stunnel >/dev/null; } \
-        || ! pkg-config --exists openssl 2>/dev/null; then
+        || ! pkg-config --exists openssl 2>/dev/null || ! have_chromium; then
         say "${missing[*]} installed but the binaries are still not found"
         exit 1
     fi

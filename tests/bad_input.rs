@@ -77,13 +77,15 @@ fn today_plus(days: i64) -> String {
     (chrono_today() + days).to_string()
 }
 
-/// Days since the epoch as a date string helper (no chrono in this crate's deps).
+/// Today in Moscow (UTC+3), the date core-app validates against, as days
+/// since the epoch.
 fn chrono_today() -> DateDays {
     DateDays(
-        std::time::SystemTime::now()
+        (std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs() as i64
+            + 3 * 3600)
             / 86_400,
     )
 }
@@ -260,6 +262,30 @@ async fn every_rule_is_reported_as_422_naming_its_field() {
             "consent.personal_data",
         ),
         (Box::new(|v| remove(v, "/consent")), "consent"),
+        // Two separate consents (152-FZ as amended): transfer to the
+        // insurers is its own, and each names the text it was given for.
+        (
+            Box::new(|v| set(v, "/consent/transfer_to_insurers", json!(false))),
+            "consent.transfer_to_insurers",
+        ),
+        (
+            Box::new(|v| remove(v, "/consent/transfer_to_insurers")),
+            "consent.transfer_to_insurers",
+        ),
+        (
+            Box::new(|v| {
+                set(
+                    v,
+                    "/consent/personal_data_text",
+                    json!("processing-2020-01-01"),
+                )
+            }),
+            "consent.personal_data_text",
+        ),
+        (
+            Box::new(|v| remove(v, "/consent/transfer_text")),
+            "consent.transfer_text",
+        ),
         (
             Box::new(|v| set(v, "/vehicle/year", json!("2021"))),
             "vehicle.year",
@@ -405,13 +431,15 @@ async fn a_client_over_the_inbound_limit_gets_429_with_retry_after() {
         per_second: 1.0 / 60.0,
         burst: 2,
     };
-    config.core.client_ip_header = Some("x-forwarded-for".to_owned());
+    // Behind a proxy the test plays (its own address is trusted): the
+    // client is the forwarded address.
+    config.core.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let system = osago::start(listener, config).await.unwrap();
     let http = reqwest::Client::new();
     let post = |client: &'static str| {
         http.post(format!("http://{}/api/osago/requests", system.addr))
-            .header("x-forwarded-for", format!("{client}, 10.0.0.1"))
+            .header("x-forwarded-for", client)
             .json(&sample_json())
             .send()
     };

@@ -61,7 +61,12 @@ async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
     let stream_url = format!("{base}{}", created["stream_url"].as_str().unwrap());
     let quotes_url = format!("{base}{}", created["quotes_url"].as_str().unwrap());
 
-    let response = http.get(&stream_url).send().await.unwrap();
+    let response = http
+        .get(&stream_url)
+        .bearer_auth(created["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let events = read_stream(response, Duration::from_secs(30)).await;
@@ -140,7 +145,13 @@ async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
     );
 
     // The quotes endpoint returns the same final state.
-    let quotes = complete_quotes(&http, &quotes_url, Duration::from_secs(10)).await;
+    let quotes = complete_quotes(
+        &http,
+        &quotes_url,
+        created["access_token"].as_str().unwrap(),
+        Duration::from_secs(10),
+    )
+    .await;
     let rows = quotes["insurers"].as_array().unwrap();
     assert_eq!(rows.len(), INSURERS);
     for row in rows {
@@ -155,6 +166,7 @@ async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
     // Reconnecting with Last-Event-ID shows nothing twice: only `done`.
     let again = http
         .get(&stream_url)
+        .bearer_auth(created["access_token"].as_str().unwrap())
         .header("Last-Event-ID", &last_id)
         .send()
         .await
@@ -169,6 +181,7 @@ async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
     let partial = format!("silent:{}", silent["version"]);
     let again = http
         .get(&stream_url)
+        .bearer_auth(created["access_token"].as_str().unwrap())
         .header("Last-Event-ID", partial)
         .send()
         .await
@@ -225,7 +238,14 @@ async fn the_page_and_health_are_served() {
         .unwrap()
         .starts_with("text/html"));
     let html = page.text().await.unwrap();
-    assert!(html.contains("/api/osago/requests"));
+    assert!(html.contains(r#"<script src="/app.js""#));
+    let script = reqwest::get(format!("{base}/app.js"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(script.contains("/api/osago/requests"));
     let health = reqwest::get(format!("{base}/health")).await.unwrap();
     assert_eq!(health.status(), 200);
     let metrics = reqwest::get(format!("{base}/metrics"))

@@ -82,6 +82,7 @@ async fn a_hundred_subscribers_see_every_row_of_one_stream() {
     let report = loadgen::fanout::subscribe(
         FanoutConfig {
             url,
+            token: created["access_token"].as_str().map(str::to_owned),
             subscribers: 100,
             connect_per_sec: 1000.0,
             source_ips: Vec::new(),
@@ -107,7 +108,7 @@ async fn embedded() -> osago::Embedded {
         sim_response_time: (Duration::from_millis(50), Duration::from_millis(200)),
         ..EmbeddedConfig::default()
     };
-    config.core.rate_limit.per_second = 0.0;
+    config.core = config.core.without_client_limits();
     config.core.request_deadline = Duration::from_secs(10);
     config.engine.insurer_deadline = Duration::from_secs(10);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

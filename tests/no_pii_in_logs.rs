@@ -62,6 +62,7 @@ async fn a_whole_flow_logs_no_personal_data() {
             system.addr,
             created["stream_url"].as_str().unwrap()
         ))
+        .bearer_auth(created["access_token"].as_str().unwrap())
         .send()
         .await
         .unwrap();

@@ -146,7 +146,13 @@ async fn the_requeue_command_puts_dead_messages_back_in_line() {
         .await
         .unwrap();
     let (event, _, _) = osago_transport::conformance::outbox::request_event();
-    store.create(&event).await.unwrap();
+    store
+        .create(
+            &event,
+            &osago_core::request::ConsentRecord::received(&event, [127, 0, 0, 1].into()),
+        )
+        .await
+        .unwrap();
     let claimed = store.claim(10, Duration::from_secs(60)).await.unwrap();
     store.mark_failed(claimed[0].id, 1).await.unwrap();
     assert_eq!(store.dead_count().await.unwrap(), 1);

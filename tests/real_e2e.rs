@@ -131,6 +131,7 @@ async fn a_request_flows_through_the_real_services() {
     let created: Value = created.json().await.unwrap();
     let stream = http
         .get(format!("{base}{}", created["stream_url"].as_str().unwrap()))
+        .bearer_auth(created["access_token"].as_str().unwrap())
         .send()
         .await
         .unwrap();
@@ -169,7 +170,13 @@ async fn a_request_flows_through_the_real_services() {
 
     // The read model equals what the stream showed.
     let quotes_url = format!("{base}{}", created["quotes_url"].as_str().unwrap());
-    let quotes = complete_quotes(&http, &quotes_url, Duration::from_secs(20)).await;
+    let quotes = complete_quotes(
+        &http,
+        &quotes_url,
+        created["access_token"].as_str().unwrap(),
+        Duration::from_secs(20),
+    )
+    .await;
     for row in quotes["insurers"].as_array().unwrap() {
         let insurer = row["insurer_id"].as_str().unwrap();
         assert_eq!(

@@ -148,6 +148,7 @@ async fn a_request_flows_with_tls_to_every_dependency() {
         .unwrap();
     let stream = http
         .get(format!("{base}{}", created["stream_url"].as_str().unwrap()))
+        .bearer_auth(created["access_token"].as_str().unwrap())
         .send()
         .await
         .unwrap();

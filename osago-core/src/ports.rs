@@ -212,10 +212,16 @@ impl RequestSummary {
 /// core-app's request table.
 #[async_trait]
 pub trait RequestStore: Send + Sync + 'static {
-    /// Stores the event's request and enqueues the event on the outbox
-    /// atomically (one transaction in SQL): both are written or neither.
-    /// The store encodes the outbox message itself (its id is the event id).
-    async fn create(&self, event: &RequestEvent) -> Result<(), PortError>;
+    /// Stores the event's request, with the consents as the server recorded
+    /// them, and enqueues the event on the outbox atomically (one
+    /// transaction in SQL): all are written or none. The store encodes the
+    /// outbox message itself (its id is the event id); the consent record
+    /// stays in the store and is deleted with the request.
+    async fn create(
+        &self,
+        event: &RequestEvent,
+        consent: &crate::request::ConsentRecord,
+    ) -> Result<(), PortError>;
 
     /// The request's summary, if it exists.
     async fn summary(&self, request_id: &RequestId) -> Result<Option<RequestSummary>, PortError>;

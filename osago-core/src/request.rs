@@ -46,6 +46,46 @@ impl fmt::Debug for QuoteRequest {
     }
 }
 
+/// `Debug` for a type holding personal data: its name and nothing else, so
+/// no `{:?}` (a log line, a panic message, an error) can leak it. One place
+/// for every such type; [`QuoteRequest`] and [`Vehicle`] print their
+/// non-personal fields.
+macro_rules! personal_data {
+    ($($ty:ident),+ $(,)?) => {$(
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($ty), " { <personal data> }"))
+            }
+        }
+    )+};
+}
+
+personal_data!(
+    VehicleDocument,
+    Owner,
+    Passport,
+    Address,
+    Drivers,
+    Driver,
+    Licence,
+    Contact
+);
+
+/// The VIN, body and chassis numbers, the plate and the document are
+/// personal data; make, model and the rest are not.
+impl fmt::Debug for Vehicle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vehicle")
+            .field("category", &self.category)
+            .field("make", &self.make)
+            .field("model", &self.model)
+            .field("year", &self.year)
+            .field("engine_power_hp", &self.engine_power_hp)
+            .field("has_trailer", &self.has_trailer)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The policy terms.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,7 +154,7 @@ impl Category {
 }
 
 /// The vehicle.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vehicle {
     /// Category (B is the main case).
@@ -160,7 +200,7 @@ pub enum DocumentKind {
 }
 
 /// The vehicle's document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VehicleDocument {
     /// Kind.
@@ -175,7 +215,7 @@ pub struct VehicleDocument {
 }
 
 /// The owner.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Owner {
     /// Full name.
@@ -192,7 +232,7 @@ pub struct Owner {
 }
 
 /// A Russian internal passport.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Passport {
     /// Series, 4 digits.
@@ -204,7 +244,7 @@ pub struct Passport {
 }
 
 /// A registration address.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Address {
     /// Two-digit region code, e.g. "77" (drives KT).
@@ -221,7 +261,7 @@ pub struct Address {
 }
 
 /// Who may drive.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Drivers {
     /// Anyone may drive (KO 2.32).
@@ -233,7 +273,7 @@ pub struct Drivers {
 }
 
 /// A named driver.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Driver {
     /// Full name.
@@ -249,7 +289,7 @@ pub struct Driver {
 }
 
 /// A driving licence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Licence {
     /// Series, 4 characters.
@@ -259,7 +299,7 @@ pub struct Licence {
 }
 
 /// Contact details.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Contact {
     /// Phone, `7` and ten digits.
@@ -268,14 +308,80 @@ pub struct Contact {
     pub email: String,
 }
 
-/// Consent to personal data processing.
+/// The version of the consent text to processing that the page links
+/// (`/consent/processing`); a request must name it.
+pub const PROCESSING_TEXT_VERSION: &str = "processing-2026-11-30";
+
+/// The version of the consent text to transfer to insurers that the page
+/// links (`/consent/transfer`); a request must name it.
+pub const TRANSFER_TEXT_VERSION: &str = "transfer-2026-11-30";
+
+/// The two separate consents the amended 152-FZ asks for (in force since
+/// 2025-09-01): to processing, and to transfer to the listed insurers, each
+/// naming the version of the text the person was shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Consent {
-    /// The person agreed (must be true).
+    /// Consent to processing (must be true).
     pub personal_data: bool,
-    /// When they agreed.
+    /// Consent to transfer to the insurers (must be true).
+    #[serde(default)]
+    pub transfer_to_insurers: bool,
+    /// The version of the processing text shown ([`PROCESSING_TEXT_VERSION`]).
+    #[serde(default)]
+    pub personal_data_text: String,
+    /// The version of the transfer text shown ([`TRANSFER_TEXT_VERSION`]).
+    #[serde(default)]
+    pub transfer_text: String,
+    /// When the server received them: core-app stamps it from its own
+    /// clock and replaces whatever a client sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_at: Option<DateTime<Utc>>,
+}
+
+/// The consents as the server recorded them, stored with the request and
+/// deleted with it; never published (the client address is personal data
+/// insurers have no use for).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    /// When core-app received them (its clock).
     pub given_at: DateTime<Utc>,
+    /// The processing text's version.
+    pub personal_data_text: String,
+    /// The transfer text's version.
+    pub transfer_text: String,
+    /// The address the request came from (the client, behind trusted
+    /// proxies).
+    pub client_address: std::net::IpAddr,
+}
+
+impl ConsentRecord {
+    /// The record of `event`'s consents, received when the event was
+    /// created, from `client`.
+    pub fn received(event: &crate::RequestEvent, client: std::net::IpAddr) -> Self {
+        Self::of(&event.request, event.occurred_at, client)
+    }
+
+    /// The record of `request`'s consents, received `at` from `client`.
+    pub fn of(request: &QuoteRequest, at: DateTime<Utc>, client: std::net::IpAddr) -> Self {
+        Self {
+            given_at: at,
+            personal_data_text: request.consent.personal_data_text.clone(),
+            transfer_text: request.consent.transfer_text.clone(),
+            client_address: client,
+        }
+    }
+}
+
+/// Personal data: the address is never printed.
+impl fmt::Debug for ConsentRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsentRecord")
+            .field("given_at", &self.given_at)
+            .field("personal_data_text", &self.personal_data_text)
+            .field("transfer_text", &self.transfer_text)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One violated rule: where, and what is wrong. The message never contains
@@ -621,6 +727,22 @@ impl QuoteRequest {
                 "consent.personal_data",
                 "consent to personal data processing is required",
             ));
+        } else if self.consent.personal_data_text != PROCESSING_TEXT_VERSION {
+            errors.push(FieldError::new(
+                "consent.personal_data_text",
+                format!("must name the current consent text, {PROCESSING_TEXT_VERSION}"),
+            ));
+        }
+        if !self.consent.transfer_to_insurers {
+            errors.push(FieldError::new(
+                "consent.transfer_to_insurers",
+                "consent to the transfer to insurers is required",
+            ));
+        } else if self.consent.transfer_text != TRANSFER_TEXT_VERSION {
+            errors.push(FieldError::new(
+                "consent.transfer_text",
+                format!("must name the current consent text, {TRANSFER_TEXT_VERSION}"),
+            ));
         }
     }
 }
@@ -689,6 +811,45 @@ mod tests {
                 "contact.phone",
                 "consent.personal_data"
             ]
+        );
+    }
+
+    #[test]
+    fn debug_never_prints_personal_data() {
+        let r = sample();
+        let printed = format!(
+            "{r:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            r.owner,
+            r.owner.passport,
+            r.owner.address,
+            r.drivers,
+            r.drivers.list[0],
+            r.drivers.list[0].licence,
+            r.contact,
+            r.vehicle,
+            r.vehicle.document,
+            r.consent
+        );
+        let mut personal = vec![
+            r.owner.full_name.clone(),
+            r.owner.passport.number.clone(),
+            r.owner.passport.series.clone(),
+            r.owner.birth_date.to_string(),
+            r.owner.address.street.clone(),
+            r.contact.phone.clone(),
+            r.contact.email.clone(),
+            r.drivers.list[0].licence.number.clone(),
+            r.vehicle.document.number.clone(),
+        ];
+        personal.extend(r.vehicle.vin.clone());
+        personal.extend(r.vehicle.plate.clone());
+        for value in personal {
+            assert!(!printed.contains(&value), "{value} in {printed}");
+        }
+        assert!(printed.contains("Owner { <personal data> }"), "{printed}");
+        assert!(
+            printed.contains("Vesta"),
+            "the non-personal fields stay: {printed}"
         );
     }
 

@@ -117,9 +117,16 @@ pub struct Args {
         value_delimiter = '\n'
     )]
     pub insurer_headers: Vec<String>,
-    /// How long in-flight state lives in the state store (2 to 6 hours).
+    /// How long in-flight state lives in the state store (2 to 6 hours),
+    /// capped by --retention.
     #[arg(long, env = "OSAGO_STATE_TTL", default_value = "4h", value_parser = duration)]
     pub state_ttl: Duration,
+    /// How long personal data may be kept: the same setting as core-app's
+    /// (one `OSAGO_RETENTION`, or one top-level `retention` in the file).
+    /// Caps the TTL of every state-store key (they hold the request) and
+    /// sets the request topic's retention.
+    #[arg(long, env = "OSAGO_RETENTION", default_value = "3days", value_parser = duration)]
+    pub retention: Duration,
     /// Consumer group on the request stream.
     #[arg(
         long,
@@ -175,7 +182,7 @@ impl Args {
     pub fn check(&self) -> Result<Plan, Problems> {
         let mut p = Problems::default();
         let bus = self.common.check(&mut p);
-        let kafka = self.common.kafka(None, &mut p);
+        let kafka = self.common.kafka(Some(self.retention), &mut p);
         let state = p.take("--state", resolve::state(&self.state));
         if let Some(state) = &state {
             crate::ports::check_state_compiled("--state", state, &mut p);
@@ -282,7 +289,13 @@ impl Args {
         engine.poll = self
             .poll_interval
             .map_or_else(PollConfig::default, PollConfig::fixed);
-        engine.state_ttl = self.state_ttl;
+        // State-store keys hold the request (personal data): none outlives
+        // the retention, and in-flight work must outlive its deadline.
+        engine.state_ttl = self.state_ttl.min(self.retention);
+        p.check(
+            engine.state_ttl < 2 * self.insurer_deadline,
+            "--retention must be at least twice --insurer-deadline: in-flight state lives that long",
+        );
         engine.resilience.concurrency.max_in_flight = self.concurrency as usize;
         engine.resilience.quota.rate.rate_per_sec = self.insurer_rate;
         engine.resilience.quota.rate.burst = self.insurer_burst;

@@ -355,8 +355,12 @@ fn scalar(value: &toml::Value, origin: &str, p: &mut Problems) -> Option<String>
 }
 
 /// A value as it may be shown: a URL's password, a secret librdkafka
-/// property and an insurer header's value are replaced by `<redacted>`.
+/// property, an insurer header's value and access keys are replaced by
+/// `<redacted>`.
 pub fn redact(long: &str, value: &str) -> String {
+    if long == "access-keys" {
+        return "<redacted>".to_owned();
+    }
     if long == "insurer-header" {
         return match value.split_once(':') {
             Some((name, _)) => format!("{name}: <redacted>"),

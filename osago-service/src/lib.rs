@@ -29,6 +29,7 @@
 
 pub mod admin;
 pub mod aggregator;
+pub mod client;
 pub mod config;
 pub mod launch;
 pub mod ports;

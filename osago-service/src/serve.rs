@@ -4,20 +4,43 @@
 //! [`MAX_BUF`], accept errors (out of file descriptors)
 //! backed off instead of ending the server, and a graceful drain on
 //! shutdown, bounded by a timeout.
+//!
+//! The edge a public listener needs ([`ConnectionLimits`], [`Edge`]):
+//!
+//! - a header-read timeout: a client has that long from connecting (or
+//!   from its previous response) to send a whole request head, however
+//!   slowly it trickles bytes (slowloris), HTTP/2's preface included;
+//! - an idle timeout: a connection that moves no byte either way that long
+//!   is closed (an event stream's heartbeats keep it moving);
+//! - a total connection cap, answered at once with `503` and `Retry-After`
+//!   beyond it, and a cap per client address (IPv6 by /64; trusted proxies
+//!   exempt), answered with `429`, so idle sockets from one address cannot
+//!   take every slot;
+//! - caps on the request line and headers ([`MAX_BUF`], `max_headers`).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::client::{client_key, TrustedProxies};
 
 /// The most an HTTP/1 connection buffers (hyper's minimum): the request
 /// line and headers must fit (431 above), and an idle event stream's read
@@ -46,9 +69,209 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Serves `handler` on `listener` until `shutdown` resolves; then stops
-/// accepting, calls `draining` (for instance to end open event streams),
-/// and waits up to `drain_timeout` for open connections to finish.
+/// What a listener allows each connection (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConnectionLimits {
+    /// How long a client has to send a request's head: from connecting,
+    /// and from the end of its previous response on a kept-alive
+    /// connection. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// A connection that moves no byte either way this long is closed.
+    /// Default 120 s.
+    pub idle_timeout: Duration,
+    /// Connections open at once; beyond it a new one is answered `503`
+    /// with `Retry-After` and closed. 0: no cap. Default 16 384 (a
+    /// process may hold 20 000 files here).
+    pub max_connections: usize,
+    /// Connections open at once from one client address (IPv6: one /64;
+    /// trusted proxies are exempt); beyond it `429` and closed. 0: no cap.
+    /// Default 256.
+    pub max_connections_per_client: usize,
+    /// Headers a request may carry (431 beyond). Default 64.
+    pub max_headers: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 16_384,
+            max_connections_per_client: 256,
+            max_headers: 64,
+        }
+    }
+}
+
+/// Called with the reason (`connections`, `client_connections`) when a
+/// connection is refused at the door.
+pub type OnRefused = Arc<dyn Fn(&'static str) + Send + Sync>;
+
+/// A listener's edge: its limits, the proxies it trusts, and what to tell
+/// when it refuses.
+#[derive(Clone, Default)]
+pub struct Edge {
+    /// The limits.
+    pub limits: ConnectionLimits,
+    /// Proxies exempt from the per-client connection cap (they carry many
+    /// clients).
+    pub trusted: TrustedProxies,
+    /// Counts refusals (a metric).
+    pub on_refused: Option<OnRefused>,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("limits", &self.limits)
+            .field("trusted", &self.trusted)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Open connections per client key.
+#[derive(Debug, Default)]
+struct ClientSlots {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's hold on its client's slots; released on drop.
+#[derive(Debug)]
+struct ClientSlot {
+    slots: Arc<ClientSlots>,
+    key: IpAddr,
+}
+
+impl ClientSlots {
+    fn take(self: &Arc<Self>, key: IpAddr, cap: usize) -> Option<ClientSlot> {
+        let mut open = self.open.lock().expect("not poisoned");
+        let count = open.entry(key).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            slots: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().expect("not poisoned");
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// When a connection last moved a byte, in milliseconds since it opened.
+#[derive(Debug)]
+struct Activity {
+    opened: tokio::time::Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.opened.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A socket that records when it last read or wrote a byte.
+#[derive(Debug)]
+struct Watched {
+    socket: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.socket).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.socket).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.socket).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.socket.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
+}
+
+/// Answers a connection refused at the door and closes it, without
+/// reading its request (it may never come).
+fn refuse(mut socket: TcpStream, status: &'static str) {
+    tokio::spawn(async move {
+        let response = format!(
+            "HTTP/1.1 {status}\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            socket.write_all(response.as_bytes()).await?;
+            socket.shutdown().await
+        })
+        .await;
+    });
+}
+
+/// Serves `handler` on `listener` until `shutdown` resolves, with the
+/// default [`Edge`]: see [`serve_edge`].
 pub async fn serve<H, F, B>(
     listener: TcpListener,
     handler: H,
@@ -62,9 +285,56 @@ pub async fn serve<H, F, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    serve_edge(
+        listener,
+        Edge::default(),
+        handler,
+        shutdown,
+        draining,
+        drain_timeout,
+    )
+    .await
+}
+
+/// Serves `handler` on `listener`, held to `edge`, until `shutdown`
+/// resolves; then stops accepting, calls `draining` (for instance to end
+/// open event streams), and waits up to `drain_timeout` for open
+/// connections to finish.
+pub async fn serve_edge<H, F, B>(
+    listener: TcpListener,
+    edge: Edge,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+    draining: impl FnOnce(),
+    drain_timeout: Duration,
+) where
+    H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let limits = edge.limits.clone();
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().max_buf_size(MAX_BUF);
+    builder
+        .http1()
+        .max_buf_size(MAX_BUF)
+        .max_headers(limits.max_headers.max(1))
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_BUF as u32);
+    let total =
+        (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
+    let per_client = Arc::new(ClientSlots::default());
+    let refused = |reason: &'static str| {
+        if let Some(count) = &edge.on_refused {
+            count(reason);
+        }
+    };
     tokio::pin!(shutdown);
     loop {
         let (socket, peer) = tokio::select! {
@@ -79,14 +349,78 @@ pub async fn serve<H, F, B>(
             },
             _ = &mut shutdown => break,
         };
+        let permit = match &total {
+            Some(total) => match total.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    refused("connections");
+                    refuse(socket, "503 Service Unavailable");
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let slot = if limits.max_connections_per_client > 0 && !edge.trusted.is_trusted(peer.ip()) {
+            match per_client.take(client_key(peer.ip()), limits.max_connections_per_client) {
+                Some(slot) => Some(slot),
+                None => {
+                    refused("client_connections");
+                    refuse(socket, "429 Too Many Requests");
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
         let _ = socket.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let requested = Arc::new(AtomicBool::new(false));
         let handler = handler.clone();
-        let service = service_fn(move |req| handler(peer, req));
-        let connection = builder.serve_connection(TokioIo::new(socket), service);
+        let seen = requested.clone();
+        let service = service_fn(move |req| {
+            seen.store(true, Ordering::Relaxed);
+            handler(peer, req)
+        });
+        let io = Watched {
+            socket,
+            activity: activity.clone(),
+        };
+        let connection = builder.serve_connection(TokioIo::new(io), service);
         let connection = graceful.watch(connection.into_owned());
+        let limits = limits.clone();
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "connection ended with an error");
+            let _held = (permit, slot);
+            tokio::pin!(connection);
+            // The first request's head must arrive within the header-read
+            // timeout: hyper's own timer starts only once it knows the
+            // protocol, which waits for the client's first bytes.
+            let first_head = tokio::time::sleep(limits.header_read_timeout);
+            tokio::pin!(first_head);
+            let mut first_seen = false;
+            loop {
+                let idle_at = activity.last() + limits.idle_timeout;
+                tokio::select! {
+                    ended = &mut connection => {
+                        if let Err(err) = ended {
+                            tracing::debug!(error = %err, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    _ = &mut first_head, if !first_seen => {
+                        if requested.load(Ordering::Relaxed) {
+                            first_seen = true;
+                        } else {
+                            tracing::debug!(%peer, "no request head within the header-read timeout; closed");
+                            return;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(idle_at) => {
+                        if activity.last() + limits.idle_timeout <= tokio::time::Instant::now() {
+                            tracing::debug!(%peer, "connection idle past the idle timeout; closed");
+                            return;
+                        }
+                    }
+                }
             }
         });
     }

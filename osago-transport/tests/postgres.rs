@@ -76,12 +76,24 @@ async fn a_failed_outbox_insert_rolls_the_request_back() {
     let mut server = Server::start().await;
     let store = server.store().await;
     let (event, _, _) = outbox::request_event();
-    store.create(&event).await.unwrap();
+    store
+        .create(
+            &event,
+            &osago_core::request::ConsentRecord::received(&event, [127, 0, 0, 1].into()),
+        )
+        .await
+        .unwrap();
     // Same event (outbox id) again for another request: the outbox insert
     // fails, so the new request must not stay.
     let (mut other, _, _) = outbox::request_event();
     other.event_id = event.event_id;
-    assert!(store.create(&other).await.is_err());
+    assert!(store
+        .create(
+            &other,
+            &osago_core::request::ConsentRecord::received(&other, [127, 0, 0, 1].into())
+        )
+        .await
+        .is_err());
     assert!(store.summary(&other.request_id).await.unwrap().is_none());
     let requests: i64 = sqlx::query_scalar("SELECT count(*) FROM osago_requests")
         .fetch_one(store.pool())
@@ -93,7 +105,13 @@ async fn a_failed_outbox_insert_rolls_the_request_back() {
     let store = Arc::new(server.store().await);
     for _ in 0..200 {
         let (event, _, _) = outbox::request_event();
-        store.create(&event).await.unwrap();
+        store
+            .create(
+                &event,
+                &osago_core::request::ConsentRecord::received(&event, [127, 0, 0, 1].into()),
+            )
+            .await
+            .unwrap();
     }
     let mut relays = Vec::new();
     for _ in 0..4 {
@@ -134,7 +152,13 @@ async fn retention_and_audit() {
         })
         .await;
     let (event, summary, _) = outbox::request_event();
-    store.create(&event).await.unwrap();
+    store
+        .create(
+            &event,
+            &osago_core::request::ConsentRecord::received(&event, [127, 0, 0, 1].into()),
+        )
+        .await
+        .unwrap();
     store
         .apply(&read_model::quote_event(
             summary.request_id,

@@ -78,12 +78,14 @@ pub fn rows_by_insurer(
 pub async fn complete_quotes(
     http: &reqwest::Client,
     url: &str,
+    token: &str,
     limit: Duration,
 ) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let quotes: serde_json::Value = http
             .get(url)
+            .bearer_auth(token)
             .send()
             .await
             .expect("quotes answer")

@@ -396,6 +396,18 @@ impl Stack {
                         format!("{}ms", options.heartbeat.as_millis()),
                         "--rate-limit-per-minute".to_owned(),
                         "0".to_owned(),
+                        // One access key for every core-app, as pods share
+                        // it: a stream reconnecting to another core-app
+                        // keeps its token.
+                        "--access-keys".to_owned(),
+                        "stack:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".to_owned(),
+                        // Every test user comes from 127.0.0.1.
+                        "--read-limit-per-second".to_owned(),
+                        "0".to_owned(),
+                        "--max-streams-per-client".to_owned(),
+                        "0".to_owned(),
+                        "--max-connections-per-client".to_owned(),
+                        "0".to_owned(),
                         // One limiter for every core-app: admission (when
                         // set) counts the stack's requests, not a pod's.
                         "--rate-limit-store".to_owned(),
@@ -692,8 +704,12 @@ impl Load {
 }
 
 /// POSTs the sample request to the `i`-th core-app, falling over to the
-/// others; returns (request id, stream path).
-async fn post_anywhere(http: &reqwest::Client, bases: &[String], i: usize) -> (String, String) {
+/// others; returns (request id, stream path, access token).
+async fn post_anywhere(
+    http: &reqwest::Client,
+    bases: &[String],
+    i: usize,
+) -> (String, String, String) {
     for attempt in 0..40 {
         let base = &bases[(i + attempt) % bases.len()];
         if let Ok(response) = http
@@ -707,6 +723,7 @@ async fn post_anywhere(http: &reqwest::Client, bases: &[String], i: usize) -> (S
                 return (
                     created["request_id"].as_str().expect("id").to_owned(),
                     created["stream_url"].as_str().expect("stream").to_owned(),
+                    created["access_token"].as_str().expect("token").to_owned(),
                 );
             }
         }
@@ -720,7 +737,7 @@ async fn post_anywhere(http: &reqwest::Client, bases: &[String], i: usize) -> (S
 async fn follow(
     bases: Vec<String>,
     i: usize,
-    (request_id, path): (String, String),
+    (request_id, path, token): (String, String, String),
     give_up: Duration,
 ) -> RequestRecord {
     let http = reqwest::Client::new();
@@ -733,7 +750,7 @@ async fn follow(
     let give_up = tokio::time::Instant::now() + give_up;
     while !record.ended && tokio::time::Instant::now() < give_up {
         let base = &bases[(i + attempt) % bases.len()];
-        let mut request = http.get(format!("{base}{path}"));
+        let mut request = http.get(format!("{base}{path}")).bearer_auth(&token);
         if let Some(id) = &last_id {
             request = request.header("Last-Event-ID", id);
         }

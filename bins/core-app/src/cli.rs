@@ -18,7 +18,20 @@ use osago_service::Problems;
 use osago_transport::resolve::{self, BusUrl, DatabaseUrl, StateUrl};
 use prometheus_client::registry::Registry;
 
+use crate::access::AccessKeys;
+use crate::config::LimiterFailure;
 use crate::{Config, Deps, RelayConfig};
+
+/// An address (one host) or a network in CIDR form.
+fn network(value: &str) -> Result<ipnet::IpNet, String> {
+    let value = value.trim();
+    if let Ok(ip) = value.parse::<std::net::IpAddr>() {
+        return Ok(ipnet::IpNet::from(ip));
+    }
+    value
+        .parse::<ipnet::IpNet>()
+        .map_err(|_| format!("{value:?} is not an address or a network like 10.0.0.0/8"))
+}
 
 /// core-app: quote requests in, quotes streamed out over SSE.
 #[derive(Debug, Clone, clap::Parser)]
@@ -93,9 +106,54 @@ pub struct Args {
     /// it is answered 503.
     #[arg(long, env = "OSAGO_DATABASE_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = duration)]
     pub database_acquire_timeout: Duration,
-    /// Header naming the client behind a trusted proxy (e.g. x-forwarded-for).
+    /// The header trusted proxies name the client in, each appending the
+    /// address it saw (default x-forwarded-for); read only on requests
+    /// from --trusted-proxy.
     #[arg(long, env = "OSAGO_CLIENT_IP_HEADER")]
     pub client_ip_header: Option<String>,
+    /// A proxy in front of core-app (load balancer, ingress), as an
+    /// address or network (10.0.0.0/8); repeatable or comma-separated. A
+    /// request from one is counted against the right-most forwarded address
+    /// that is not a trusted proxy. None: the header is ignored.
+    #[arg(long = "trusted-proxy", env = "OSAGO_TRUSTED_PROXIES", value_delimiter = ',', value_parser = network)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long a client has to send a request's head (and a POST its body).
+    #[arg(long, env = "OSAGO_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+    /// A connection that moves no byte either way this long is closed.
+    #[arg(long, env = "OSAGO_IDLE_TIMEOUT", default_value = "120s", value_parser = duration)]
+    pub idle_timeout: Duration,
+    /// Connections open at once; beyond it 503 with Retry-After. 0: no cap.
+    #[arg(long, env = "OSAGO_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub max_connections: usize,
+    /// Connections open at once from one client address (IPv6: /64;
+    /// trusted proxies exempt); beyond it 429. 0: no cap.
+    #[arg(long, env = "OSAGO_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256)]
+    pub max_connections_per_client: usize,
+    /// Event streams one client may hold open on this instance; beyond it
+    /// 429. 0: no cap.
+    #[arg(long, env = "OSAGO_MAX_STREAMS_PER_CLIENT", default_value_t = 16)]
+    pub max_streams_per_client: usize,
+    /// Stream and quotes reads per second per client (0: no limit).
+    #[arg(long, env = "OSAGO_READ_LIMIT_PER_SECOND", default_value_t = 2.0)]
+    pub read_limit_per_second: f64,
+    /// Stream and quotes reads a client may make at once.
+    #[arg(long, env = "OSAGO_READ_LIMIT_BURST", default_value_t = 20)]
+    pub read_limit_burst: u32,
+    /// What a limit does when --rate-limit-store cannot be reached: open
+    /// (let through) or closed (503); counted either way.
+    #[arg(long, env = "OSAGO_LIMITER_FAILURE", value_enum, default_value_t = LimiterFailure::Open)]
+    pub limiter_failure: LimiterFailure,
+    /// Stream access keys, `id:base64-secret` (32+ bytes), comma-separated,
+    /// the signing key first; every core-app needs the same. Prefer
+    /// --access-keys-file. Unset: a random key of this process's own
+    /// (tokens die with it and work on this pod only).
+    #[arg(long, env = "OSAGO_ACCESS_KEYS", hide_env_values = true)]
+    pub access_keys: Option<String>,
+    /// A file holding the access keys, one `id:base64-secret` per line (a
+    /// mounted secret).
+    #[arg(long, env = "OSAGO_ACCESS_KEYS_FILE")]
+    pub access_keys_file: Option<std::path::PathBuf>,
     /// Outbox messages the relay claims and publishes at once.
     #[arg(long, env = "OSAGO_OUTBOX_BATCH", default_value_t = 256)]
     pub outbox_batch: usize,
@@ -141,6 +199,7 @@ pub struct Plan {
     config: Config,
     audit: bool,
     pool: (u32, Duration),
+    keys_configured: bool,
     kafka: KafkaSettings,
     common: CommonArgs,
 }
@@ -224,7 +283,62 @@ impl Args {
             &["core", "kafka", "valkey"],
             &mut p,
         );
+        p.check(
+            self.header_read_timeout < Duration::from_millis(100),
+            "--header-read-timeout must be at least 100ms",
+        );
+        p.check(
+            self.idle_timeout < Duration::from_secs(1),
+            "--idle-timeout must be at least 1s",
+        );
+        p.check(
+            !self.read_limit_per_second.is_finite() || self.read_limit_per_second < 0.0,
+            "--read-limit-per-second must be zero or positive",
+        );
+        p.check(
+            self.read_limit_burst == 0,
+            "--read-limit-burst must be at least 1",
+        );
+        if let Some(name) = &self.client_ip_header {
+            p.check(
+                http::HeaderName::try_from(name.as_str()).is_err(),
+                "--client-ip-header must be a header name",
+            );
+        }
+        let access_keys = match (&self.access_keys, &self.access_keys_file) {
+            (Some(_), Some(_)) => {
+                p.push("--access-keys and --access-keys-file: give one");
+                None
+            }
+            (Some(spec), None) => p.take("--access-keys", AccessKeys::parse(spec)),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(spec) => p.take("--access-keys-file", AccessKeys::parse(&spec)),
+                Err(err) => {
+                    p.push(format!(
+                        "--access-keys-file {}: cannot be read: {err}",
+                        path.display()
+                    ));
+                    None
+                }
+            },
+            (None, None) => Some(AccessKeys::default()),
+        };
         let config = Config {
+            access_keys: access_keys.unwrap_or_default(),
+            trusted_proxies: self.trusted_proxies.clone(),
+            connections: osago_service::serve::ConnectionLimits {
+                header_read_timeout: self.header_read_timeout,
+                idle_timeout: self.idle_timeout,
+                max_connections: self.max_connections,
+                max_connections_per_client: self.max_connections_per_client,
+                ..Default::default()
+            },
+            max_streams_per_client: self.max_streams_per_client,
+            read_limit: RateLimit {
+                per_second: self.read_limit_per_second,
+                burst: self.read_limit_burst,
+            },
+            limiter_failure: self.limiter_failure,
             request_deadline: self.request_deadline,
             heartbeat_interval: self.heartbeat,
             body_limit: self.body_limit,
@@ -249,6 +363,11 @@ impl Args {
             ..Config::default()
         };
         let config = osago_service::config::apply_sets(&config, "core", &self.common.sets, &mut p)
+            .map(|set| Config {
+                // never serialised, so not settable: kept as the flags made it
+                access_keys: config.access_keys.clone(),
+                ..set
+            })
             .unwrap_or(config);
         // What `--set core.…` may have changed, checked as the flags are.
         if self
@@ -307,6 +426,7 @@ impl Args {
                 config,
                 audit: self.audit,
                 pool: (self.database_pool_size, self.database_acquire_timeout),
+                keys_configured: self.access_keys.is_some() || self.access_keys_file.is_some(),
                 kafka,
                 common: self.common.clone(),
             }),
@@ -317,6 +437,12 @@ impl Args {
 
 /// Connects the adapters of `plan`.
 pub async fn connect(plan: Plan) -> Result<(Deps, Config), String> {
+    if !plan.keys_configured {
+        tracing::warn!(
+            "no --access-keys: stream tokens use a random key of this process, \
+             lost on restart and unknown to other instances"
+        );
+    }
     let mut health = Vec::new();
     let kv = osago_service::ports::key_value(&plan.limits, &plan.common).await?;
     health.extend(kv.health);

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use osago_core::ratelimit::RateLimit;
+use osago_service::serve::ConnectionLimits;
 use serde::{Deserialize, Serialize};
+
+use crate::access::AccessKeys;
 
 /// core-app settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,9 +42,57 @@ pub struct Config {
     /// insurers' capacity) can serve; beyond it requests are refused at
     /// once with 503 and Retry-After. Zero rate: none (the default).
     pub admission: RateLimit,
-    /// The header naming the client behind a trusted proxy (for example
-    /// `x-forwarded-for`, first address); the peer address when unset.
+    /// The header trusted proxies name the client in (each appending the
+    /// address it saw); `x-forwarded-for` when unset. Read only on
+    /// requests from [`Config::trusted_proxies`].
     pub client_ip_header: Option<String>,
+    /// The proxies (load balancers, ingress) in front of core-app, as
+    /// networks: a request from one of them is counted against the
+    /// right-most forwarded address that is not one of them. None (the
+    /// default): every client is its peer address and the header is
+    /// ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Timeouts and connection caps of the API listener.
+    pub connections: ConnectionLimits,
+    /// Event streams one client (address, IPv6 /64) may hold open on this
+    /// instance; beyond it 429. 0: no cap. Default 16.
+    pub max_streams_per_client: usize,
+    /// Stream and quotes reads per client, shared through the limiter;
+    /// beyond it 429 with Retry-After. Zero rate: none. Default 2/s,
+    /// 20 at once.
+    pub read_limit: RateLimit,
+    /// What a limit does when its store cannot be reached.
+    pub limiter_failure: LimiterFailure,
+    /// The keys of stream access tokens (never printed or serialised). A
+    /// random key of this process's own by default.
+    #[serde(skip)]
+    pub access_keys: AccessKeys,
+}
+
+/// What a limit does when its store (Valkey) cannot be reached; either way
+/// `osago_core_limiter_unavailable_total` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LimiterFailure {
+    /// Let the request through (availability first). The default.
+    #[default]
+    Open,
+    /// Refuse it with 503 and Retry-After (protection first).
+    Closed,
+}
+
+impl Config {
+    /// These settings without any per-client limit or connection cap: the
+    /// quote-request rate, reads, streams, connections. For load tests,
+    /// whose thousands of users come from a few addresses.
+    pub fn without_client_limits(mut self) -> Self {
+        self.rate_limit.per_second = 0.0;
+        self.read_limit.per_second = 0.0;
+        self.max_streams_per_client = 0;
+        self.connections.max_connections = 0;
+        self.connections.max_connections_per_client = 0;
+        self
+    }
 }
 
 impl Default for Config {
@@ -62,6 +113,15 @@ impl Default for Config {
                 burst: 5,
             },
             client_ip_header: None,
+            trusted_proxies: Vec::new(),
+            connections: ConnectionLimits::default(),
+            max_streams_per_client: 16,
+            read_limit: RateLimit {
+                per_second: 2.0,
+                burst: 20,
+            },
+            limiter_failure: LimiterFailure::Open,
+            access_keys: AccessKeys::default(),
             admission: RateLimit {
                 per_second: 0.0,
                 burst: 1,

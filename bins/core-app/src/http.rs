@@ -3,18 +3,35 @@
 //! - `POST /api/osago/requests`: validate, store with the outbox, 202.
 //! - `GET /api/osago/requests/{id}/stream`: SSE ([`crate::sse`]).
 //! - `GET /api/osago/requests/{id}/quotes`: the same state as JSON.
-//! - `GET /`: the page.
+//! - `GET /`, `/app.js`, `/app.css`: the page, under a Content-Security-Policy
+//!   without inline code (`script-src 'self'`, `frame-ancestors 'none'`).
+//! - `GET /consent/processing`, `/consent/transfer`: the consent texts.
+//!
+//! Every answer carries `X-Content-Type-Options: nosniff` and
+//! `Referrer-Policy: no-referrer`. The stream and quotes require the
+//! request's access token ([`crate::access`]); without it they answer as
+//! for an unknown id. Reads are limited per client ([`Config::read_limit`],
+//! [`Config::max_streams_per_client`]); the client is the peer, or the
+//! right-most untrusted forwarded address behind a trusted proxy.
+//!
+//! [`Config::read_limit`]: crate::Config::read_limit
+//! [`Config::max_streams_per_client`]: crate::Config::max_streams_per_client
 //! - `GET /health/live`, `/health/ready` (and `/health`), `/metrics`: the
 //!   admin endpoints ([`osago_service::admin`]), here only when core-app runs
 //!   without an admin listener of its own (embedded in one process); the
 //!   `core-app` binary serves them on `--admin-listen` and answers 404 here.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::header::{
+    ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION,
+    REFERRER_POLICY, RETRY_AFTER, SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
@@ -22,11 +39,12 @@ use hyper::body::Frame;
 use osago_core::events::RequestEvent;
 use osago_core::ports::RequestSummary;
 use osago_core::ratelimit::Admission;
-use osago_core::request::{self, DecodeError};
+use osago_core::request::{self, ConsentRecord, DecodeError};
 use osago_core::showcase::is_complete;
 use osago_core::{EventId, FieldError, RequestId};
 use serde::Serialize;
 
+use crate::config::LimiterFailure;
 use crate::sse::{Cursor, StreamParams, StreamState};
 use crate::App;
 
@@ -34,6 +52,56 @@ use crate::App;
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 const INDEX_HTML: &str = include_str!("web/index.html");
+const APP_JS: &str = include_str!("web/app.js");
+const APP_CSS: &str = include_str!("web/app.css");
+const CONSENT_PROCESSING: &str = include_str!("web/consent-processing.html");
+const CONSENT_TRANSFER: &str = include_str!("web/consent-transfer.html");
+
+/// The page's policy: its own script and style files only (no inline code,
+/// no `eval`), requests to its own origin only, never framed.
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; \
+     frame-ancestors 'none'";
+
+/// Event streams open per client on this instance.
+#[derive(Debug, Default)]
+pub struct ClientStreams {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One stream's hold on its client's count; released when the stream ends.
+#[derive(Debug)]
+pub struct StreamSlot {
+    streams: Arc<ClientStreams>,
+    client: IpAddr,
+}
+
+impl ClientStreams {
+    fn take(self: &Arc<Self>, client: IpAddr, cap: usize) -> Option<StreamSlot> {
+        let mut open = self.open.lock().expect("not poisoned");
+        let count = open.entry(client).or_insert(0);
+        if cap > 0 && *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot {
+            streams: self.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.open.lock().expect("not poisoned");
+        if let Some(count) = open.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
+}
 
 fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed_unsync()
@@ -145,9 +213,14 @@ pub async fn handle<B: RequestBody>(
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let response = match (req.method(), segments.as_slice()) {
+    let client = osago_service::client::client_key(app.trusted.client(peer.ip(), req.headers()));
+    let mut response = match (req.method(), segments.as_slice()) {
         (&Method::GET, [""]) => page(),
-        (_, [""]) => method_not_allowed("GET"),
+        (&Method::GET, ["app.js"]) => asset("text/javascript; charset=utf-8", APP_JS),
+        (&Method::GET, ["app.css"]) => asset("text/css; charset=utf-8", APP_CSS),
+        (&Method::GET, ["consent", "processing"]) => document(CONSENT_PROCESSING),
+        (&Method::GET, ["consent", "transfer"]) => document(CONSENT_TRANSFER),
+        (_, [""] | ["app.js" | "app.css"] | ["consent", _]) => method_not_allowed("GET"),
         (&Method::GET, ["favicon.ico"]) => Response::builder()
             .status(StatusCode::NO_CONTENT)
             .body(full(Bytes::new()))
@@ -161,9 +234,9 @@ pub async fn handle<B: RequestBody>(
                 .map(BodyExt::boxed_unsync)
         }
         (&Method::POST, ["api", "osago", "requests"]) => {
-            match Box::pin(limit(&app, peer, &req)).await {
+            match Box::pin(limit(&app, client)).await {
                 Some(refused) => refused,
-                None => Box::pin(create(&app, req)).await,
+                None => Box::pin(create(&app, client, req)).await,
             }
         }
         (_, ["api", "osago", "requests"]) => method_not_allowed("POST"),
@@ -173,56 +246,92 @@ pub async fn handle<B: RequestBody>(
                 .get("last-event-id")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            match id.parse::<RequestId>() {
-                Ok(id) => Box::pin(stream(&app, id, last_event_id)).await,
-                Err(_) => not_found(),
+            match authorised(&app, id, &req) {
+                Some(id) => match Box::pin(read_limit(&app, client)).await {
+                    Some(refused) => refused,
+                    None => Box::pin(stream(&app, client, id, last_event_id)).await,
+                },
+                None => not_found(),
             }
         }
-        (&Method::GET, ["api", "osago", "requests", id, "quotes"]) => match id.parse::<RequestId>()
-        {
-            Ok(id) => Box::pin(quotes(&app, id)).await,
-            Err(_) => not_found(),
-        },
+        (&Method::GET, ["api", "osago", "requests", id, "quotes"]) => {
+            match authorised(&app, id, &req) {
+                Some(id) => match Box::pin(read_limit(&app, client)).await {
+                    Some(refused) => refused,
+                    None => Box::pin(quotes(&app, id)).await,
+                },
+                None => not_found(),
+            }
+        }
         (_, ["api", "osago", "requests", _, "stream" | "quotes"]) => method_not_allowed("GET"),
         _ => not_found(),
     };
+    let headers = response.headers_mut();
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     Ok(response)
 }
 
+/// The request id in the path, when the request carries its access token.
+fn authorised<B>(app: &App, id: &str, req: &Request<B>) -> Option<RequestId> {
+    let id = id.parse::<RequestId>().ok()?;
+    app.config
+        .access_keys
+        .allows(&id, req.headers())
+        .then_some(id)
+}
+
 fn page() -> Response<Body> {
+    let mut response = document(INDEX_HTML);
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// An HTML document under [`PAGE_CSP`].
+fn document(html: &'static str) -> Response<Body> {
     Response::builder()
         .header(CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(CACHE_CONTROL, "no-cache")
-        .body(full(INDEX_HTML))
+        .header(CACHE_CONTROL, "public, max-age=300")
+        .header(CONTENT_SECURITY_POLICY, PAGE_CSP)
+        .header(X_FRAME_OPTIONS, "DENY")
+        .body(full(html))
         .expect("valid response")
 }
 
-/// The client a request counts against: the configured proxy header's first
-/// address, else the peer address.
-fn client_key<B>(app: &App, peer: std::net::SocketAddr, req: &Request<B>) -> String {
-    app.config
-        .client_ip_header
-        .as_deref()
-        .and_then(|name| req.headers().get(name))
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| peer.ip().to_string())
+/// One of the page's files.
+fn asset(content_type: &'static str, text: &'static str) -> Response<Body> {
+    Response::builder()
+        .header(CONTENT_TYPE, content_type)
+        .header(CACHE_CONTROL, "no-cache")
+        .body(full(text))
+        .expect("valid response")
 }
 
-/// The inbound B2C limit: `Some(429)` when the client is over it. A limiter
-/// that cannot be reached lets the request through (availability first) and
-/// says so in the log.
-async fn limit(
-    app: &App,
-    peer: std::net::SocketAddr,
-    req: &Request<impl Sized>,
-) -> Option<Response<Body>> {
-    if let Some(refused) = client_limit(app, peer, req).await {
+/// The inbound B2C limit: `Some(429)` when the client is over it, then the
+/// admission limit.
+async fn limit(app: &App, client: IpAddr) -> Option<Response<Body>> {
+    if let Some(refused) = client_limit(app, client).await {
         return Some(refused);
     }
     admission(app).await
+}
+
+/// The per-client limit on stream and quotes reads.
+async fn read_limit(app: &App, client: IpAddr) -> Option<Response<Body>> {
+    if app.config.read_limit.emission_interval_us() == 0 {
+        return None;
+    }
+    let refusal = Refusal {
+        reason: "read_rate",
+        status: StatusCode::TOO_MANY_REQUESTS,
+        kind: "/problems/rate-limited",
+        title: "Too Many Requests",
+        detail: "too many reads from this client",
+    };
+    let key = format!("read:{client}");
+    limited(app, &key, &app.config.read_limit, refusal).await
 }
 
 /// The admission limit: quote requests accepted per second across every
@@ -249,12 +358,11 @@ async fn admission(app: &App) -> Option<Response<Body>> {
 const ADMISSION_KEY: &str = "admission:quote-requests";
 
 /// The per-client limit: `Some(429)` when the client is over it.
-async fn client_limit(
-    app: &App,
-    peer: std::net::SocketAddr,
-    req: &Request<impl Sized>,
-) -> Option<Response<Body>> {
-    let key = client_key(app, peer, req);
+async fn client_limit(app: &App, client: IpAddr) -> Option<Response<Body>> {
+    if app.config.rate_limit.emission_interval_us() == 0 {
+        return None;
+    }
+    let key = client.to_string();
     let refusal = Refusal {
         reason: "rate_limited",
         status: StatusCode::TOO_MANY_REQUESTS,
@@ -275,8 +383,11 @@ struct Refusal {
 }
 
 /// `Some(refusal)`, with Retry-After in whole seconds, when `key` is over
-/// `limit`; a limiter that cannot be reached lets the request through
-/// (availability first) and says so in the log.
+/// `limit`; a limiter that cannot be reached lets the request through or
+/// refuses it with 503 ([`Config::limiter_failure`]), counts it and says so
+/// in the log.
+///
+/// [`Config::limiter_failure`]: crate::Config::limiter_failure
 async fn limited(
     app: &App,
     key: &str,
@@ -302,8 +413,30 @@ async fn limited(
             Some(response)
         }
         Err(err) => {
-            tracing::warn!(limit = refusal.reason, error = %err, "limiter unavailable; request let through");
-            None
+            let decision = match app.config.limiter_failure {
+                LimiterFailure::Open => "open",
+                LimiterFailure::Closed => "closed",
+            };
+            app.metrics
+                .limiter_unavailable
+                .get_or_create(&crate::metrics::LimiterLabels {
+                    limit: refusal.reason,
+                    decision,
+                })
+                .inc();
+            match app.config.limiter_failure {
+                LimiterFailure::Open => {
+                    tracing::warn!(limit = refusal.reason, error = %err, "limiter unavailable; request let through");
+                    None
+                }
+                LimiterFailure::Closed => {
+                    tracing::warn!(limit = refusal.reason, error = %err, "limiter unavailable; request refused");
+                    reject(app, "limiter_unavailable");
+                    Some(unavailable(
+                        "the service cannot check its limits now; try again",
+                    ))
+                }
+            }
         }
     }
 }
@@ -319,12 +452,15 @@ fn reject(app: &App, reason: &'static str) {
 #[derive(Debug, Serialize)]
 struct Created {
     request_id: RequestId,
+    /// Opens the stream and quotes (`Authorization: Bearer`); the page gets
+    /// it as a cookie.
+    access_token: String,
     stream_url: String,
     quotes_url: String,
     deadline_at: chrono::DateTime<chrono::Utc>,
 }
 
-async fn create<B: RequestBody>(app: &App, req: Request<B>) -> Response<Body> {
+async fn create<B: RequestBody>(app: &App, client: IpAddr, req: Request<B>) -> Response<Body> {
     let limit = app.config.body_limit;
     let too_large = || {
         problem(
@@ -366,7 +502,24 @@ async fn create<B: RequestBody>(app: &App, req: Request<B>) -> Response<Body> {
             vec![],
         );
     }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
+    // The body, like the head, must arrive within the header-read timeout:
+    // a body trickled a byte at a time holds a connection and a task.
+    let read = tokio::time::timeout(
+        app.config.connections.header_read_timeout,
+        Limited::new(req.into_body(), limit).collect(),
+    )
+    .await;
+    let Ok(read) = read else {
+        reject(app, "slow_body");
+        return problem(
+            StatusCode::REQUEST_TIMEOUT,
+            "about:blank",
+            "Request Timeout",
+            "the body did not arrive in time",
+            vec![],
+        );
+    };
+    let body = match read {
         Ok(collected) => collected.to_bytes(),
         Err(err)
             if err
@@ -414,6 +567,9 @@ async fn create<B: RequestBody>(app: &App, req: Request<B>) -> Response<Body> {
 
     let request_id = RequestId::random();
     let created_at = app.deps.clock.now();
+    // The consent time is the server's, never the browser's.
+    request.consent.given_at = Some(created_at);
+    let consent = ConsentRecord::of(&request, created_at, client);
     let deadline_at = created_at
         + chrono::Duration::from_std(app.config.request_deadline).expect("deadline fits");
     let event = RequestEvent {
@@ -424,7 +580,7 @@ async fn create<B: RequestBody>(app: &App, req: Request<B>) -> Response<Body> {
         request,
     };
     // The store encodes the event for the outbox (osago-transport's codec).
-    if let Err(err) = app.deps.requests.create(&event).await {
+    if let Err(err) = app.deps.requests.create(&event, &consent).await {
         tracing::error!(error = %err, "storing a request failed");
         return unavailable("the request could not be stored; try again");
     }
@@ -435,6 +591,7 @@ async fn create<B: RequestBody>(app: &App, req: Request<B>) -> Response<Body> {
         StatusCode::ACCEPTED,
         &Created {
             request_id,
+            access_token: app.config.access_keys.issue(&request_id),
             stream_url: format!("{base}/stream"),
             quotes_url: format!("{base}/quotes"),
             deadline_at,
@@ -443,6 +600,15 @@ async fn create<B: RequestBody>(app: &App, req: Request<B>) -> Response<Body> {
     response.headers_mut().insert(
         LOCATION,
         HeaderValue::from_str(&format!("{base}/quotes")).expect("ascii"),
+    );
+    response.headers_mut().insert(
+        SET_COOKIE,
+        HeaderValue::from_str(
+            &app.config
+                .access_keys
+                .cookie(&request_id, app.config.retention),
+        )
+        .expect("ascii"),
     );
     response
 }
@@ -500,7 +666,26 @@ async fn quotes(app: &App, id: RequestId) -> Response<Body> {
     }
 }
 
-async fn stream(app: &Arc<App>, id: RequestId, last_event_id: Option<String>) -> Response<Body> {
+async fn stream(
+    app: &Arc<App>,
+    client: IpAddr,
+    id: RequestId,
+    last_event_id: Option<String>,
+) -> Response<Body> {
+    let Some(slot) = app.streams.take(client, app.config.max_streams_per_client) else {
+        reject(app, "client_streams");
+        let mut response = problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "/problems/rate-limited",
+            "Too Many Requests",
+            "too many open streams from this client",
+            vec![],
+        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        return response;
+    };
     let summary = match summary_or_404(app, id).await {
         Ok(s) => s,
         Err(response) => return response,
@@ -533,8 +718,10 @@ async fn stream(app: &Arc<App>, id: RequestId, last_event_id: Option<String>) ->
             return unavailable("the stream could not be opened; try again");
         }
     };
-    let chunks = futures::stream::unfold(state, |mut state| async move {
-        state.next_chunk().await.map(|chunk| (chunk, state))
+    // The slot lives as long as the stream's state: released when the
+    // stream ends or the client goes away.
+    let chunks = futures::stream::unfold((state, slot), |(mut state, slot)| async move {
+        state.next_chunk().await.map(|chunk| (chunk, (state, slot)))
     })
     .map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
     Response::builder()

@@ -9,6 +9,7 @@
 //!
 //! # Layout
 //!
+//! - [`access`] - stream access tokens.
 //! - [`cli`] - the `core-app` binary's flags, checked and connected.
 //! - [`config`] - [`Config`].
 //! - [`http`] - routes, handlers, problem+json.
@@ -18,6 +19,7 @@
 //! - [`projector`] - the read-model consumer.
 //! - [`metrics`] - Prometheus metrics.
 
+pub mod access;
 pub mod cli;
 pub mod config;
 pub mod http;
@@ -93,6 +95,10 @@ pub struct App {
     pub admin_on_api: bool,
     /// Live events for this pod's streams.
     pub hub: Arc<Hub>,
+    /// Who a request comes from (see [`Config::trusted_proxies`]).
+    pub trusted: osago_service::client::TrustedProxies,
+    /// Event streams open per client on this instance.
+    pub streams: Arc<http::ClientStreams>,
     /// Cancelled at shutdown: streams end, background tasks stop.
     pub shutdown: CancellationToken,
 }
@@ -134,6 +140,8 @@ impl CoreApp {
             admin,
             admin_on_api,
             hub: Arc::new(Hub::default()),
+            trusted: trusted_proxies(&config),
+            streams: Arc::default(),
             shutdown: token.clone(),
         });
         let mut background = tokio::task::JoinSet::new();
@@ -214,8 +222,19 @@ pub async fn run(
     let drain = app.config.drain_timeout;
     let token = app.shutdown.clone();
     let draining = app.admin.health.draining.clone();
-    let api = osago_service::serve::serve(
+    let rejected = app.metrics.requests_rejected.clone();
+    let edge = osago_service::serve::Edge {
+        limits: app.config.connections.clone(),
+        trusted: app.trusted.clone(),
+        on_refused: Some(Arc::new(move |reason| {
+            rejected
+                .get_or_create(&metrics::ReasonLabel { reason })
+                .inc();
+        })),
+    };
+    let api = osago_service::serve::serve_edge(
         listener,
+        edge,
         move |peer, req| http::handle(app.clone(), peer, req),
         shutdown,
         // Readiness turns false, streams end now (with a retry hint), so
@@ -242,6 +261,16 @@ pub async fn run(
     core.stop().await;
     tracing::info!("core-app stopped");
     Ok(())
+}
+
+/// The proxies `config` trusts, and the header they name the client in.
+fn trusted_proxies(config: &Config) -> osago_service::client::TrustedProxies {
+    let header = config
+        .client_ip_header
+        .as_deref()
+        .and_then(|name| ::http::HeaderName::try_from(name).ok())
+        .unwrap_or(::http::HeaderName::from_static("x-forwarded-for"));
+    osago_service::client::TrustedProxies::new(config.trusted_proxies.clone(), header)
 }
 
 /// Deletes expired requests (personal data) and quotes every ten minutes.

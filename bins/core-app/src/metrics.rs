@@ -15,6 +15,16 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// `limit` and `decision` labels: a limiter that could not be reached,
+/// and whether the request was let through (`open`) or refused (`closed`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimiterLabels {
+    /// Which limit (rate_limited, overloaded, get_rate).
+    pub limit: &'static str,
+    /// open or closed.
+    pub decision: &'static str,
+}
+
 /// An `event` label (SSE event name).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabel {
@@ -47,6 +57,9 @@ pub struct Metrics {
     pub requests_rejected: Family<ReasonLabel, Counter>,
     /// SSE streams open now.
     pub open_streams: Gauge,
+    /// Limiter checks that failed (the store unreachable), by limit and
+    /// what was decided.
+    pub limiter_unavailable: Family<LimiterLabels, Counter>,
     /// SSE events sent, by event name.
     pub events_sent: Family<EventLabel, Counter>,
     /// Final outcomes per insurer, as applied to the read model.
@@ -89,6 +102,7 @@ impl Default for Metrics {
             requests_created: Counter::default(),
             requests_rejected: Family::default(),
             open_streams: Gauge::default(),
+            limiter_unavailable: Family::default(),
             events_sent: Family::default(),
             insurer_outcomes: Family::default(),
             insurer_answer_seconds: Family::new_with_constructor(|| {
@@ -131,6 +145,11 @@ impl Metrics {
             "requests_rejected",
             "Quote requests refused, by reason",
             m.requests_rejected.clone(),
+        );
+        r.register(
+            "limiter_unavailable",
+            "Limiter checks that failed because its store was unreachable, by limit and decision (open: let through, closed: refused)",
+            m.limiter_unavailable.clone(),
         );
         r.register(
             "open_streams",

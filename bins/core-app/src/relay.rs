@@ -170,16 +170,19 @@ mod tests {
 
     async fn request(store: &MemoryRequestStore, clock: &ManualClock, deadline_secs: i64) {
         let now = clock.now();
-        store
-            .create(&RequestEvent {
-                event_id: EventId::random(),
-                request_id: RequestId::random(),
-                occurred_at: now,
-                deadline_at: now + chrono::Duration::seconds(deadline_secs),
-                request: osago_core::request::sample(),
-            })
-            .await
-            .unwrap();
+        let event = RequestEvent {
+            event_id: EventId::random(),
+            request_id: RequestId::random(),
+            occurred_at: now,
+            deadline_at: now + chrono::Duration::seconds(deadline_secs),
+            request: osago_core::request::sample(),
+        };
+        let consent = osago_core::request::ConsentRecord::of(
+            &event.request,
+            now,
+            std::net::Ipv4Addr::LOCALHOST.into(),
+        );
+        store.create(&event, &consent).await.unwrap();
     }
 
     fn config() -> RelayConfig {

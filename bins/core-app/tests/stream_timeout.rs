@@ -59,6 +59,7 @@ async fn a_request_nobody_answers_ends_with_timeout() {
             "http://{addr}{}",
             created["stream_url"].as_str().unwrap()
         ))
+        .bearer_auth(created["access_token"].as_str().unwrap())
         .send()
         .await
         .unwrap()

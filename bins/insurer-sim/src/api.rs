@@ -342,7 +342,7 @@ where
     };
     let request = decode(&bytes).map_err(decode_refusal)?;
     request
-        .validate(Utc::now().date_naive())
+        .validate(osago_core::Clock::today(&osago_core::SystemClock))
         .map_err(|errors| {
             let properties = errors.into_iter().map(problem).collect();
             Refusal::bad_request("the request is invalid", properties)

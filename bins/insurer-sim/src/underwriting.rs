@@ -61,13 +61,13 @@ fn kbm_classes(request: &QuoteRequest) -> impl Iterator<Item = KbmClass> + '_ {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{Datelike, Utc};
+    use chrono::Datelike;
     use osago_core::request::sample;
 
     use super::*;
 
     fn start() -> NaiveDate {
-        Utc::now().date_naive() + chrono::Duration::days(1)
+        osago_core::Clock::today(&osago_core::SystemClock) + chrono::Duration::days(1)
     }
 
     fn years_before(date: NaiveDate, years: i32) -> NaiveDate {

@@ -22,6 +22,8 @@ use crate::parse_block;
 pub struct FanoutConfig {
     /// The stream URL every subscriber opens.
     pub url: String,
+    /// The stream's access token (`Authorization: Bearer`), if it needs one.
+    pub token: Option<String>,
     /// Subscribers.
     pub subscribers: usize,
     /// Subscribers connected per second.
@@ -97,6 +99,7 @@ pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> F
         tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
         let http = clients[i % clients.len()].clone();
         let (url, events, timeout) = (config.url.clone(), config.events, config.timeout);
+        let token = config.token.clone();
         let (settled, opened, wake) = (settled.clone(), opened.clone(), wake.clone());
         tasks.push(tokio::spawn(async move {
             let mut lags = Vec::with_capacity(events);
@@ -109,7 +112,14 @@ pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> F
             });
             let outcome = tokio::time::timeout(
                 timeout,
-                one_subscriber(&http, &url, events, &mut lags, &mut settle),
+                one_subscriber(
+                    &http,
+                    &url,
+                    token.as_deref(),
+                    events,
+                    &mut lags,
+                    &mut settle,
+                ),
             )
             .await
             .unwrap_or_else(|_| Err("short of events in time".to_owned()));
@@ -150,13 +160,16 @@ pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> F
 async fn one_subscriber(
     http: &reqwest::Client,
     url: &str,
+    token: Option<&str>,
     events: usize,
     lags: &mut Vec<u64>,
     settle: &mut Option<impl FnOnce(bool)>,
 ) -> Result<(), String> {
-    let response = http
-        .get(url)
-        .header("accept", "text/event-stream")
+    let mut request = http.get(url).header("accept", "text/event-stream");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
         .send()
         .await
         .map_err(|e| format!("stream: {}", crate::kind_of(&e)))?;

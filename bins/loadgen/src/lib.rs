@@ -375,8 +375,12 @@ async fn user(
         let stream_url = created["stream_url"]
             .as_str()
             .ok_or_else(|| "post body: no stream_url".to_owned())?;
+        let token = created["access_token"]
+            .as_str()
+            .ok_or_else(|| "post body: no access_token".to_owned())?;
         let stream = http
             .get(format!("{base}{stream_url}"))
+            .bearer_auth(token)
             .send()
             .await
             .map_err(|e| format!("stream: {}", kind_of(&e)))?;

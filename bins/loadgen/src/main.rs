@@ -74,6 +74,9 @@ enum Cmd {
         /// The stream URL.
         #[arg(long)]
         url: String,
+        /// The stream's access token (the POST answer's `access_token`).
+        #[arg(long, env = "LOADGEN_TOKEN")]
+        token: Option<String>,
         /// Subscribers.
         #[arg(long, default_value_t = 1000)]
         subscribers: usize,
@@ -101,6 +104,7 @@ fn source_addresses(k: u8) -> Vec<IpAddr> {
 fn subscribe(command: Cmd) -> ExitCode {
     let Cmd::Subscribe {
         url,
+        token,
         subscribers,
         connect_rate,
         source_ips,
@@ -113,6 +117,7 @@ fn subscribe(command: Cmd) -> ExitCode {
     }
     let config = FanoutConfig {
         url,
+        token,
         subscribers,
         connect_per_sec: connect_rate,
         source_ips: source_addresses(source_ips),

@@ -44,6 +44,11 @@ pub struct Args {
     /// tests from one machine need 0).
     #[arg(long, env = "OSAGO_RATE_LIMIT_PER_MINUTE", default_value_t = 12.0)]
     pub rate_limit_per_minute: f64,
+    /// Turn off every per-client limit and connection cap (quote requests,
+    /// reads, streams, connections): load tests, whose thousands of users
+    /// come from a few addresses.
+    #[arg(long, env = "OSAGO_NO_CLIENT_LIMITS")]
+    pub no_client_limits: bool,
     /// A TOML file of settings (keys are the flags without dashes; an
     /// `[osago]` table for this binary). Flags and the environment win.
     #[arg(long, env = "OSAGO_CONFIG")]
@@ -98,6 +103,9 @@ impl Args {
         config.core.request_deadline = self.insurer_deadline;
         config.core.heartbeat_interval = self.heartbeat;
         config.core.rate_limit.per_second = self.rate_limit_per_minute / 60.0;
+        if self.no_client_limits {
+            config.core = config.core.without_client_limits();
+        }
         config.http.connect_timeout = self.socket_timeout;
         config.http.read_timeout = self.socket_timeout;
         p.into_result(|| config)

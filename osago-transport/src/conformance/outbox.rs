@@ -28,7 +28,13 @@ pub fn request_event() -> (RequestEvent, RequestSummary, OutboxMessage) {
 
 async fn create<S: RequestStore + ?Sized>(store: &S) -> (RequestSummary, OutboxMessage) {
     let (event, summary, message) = request_event();
-    store.create(&event).await.expect("create");
+    store
+        .create(
+            &event,
+            &osago_core::request::ConsentRecord::received(&event, [127, 0, 0, 1].into()),
+        )
+        .await
+        .expect("create");
     assert_eq!(message.stream, Stream::Requests);
     assert_eq!(message.key, summary.request_id.to_string());
     (summary, message)

@@ -173,7 +173,13 @@ impl HttpInsurerClient {
         self.base.join(path).expect("relative path joins")
     }
 
-    async fn body<T: DeserializeOwned>(&self, mut response: Response) -> Result<T, InsurerError> {
+    async fn body<T: DeserializeOwned>(&self, response: Response) -> Result<T, InsurerError> {
+        let body = self.read_body(response).await?;
+        decode(&body)
+    }
+
+    /// A JSON answer's bytes, within the size limit.
+    async fn read_body(&self, mut response: Response) -> Result<Vec<u8>, InsurerError> {
         let is_json = response
             .headers()
             .get(CONTENT_TYPE)
@@ -207,12 +213,7 @@ impl HttpInsurerClient {
             }
             body.extend_from_slice(&chunk);
         }
-        serde_json::from_slice(&body).map_err(|e| {
-            InsurerError::new(
-                ErrorKind::BadResponse,
-                format!("malformed answer body ({:?} error)", e.classify()),
-            )
-        })
+        Ok(body)
     }
 
     async fn error_from(&self, response: Response) -> InsurerError {
@@ -303,17 +304,8 @@ impl InsurerClient for HttpInsurerClient {
             return Err(self.error_from(response).await);
         }
         let header_hint = retry_after(response.headers());
-        let created: ApplicationCreated = self.body(response).await?;
-        if created.application_id.is_empty() || created.application_id.len() > 128 {
-            return Err(InsurerError::new(
-                ErrorKind::BadResponse,
-                "invalid application id",
-            ));
-        }
-        Ok(Application {
-            id: created.application_id,
-            retry_after: hint(header_hint, created.retry_after_ms),
-        })
+        let body = self.read_body(response).await?;
+        decode_created(&body, header_hint)
     }
 
     async fn poll_quote(&self, application_id: &str) -> Result<PollOutcome, InsurerError> {
@@ -327,37 +319,79 @@ impl InsurerClient for HttpInsurerClient {
             return Err(self.error_from(response).await);
         }
         let header_hint = retry_after(response.headers());
-        let state: QuoteState = self.body(response).await?;
-        let reason = |r: Option<String>, default: &str| {
-            let r = r.unwrap_or_else(|| default.to_owned());
-            r.chars().take(200).collect::<String>()
-        };
-        match state.status {
-            QuoteStatusWire::InProgress => Ok(PollOutcome::Pending {
-                retry_after: hint(header_hint, state.retry_after_ms),
-            }),
-            QuoteStatusWire::Ready => match state.quote {
-                Some(quote) if quote.premium_kopecks.get() > 0 => Ok(PollOutcome::Quoted(quote)),
-                _ => Err(InsurerError::new(
-                    ErrorKind::BadResponse,
-                    "ready answer without a valid quote",
-                )),
-            },
-            QuoteStatusWire::Declined => Ok(PollOutcome::Declined {
-                reason: reason(state.reason, "declined by the insurer"),
-            }),
-            QuoteStatusWire::NoCalculationAvailable => Ok(PollOutcome::Declined {
-                reason: reason(state.reason, "no calculation available"),
-            }),
-            QuoteStatusWire::CalculationError => Err(InsurerError::new(
-                ErrorKind::Unavailable,
-                "insurer calculation error",
-            )),
-            QuoteStatusWire::Unknown => Err(InsurerError::new(
+        let body = self.read_body(response).await?;
+        decode_quote(&body, header_hint)
+    }
+}
+
+/// Decodes a JSON body; a malformed one is a bad response, named by the
+/// kind of error only (never the body: it may echo personal data).
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, InsurerError> {
+    serde_json::from_slice(body).map_err(|e| {
+        InsurerError::new(
+            ErrorKind::BadResponse,
+            format!("malformed answer body ({:?} error)", e.classify()),
+        )
+    })
+}
+
+/// What a `POST /applications` answer's body means (`header_hint`: its
+/// `Retry-After`). Whatever the bytes, an answer or an error, never a
+/// panic (fuzzed in `tests/hostile_input.rs`).
+pub fn decode_created(
+    body: &[u8],
+    header_hint: Option<Duration>,
+) -> Result<Application, InsurerError> {
+    let created: ApplicationCreated = decode(body)?;
+    if created.application_id.is_empty() || created.application_id.len() > 128 {
+        return Err(InsurerError::new(
+            ErrorKind::BadResponse,
+            "invalid application id",
+        ));
+    }
+    Ok(Application {
+        id: created.application_id,
+        retry_after: hint(header_hint, created.retry_after_ms),
+    })
+}
+
+/// What a `GET /quotes/{id}` answer's body means (`header_hint`: its
+/// `Retry-After`). Whatever the bytes, an outcome or an error, never a
+/// panic (fuzzed in `tests/hostile_input.rs`).
+pub fn decode_quote(
+    body: &[u8],
+    header_hint: Option<Duration>,
+) -> Result<PollOutcome, InsurerError> {
+    let state: QuoteState = decode(body)?;
+    let reason = |r: Option<String>, default: &str| {
+        let r = r.unwrap_or_else(|| default.to_owned());
+        r.chars().take(200).collect::<String>()
+    };
+    match state.status {
+        QuoteStatusWire::InProgress => Ok(PollOutcome::Pending {
+            retry_after: hint(header_hint, state.retry_after_ms),
+        }),
+        QuoteStatusWire::Ready => match state.quote {
+            Some(quote) if quote.premium_kopecks.get() > 0 => Ok(PollOutcome::Quoted(quote)),
+            _ => Err(InsurerError::new(
                 ErrorKind::BadResponse,
-                "unknown quote status",
+                "ready answer without a valid quote",
             )),
-        }
+        },
+        QuoteStatusWire::Declined => Ok(PollOutcome::Declined {
+            reason: reason(state.reason, "declined by the insurer"),
+        }),
+        QuoteStatusWire::NoCalculationAvailable => Ok(PollOutcome::Declined {
+            reason: reason(state.reason, "no calculation available"),
+        }),
+        QuoteStatusWire::CalculationError => Err(InsurerError::new(
+            ErrorKind::Unavailable,
+            "insurer calculation error",
+        )),
+        QuoteStatusWire::Unknown => Err(InsurerError::new(
+            ErrorKind::BadResponse,
+            "unknown quote status",
+        )),
     }
 }
 

@@ -10,6 +10,7 @@ use osago_core::outbox::OutboxMessage;
 use osago_core::ports::{
     InsurerProgress, OutboxStore, PortError, ReadModel, RequestStore, RequestSummary, StateStore,
 };
+use osago_core::request::ConsentRecord;
 use osago_core::showcase::OfferRow;
 use osago_core::{InsurerEvent, InsurerId, QuoteRequest, RequestEvent, RequestId};
 use tokio::sync::Notify;
@@ -151,7 +152,7 @@ struct OutboxEntry {
 
 #[derive(Debug)]
 struct RequestsInner {
-    requests: TtlMap<RequestId, (RequestSummary, QuoteRequest)>,
+    requests: TtlMap<RequestId, (RequestSummary, QuoteRequest, ConsentRecord)>,
     outbox: BTreeMap<(chrono::DateTime<chrono::Utc>, Uuid), OutboxEntry>,
     index: HashMap<Uuid, (chrono::DateTime<chrono::Utc>, Uuid)>,
 }
@@ -187,7 +188,7 @@ impl MemoryRequestStore {
 
 #[async_trait]
 impl RequestStore for MemoryRequestStore {
-    async fn create(&self, event: &RequestEvent) -> Result<(), PortError> {
+    async fn create(&self, event: &RequestEvent, consent: &ConsentRecord) -> Result<(), PortError> {
         let summary = &RequestSummary::of(event);
         let request = &event.request;
         let message = &crate::codec::request_outbox_message(event);
@@ -195,7 +196,7 @@ impl RequestStore for MemoryRequestStore {
             let mut inner = self.inner.lock().expect("requests lock");
             inner.requests.insert(
                 summary.request_id,
-                (summary.clone(), request.clone()),
+                (summary.clone(), request.clone(), consent.clone()),
                 self.retention,
             );
             let key = (message.created_at, message.id);
@@ -218,7 +219,7 @@ impl RequestStore for MemoryRequestStore {
 
     async fn summary(&self, request_id: &RequestId) -> Result<Option<RequestSummary>, PortError> {
         let inner = self.inner.lock().expect("requests lock");
-        Ok(inner.requests.get(request_id).map(|(s, _)| s.clone()))
+        Ok(inner.requests.get(request_id).map(|(s, _, _)| s.clone()))
     }
 
     /// Requests expire by themselves; outbox messages (personal data) past

@@ -176,12 +176,18 @@ impl HealthCheck for PostgresStore {
 
 #[async_trait]
 impl RequestStore for PostgresStore {
-    async fn create(&self, event: &RequestEvent) -> Result<(), PortError> {
+    async fn create(
+        &self,
+        event: &RequestEvent,
+        consent: &osago_core::request::ConsentRecord,
+    ) -> Result<(), PortError> {
         let summary = &RequestSummary::of(event);
         let request = &event.request;
         let message = &crate::codec::request_outbox_message(event);
         let request_json = serde_json::to_value(request)
             .map_err(|e| PortError::new(PortErrorKind::Corrupt, "request encode").with_source(e))?;
+        let consent_json = serde_json::to_value(consent)
+            .map_err(|e| PortError::new(PortErrorKind::Corrupt, "consent encode").with_source(e))?;
         let mut tx = self.pool.begin().await.map_err(unavailable("begin"))?;
         sqlx::query(include_str!("sql/insert_request.sql"))
             .bind(summary.request_id.as_uuid())
@@ -189,6 +195,7 @@ impl RequestStore for PostgresStore {
             .bind(summary.deadline_at)
             .bind(request_json)
             .bind(self.expires_at(summary.created_at))
+            .bind(consent_json)
             .execute(&mut *tx)
             .await
             .map_err(unavailable("request insert"))?;
