@@ -864,8 +864,10 @@ async fn embedded(users: usize, opts: &Opts) -> LoadRow {
     let logs = tempfile::tempdir().expect("log dir");
     let port = free_port();
     let log = std::fs::File::create(logs.path().join("osago.log")).expect("log");
+    let admin_port = free_port();
     let mut server = Command::new(binary("osago"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
         .args(["--no-client-limits", "--heartbeat", "15s"])
         .args(["--sim-speed", &opts.sim_speed.to_string()])
         .args(["--sim-response-time", &opts.response_time])
@@ -880,7 +882,8 @@ async fn embedded(users: usize, opts: &Opts) -> LoadRow {
         .spawn()
         .expect("starting osago (cargo build --release --workspace --bins)");
     let base = format!("http://127.0.0.1:{port}");
-    wait_http_ok(&format!("{base}/health"), Duration::from_secs(30)).await;
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    wait_http_ok(&format!("{admin}/health"), Duration::from_secs(30)).await;
     let watched = Watched::new("osago", server.id().expect("running"));
     eprintln!("== embedded, {users} users");
     let sampler = Sampler::start(std::slice::from_ref(&watched));
@@ -892,7 +895,7 @@ async fn embedded(users: usize, opts: &Opts) -> LoadRow {
     .await;
     drop(sampler);
     let polls = scrape_sum(
-        &format!("{base}/metrics"),
+        &format!("{admin}/metrics"),
         "osago_aggregator_polls_total",
         &format!("embedded-{users}-osago"),
     )

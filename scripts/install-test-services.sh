@@ -13,7 +13,10 @@
 #   with TLS and SASL;
 # - tansu 0.6.0 (Kafka protocol) with in-memory and SQLite storage, built
 #   from crates.io into $HOME/.cache/osago/tansu-0.6.0-libsql, or
-#   $OSAGO_TANSU_BIN.
+#   $OSAGO_TANSU_BIN;
+# - cargo-deny 0.20.2 (the licence, ban and source check), built from
+#   crates.io into $HOME/.cache/osago/cargo-deny-0.20.2 (~4 min, once), or
+#   $OSAGO_CARGO_DENY_BIN.
 #
 # With --bench, also nginx with the nchan module (Debian: nginx-light or
 # nginx, and libnginx-mod-nchan), the SSE comparison of
@@ -25,6 +28,8 @@ set -euo pipefail
 
 TANSU_VERSION=0.6.0
 TANSU_ROOT="${HOME}/.cache/osago/tansu-${TANSU_VERSION}-libsql"
+CARGO_DENY_VERSION=0.20.2
+CARGO_DENY_ROOT="${HOME}/.cache/osago/cargo-deny-${CARGO_DENY_VERSION}"
 
 say() { echo "install-test-services: $*" >&2; }
 
@@ -150,4 +155,15 @@ elif [ ! -x "${TANSU_ROOT}/bin/tansu" ]; then
     fi
     say "building tansu ${TANSU_VERSION} into ${TANSU_ROOT} (cargo install, takes ~15 min, once)"
     cargo install --locked tansu --version "${TANSU_VERSION}" --features dynostore,libsql --root "${TANSU_ROOT}"
+fi
+
+# 4. cargo-deny, pinned, built once into the cache.
+if [ -n "${OSAGO_CARGO_DENY_BIN:-}" ]; then
+    if [ ! -x "$OSAGO_CARGO_DENY_BIN" ]; then
+        say "OSAGO_CARGO_DENY_BIN=$OSAGO_CARGO_DENY_BIN is not an executable"
+        exit 1
+    fi
+elif [ ! -x "${CARGO_DENY_ROOT}/bin/cargo-deny" ]; then
+    say "building cargo-deny ${CARGO_DENY_VERSION} into ${CARGO_DENY_ROOT} (cargo install, ~4 min, once)"
+    cargo install --locked cargo-deny --version "${CARGO_DENY_VERSION}" --root "${CARGO_DENY_ROOT}"
 fi

@@ -43,8 +43,15 @@ stage "cargo clippy (all targets, warnings are errors)" \
     cargo clippy --workspace --all-targets --locked -- -D warnings
 stage "cargo build (binaries the end-to-end tests run as processes)" \
     cargo build --workspace --bins --locked
+stage "cargo deny check licenses bans sources" \
+    "${OSAGO_CARGO_DENY_BIN:-$HOME/.cache/osago/cargo-deny-0.20.2/bin/cargo-deny}" \
+        deny --locked check licenses bans sources
 stage "cargo test (unit, integration and end-to-end tests)" \
-    cargo test --workspace --locked --no-fail-fast --lib --bins --tests
+    cargo test --workspace --locked --no-fail-fast --lib --bins --tests \
+        -- --skip a_hundred_thousand_hostile_inputs
+stage "fuzz and property counts (hostile input; counts printed)" \
+    cargo test --locked -p osago-tests --test hostile_input \
+        a_hundred_thousand_hostile_inputs -- --nocapture
 stage "cargo test --doc (rustdoc examples and the README's)" \
     cargo test --workspace --locked --no-fail-fast --doc
 stage "example: custom insurer through the intake" \

@@ -521,3 +521,111 @@ async fn a_stream_reader_is_held_to_its_caps() {
     );
     system.stop().await;
 }
+
+/// A core-app process on `limiter` (a Valkey URL) failing `mode`; its API
+/// and admin addresses.
+fn core_app_on(limiter: &str, mode: &str) -> (std::process::Child, String, String) {
+    let (port, admin) = (osago_testkit::free_port(), osago_testkit::free_port());
+    let child = std::process::Command::new(osago_tests::processes::binary("core-app"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(["--rate-limit-store", limiter])
+        .args(["--limiter-failure", mode])
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    (
+        child,
+        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{admin}"),
+    )
+}
+
+async fn wait_ready(admin: &str) {
+    for _ in 0..200 {
+        if let Ok(r) = reqwest::get(format!("{admin}/health/live")).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("core-app not live");
+}
+
+#[tokio::test]
+async fn a_limiter_store_that_is_down_fails_open_or_closed_as_set_and_is_counted() {
+    let mut valkey = osago_testkit::Valkey::start().await;
+    let (mut closed, closed_api, closed_admin) = core_app_on(&valkey.url(), "closed");
+    let (mut open, open_api, open_admin) = core_app_on(&valkey.url(), "open");
+    wait_ready(&closed_admin).await;
+    wait_ready(&open_admin).await;
+    let post = |base: String| async move {
+        reqwest::Client::new()
+            .post(format!("{base}/api/osago/requests"))
+            .json(&sample_json())
+            .send()
+            .await
+            .unwrap()
+    };
+    // With the store up both accept.
+    assert_eq!(post(closed_api.clone()).await.status(), 202);
+    assert_eq!(post(open_api.clone()).await.status(), 202);
+    valkey.kill().await;
+    let refused = post(closed_api.clone()).await;
+    assert_eq!(refused.status(), 503, "closed lets nothing through");
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(
+        post(open_api.clone()).await.status(),
+        202,
+        "open lets it through"
+    );
+    let counted = |admin: String, decision: &'static str| async move {
+        let metrics = reqwest::get(format!("{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let line = format!(
+            "osago_core_limiter_unavailable_total{{limit=\"rate_limited\",decision=\"{decision}\"}} 1"
+        );
+        assert!(metrics.contains(&line), "no {line} in:\n{metrics}");
+    };
+    counted(closed_admin, "closed").await;
+    counted(open_admin, "open").await;
+    closed.kill().unwrap();
+    open.kill().unwrap();
+    let _ = (closed.wait(), open.wait());
+}
+
+#[tokio::test]
+async fn the_embedded_binary_keeps_admin_endpoints_off_its_public_listener() {
+    let (port, admin) = (osago_testkit::free_port(), osago_testkit::free_port());
+    let mut child = std::process::Command::new(osago_tests::processes::binary("osago"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let admin = format!("http://127.0.0.1:{admin}");
+    wait_ready(&admin).await;
+    for path in ["/health/live", "/health/ready", "/metrics"] {
+        let on_admin = reqwest::get(format!("{admin}{path}")).await.unwrap();
+        assert_eq!(on_admin.status(), 200, "{path} on the admin listener");
+        let public = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+            .await
+            .unwrap();
+        assert_eq!(public.status(), 404, "{path} on the public listener");
+    }
+    let page = reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    child.kill().unwrap();
+    let _ = child.wait();
+}

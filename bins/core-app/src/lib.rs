@@ -168,7 +168,11 @@ impl CoreApp {
             metrics.clone(),
             token.clone(),
         ));
-        background.spawn(purge_expired(deps.requests.clone(), token));
+        background.spawn(purge_expired(
+            deps.requests.clone(),
+            purge_interval(config.retention),
+            token,
+        ));
         Self { app, background }
     }
 
@@ -273,9 +277,24 @@ fn trusted_proxies(config: &Config) -> osago_service::client::TrustedProxies {
     osago_service::client::TrustedProxies::new(config.trusted_proxies.clone(), header)
 }
 
-/// Deletes expired requests (personal data) and quotes every ten minutes.
-async fn purge_expired(requests: Arc<dyn RequestStore>, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+/// How often expired rows are deleted: a twentieth of the retention, at
+/// least every second and at most every ten minutes, so personal data
+/// outlives its retention by 5 % at most (reads never see an expired row).
+pub fn purge_interval(retention: std::time::Duration) -> std::time::Duration {
+    (retention / 20).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(600),
+    )
+}
+
+/// Deletes expired requests (personal data, consent records), quotes,
+/// audit rows and outbox rows in every state, `every` so often.
+async fn purge_expired(
+    requests: Arc<dyn RequestStore>,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = every.tick() => match requests.purge_expired().await {
@@ -285,5 +304,22 @@ async fn purge_expired(requests: Arc<dyn RequestStore>, shutdown: CancellationTo
             },
             _ = shutdown.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn the_purge_runs_often_enough_for_the_retention() {
+        let purge = super::purge_interval;
+        assert_eq!(
+            purge(Duration::from_secs(3 * 24 * 3600)),
+            Duration::from_secs(600)
+        );
+        assert_eq!(purge(Duration::from_secs(3600)), Duration::from_secs(180));
+        assert_eq!(purge(Duration::from_secs(60)), Duration::from_secs(3));
+        assert_eq!(purge(Duration::from_secs(5)), Duration::from_secs(1));
     }
 }

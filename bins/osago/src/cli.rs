@@ -17,6 +17,10 @@ pub struct Args {
     /// Address for the page and the API.
     #[arg(long, env = "OSAGO_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// The admin listener: /health/live, /health/ready and /metrics (kept
+    /// off the public listener).
+    #[arg(long, env = "OSAGO_ADMIN_LISTEN", default_value = "127.0.0.1:9080")]
+    pub admin_listen: SocketAddr,
     /// Simulated insurer speed-up (1 = realistic timings, up to a minute).
     #[arg(long, env = "OSAGO_SIM_SPEED", default_value_t = 1.0)]
     pub sim_speed: f64,
@@ -80,6 +84,10 @@ impl Args {
         );
         p.check(self.heartbeat.is_zero(), "--heartbeat must be positive");
         p.check(
+            self.admin_listen == self.listen,
+            "--admin-listen must differ from --listen",
+        );
+        p.check(
             self.socket_timeout.is_zero(),
             "--socket-timeout must be positive",
         );
@@ -116,12 +124,13 @@ impl Args {
 pub async fn main(args: Args) -> ExitCode {
     osago_service::launch::launch(
         "osago",
-        &[args.listen],
+        &[args.listen, args.admin_listen],
         args.check(),
         |config| async move { Ok(config) },
         |listeners, config| async move {
-            let listener = listeners.into_iter().next().expect("one listener");
-            let system = crate::start(listener, config).await?;
+            let mut listeners = listeners.into_iter();
+            let listener = listeners.next().expect("the API listener");
+            let system = crate::start_with_admin(listener, listeners.next(), config).await?;
             println!("OSAGO quotes: open http://{}/", system.addr);
             for (id, addr) in &system.insurers {
                 tracing::info!(insurer = %id, %addr, "simulated insurer");

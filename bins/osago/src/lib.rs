@@ -82,8 +82,20 @@ impl Embedded {
     }
 }
 
-/// Starts the system, core-app on `listener`.
+/// Starts the system, core-app on `listener`, which also answers the admin
+/// endpoints (`/health/…`, `/metrics`).
 pub async fn start(listener: TcpListener, config: EmbeddedConfig) -> std::io::Result<Embedded> {
+    start_with_admin(listener, None, config).await
+}
+
+/// Starts the system, core-app on `listener`, with the admin endpoints on
+/// `admin` when given (then the public listener answers them 404), as the
+/// `osago` binary runs it.
+pub async fn start_with_admin(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    config: EmbeddedConfig,
+) -> std::io::Result<Embedded> {
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -152,7 +164,7 @@ pub async fn start(listener: TcpListener, config: EmbeddedConfig) -> std::io::Re
     tasks.push(tokio::spawn(async move {
         if let Err(err) = core_app::run(
             listener,
-            None,
+            admin,
             deps,
             core_config,
             registry,
