@@ -13,11 +13,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
-async fn start(config: EmbeddedConfig) -> Embedded {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    osago::start(listener, config).await.unwrap()
-}
-
 fn no_insurers() -> EmbeddedConfig {
     let mut config = EmbeddedConfig {
         insurers: vec![],
@@ -47,7 +42,7 @@ async fn a_slowloris_is_cut_within_the_header_timeout() {
     let config = no_insurers();
     let timeout = config.core.connections.header_read_timeout;
     assert_eq!(timeout, Duration::from_secs(10));
-    let system = start(config).await;
+    let system = osago_tests::start_embedded(config).await;
     let started = Instant::now();
     let mut slow = TcpStream::connect(system.addr).await.unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\nHost: osago\r\nX-Slow: ")
@@ -100,7 +95,7 @@ async fn idle_sockets_from_one_address_cannot_starve_a_second_client() {
     let mut config = no_insurers();
     config.core.connections.max_connections = 8;
     config.core.connections.max_connections_per_client = 4;
-    let system = start(config).await;
+    let system = osago_tests::start_embedded(config).await;
     // One address opens eight idle sockets: four are held, four refused.
     let mut held = Vec::new();
     let mut refused = Vec::new();
@@ -168,7 +163,7 @@ async fn a_client_written_forwarded_entry_does_not_change_the_bucket() {
     };
     // Behind a trusted proxy (the test's own address), the client is the
     // right-most untrusted entry; what it wrote to the left is not believed.
-    let system = start(limited(vec!["127.0.0.1/32", "10.0.0.0/8"])).await;
+    let system = osago_tests::start_embedded(limited(vec!["127.0.0.1/32", "10.0.0.0/8"])).await;
     for spoof in ["1.1.1.1", "2.2.2.2"] {
         let header = format!("{spoof}, 203.0.113.7, 10.0.0.2");
         assert_eq!(post_from(&system, Some(&header)).await, 202);
@@ -189,7 +184,7 @@ async fn a_client_written_forwarded_entry_does_not_change_the_bucket() {
 
     // Without trusted proxies the header is ignored: every value counts
     // against the peer.
-    let system = start(limited(vec![])).await;
+    let system = osago_tests::start_embedded(limited(vec![])).await;
     assert_eq!(post_from(&system, Some("1.1.1.1")).await, 202);
     assert_eq!(post_from(&system, Some("2.2.2.2")).await, 202);
     assert_eq!(post_from(&system, Some("3.3.3.3")).await, 429);
@@ -216,7 +211,7 @@ async fn get(url: &str, auth: Option<(&str, &str)>) -> (u16, String) {
 
 #[tokio::test]
 async fn the_stream_and_quotes_need_the_requests_own_token() {
-    let system = start(no_insurers()).await;
+    let system = osago_tests::start_embedded(no_insurers()).await;
     let http = reqwest::Client::new();
     let post = || async {
         let response = http
@@ -389,7 +384,7 @@ async fn tokens_survive_a_restart_and_a_key_rotation() {
 
 #[tokio::test]
 async fn every_answer_carries_the_security_headers_and_the_page_no_inline_code() {
-    let system = start(no_insurers()).await;
+    let system = osago_tests::start_embedded(no_insurers()).await;
     let base = format!("http://{}", system.addr);
     let page = reqwest::get(format!("{base}/")).await.unwrap();
     assert_eq!(page.status(), 200);
@@ -477,7 +472,7 @@ async fn a_stream_reader_is_held_to_its_caps() {
         per_second: 0.5,
         burst: 4,
     };
-    let system = start(config).await;
+    let system = osago_tests::start_embedded(config).await;
     let created: Value = reqwest::Client::new()
         .post(format!("http://{}/api/osago/requests", system.addr))
         .json(&sample_json())

@@ -163,7 +163,8 @@ async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
         );
     }
 
-    // Reconnecting with Last-Event-ID shows nothing twice: only `done`.
+    // Reconnecting with Last-Event-ID after the end: 204, so EventSource
+    // stops instead of replaying `done` every `retry`.
     let again = http
         .get(&stream_url)
         .bearer_auth(created["access_token"].as_str().unwrap())
@@ -171,11 +172,18 @@ async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
         .send()
         .await
         .unwrap();
-    let replay = read_stream(again, Duration::from_secs(10)).await;
-    assert_eq!(
-        replay.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
-        ["done"]
-    );
+    assert_eq!(again.status(), 204);
+    assert!(again.text().await.unwrap().is_empty());
+    // Opened afresh (no cursor) it is the whole state and `done`.
+    let fresh = http
+        .get(&stream_url)
+        .bearer_auth(created["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let replay = read_stream(fresh, Duration::from_secs(10)).await;
+    assert_eq!(replay.last().unwrap().event, "done");
+    assert_eq!(rows_by_insurer(&replay).len(), INSURERS);
 
     // With a partial cursor, only what the client lacks is sent.
     let partial = format!("silent:{}", silent["version"]);

@@ -263,6 +263,10 @@ pub trait OutboxStore: Send + Sync + 'static {
 
     /// How many messages are dead-lettered.
     async fn dead_count(&self) -> Result<u64, PortError>;
+
+    /// Messages waiting to be published (neither dead nor expired), and
+    /// when the oldest of them was written: the relay's backlog.
+    async fn backlog(&self) -> Result<(u64, Option<chrono::DateTime<chrono::Utc>>), PortError>;
 }
 
 /// Where the outbox relay publishes.

@@ -145,6 +145,32 @@ pub struct Admin {
     pub registry: Arc<Registry>,
 }
 
+/// The `service` and `version` labels of `osago_build_info`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct BuildLabels {
+    service: &'static str,
+    version: &'static str,
+}
+
+/// Registers `osago_build_info{service, version} 1`: which build answers,
+/// for dashboards to join on and for a rollout to be seen.
+pub fn register_build_info(registry: &mut Registry, service: &'static str) {
+    let info = prometheus_client::metrics::family::Family::<
+        BuildLabels,
+        prometheus_client::metrics::gauge::Gauge,
+    >::default();
+    info.get_or_create(&BuildLabels {
+        service,
+        version: env!("CARGO_PKG_VERSION"),
+    })
+    .set(1);
+    registry.register(
+        "osago_build_info",
+        "The running build: service and version (always 1)",
+        info,
+    );
+}
+
 impl Admin {
     /// Whether `path` is one of the admin endpoints.
     pub fn serves(path: &str) -> bool {

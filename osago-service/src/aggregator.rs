@@ -461,6 +461,7 @@ pub struct Aggregator {
 /// Connects the adapters of `plan` and builds the engine and the intake.
 pub async fn connect(plan: Plan) -> Result<Aggregator, String> {
     let mut registry = Registry::default();
+    crate::admin::register_build_info(&mut registry, "aggregator");
     let mut health = Health::default();
     let mut builder = Engine::builder();
     for (id, url, http) in plan.insurers {

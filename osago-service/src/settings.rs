@@ -80,6 +80,10 @@ pub struct CommonArgs {
     /// from, secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Log lines as `text` or `json` (one object per line, with the
+    /// request id, route and insurer of the span it was written in).
+    #[arg(long, env = "OSAGO_LOG_FORMAT", value_enum, default_value_t = crate::launch::LogFormat::Text)]
+    pub log_format: crate::launch::LogFormat,
     /// The event bus: memory:// or kafka://host:port[,host:port]
     #[arg(long, env = "OSAGO_BUS_URL", default_value = "memory://")]
     pub bus: String,

@@ -125,6 +125,11 @@ async fn outbox_dead_messages_are_requeued() {
 }
 
 #[tokio::test]
+async fn outbox_the_backlog_counts_what_waits() {
+    osago_transport::conformance::outbox::the_backlog_counts_what_waits(&requests()).await;
+}
+
+#[tokio::test]
 async fn outbox_expired_messages_are_set_aside() {
     osago_transport::conformance::outbox::expired_messages_are_set_aside(&requests()).await;
 }

@@ -56,6 +56,7 @@ async fn conformance_suites() {
     outbox::creating_wakes_the_waiting_relay(&server.store().await).await;
     outbox::dead_messages_are_requeued(&server.store().await).await;
     outbox::expired_messages_are_set_aside(&server.store().await).await;
+    outbox::the_backlog_counts_what_waits(&server.store().await).await;
     let retention = Duration::from_secs(1);
     let short = server
         .store_with(PostgresConfig {

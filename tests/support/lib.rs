@@ -146,6 +146,16 @@ pub fn sample_json() -> serde_json::Value {
     serde_json::from_str(include_str!("../../docs/examples/request.json")).expect("sample is JSON")
 }
 
+/// Starts the embedded system with `config` on a free loopback port.
+pub async fn start_embedded(config: osago::EmbeddedConfig) -> osago::Embedded {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    osago::start(listener, config)
+        .await
+        .expect("the embedded system starts")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

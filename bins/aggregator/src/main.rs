@@ -15,9 +15,11 @@ use osago_service::aggregator::{self, Args};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    osago_service::launch::init_tracing();
     match osago_service::launch::configure::<Args>("aggregator", |a| a.common.print_config) {
-        Ok(args) => aggregator::main(args).await,
+        Ok(args) => {
+            osago_service::launch::init_tracing(args.common.log_format);
+            aggregator::main(args).await
+        }
         Err(exit) => exit,
     }
 }

@@ -22,6 +22,23 @@ use crate::access::AccessKeys;
 use crate::config::LimiterFailure;
 use crate::{Config, Deps, RelayConfig};
 
+/// A web origin: `http(s)://host[:port]`, nothing after it.
+fn origin(value: &str) -> Result<String, String> {
+    let value = value.trim().trim_end_matches('/');
+    let bad = || format!("{value:?} is not an origin like https://partner.example");
+    let url = url::Url::parse(value).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(bad());
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
 /// An address (one host) or a network in CIDR form.
 fn network(value: &str) -> Result<ipnet::IpNet, String> {
     let value = value.trim();
@@ -150,6 +167,11 @@ pub struct Args {
     /// (tokens die with it and work on this pod only).
     #[arg(long, env = "OSAGO_ACCESS_KEYS", hide_env_values = true)]
     pub access_keys: Option<String>,
+    /// An origin (`https://partner.example`) whose pages may call the API
+    /// from the browser (CORS); repeatable or comma-separated. None: the
+    /// page is same-origin and no CORS header is sent.
+    #[arg(long = "cors-origin", env = "OSAGO_CORS_ORIGINS", value_delimiter = ',', value_parser = origin)]
+    pub cors_origins: Vec<String>,
     /// A file holding the access keys, one `id:base64-secret` per line (a
     /// mounted secret).
     #[arg(long, env = "OSAGO_ACCESS_KEYS_FILE")]
@@ -326,6 +348,7 @@ impl Args {
         let config = Config {
             access_keys: access_keys.unwrap_or_default(),
             trusted_proxies: self.trusted_proxies.clone(),
+            cors_origins: self.cors_origins.clone(),
             connections: osago_service::serve::ConnectionLimits {
                 header_read_timeout: self.header_read_timeout,
                 idle_timeout: self.idle_timeout,

@@ -63,6 +63,9 @@ pub struct Config {
     pub read_limit: RateLimit,
     /// What a limit does when its store cannot be reached.
     pub limiter_failure: LimiterFailure,
+    /// Origins (`https://partner.example`) whose pages may call the API
+    /// from the browser (CORS); none by default: the page is same-origin.
+    pub cors_origins: Vec<String>,
     /// The keys of stream access tokens (never printed or serialised). A
     /// random key of this process's own by default.
     #[serde(skip)]
@@ -122,6 +125,7 @@ impl Default for Config {
             },
             limiter_failure: LimiterFailure::Open,
             access_keys: AccessKeys::default(),
+            cors_origins: Vec::new(),
             admission: RateLimit {
                 per_second: 0.0,
                 burst: 1,

@@ -29,8 +29,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::StreamExt;
 use http::header::{
-    ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION,
-    REFERRER_POLICY, RETRY_AFTER, SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ALLOW, CACHE_CONTROL, CONTENT_LENGTH,
+    CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, ORIGIN, REFERRER_POLICY, RETRY_AFTER,
+    SET_COOKIE, VARY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -43,6 +45,7 @@ use osago_core::request::{self, ConsentRecord, DecodeError};
 use osago_core::showcase::is_complete;
 use osago_core::{EventId, FieldError, RequestId};
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::config::LimiterFailure;
 use crate::sse::{Cursor, StreamParams, StreamState};
@@ -56,6 +59,9 @@ const APP_JS: &str = include_str!("web/app.js");
 const APP_CSS: &str = include_str!("web/app.css");
 const CONSENT_PROCESSING: &str = include_str!("web/consent-processing.html");
 const CONSENT_TRANSFER: &str = include_str!("web/consent-transfer.html");
+
+/// The request id header, honoured and returned.
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// The page's policy: its own script and style files only (no inline code,
 /// no `eval`), requests to its own origin only, never framed.
@@ -211,10 +217,128 @@ pub async fn handle<B: RequestBody>(
     peer: std::net::SocketAddr,
     req: Request<B>,
 ) -> Result<Response<Body>, Infallible> {
+    let started = tokio::time::Instant::now();
+    let request_id = request_id(req.headers());
+    let route = route_of(req.uri().path());
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let origin = req
+        .headers()
+        .get(ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|origin| app.config.cors_origins.iter().any(|o| o == origin))
+        .map(str::to_owned);
+    let mut response = if req.method() == Method::OPTIONS {
+        preflight(route, origin.is_some())
+    } else {
+        let span = tracing::info_span!("http", %request_id, route, method);
+        // Boxed: hyper keeps room for this future for the life of every
+        // connection, SSE streams included, so it must stay small.
+        Box::pin(route_request(app.clone(), peer, req).instrument(span)).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert(X_REQUEST_ID, value);
+    }
+    if let Some(origin) = origin.filter(|_| route.starts_with("/api/")) {
+        headers.insert(
+            ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_str(&origin).expect("checked when configured"),
+        );
+        headers.insert(
+            ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("location, retry-after, x-request-id"),
+        );
+        headers.append(VARY, HeaderValue::from_static("origin"));
+    }
+    let status = response.status().as_u16();
+    app.metrics
+        .http_requests
+        .get_or_create(&crate::metrics::HttpLabels {
+            route,
+            method,
+            status,
+        })
+        .inc();
+    app.metrics
+        .http_request_seconds
+        .get_or_create(&crate::metrics::RouteLabel { route })
+        .observe(started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+/// The request's `X-Request-Id` when it is a sane token (1-128 of
+/// `A-Z a-z 0-9 . _ : -`), else a new one: returned on the answer and on
+/// every log line of the request.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// The route pattern of `path`, for labels and logs (never an id).
+pub fn route_of(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        [""] => "/",
+        ["app.js"] => "/app.js",
+        ["app.css"] => "/app.css",
+        ["favicon.ico"] => "/favicon.ico",
+        ["consent", _] => "/consent/{text}",
+        ["health", ..] => "/health",
+        ["metrics"] => "/metrics",
+        ["api", "osago", "requests"] => "/api/osago/requests",
+        ["api", "osago", "requests", _, "stream"] => "/api/osago/requests/{id}/stream",
+        ["api", "osago", "requests", _, "quotes"] => "/api/osago/requests/{id}/quotes",
+        _ => "other",
+    }
+}
+
+/// An `OPTIONS` answer: what the route allows, and, for an API route asked
+/// from a configured origin, the CORS preflight grant.
+fn preflight(route: &'static str, allowed_origin: bool) -> Response<Body> {
+    let mut response = Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header(ALLOW, "GET, POST, OPTIONS")
+        .body(full(Bytes::new()))
+        .expect("valid response");
+    if allowed_origin && route.starts_with("/api/") {
+        let headers = response.headers_mut();
+        headers.insert(
+            ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST"),
+        );
+        headers.insert(
+            ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type, last-event-id, x-request-id"),
+        );
+        headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    }
+    response
+}
+
+async fn route_request<B: RequestBody>(
+    app: Arc<App>,
+    peer: std::net::SocketAddr,
+    req: Request<B>,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let client = osago_service::client::client_key(app.trusted.client(peer.ip(), req.headers()));
-    let mut response = match (req.method(), segments.as_slice()) {
+    match (req.method(), segments.as_slice()) {
         (&Method::GET, [""]) => page(),
         (&Method::GET, ["app.js"]) => asset("text/javascript; charset=utf-8", APP_JS),
         (&Method::GET, ["app.css"]) => asset("text/css; charset=utf-8", APP_CSS),
@@ -225,9 +349,7 @@ pub async fn handle<B: RequestBody>(
             .status(StatusCode::NO_CONTENT)
             .body(full(Bytes::new()))
             .expect("valid response"),
-        // Each handler's future is boxed: hyper keeps room for this
-        // function's future for the whole life of every connection, SSE
-        // streams included, so it must stay small.
+        // Each handler's future is boxed, as this one is: see `handle`.
         (&Method::GET, ["health" | "metrics", ..]) if app.admin_on_api => {
             Box::pin(app.admin.handle(&req))
                 .await
@@ -265,11 +387,7 @@ pub async fn handle<B: RequestBody>(
         }
         (_, ["api", "osago", "requests", _, "stream" | "quotes"]) => method_not_allowed("GET"),
         _ => not_found(),
-    };
-    let headers = response.headers_mut();
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    Ok(response)
+    }
 }
 
 /// The request id in the path, when the request carries its access token.
@@ -702,6 +820,7 @@ async fn stream(
             .map(Cursor::parse)
             .unwrap_or_default(),
     };
+    let reconnect = last_event_id.is_some();
     let state = match StreamState::open(
         params,
         app.deps.read_model.clone(),
@@ -718,6 +837,15 @@ async fn stream(
             return unavailable("the stream could not be opened; try again");
         }
     };
+    if reconnect && state.nothing_left() {
+        // The client saw the end already: 204 tells EventSource to stop
+        // reconnecting (a 200 would replay the end every `retry`).
+        return Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .header(CACHE_CONTROL, "no-store")
+            .body(full(Bytes::new()))
+            .expect("valid response");
+    }
     // The slot lives as long as the stream's state: released when the
     // stream ends or the client goes away.
     let chunks = futures::stream::unfold((state, slot), |(mut state, slot)| async move {

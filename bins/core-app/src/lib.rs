@@ -125,6 +125,7 @@ impl CoreApp {
 
     fn start_with(deps: Deps, config: Config, mut registry: Registry, admin_on_api: bool) -> Self {
         let metrics = Metrics::register(&mut registry);
+        osago_service::admin::register_build_info(&mut registry, "core-app");
         let token = CancellationToken::new();
         let admin = osago_service::admin::Admin {
             health: osago_service::admin::Health {

@@ -10,9 +10,11 @@ use core_app::cli::{self, Args};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    osago_service::launch::init_tracing();
     match osago_service::launch::configure::<Args>("core-app", |a| a.common.print_config) {
-        Ok(args) => cli::main(args).await,
+        Ok(args) => {
+            osago_service::launch::init_tracing(args.common.log_format);
+            cli::main(args).await
+        }
         Err(exit) => exit,
     }
 }

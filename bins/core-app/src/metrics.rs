@@ -25,6 +25,26 @@ pub struct LimiterLabels {
     pub decision: &'static str,
 }
 
+/// `route`, `method` and `status` labels of an HTTP request. The route is
+/// the pattern (`/api/osago/requests/{id}/stream`), never the path: no id
+/// reaches a label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The route pattern, or `other`.
+    pub route: &'static str,
+    /// GET, POST, OPTIONS or other.
+    pub method: &'static str,
+    /// The status code.
+    pub status: u16,
+}
+
+/// A `route` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// The route pattern.
+    pub route: &'static str,
+}
+
 /// An `event` label (SSE event name).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabel {
@@ -57,6 +77,14 @@ pub struct Metrics {
     pub requests_rejected: Family<ReasonLabel, Counter>,
     /// SSE streams open now.
     pub open_streams: Gauge,
+    /// HTTP requests answered, by route, method and status.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// Seconds to answer (to the response head, for a stream), by route.
+    pub http_request_seconds: Family<RouteLabel, Histogram>,
+    /// Outbox messages waiting to be published (last seen by the relay).
+    pub outbox_backlog: Gauge,
+    /// Age in seconds of the oldest outbox message waiting (0 when none).
+    pub outbox_oldest_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Limiter checks that failed (the store unreachable), by limit and
     /// what was decided.
     pub limiter_unavailable: Family<LimiterLabels, Counter>,
@@ -102,6 +130,10 @@ impl Default for Metrics {
             requests_created: Counter::default(),
             requests_rejected: Family::default(),
             open_streams: Gauge::default(),
+            http_requests: Family::default(),
+            http_request_seconds: Family::new_with_constructor(stage_histogram),
+            outbox_backlog: Gauge::default(),
+            outbox_oldest_age_seconds: Gauge::default(),
             limiter_unavailable: Family::default(),
             events_sent: Family::default(),
             insurer_outcomes: Family::default(),
@@ -150,6 +182,26 @@ impl Metrics {
             "limiter_unavailable",
             "Limiter checks that failed because its store was unreachable, by limit and decision (open: let through, closed: refused)",
             m.limiter_unavailable.clone(),
+        );
+        r.register(
+            "http_requests",
+            "HTTP requests answered, by route pattern, method and status",
+            m.http_requests.clone(),
+        );
+        r.register(
+            "http_request_seconds",
+            "Seconds to answer an HTTP request (to the response head for a stream), by route pattern",
+            m.http_request_seconds.clone(),
+        );
+        r.register(
+            "outbox_backlog",
+            "Outbox messages waiting to be published",
+            m.outbox_backlog.clone(),
+        );
+        r.register(
+            "outbox_oldest_age_seconds",
+            "Age of the oldest outbox message waiting to be published (0 when none)",
+            m.outbox_oldest_age_seconds.clone(),
         );
         r.register(
             "open_streams",

@@ -32,13 +32,17 @@ pub async fn run(
 ) {
     let backoff = osago_service::retry_forever(Duration::from_millis(100), Duration::from_secs(5));
     let mut failures = 0;
+    let mut observed: Option<tokio::time::Instant> = None;
     while !shutdown.is_cancelled() {
+        // The backlog and its oldest message's age, once a second at most,
+        // busy or idle (a stuck relay shows as a growing age).
+        if observed.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            observed = Some(tokio::time::Instant::now());
+            observe_backlog(&*outbox, &*clock, &metrics).await;
+        }
         match relay_once(&*outbox, &*publisher, &*clock, &config, &metrics).await {
             Ok(0) => {
                 failures = 0;
-                if let Ok(dead) = outbox.dead_count().await {
-                    metrics.outbox_dead.set(dead as i64);
-                }
                 tokio::select! {
                     _ = outbox.wait_for_work(config.fallback_poll) => {}
                     _ = shutdown.cancelled() => return,
@@ -53,6 +57,20 @@ pub async fn run(
                 failures += 1;
             }
         }
+    }
+}
+
+/// Sets the backlog, oldest-age and dead-letter gauges from the store.
+async fn observe_backlog(outbox: &dyn OutboxStore, clock: &dyn Clock, metrics: &Metrics) {
+    if let Ok((waiting, oldest)) = outbox.backlog().await {
+        metrics.outbox_backlog.set(waiting as i64);
+        let age = oldest.map_or(0.0, |at| {
+            (clock.now() - at).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        metrics.outbox_oldest_age_seconds.set(age);
+    }
+    if let Ok(dead) = outbox.dead_count().await {
+        metrics.outbox_dead.set(dead as i64);
     }
 }
 
@@ -196,6 +214,23 @@ mod tests {
     /// An outage far longer than `dead_after` attempts dead-letters nothing:
     /// what is still within its deadline is published once the broker is
     /// back, what is past it is marked expired.
+    #[tokio::test]
+    async fn the_backlog_and_its_age_are_observed() {
+        let store = MemoryRequestStore::new(Duration::from_secs(3600));
+        let clock = ManualClock::new(Utc::now());
+        let metrics = Metrics::default();
+        observe_backlog(&store, &clock, &metrics).await;
+        assert_eq!(metrics.outbox_backlog.get(), 0);
+        assert_eq!(metrics.outbox_oldest_age_seconds.get(), 0.0);
+        request(&store, &clock, 60).await;
+        clock.advance(chrono::Duration::seconds(30));
+        request(&store, &clock, 60).await;
+        clock.advance(chrono::Duration::milliseconds(1_500));
+        observe_backlog(&store, &clock, &metrics).await;
+        assert_eq!(metrics.outbox_backlog.get(), 2);
+        assert_eq!(metrics.outbox_oldest_age_seconds.get(), 31.5);
+    }
+
     #[tokio::test]
     async fn a_long_outage_dead_letters_nothing_and_expires_what_is_overdue() {
         let store = MemoryRequestStore::new(Duration::from_secs(3600));

@@ -194,6 +194,14 @@ impl StreamState {
         self.rows.insert(row.insurer_id.clone(), row);
     }
 
+    /// Whether a client holding this stream's cursor has everything there
+    /// will be: every row it lacks is none, and every insurer is final or
+    /// the deadline (with its grace) has passed. Such a reconnect is
+    /// answered 204, which stops an EventSource for good.
+    pub fn nothing_left(&self) -> bool {
+        self.queue.is_empty() && (self.complete() || Instant::now() >= self.deadline)
+    }
+
     fn complete(&self) -> bool {
         let rows: Vec<OfferRow> = self.rows.values().cloned().collect();
         is_complete(&rows)

@@ -48,6 +48,9 @@ pub struct Args {
     /// tests from one machine need 0).
     #[arg(long, env = "OSAGO_RATE_LIMIT_PER_MINUTE", default_value_t = 12.0)]
     pub rate_limit_per_minute: f64,
+    /// Log lines as `text` or `json` (one object per line).
+    #[arg(long, env = "OSAGO_LOG_FORMAT", value_enum, default_value_t = osago_service::launch::LogFormat::Text)]
+    pub log_format: osago_service::launch::LogFormat,
     /// Turn off every per-client limit and connection cap (quote requests,
     /// reads, streams, connections): load tests, whose thousands of users
     /// come from a few addresses.

@@ -6,9 +6,11 @@ use osago::cli::{self, Args};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    osago_service::launch::init_tracing();
     match osago_service::launch::configure::<Args>("osago", |a| a.print_config) {
-        Ok(args) => cli::main(args).await,
+        Ok(args) => {
+            osago_service::launch::init_tracing(args.log_format);
+            cli::main(args).await
+        }
         Err(exit) => exit,
     }
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use osago_core::events::{
     ErrorEvent, ErrorKind, InsurerEvent, QuoteEvent, QuoteStatus, RequestEvent,
@@ -382,11 +383,21 @@ impl Engine {
         for job in jobs {
             let engine = self.inner.clone();
             let done = done.clone();
-            fan_out.tasks.spawn(async move {
-                let outcome = engine.run(job).await;
-                done.one_finished(&engine).await;
-                outcome
-            });
+            // Every line an insurer's work logs names the request and the
+            // insurer (JSON logs carry the span's fields).
+            let span = tracing::info_span!(
+                "insurer",
+                request_id = %job.request_id,
+                insurer = %job.insurer.id
+            );
+            fan_out.tasks.spawn(
+                async move {
+                    let outcome = engine.run(job).await;
+                    done.one_finished(&engine).await;
+                    outcome
+                }
+                .instrument(span),
+            );
         }
         Ok(fan_out)
     }

@@ -205,6 +205,41 @@ pub async fn expired_messages_are_set_aside<S: RequestStore + OutboxStore + ?Siz
     assert_eq!(store.dead_count().await.expect("dead count"), 0);
 }
 
+/// The backlog counts messages waiting (claimed or not) and dates the
+/// oldest; published, dead and expired ones are not waiting.
+pub async fn the_backlog_counts_what_waits<S: RequestStore + OutboxStore + ?Sized>(store: &S) {
+    assert_eq!(store.backlog().await.expect("backlog"), (0, None));
+    let (first, first_message) = create(store).await;
+    let (_, second_message) = create(store).await;
+    let (_, third_message) = create(store).await;
+    let (waiting, oldest) = store.backlog().await.expect("backlog");
+    assert_eq!(waiting, 3);
+    let oldest = oldest.expect("an oldest message");
+    // Databases may round timestamps to microseconds.
+    assert!((oldest - first.created_at).num_milliseconds().abs() <= 1);
+    let claimed = store
+        .claim(10, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 3);
+    assert_eq!(
+        store.backlog().await.expect("backlog").0,
+        3,
+        "claimed still waits"
+    );
+    store
+        .mark_published(&[first_message.id])
+        .await
+        .expect("published");
+    store.mark_failed(second_message.id, 1).await.expect("dead");
+    assert_eq!(store.backlog().await.expect("backlog").0, 1);
+    store
+        .mark_expired(&[third_message.id])
+        .await
+        .expect("expired");
+    assert_eq!(store.backlog().await.expect("backlog"), (0, None));
+}
+
 /// Every outbox row (it holds the request: personal data), pending, dead or
 /// expired, is deleted once `retention` has passed. `store` keeps data for
 /// `retention`.

@@ -323,6 +323,17 @@ impl OutboxStore for MemoryRequestStore {
         let inner = self.inner.lock().expect("requests lock");
         Ok(inner.outbox.values().filter(|e| e.dead).count() as u64)
     }
+
+    async fn backlog(&self) -> Result<(u64, Option<chrono::DateTime<chrono::Utc>>), PortError> {
+        let inner = self.inner.lock().expect("requests lock");
+        let mut waiting = inner
+            .outbox
+            .iter()
+            .filter(|(_, e)| !e.dead && !e.expired)
+            .map(|((created_at, _), _)| *created_at);
+        let oldest = waiting.next();
+        Ok((oldest.map_or(0, |_| 1 + waiting.count() as u64), oldest))
+    }
 }
 
 /// The quote showcase, in memory.

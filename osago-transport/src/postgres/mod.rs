@@ -349,6 +349,15 @@ impl OutboxStore for PostgresStore {
             .map_err(unavailable("dead count"))?;
         Ok(count as u64)
     }
+
+    async fn backlog(&self) -> Result<(u64, Option<chrono::DateTime<chrono::Utc>>), PortError> {
+        let (count, oldest): (i64, Option<chrono::DateTime<chrono::Utc>>) =
+            sqlx::query_as(include_str!("sql/outbox_backlog.sql"))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unavailable("outbox backlog"))?;
+        Ok((count as u64, oldest))
+    }
 }
 
 #[async_trait]
