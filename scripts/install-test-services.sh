@@ -9,6 +9,8 @@
 # - stunnel (Debian: stunnel4), the TLS terminator of the TLS tests;
 # - Chromium (Debian: chromium), the headless browser of the page test, or
 #   $OSAGO_CHROMIUM_BIN;
+# - yamllint, promtool (Debian: prometheus) and kubectl (Debian:
+#   kubernetes-client), the deploy bundle's checks;
 # - OpenSSL headers (Debian: libssl-dev, pkg-config): librdkafka is built
 #   with TLS and SASL;
 # - tansu 0.6.0 (Kafka protocol) with in-memory and SQLite storage, built
@@ -107,6 +109,10 @@ fi
 if ! have_chromium; then
     missing+=(chromium)
 fi
+# The deploy bundle's checks (scripts/check-deploy.sh).
+command -v yamllint >/dev/null || missing+=(yamllint)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
 if [ "${#missing[@]}" -gt 0 ]; then
     if is_root && command -v apt-get >/dev/null; then
         say "installing ${missing[*]} with apt-get"
@@ -125,7 +131,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
     if ! have_postgres || ! have_psql || ! have_valkey || { $bench && ! have_nchan; } \
         || ! { command -v stunnel4 >/dev/null || command -v stunnel >/dev/null; } \
-        || ! pkg-config --exists openssl 2>/dev/null || ! have_chromium; then
+        || ! pkg-config --exists openssl 2>/dev/null || ! have_chromium \
+        || ! command -v yamllint >/dev/null || ! command -v promtool >/dev/null \
+        || ! command -v kubectl >/dev/null; then
         say "${missing[*]} installed but the binaries are still not found"
         exit 1
     fi

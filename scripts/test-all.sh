@@ -43,6 +43,7 @@ stage "cargo clippy (all targets, warnings are errors)" \
     cargo clippy --workspace --all-targets --locked -- -D warnings
 stage "cargo build (binaries the end-to-end tests run as processes)" \
     cargo build --workspace --bins --locked
+stage "deploy bundle (compose, kustomize, alert rules, dashboard)" ./scripts/check-deploy.sh
 stage "cargo deny check licenses bans sources" \
     "${OSAGO_CARGO_DENY_BIN:-$HOME/.cache/osago/cargo-deny-0.20.2/bin/cargo-deny}" \
         deny --locked check licenses bans sources
