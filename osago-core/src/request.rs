@@ -19,7 +19,6 @@ pub const MAX_START_DAYS_AHEAD: i64 = 60;
 
 /// A complete OSAGO quote request.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct QuoteRequest {
     /// The policy asked for.
     pub policy: Policy,
@@ -88,7 +87,6 @@ impl fmt::Debug for Vehicle {
 
 /// The policy terms.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Policy {
     /// First day of cover; tomorrow when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,7 +153,6 @@ impl Category {
 
 /// The vehicle.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Vehicle {
     /// Category (B is the main case).
     pub category: Category,
@@ -201,7 +198,6 @@ pub enum DocumentKind {
 
 /// The vehicle's document.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct VehicleDocument {
     /// Kind.
     pub kind: DocumentKind,
@@ -216,7 +212,6 @@ pub struct VehicleDocument {
 
 /// The owner.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Owner {
     /// Full name.
     pub full_name: String,
@@ -233,7 +228,6 @@ pub struct Owner {
 
 /// A Russian internal passport.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Passport {
     /// Series, 4 digits.
     pub series: String,
@@ -245,7 +239,6 @@ pub struct Passport {
 
 /// A registration address.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Address {
     /// Two-digit region code, e.g. "77" (drives KT).
     pub region_code: String,
@@ -262,7 +255,6 @@ pub struct Address {
 
 /// Who may drive.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Drivers {
     /// Anyone may drive (KO 2.32).
     #[serde(default)]
@@ -274,7 +266,6 @@ pub struct Drivers {
 
 /// A named driver.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Driver {
     /// Full name.
     pub full_name: String,
@@ -290,7 +281,6 @@ pub struct Driver {
 
 /// A driving licence.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Licence {
     /// Series, 4 characters.
     pub series: String,
@@ -300,7 +290,6 @@ pub struct Licence {
 
 /// Contact details.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Contact {
     /// Phone, `7` and ten digits.
     pub phone: String,
@@ -320,7 +309,6 @@ pub const TRANSFER_TEXT_VERSION: &str = "transfer-2026-11-30";
 /// 2025-09-01): to processing, and to transfer to the listed insurers, each
 /// naming the version of the text the person was shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Consent {
     /// Consent to processing (must be true).
     pub personal_data: bool,
@@ -424,7 +412,21 @@ pub enum DecodeError {
 /// Decodes a JSON body, naming the offending field on a shape error.
 pub fn decode(body: &[u8]) -> Result<QuoteRequest, DecodeError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    match serde_path_to_error::deserialize::<_, QuoteRequest>(de) {
+    // The types accept unknown fields (events must survive a newer writer
+    // adding one); the HTTP API does not: the first field the types ignored
+    // is an error, named by its path.
+    let mut unknown: Option<String> = None;
+    let mut note = |path: serde_ignored::Path<'_>| {
+        if unknown.is_none() {
+            unknown = Some(ignored_path(&path));
+        }
+    };
+    let tracked = serde_ignored::Deserializer::new(de, &mut note);
+    match serde_path_to_error::deserialize::<_, QuoteRequest>(tracked) {
+        Ok(_) if unknown.is_some() => Err(DecodeError::Shape(FieldError::new(
+            unknown.unwrap_or_default(),
+            "is not a known field",
+        ))),
         Ok(request) => Ok(request),
         Err(err) => {
             let inner = err.inner();
@@ -449,6 +451,19 @@ pub fn decode(body: &[u8]) -> Result<QuoteRequest, DecodeError> {
             };
             Err(DecodeError::Shape(FieldError::new(path, message)))
         }
+    }
+}
+
+/// A path as the API names it: `drivers.list[0].licence`.
+fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", ignored_path(parent)),
+        Path::Map { parent, key } => join_path(&ignored_path(parent), key),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => ignored_path(parent),
     }
 }
 

@@ -17,7 +17,7 @@ use osago_testkit::Tansu;
 use osago_transport::conformance::bus;
 use osago_transport::kafka::{KafkaBus, KafkaConfig, TopicMode};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// A broker and a bus connected to it (the topics created).
@@ -384,7 +384,7 @@ async fn next_of(
 
 /// Quote and error events are keyed `request_id:insurer_id` on the wire.
 #[tokio::test]
-async fn insurer_events_are_keyed_by_request_and_insurer() {
+async fn insurer_events_are_keyed_by_request_and_insurer_and_carry_their_content_type() {
     let (tansu, bus) = broker().await;
     let request = RequestId::random();
     let quote = bus::quote_event(request, "swift", 1, QuoteStatus::Pending);
@@ -421,13 +421,39 @@ async fn insurer_events_are_keyed_by_request_and_insurer() {
                 let payload: serde_json::Value =
                     serde_json::from_slice(message.payload().unwrap()).unwrap();
                 if payload["request_id"] == request.to_string() {
-                    return String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+                    let headers: Vec<(String, String)> = message
+                        .headers()
+                        .map(|headers| {
+                            headers
+                                .iter()
+                                .map(|h| {
+                                    let value =
+                                        h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                                    (h.key.to_owned(), value.unwrap_or_default())
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    return (
+                        String::from_utf8(message.key().unwrap().to_vec()).unwrap(),
+                        headers,
+                    );
                 }
             }
         })
         .await
         .expect("the event in time");
+        let (key, headers) = key;
         assert_eq!(key, format!("{request}:{insurer}"), "key on {topic}");
+        // Every record says what it holds before anyone parses it.
+        assert_eq!(
+            headers,
+            [
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("osago-schema-version".to_owned(), "1".to_owned()),
+            ],
+            "headers on {topic}"
+        );
     }
 }
 

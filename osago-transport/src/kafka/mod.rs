@@ -239,10 +239,14 @@ impl KafkaBus {
         .map_err(|_| PortError::new(PortErrorKind::Unavailable, "kafka ping panicked"))?
     }
 
-    /// Produces one message and waits for its delivery report.
+    /// Produces one message (with [`record_headers`]) and waits for its
+    /// delivery report.
     async fn send(&self, stream: Stream, key: &str, payload: &[u8]) -> Result<(), PortError> {
         let topic = self.inner.config.topic(stream);
-        let record = FutureRecord::to(topic).key(key).payload(payload);
+        let record = FutureRecord::to(topic)
+            .key(key)
+            .payload(payload)
+            .headers(record_headers());
         let producer = self.inner.producer();
         match producer
             .send(record, Timeout::After(self.inner.config.request_timeout))
@@ -463,4 +467,28 @@ impl osago_core::ports::HealthCheck for KafkaBus {
     async fn check(&self) -> Result<(), PortError> {
         self.ping().await
     }
+}
+
+/// The content type of every record's payload (a Kafka header).
+pub const CONTENT_TYPE: &str = "application/json";
+
+/// The schema version of every record's payload (a Kafka header): readers
+/// ignore fields they do not know, so a minor change (a new optional field)
+/// keeps version 1; a reader may refuse a major version it does not know.
+pub const SCHEMA_VERSION: &str = "1";
+
+/// `content-type` and `osago-schema-version`, on every record we produce,
+/// so a consumer (ours, a data platform's) knows what it reads before it
+/// parses.
+pub fn record_headers() -> rdkafka::message::OwnedHeaders {
+    use rdkafka::message::{Header, OwnedHeaders};
+    OwnedHeaders::new()
+        .insert(Header {
+            key: "content-type",
+            value: Some(CONTENT_TYPE),
+        })
+        .insert(Header {
+            key: "osago-schema-version",
+            value: Some(SCHEMA_VERSION),
+        })
 }
