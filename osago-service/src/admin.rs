@@ -171,6 +171,69 @@ pub fn register_build_info(registry: &mut Registry, service: &'static str) {
     );
 }
 
+/// A bus's consumer lag and skipped records, encoded at each scrape:
+/// `osago_kafka_consumer_lag{group,topic,partition}` (messages between the
+/// group's committed offset and the partition's end, as librdkafka last
+/// reported it) and `osago_kafka_records_skipped_total{group,topic}`
+/// (records a consumer could not decode and moved past).
+#[cfg(feature = "kafka")]
+#[derive(Debug, Clone)]
+pub struct ConsumerMetrics(pub Arc<osago_transport::kafka::ConsumerStats>);
+
+/// Without Kafka there is nothing to report.
+#[cfg(not(feature = "kafka"))]
+#[derive(Debug, Clone)]
+pub struct ConsumerMetrics(());
+
+#[cfg(feature = "kafka")]
+impl prometheus_client::collector::Collector for ConsumerMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::MetricType;
+
+        let mut lag = encoder.encode_descriptor(
+            "osago_kafka_consumer_lag",
+            "Messages between a consumer group's committed offset and the partition's end",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (group, topic, partition, behind) in self.0.lag() {
+            let labels = [
+                ("group", group),
+                ("topic", topic),
+                ("partition", partition.to_string()),
+            ];
+            ConstGauge::new(behind).encode(lag.encode_family(&labels)?)?;
+        }
+        let mut skipped = encoder.encode_descriptor(
+            "osago_kafka_records_skipped",
+            "Records a consumer group could not decode and moved past",
+            None,
+            MetricType::Counter,
+        )?;
+        for (group, topic, count) in self.0.skipped() {
+            let labels = [("group", group), ("topic", topic)];
+            ConstCounter::new(count).encode(skipped.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl ConsumerMetrics {
+    /// Registers these metrics in `registry` (nothing without Kafka).
+    pub fn register(self, registry: &mut Registry) {
+        #[cfg(feature = "kafka")]
+        registry.register_collector(Box::new(self));
+        #[cfg(not(feature = "kafka"))]
+        let _ = registry;
+    }
+}
+
 impl Admin {
     /// Whether `path` is one of the admin endpoints.
     pub fn serves(path: &str) -> bool {

@@ -475,6 +475,9 @@ pub async fn connect(plan: Plan) -> Result<Aggregator, String> {
     let kv = crate::ports::key_value(&plan.state, &plan.common).await?;
     health.checks.extend(kv.health);
     let bus = crate::ports::bus(&plan.bus, &plan.kafka, &plan.common).await?;
+    if let Some(metrics) = bus.metrics.clone() {
+        metrics.register(&mut registry);
+    }
     health.checks.extend(bus.health);
     builder = builder
         .sink(bus.sink)

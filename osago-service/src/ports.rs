@@ -31,6 +31,8 @@ pub struct Bus {
     pub live: Arc<dyn LiveFeed>,
     /// Its health check, when it has one.
     pub health: Option<Arc<dyn HealthCheck>>,
+    /// Its consumers' lag and skipped records, as metrics (a Kafka bus).
+    pub metrics: Option<crate::admin::ConsumerMetrics>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -56,6 +58,7 @@ impl Bus {
             outcomes: bus.clone(),
             live: bus,
             health,
+            metrics: None,
         }
     }
 }
@@ -128,8 +131,12 @@ pub async fn bus(url: &BusUrl, kafka: &KafkaSettings, common: &CommonArgs) -> Re
             })
             .await
             .map_err(|e| format!("bus: {e}"))?;
+            let stats = bus.consumer_stats();
             let bus = Arc::new(bus);
-            Ok(Bus::of(bus.clone(), Some(bus)))
+            Ok(Bus {
+                metrics: Some(crate::admin::ConsumerMetrics(stats)),
+                ..Bus::of(bus.clone(), Some(bus))
+            })
         }
         #[cfg(not(feature = "kafka"))]
         BusUrl::Kafka(_) => {

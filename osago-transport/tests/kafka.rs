@@ -514,3 +514,78 @@ async fn a_durable_broker_restart_loses_nothing() {
     let seen = [first.event.event_id, second.event.event_id];
     assert!(seen.contains(&before.event_id) && seen.contains(&after.event_id));
 }
+
+/// A group's lag per partition (committed offset to the partition's end)
+/// and the records it skipped are reported for metrics.
+#[tokio::test]
+async fn consumer_lag_and_skipped_records_are_reported() {
+    let tansu = Tansu::start().await;
+    let bus = KafkaBus::connect(KafkaConfig {
+        statistics_interval: Duration::from_millis(200),
+        ..config(&tansu)
+    })
+    .await
+    .expect("connect");
+    let stats = bus.consumer_stats();
+    let group = format!("lag-{}", uuid::Uuid::new_v4().simple());
+    let requests = bus.config().requests.clone();
+    // One key, so one partition: the garbage record comes first.
+    let first = bus::request_event();
+    let mut garbage = bus::request_message(&first);
+    garbage.id = uuid::Uuid::new_v4();
+    garbage.payload = b"{\"not\": \"a request event\"".to_vec();
+    EventPublisher::publish(&bus, &garbage)
+        .await
+        .expect("garbage");
+    EventPublisher::publish(&bus, &bus::request_message(&first))
+        .await
+        .expect("publish");
+    let mut subscription = RequestSource::subscribe(&bus, &group)
+        .await
+        .expect("subscribe");
+    let delivery = tokio::time::timeout(bus::WAIT, subscription.next())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("delivered");
+    assert_eq!(delivery.event, first);
+    delivery.ack.ack();
+    assert_eq!(stats.skipped(), [(group.clone(), requests.clone(), 1)]);
+
+    // Three more on the same partition, not consumed: the group is three
+    // behind once its commit of the first two is reported.
+    for _ in 0..3 {
+        let mut more = bus::request_event();
+        more.request_id = first.request_id;
+        EventPublisher::publish(&bus, &bus::request_message(&more))
+            .await
+            .expect("publish");
+    }
+    // The consumer goes on polling (statistics arrive with polls) and
+    // receives them, but acknowledges none: its commit stays put.
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(Ok(delivery)) = subscription.next().await {
+            held.push(delivery);
+        }
+        held
+    });
+    let behind = || {
+        stats
+            .lag()
+            .into_iter()
+            .filter(|(g, t, _, _)| *g == group && *t == requests)
+            .map(|(_, _, _, lag)| lag)
+            .sum::<i64>()
+    };
+    let deadline = tokio::time::Instant::now() + bus::WAIT;
+    while behind() != 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lag never reached 3: {:?}",
+            stats.lag()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    held.abort();
+}

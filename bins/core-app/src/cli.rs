@@ -458,8 +458,9 @@ impl Args {
     }
 }
 
-/// Connects the adapters of `plan`.
-pub async fn connect(plan: Plan) -> Result<(Deps, Config), String> {
+/// Connects the adapters of `plan`; with them, a registry holding the
+/// metrics they report themselves (a Kafka bus's consumer lag).
+pub async fn connect(plan: Plan) -> Result<(Deps, Config, Registry), String> {
     if !plan.keys_configured {
         tracing::warn!(
             "no --access-keys: stream tokens use a random key of this process, \
@@ -483,6 +484,10 @@ pub async fn connect(plan: Plan) -> Result<(Deps, Config), String> {
     health.extend(db.health);
     let bus = osago_service::ports::bus(&plan.bus, &plan.kafka, &plan.common).await?;
     health.extend(bus.health);
+    let mut registry = Registry::default();
+    if let Some(metrics) = bus.metrics {
+        metrics.register(&mut registry);
+    }
     let deps = Deps {
         requests: db.requests,
         outbox: db.outbox,
@@ -494,7 +499,7 @@ pub async fn connect(plan: Plan) -> Result<(Deps, Config), String> {
         health,
         limiter: kv.limiter,
     };
-    Ok((deps, plan.config))
+    Ok((deps, plan.config, registry))
 }
 
 /// Runs a one-off task: connects the database only, does it, prints the
@@ -547,7 +552,7 @@ pub async fn main(args: Args) -> std::process::ExitCode {
         &[args.listen, args.admin_listen],
         args.check(),
         connect,
-        |listeners, (deps, config)| {
+        |listeners, (deps, config, registry)| {
             let mut listeners = listeners.into_iter();
             let (listener, admin) = (listeners.next(), listeners.next());
             let listener = listener.expect("the API listener");
@@ -556,7 +561,7 @@ pub async fn main(args: Args) -> std::process::ExitCode {
                 admin,
                 deps,
                 config,
-                Registry::default(),
+                registry,
                 osago_service::launch::shutdown_signal(),
             )
         },

@@ -161,6 +161,14 @@ pub struct KafkaConfig {
     /// there it is added to every event's latency (docs/benchmarks.md).
     #[serde(with = "millis")]
     pub fetch_wait: Duration,
+    /// How often each consumer group reports its lag per partition
+    /// (`statistics.interval.ms`; [`super::ConsumerStats`]). Default 15 s.
+    #[serde(with = "millis", default = "default_statistics_interval")]
+    pub statistics_interval: Duration,
+}
+
+fn default_statistics_interval() -> Duration {
+    Duration::from_secs(15)
 }
 
 impl Default for KafkaConfig {
@@ -194,6 +202,7 @@ impl Default for KafkaConfig {
             session_timeout: Duration::from_secs(10),
             instance_id: None,
             fetch_wait: Duration::from_millis(10),
+            statistics_interval: default_statistics_interval(),
         }
     }
 }

@@ -48,6 +48,7 @@ fn lock(tracker: &Tracker) -> std::sync::MutexGuard<'_, AckTracker> {
 pub(crate) struct GroupContext {
     group: String,
     tracker: Tracker,
+    stats: Arc<super::ConsumerStats>,
 }
 
 impl std::fmt::Debug for GroupContext {
@@ -61,6 +62,12 @@ impl std::fmt::Debug for GroupContext {
 impl ClientContext for GroupContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         forward_log(level, fac, log_message);
+    }
+
+    /// The group's lag per partition, for `osago_kafka_consumer_lag`
+    /// (parsed loosely, not through rdkafka's strict `Statistics`).
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.stats.record_statistics(&self.group, statistics);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -220,6 +227,8 @@ pub(crate) struct GroupSubscription<T> {
     stop: CancellationToken,
     /// Topic names shared by the acks, to avoid one allocation per message.
     topics: Vec<Arc<str>>,
+    /// Counts skipped records.
+    stats: Arc<super::ConsumerStats>,
 }
 
 impl<T> std::fmt::Debug for GroupSubscription<T> {
@@ -264,11 +273,13 @@ impl<T: Send + 'static> GroupSubscription<T> {
         topics: &[&str],
         commit_interval: Duration,
         decode: Decode<T>,
+        stats: Arc<super::ConsumerStats>,
     ) -> Result<Self, PortError> {
         let tracker = Tracker::default();
         let context = GroupContext {
             group: group.to_owned(),
             tracker: tracker.clone(),
+            stats: stats.clone(),
         };
         let consumer: GroupConsumer = client
             .create_with_context(context)
@@ -293,6 +304,7 @@ impl<T: Send + 'static> GroupSubscription<T> {
             decode,
             stop,
             topics: topics.iter().map(|t| Arc::from(*t)).collect(),
+            stats,
         })
     }
 
@@ -345,6 +357,7 @@ impl<T: Send + 'static> Subscription<T> for GroupSubscription<T> {
                 }
                 Err(err) => {
                     lock(&self.tracker).skipped(&topic, partition, offset);
+                    self.stats.record_skip(&self.group, &topic);
                     tracing::warn!(
                         group = %self.group,
                         topic = %topic,

@@ -23,6 +23,7 @@ mod config;
 mod context;
 mod group;
 mod live;
+mod stats;
 mod tracker;
 mod wire;
 
@@ -49,6 +50,7 @@ pub use config::{
     is_secret_property, KafkaConfig, Properties, TopicMode, TopicSettings, SEVEN_DAYS_MS,
     THREE_DAYS_MS,
 };
+pub use stats::ConsumerStats;
 
 use crate::codec;
 use context::TracingContext;
@@ -63,6 +65,8 @@ pub struct KafkaBus {
 
 struct Inner {
     config: KafkaConfig,
+    /// What the consumers saw (lag, skipped records), for metrics.
+    stats: Arc<ConsumerStats>,
     /// Settings every client shares (brokers, client id, sockets).
     client: ClientConfig,
     /// The producer's settings, to build a new one after a fatal error.
@@ -189,6 +193,7 @@ impl KafkaBus {
         let bus = KafkaBus {
             inner: Arc::new(Inner {
                 config,
+                stats: Arc::default(),
                 client,
                 producer_config,
                 clients: OffloadDrop::new(Clients {
@@ -279,7 +284,21 @@ impl KafkaBus {
             self.inner.config.instance_id.as_deref(),
             self.inner.config.fetch_wait,
         );
+        client.set(
+            "statistics.interval.ms",
+            self.inner
+                .config
+                .statistics_interval
+                .as_millis()
+                .to_string(),
+        );
         client
+    }
+
+    /// What the bus's consumer groups saw: lag per partition, records
+    /// skipped as undecodable.
+    pub fn consumer_stats(&self) -> Arc<ConsumerStats> {
+        self.inner.stats.clone()
     }
 }
 
@@ -418,6 +437,7 @@ impl RequestSource for KafkaBus {
             &[&self.inner.config.requests],
             self.inner.config.commit_interval,
             decode,
+            self.inner.stats.clone(),
         )?;
         Ok(Box::new(subscription))
     }
@@ -446,6 +466,7 @@ impl OutcomeSource for KafkaBus {
             &[&self.inner.config.quotes, &self.inner.config.errors],
             self.inner.config.commit_interval,
             decode,
+            self.inner.stats.clone(),
         )?;
         Ok(Box::new(subscription))
     }
