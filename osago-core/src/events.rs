@@ -50,6 +50,11 @@ pub enum QuoteStatus {
     Quoted,
     /// No offer by the insurer's decision (final).
     Declined,
+    /// A status a newer writer added that this reader does not know. Never
+    /// produced by this version's engine; shown as still pending (the deadline ends
+    /// it), and counted by core-app (`osago_core_unknown_values_total`).
+    #[serde(other)]
+    Unknown,
 }
 
 /// One insurer's state for a request (stream: quotes).

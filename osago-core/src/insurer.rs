@@ -93,6 +93,11 @@ pub enum ErrorKind {
     BadResponse,
     /// 4xx: the insurer refuses the request as sent (e.g. needs more data).
     Rejected,
+    /// A kind a newer writer added that this reader does not know. Never
+    /// produced by this version's engine; treated as a final failure that is not
+    /// retried, and counted by core-app (`osago_core_unknown_values_total`).
+    #[serde(other)]
+    Unknown,
 }
 
 impl ErrorKind {
@@ -105,6 +110,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::BadResponse => "bad_response",
             ErrorKind::Rejected => "rejected",
+            ErrorKind::Unknown => "unknown",
         }
     }
 

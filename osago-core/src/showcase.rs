@@ -73,6 +73,8 @@ impl OfferRow {
                     QuoteStatus::Pending => OfferStatus::Pending,
                     QuoteStatus::Quoted => OfferStatus::Quoted,
                     QuoteStatus::Declined => OfferStatus::Declined,
+                    // Not known to be final: the deadline closes it.
+                    QuoteStatus::Unknown => OfferStatus::Pending,
                 },
                 quote: e.quote.clone(),
                 reason: e.reason.clone(),

@@ -38,6 +38,13 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// A `field` label: which field held a value this version does not know.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FieldLabel {
+    /// `quote_status` or `error_kind`.
+    pub field: &'static str,
+}
+
 /// A `route` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
@@ -81,6 +88,9 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     /// Seconds to answer (to the response head, for a stream), by route.
     pub http_request_seconds: Family<RouteLabel, Histogram>,
+    /// Events read with a value a newer writer added (unknown status or
+    /// error kind), by field.
+    pub unknown_values: Family<FieldLabel, Counter>,
     /// Outbox messages waiting to be published (last seen by the relay).
     pub outbox_backlog: Gauge,
     /// Age in seconds of the oldest outbox message waiting (0 when none).
@@ -132,6 +142,7 @@ impl Default for Metrics {
             open_streams: Gauge::default(),
             http_requests: Family::default(),
             http_request_seconds: Family::new_with_constructor(stage_histogram),
+            unknown_values: Family::default(),
             outbox_backlog: Gauge::default(),
             outbox_oldest_age_seconds: Gauge::default(),
             limiter_unavailable: Family::default(),
@@ -192,6 +203,11 @@ impl Metrics {
             "http_request_seconds",
             "Seconds to answer an HTTP request (to the response head for a stream), by route pattern",
             m.http_request_seconds.clone(),
+        );
+        r.register(
+            "unknown_values",
+            "Events read with a value this version does not know (a newer writer's), by field",
+            m.unknown_values.clone(),
         );
         r.register(
             "outbox_backlog",

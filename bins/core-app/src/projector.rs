@@ -10,10 +10,26 @@ use std::time::Duration;
 
 use osago_core::ports::{OutcomeSource, ReadModel};
 use osago_core::showcase::OfferRow;
-use osago_core::InsurerEvent;
+use osago_core::{ErrorKind, InsurerEvent, QuoteStatus};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{InsurerLabel, Metrics, OutcomeLabels, ReasonLabel};
+
+/// Counts a value a newer writer added that this reader does not know (a
+/// quote status, an error kind): the event was read, tolerantly, and the
+/// operator learns a reader is behind its writers.
+fn count_unknown(event: &InsurerEvent, metrics: &Metrics) {
+    let field = match event {
+        InsurerEvent::Quote(e) if e.status == QuoteStatus::Unknown => "quote_status",
+        InsurerEvent::Error(e) if e.kind == ErrorKind::Unknown => "error_kind",
+        _ => return,
+    };
+    tracing::warn!(field, "an event carries a value this version does not know");
+    metrics
+        .unknown_values
+        .get_or_create(&crate::metrics::FieldLabel { field })
+        .inc();
+}
 
 /// Runs the projector until shutdown.
 pub async fn run(
@@ -108,6 +124,7 @@ async fn apply_until_done(
 }
 
 fn record(event: &InsurerEvent, changed: bool, request_deadline: Duration, metrics: &Metrics) {
+    count_unknown(event, metrics);
     let reason = if changed { "applied" } else { "stale" };
     metrics
         .read_model_events
@@ -137,5 +154,56 @@ fn record(event: &InsurerEvent, changed: bool, request_deadline: Duration, metri
             .insurer_answer_seconds
             .get_or_create(&InsurerLabel { insurer })
             .observe(elapsed.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod unknown_tests {
+    use super::*;
+
+    #[test]
+    fn values_a_newer_writer_added_are_counted() {
+        let metrics = Metrics::default();
+        let quote: osago_core::QuoteEvent = serde_json::from_value(serde_json::json!({
+            "event_id": "6f2a1b3c-7d4e-4f5a-8b6c-7d8e9fa0b1c2",
+            "request_id": "0b7c2d8e-3f4a-4b5c-8d6e-7f8091a2b3c4",
+            "insurer_id": "swift",
+            "occurred_at": "2026-11-30T09:00:02Z",
+            "deadline_at": "2026-11-30T09:01:00Z",
+            "version": 2,
+            "insurers_total": 8,
+            "status": "withdrawn"
+        }))
+        .unwrap();
+        assert_eq!(quote.status, QuoteStatus::Unknown);
+        count_unknown(&InsurerEvent::Quote(quote.clone()), &metrics);
+        let row = OfferRow::from_event(&InsurerEvent::Quote(quote));
+        assert_eq!(row.status, osago_core::showcase::OfferStatus::Pending);
+        let error: osago_core::ErrorEvent = serde_json::from_value(serde_json::json!({
+            "event_id": "7a3b2c4d-8e5f-4a6b-9c7d-8e9fa0b1c2d3",
+            "request_id": "0b7c2d8e-3f4a-4b5c-8d6e-7f8091a2b3c4",
+            "insurer_id": "legacy",
+            "occurred_at": "2026-11-30T09:01:00Z",
+            "deadline_at": "2026-11-30T09:01:00Z",
+            "version": 2,
+            "insurers_total": 8,
+            "kind": "quota_exhausted",
+            "message": "a new kind",
+            "attempts": 1,
+            "final": true
+        }))
+        .unwrap();
+        assert_eq!(error.kind, ErrorKind::Unknown);
+        count_unknown(&InsurerEvent::Error(error), &metrics);
+        for field in ["quote_status", "error_kind"] {
+            assert_eq!(
+                metrics
+                    .unknown_values
+                    .get_or_create(&crate::metrics::FieldLabel { field })
+                    .get(),
+                1,
+                "{field}"
+            );
+        }
     }
 }

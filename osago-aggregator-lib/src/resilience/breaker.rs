@@ -93,6 +93,8 @@ pub fn counts_as_failure(kind: ErrorKind) -> bool {
     match kind {
         ErrorKind::Timeout | ErrorKind::Unavailable | ErrorKind::BadResponse => true,
         ErrorKind::Rejected | ErrorKind::CircuitOpen | ErrorKind::RateLimited => false,
+        // Only a reader of a newer writer's event sees it, never a call.
+        ErrorKind::Unknown => false,
     }
 }
 
