@@ -6,6 +6,7 @@
 //! - `GET /`, `/app.js`, `/app.css`: the page, under a Content-Security-Policy
 //!   without inline code (`script-src 'self'`, `frame-ancestors 'none'`).
 //! - `GET /consent/processing`, `/consent/transfer`: the consent texts.
+//! - `GET /openapi.json`: the API's OpenAPI 3.1 document.
 //!
 //! Every answer carries `X-Content-Type-Options: nosniff` and
 //! `Referrer-Policy: no-referrer`. The stream and quotes require the
@@ -59,6 +60,9 @@ const APP_JS: &str = include_str!("web/app.js");
 const APP_CSS: &str = include_str!("web/app.css");
 const CONSENT_PROCESSING: &str = include_str!("web/consent-processing.html");
 const CONSENT_TRANSFER: &str = include_str!("web/consent-transfer.html");
+/// The API's OpenAPI 3.1 document (`docs/openapi.json`; `tests/openapi.rs`
+/// checks real answers against it).
+const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 
 /// The request id header, honoured and returned.
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
@@ -297,6 +301,7 @@ pub fn route_of(path: &str) -> &'static str {
         ["app.js"] => "/app.js",
         ["app.css"] => "/app.css",
         ["favicon.ico"] => "/favicon.ico",
+        ["openapi.json"] => "/openapi.json",
         ["consent", _] => "/consent/{text}",
         ["health", ..] => "/health",
         ["metrics"] => "/metrics",
@@ -344,7 +349,10 @@ async fn route_request<B: RequestBody>(
         (&Method::GET, ["app.css"]) => asset("text/css; charset=utf-8", APP_CSS),
         (&Method::GET, ["consent", "processing"]) => document(CONSENT_PROCESSING),
         (&Method::GET, ["consent", "transfer"]) => document(CONSENT_TRANSFER),
-        (_, [""] | ["app.js" | "app.css"] | ["consent", _]) => method_not_allowed("GET"),
+        (&Method::GET, ["openapi.json"]) => asset("application/json", OPENAPI),
+        (_, [""] | ["app.js" | "app.css" | "openapi.json"] | ["consent", _]) => {
+            method_not_allowed("GET")
+        }
         (&Method::GET, ["favicon.ico"]) => Response::builder()
             .status(StatusCode::NO_CONTENT)
             .body(full(Bytes::new()))
