@@ -27,6 +27,7 @@ pub const SCHEMA_VERSION: u16 = 1;
 /// A new quote request (stream: requests). Carries the request itself,
 /// which insurers need; this stream is the only one with personal data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RequestEvent {
     /// Unique per event.
     pub event_id: EventId,
@@ -43,6 +44,7 @@ pub struct RequestEvent {
 /// Where an insurer stands in a quote event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum QuoteStatus {
     /// Asked, no answer yet.
     Pending,
@@ -59,6 +61,7 @@ pub enum QuoteStatus {
 
 /// One insurer's state for a request (stream: quotes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct QuoteEvent {
     /// Unique per event.
     pub event_id: EventId,
@@ -86,6 +89,7 @@ pub struct QuoteEvent {
 
 /// One insurer's integration failure (stream: errors).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorEvent {
     /// Unique per event.
     pub event_id: EventId,

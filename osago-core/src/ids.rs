@@ -13,6 +13,7 @@ use uuid::Uuid;
 /// The id of one quote request, random and unguessable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RequestId(Uuid);
 
 impl RequestId {
@@ -51,6 +52,7 @@ impl FromStr for RequestId {
 /// for tracing; deduplication relies on `version`, not on this id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EventId(Uuid);
 
 impl EventId {
@@ -138,6 +140,21 @@ pub fn idempotency_key(request_id: &RequestId, insurer_id: &InsurerId) -> String
     const NAMESPACE: Uuid = Uuid::from_u128(0x6f5a_90c1_4a3e_4f0b_9d2e_0c8b_7a11_5e42);
     let name = format!("{request_id}/{insurer_id}");
     Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for InsurerId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "InsurerId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[a-z0-9-]{1,32}$",
+            "description": "An insurer's id: a slug of a-z, 0-9 and '-', 1 to 32 characters"
+        })
+    }
 }
 
 #[cfg(test)]

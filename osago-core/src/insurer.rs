@@ -15,6 +15,7 @@ use crate::tariff::Coefficients;
 
 /// An insurer's offer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Quote {
     /// The OSAGO premium (matches the coefficients); mandatory add-ons are extra.
     pub premium_kopecks: Kopecks,
@@ -41,6 +42,7 @@ pub struct Quote {
 
 /// An add-on product sold with the policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AddOn {
     /// Its name.
     pub name: String,
@@ -80,6 +82,7 @@ pub enum PollOutcome {
 /// appear in `osago.errors.v1` events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ErrorKind {
     /// No answer in time (socket timeout or the request's deadline).
     Timeout,

@@ -19,6 +19,7 @@ pub const MAX_START_DAYS_AHEAD: i64 = 60;
 
 /// A complete OSAGO quote request.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct QuoteRequest {
     /// The policy asked for.
     pub policy: Policy,
@@ -87,6 +88,7 @@ impl fmt::Debug for Vehicle {
 
 /// The policy terms.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Policy {
     /// First day of cover; tomorrow when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,6 +113,7 @@ impl Policy {
 /// Vehicle use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Purpose {
     /// Personal use.
     Personal,
@@ -127,6 +130,7 @@ pub enum Purpose {
 /// Vehicle category on the registration document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[allow(clippy::upper_case_acronyms)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Category {
     /// Motorcycles.
     A,
@@ -153,6 +157,7 @@ impl Category {
 
 /// The vehicle.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Vehicle {
     /// Category (B is the main case).
     pub category: Category,
@@ -187,6 +192,7 @@ pub struct Vehicle {
 /// Kind of vehicle document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum DocumentKind {
     /// Registration certificate (СТС).
     Sts,
@@ -198,6 +204,7 @@ pub enum DocumentKind {
 
 /// The vehicle's document.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct VehicleDocument {
     /// Kind.
     pub kind: DocumentKind,
@@ -212,6 +219,7 @@ pub struct VehicleDocument {
 
 /// The owner.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Owner {
     /// Full name.
     pub full_name: String,
@@ -228,6 +236,7 @@ pub struct Owner {
 
 /// A Russian internal passport.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Passport {
     /// Series, 4 digits.
     pub series: String,
@@ -239,6 +248,7 @@ pub struct Passport {
 
 /// A registration address.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Address {
     /// Two-digit region code, e.g. "77" (drives KT).
     pub region_code: String,
@@ -255,6 +265,7 @@ pub struct Address {
 
 /// Who may drive.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Drivers {
     /// Anyone may drive (KO 2.32).
     #[serde(default)]
@@ -266,6 +277,7 @@ pub struct Drivers {
 
 /// A named driver.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Driver {
     /// Full name.
     pub full_name: String,
@@ -281,6 +293,7 @@ pub struct Driver {
 
 /// A driving licence.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Licence {
     /// Series, 4 characters.
     pub series: String,
@@ -290,6 +303,7 @@ pub struct Licence {
 
 /// Contact details.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Contact {
     /// Phone, `7` and ten digits.
     pub phone: String,
@@ -309,6 +323,7 @@ pub const TRANSFER_TEXT_VERSION: &str = "transfer-2026-11-30";
 /// 2025-09-01): to processing, and to transfer to the listed insurers, each
 /// naming the version of the text the person was shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Consent {
     /// Consent to processing (must be true).
     pub personal_data: bool,

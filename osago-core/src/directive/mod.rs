@@ -141,3 +141,36 @@ static REGIONS: LazyLock<HashMap<String, Region>> = LazyLock::new(|| {
 pub fn kt_for_region(code: &str) -> Option<Coef> {
     REGIONS.get(code).map(|r| Coef(r.kt))
 }
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Coef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Coef".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "number",
+            "minimum": 0,
+            "maximum": 100,
+            "description": "A regulated coefficient, to the hundredth (1.17)"
+        })
+    }
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for KbmClass {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "KbmClass".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A bonus-malus class: \"M\", \"0\" ... \"13\" (a bare number is accepted on input)",
+            "oneOf": [
+                {"type": "string", "enum": ["M", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13"]},
+                {"type": "integer", "minimum": 0, "maximum": 13}
+            ]
+        })
+    }
+}

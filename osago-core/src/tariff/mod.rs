@@ -17,6 +17,7 @@ use crate::request::{years_between, QuoteRequest};
 
 /// The coefficient breakdown of a premium.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Coefficients {
     /// Base rate chosen by the insurer.
     pub tb_kopecks: Kopecks,
