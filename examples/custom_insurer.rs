@@ -127,7 +127,8 @@ async fn main() {
         let next = tokio::time::timeout(Duration::from_secs(5), live.next())
             .await
             .expect("an event within 5 s")
-            .expect("the feed is open");
+            .expect("the feed is open")
+            .event;
         let InsurerEvent::Quote(quote) = next else {
             panic!("unexpected error event: {next:?}");
         };

@@ -8,28 +8,9 @@ use osago::EmbeddedConfig;
 use osago_tests::sample_json;
 use serde_json::{json, Value};
 
-fn document() -> Value {
-    serde_json::from_str(include_str!("../docs/openapi.json")).expect("docs/openapi.json is JSON")
-}
-
-/// A validator of `schema` (a component name) within the document.
-fn validator(doc: &Value, schema: &str) -> jsonschema::Validator {
-    let root = json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$ref": format!("#/components/schemas/{schema}"),
-        "components": doc["components"],
-    });
-    jsonschema::validator_for(&root).unwrap_or_else(|e| panic!("{schema}: {e}"))
-}
-
-fn assert_valid(doc: &Value, schema: &str, value: &Value) {
-    let validator = validator(doc, schema);
-    let errors: Vec<String> = validator
-        .iter_errors(value)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{schema}: {errors:?}\n{value}");
-}
+use osago_tests::contracts::{
+    assert_openapi_valid as assert_valid, openapi as document, openapi_validator as validator,
+};
 
 #[tokio::test]
 async fn the_document_is_served_and_real_answers_match_it() {

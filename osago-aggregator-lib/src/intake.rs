@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use osago_core::ports::RequestSource;
+use osago_core::trace::{TraceContext, WithTrace};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -221,6 +222,12 @@ impl Intake {
             let engine = self.engine.clone();
             let shutdown = shutdown.clone();
             let retry = retry.clone();
+            // The request's trace goes on from its record (a new root when
+            // the record has none).
+            let trace = delivery
+                .trace
+                .map(|t| t.child())
+                .unwrap_or_else(TraceContext::new_root);
             tracker.spawn(async move {
                 let mut attempt = 0;
                 let fan_out = loop {
@@ -243,7 +250,7 @@ impl Intake {
                     fan_out.wait().await;
                 }
                 drop(permit);
-            });
+            }.in_trace(trace));
         }
         self.ready.set(false);
         tracker.close();

@@ -33,6 +33,7 @@
 //! - [`ratelimit`] - the GCRA arithmetic and rate limits.
 //! - [`slots`] - the shared concurrency cap's lease grants.
 //! - [`breaker`] - the circuit-breaker state pods share.
+//! - [`trace`] - the W3C trace context that follows a request across services.
 
 #![warn(missing_docs)]
 
@@ -50,6 +51,7 @@ pub mod request;
 pub mod showcase;
 pub mod slots;
 pub mod tariff;
+pub mod trace;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{ErrorEvent, ErrorKind, InsurerEvent, QuoteEvent, QuoteStatus, RequestEvent};

@@ -45,6 +45,9 @@ pub struct OutboxMessage {
     /// request's deadline, after which no insurer may answer): the relay
     /// marks it expired instead. `None`: never.
     pub publish_by: Option<DateTime<Utc>>,
+    /// The trace the message belongs to (the request's POST), sent on as
+    /// the record's `traceparent` header.
+    pub trace: Option<crate::trace::TraceContext>,
 }
 
 impl std::fmt::Debug for OutboxMessage {
@@ -56,6 +59,7 @@ impl std::fmt::Debug for OutboxMessage {
             .field("payload_len", &self.payload.len())
             .field("attempts", &self.attempts)
             .field("publish_by", &self.publish_by)
+            .field("trace", &self.trace)
             .finish()
     }
 }

@@ -105,7 +105,9 @@ fn causes(
 #[async_trait]
 pub trait InsurerClient: Send + Sync + fmt::Debug + 'static {
     /// Creates an application (`POST /applications`). The same
-    /// `idempotency_key` for every attempt of one (request, insurer).
+    /// `idempotency_key` for every attempt of one (request, insurer). Both
+    /// calls run in the request's [current](crate::trace::current) trace,
+    /// which an HTTP client passes on as `traceparent`.
     async fn create_application(
         &self,
         idempotency_key: &str,
@@ -120,7 +122,8 @@ pub trait InsurerClient: Send + Sync + fmt::Debug + 'static {
 /// same event twice is harmless: consumers deduplicate by version.
 #[async_trait]
 pub trait QuoteSink: Send + Sync + 'static {
-    /// Publishes one event; returns once the backend has it.
+    /// Publishes one event; returns once the backend has it. The event
+    /// belongs to the [current](crate::trace::current) trace, if any.
     async fn publish(&self, event: &InsurerEvent) -> Result<(), PortError>;
 }
 
@@ -272,7 +275,8 @@ pub trait OutboxStore: Send + Sync + 'static {
 /// Where the outbox relay publishes.
 #[async_trait]
 pub trait EventPublisher: Send + Sync + 'static {
-    /// Publishes one message to its stream; returns once the backend has it.
+    /// Publishes one message to its stream (with its trace, if any);
+    /// returns once the backend has it.
     async fn publish(&self, message: &OutboxMessage) -> Result<(), PortError>;
 }
 
@@ -289,6 +293,17 @@ pub struct Delivery<T> {
     pub event: T,
     /// Call once the event is applied.
     pub ack: Box<dyn Ack>,
+    /// The trace the event belongs to (its record's `traceparent`), if any.
+    pub trace: Option<crate::trace::TraceContext>,
+}
+
+/// An event with the trace it belongs to (its record's `traceparent`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Traced<T> {
+    /// The event.
+    pub event: T,
+    /// Its trace, if it has one.
+    pub trace: Option<crate::trace::TraceContext>,
 }
 
 /// A consumer-group subscription. Undecodable messages are skipped (and
@@ -324,7 +339,7 @@ pub trait OutcomeSource: Send + Sync + 'static {
 #[async_trait]
 pub trait LiveFeed: Send + Sync + 'static {
     /// Follows both streams from their end.
-    async fn follow(&self) -> Result<BoxStream<'static, InsurerEvent>, PortError>;
+    async fn follow(&self) -> Result<BoxStream<'static, Traced<InsurerEvent>>, PortError>;
 }
 
 /// The quote showcase: one row per (request, insurer).

@@ -174,8 +174,10 @@ pub fn register_build_info(registry: &mut Registry, service: &'static str) {
 /// A bus's consumer lag and skipped records, encoded at each scrape:
 /// `osago_kafka_consumer_lag{group,topic,partition}` (messages between the
 /// group's committed offset and the partition's end, as librdkafka last
-/// reported it) and `osago_kafka_records_skipped_total{group,topic}`
-/// (records a consumer could not decode and moved past).
+/// reported it), `osago_kafka_records_skipped_total{group,topic}`
+/// (records a consumer could not decode) and
+/// `osago_kafka_dead_letters_total{group,topic}` (those of them written to
+/// the dead-letter topic, after which the consumer moved past them).
 #[cfg(feature = "kafka")]
 #[derive(Debug, Clone)]
 pub struct ConsumerMetrics(pub Arc<osago_transport::kafka::ConsumerStats>);
@@ -219,6 +221,16 @@ impl prometheus_client::collector::Collector for ConsumerMetrics {
         for (group, topic, count) in self.0.skipped() {
             let labels = [("group", group), ("topic", topic)];
             ConstCounter::new(count).encode(skipped.encode_family(&labels)?)?;
+        }
+        let mut dead = encoder.encode_descriptor(
+            "osago_kafka_dead_letters",
+            "Undecodable records a consumer group wrote to the dead-letter topic (labelled with the topic they came from)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (group, topic, count) in self.0.dead_letters() {
+            let labels = [("group", group), ("topic", topic)];
+            ConstCounter::new(count).encode(dead.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -20,12 +20,19 @@ pub fn encode_insurer_event(event: &InsurerEvent) -> (Stream, String, Vec<u8>) {
 
 /// Decodes a quote or error event from its stream.
 pub fn decode_insurer_event(stream: Stream, payload: &[u8]) -> Result<InsurerEvent, PortError> {
+    // serde's message may quote the payload: keep only the position (the
+    // reason goes to logs and to the dead-letter record's headers).
     let corrupt = |e: serde_json::Error| {
         PortError::new(
             PortErrorKind::Corrupt,
-            format!("undecodable {} event", stream.as_str()),
+            format!(
+                "undecodable {} event ({:?} error at line {} column {})",
+                stream.as_str(),
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
         )
-        .with_source(e)
     };
     match stream {
         Stream::Quotes => serde_json::from_slice::<QuoteEvent>(payload)
@@ -51,7 +58,8 @@ pub fn encode_request_event(event: &RequestEvent) -> (String, Vec<u8>) {
 
 /// The outbox message of a request event, as every [`RequestStore`]
 /// writes it: id = the event id (so one event is enqueued once), key = the
-/// request id, payload = the encoded event.
+/// request id, payload = the encoded event, trace = the current one (the
+/// POST's, in core-app).
 ///
 /// [`RequestStore`]: osago_core::ports::RequestStore
 pub fn request_outbox_message(event: &RequestEvent) -> osago_core::outbox::OutboxMessage {
@@ -64,6 +72,7 @@ pub fn request_outbox_message(event: &RequestEvent) -> osago_core::outbox::Outbo
         created_at: event.occurred_at,
         attempts: 0,
         publish_by: Some(event.deadline_at),
+        trace: osago_core::trace::current(),
     }
 }
 

@@ -118,6 +118,12 @@ async fn kafka_every_live_follower_sees_every_event() {
     bus::every_live_follower_sees_every_event(&bus, &bus).await;
 }
 
+#[tokio::test]
+async fn kafka_traces_travel_with_records() {
+    let (_tansu, bus) = broker().await;
+    bus::traces_travel_with_records(&bus, &bus, &bus, &bus, &bus).await;
+}
+
 // Kafka specifics
 
 #[tokio::test]
@@ -325,8 +331,9 @@ async fn only_contiguous_acks_are_committed() {
     after.ack.ack();
 }
 
-/// An undecodable message counts as acknowledged: it never holds back the
-/// commit of the events after it on its partition.
+/// An undecodable message goes to the dead-letter topic, then counts as
+/// acknowledged: it never holds back the commit of the events after it on
+/// its partition.
 #[tokio::test]
 async fn undecodable_messages_do_not_block_commits() {
     let (_tansu, bus) = broker().await;
@@ -348,6 +355,21 @@ async fn undecodable_messages_do_not_block_commits() {
     let delivery = next_of(&mut *subscription, &ours).await;
     assert_eq!(delivery.event.event_id, first.event_id);
     delivery.ack.ack();
+    // The bad message counts as applied once the dead-letter topic has it.
+    let landed = tokio::time::timeout(bus::WAIT, async {
+        while bus.consumer_stats().dead_letters().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        landed.is_ok(),
+        "the bad message never reached the dead-letter topic"
+    );
+    assert_eq!(
+        bus.consumer_stats().dead_letters(),
+        [(group.clone(), "osago.requests.v1".to_owned(), 1)]
+    );
     drop(subscription);
 
     let mut subscription = bus.subscribe(&group).await.expect("subscribe again");

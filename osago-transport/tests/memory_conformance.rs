@@ -88,6 +88,13 @@ async fn bus_every_live_follower_sees_every_event() {
     osago_transport::conformance::bus::every_live_follower_sees_every_event(&bus, &bus).await;
 }
 
+#[tokio::test]
+async fn bus_traces_travel_with_records() {
+    let bus = osago_transport::memory::MemoryBus::new();
+    osago_transport::conformance::bus::traces_travel_with_records(&bus, &bus, &bus, &bus, &bus)
+        .await;
+}
+
 // RequestStore + OutboxStore
 
 fn requests() -> osago_transport::memory::MemoryRequestStore {

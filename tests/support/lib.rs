@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+pub mod contracts;
 pub mod processes;
 pub mod proxy;
 pub mod stack;

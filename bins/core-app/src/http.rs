@@ -44,6 +44,7 @@ use osago_core::ports::RequestSummary;
 use osago_core::ratelimit::Admission;
 use osago_core::request::{self, ConsentRecord, DecodeError};
 use osago_core::showcase::is_complete;
+use osago_core::trace::{TraceContext, WithTrace};
 use osago_core::{EventId, FieldError, RequestId};
 use serde::Serialize;
 use tracing::Instrument;
@@ -239,10 +240,29 @@ pub async fn handle<B: RequestBody>(
     let mut response = if req.method() == Method::OPTIONS {
         preflight(route, origin.is_some())
     } else {
-        let span = tracing::info_span!("http", %request_id, route, method);
+        // The caller's trace (W3C `traceparent`) goes on, or a new one
+        // starts: the request's outbox row, its Kafka record, the insurer
+        // calls and the quote events all carry it.
+        let trace = TraceContext::continue_from(
+            req.headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok()),
+        );
+        let span = tracing::info_span!(
+            "http",
+            %request_id,
+            route,
+            method,
+            trace_id = %trace.trace_id()
+        );
         // Boxed: hyper keeps room for this future for the life of every
         // connection, SSE streams included, so it must stay small.
-        Box::pin(route_request(app.clone(), peer, req).instrument(span)).await
+        Box::pin(
+            route_request(app.clone(), peer, req)
+                .instrument(span)
+                .in_trace(trace),
+        )
+        .await
     };
     let headers = response.headers_mut();
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use osago_core::ports::LiveFeed;
+use osago_core::ports::{LiveFeed, Traced};
 use osago_core::{Clock, InsurerEvent, RequestId};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -21,6 +21,8 @@ pub struct Live {
     pub event: InsurerEvent,
     /// When the hub took it from the feed.
     pub arrived: Instant,
+    /// The trace it belongs to (its record's `traceparent`).
+    pub trace: Option<osago_core::trace::TraceContext>,
 }
 
 /// Events one stream may fall behind before it resynchronises from the read
@@ -73,12 +75,13 @@ impl Hub {
     }
 
     /// Delivers an event to the request's subscribers, if any.
-    pub fn dispatch(&self, event: InsurerEvent) {
+    pub fn dispatch(&self, event: Traced<InsurerEvent>) {
         let channels = self.channels.lock().expect("hub lock");
-        if let Some(tx) = channels.get(&event.request_id()) {
+        if let Some(tx) = channels.get(&event.event.request_id()) {
             let _ = tx.send(Arc::new(Live {
-                event,
+                event: event.event,
                 arrived: Instant::now(),
+                trace: event.trace,
             }));
         }
     }
@@ -112,7 +115,7 @@ impl Hub {
                 tokio::select! {
                     next = events.next() => match next {
                         Some(event) => {
-                            let delay = (clock.now() - event.occurred_at()).to_std().unwrap_or_default();
+                            let delay = (clock.now() - event.event.occurred_at()).to_std().unwrap_or_default();
                             metrics.live_feed_delay_seconds.observe(delay.as_secs_f64());
                             self.dispatch(event);
                         }

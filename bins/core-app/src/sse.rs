@@ -21,7 +21,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::HubSubscription;
+use crate::hub::{HubSubscription, Live};
 use crate::metrics::{EventLabel, Metrics};
 
 /// The versions a client has seen, per insurer.
@@ -89,7 +89,7 @@ pub struct StreamState {
     /// Rows to send before waiting again.
     /// Rows the client lacks, with when the live event behind each
     /// arrived (none for rows from the read model).
-    queue: std::collections::VecDeque<(OfferRow, Option<Instant>)>,
+    queue: std::collections::VecDeque<(OfferRow, Option<Arc<Live>>)>,
     heartbeat: Interval,
     deadline: Instant,
     retry: Duration,
@@ -178,7 +178,7 @@ impl StreamState {
     /// it. A client meeting an insurer for the first time in a later state
     /// is shown its pending state first, so every insurer's row appears
     /// before its outcome whenever the stream was opened.
-    fn absorb(&mut self, row: OfferRow, arrived: Option<Instant>) {
+    fn absorb(&mut self, row: OfferRow, live: Option<Arc<Live>>) {
         let held = self.rows.get(&row.insurer_id);
         if held.is_some_and(|held| held.version >= row.version) {
             return;
@@ -186,10 +186,10 @@ impl StreamState {
         let row = row.succeeding(held);
         let seen = self.cursor.seen(&row.insurer_id);
         if held.is_none() && seen == 0 && row.version > 1 {
-            self.queue.push_back((row.pending_view(), arrived));
+            self.queue.push_back((row.pending_view(), live.clone()));
         }
         if row.version > seen {
-            self.queue.push_back((row.clone(), arrived));
+            self.queue.push_back((row.clone(), live));
         }
         self.rows.insert(row.insurer_id.clone(), row);
     }
@@ -250,13 +250,21 @@ impl StreamState {
                 }
                 Phase::Live => {}
             }
-            if let Some((row, arrived)) = self.queue.pop_front() {
+            if let Some((row, live)) = self.queue.pop_front() {
                 self.cursor.advance(&row.insurer_id, row.version);
                 let frame = self.frame("insurer", Some(self.cursor.render()), &row);
-                if let Some(arrived) = arrived {
+                if let Some(live) = live {
                     self.metrics
                         .sse_delivery_seconds
-                        .observe(arrived.elapsed().as_secs_f64());
+                        .observe(live.arrived.elapsed().as_secs_f64());
+                    // The end of the request's trace: its event on the wire.
+                    tracing::debug!(
+                        request_id = %self.request_id,
+                        insurer = %row.insurer_id,
+                        version = row.version,
+                        trace_id = live.trace.map(|t| t.trace_id()).as_deref(),
+                        "row delivered"
+                    );
                 }
                 return Some(frame);
             }
@@ -265,7 +273,7 @@ impl StreamState {
             }
             tokio::select! {
                 received = self.subscription.receiver.recv() => match received {
-                    Ok(live) => self.absorb(OfferRow::from_event(&live.event), Some(live.arrived)),
+                    Ok(live) => self.absorb(OfferRow::from_event(&live.event), Some(live)),
                     Err(RecvError::Lagged(_)) => {
                         // Fell behind: take the read model's state instead.
                         if let Ok(rows) = self.read_model.rows(&self.request_id).await {

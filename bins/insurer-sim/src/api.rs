@@ -20,6 +20,7 @@ use osago_transport::http::wire::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::archetype::Archetype;
 use crate::config::SimConfig;
@@ -74,8 +75,23 @@ impl Simulator {
         &self.config
     }
 
-    /// Answers one HTTP request.
+    /// Answers one HTTP request, in the caller's trace (its W3C
+    /// `traceparent`): every line logged for the call carries the trace id.
     pub(crate) async fn handle<B>(&self, request: Request<B>) -> Reply
+    where
+        B: Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let trace = request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(osago_core::trace::TraceContext::parse);
+        let span = tracing::info_span!("call", trace_id = trace.map(|t| t.trace_id()).as_deref());
+        self.answer(request).instrument(span).await
+    }
+
+    async fn answer<B>(&self, request: Request<B>) -> Reply
     where
         B: Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,

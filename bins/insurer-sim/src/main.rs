@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use insurer_sim::{Archetype, SimConfig};
 use osago_core::InsurerId;
-use tracing_subscriber::EnvFilter;
+use osago_service::launch::LogFormat;
 
 /// Exit code of an invalid configuration (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
@@ -56,6 +56,10 @@ struct Cli {
     /// partner's credentials); calls without it are answered 401.
     #[arg(long, env = "OSAGO_SIM_REQUIRE_HEADER")]
     require_header: Option<String>,
+    /// Log lines as `text` or `json` (one object per line, with the
+    /// caller's trace id on the lines of its calls).
+    #[arg(long, env = "OSAGO_SIM_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
 }
 
 /// The validated settings.
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let log_format = cli.log_format;
     let settings = match settings(cli) {
         Ok(settings) => settings,
         Err(problems) => {
@@ -86,7 +91,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    init_tracing();
+    osago_service::launch::init_tracing(log_format);
     match serve(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -164,11 +169,6 @@ fn settings(cli: Cli) -> Result<Settings, Vec<String>> {
 /// The value, or `None` after recording `problem`.
 fn parsed<T, E>(result: Result<T, E>, problem: &str, problems: &mut Vec<String>) -> Option<T> {
     result.map_err(|_| problems.push(problem.to_owned())).ok()
-}
-
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
 /// Runs the server until ctrl-c or SIGTERM.

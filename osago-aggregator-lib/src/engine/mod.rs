@@ -1,5 +1,6 @@
 //! The fan-out engine and its per-insurer pipeline.
 
+use osago_core::trace::WithTrace;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -380,24 +381,38 @@ impl Engine {
                 return Err(EngineError::Publish(err));
             }
         }
+        // The request's trace (its record's, or a new root the intake made):
+        // each insurer's work is a child span of it, and its calls and
+        // events carry it on.
+        let trace = osago_core::trace::current();
+        let trace_id = trace.map(|t| t.trace_id());
+        tracing::info!(
+            request_id = %request_id,
+            trace_id = trace_id.as_deref(),
+            insurers = jobs.len(),
+            "fan-out started"
+        );
         for job in jobs {
             let engine = self.inner.clone();
             let done = done.clone();
-            // Every line an insurer's work logs names the request and the
-            // insurer (JSON logs carry the span's fields).
+            // Every line an insurer's work logs names the request, the
+            // insurer and the trace (JSON logs carry the span's fields).
             let span = tracing::info_span!(
                 "insurer",
                 request_id = %job.request_id,
-                insurer = %job.insurer.id
+                insurer = %job.insurer.id,
+                trace_id = trace_id.as_deref(),
             );
-            fan_out.tasks.spawn(
-                async move {
-                    let outcome = engine.run(job).await;
-                    done.one_finished(&engine).await;
-                    outcome
-                }
-                .instrument(span),
-            );
+            let work = async move {
+                let outcome = engine.run(job).await;
+                done.one_finished(&engine).await;
+                outcome
+            }
+            .instrument(span);
+            match trace {
+                Some(trace) => fan_out.tasks.spawn(work.in_trace(trace.child())),
+                None => fan_out.tasks.spawn(work),
+            };
         }
         Ok(fan_out)
     }

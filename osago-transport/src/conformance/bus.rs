@@ -55,6 +55,7 @@ pub fn request_message(event: &RequestEvent) -> OutboxMessage {
         created_at: Utc::now(),
         attempts: 0,
         publish_by: Some(event.deadline_at),
+        trace: None,
     }
 }
 
@@ -333,7 +334,7 @@ pub async fn live_feed_sees_events_published_after_follow(
     let collect = async {
         while received.len() < after.len() {
             match events.next().await {
-                Some(event) if event.request_id() == request => received.push(event),
+                Some(event) if event.event.request_id() == request => received.push(event.event),
                 Some(_) => {}
                 None => panic!("the live feed ended"),
             }
@@ -363,7 +364,7 @@ pub async fn every_live_follower_sees_every_event(sink: &dyn QuoteSink, feed: &d
         let found = tokio::time::timeout(WAIT, async {
             loop {
                 match events.next().await {
-                    Some(e) if e.request_id() == request => return e,
+                    Some(e) if e.event.request_id() == request => return e.event,
                     Some(_) => {}
                     None => panic!("the live feed ended"),
                 }
@@ -372,5 +373,71 @@ pub async fn every_live_follower_sees_every_event(sink: &dyn QuoteSink, feed: &d
         .await
         .unwrap_or_else(|_| panic!("a follower did not see the event within {WAIT:?}"));
         assert_eq!(found, event);
+    }
+}
+
+/// Records carry their trace: an outbox message's trace reaches the request
+/// subscriber, and an insurer event published in a trace reaches the
+/// outcome subscriber and the live feed with it; one published outside any
+/// trace arrives with none.
+pub async fn traces_travel_with_records(
+    publisher: &dyn EventPublisher,
+    requests: &dyn RequestSource,
+    sink: &dyn QuoteSink,
+    outcomes: &dyn OutcomeSource,
+    feed: &dyn LiveFeed,
+) {
+    use osago_core::trace::{TraceContext, WithTrace};
+
+    let mut request_subscription = requests
+        .subscribe(&group("traced-requests"))
+        .await
+        .expect("subscribe");
+    let mut outcome_subscription = outcomes
+        .subscribe(&group("traced-outcomes"))
+        .await
+        .expect("subscribe");
+    let mut live = feed.follow().await.expect("follow");
+
+    let request_trace = TraceContext::new_root();
+    let event = request_event();
+    let mut message = request_message(&event);
+    message.trace = Some(request_trace);
+    publisher.publish(&message).await.expect("publish");
+    let delivery = next_matching(&mut *request_subscription, "the traced request", |e| {
+        e.request_id == event.request_id
+    })
+    .await;
+    assert_eq!(delivery.trace, Some(request_trace));
+    delivery.ack.ack();
+
+    let insurer_trace = request_trace.child();
+    let request = RequestId::random();
+    let traced = quote_event(request, "swift", 1, QuoteStatus::Pending);
+    let untraced = quote_event(request, "swift", 2, QuoteStatus::Quoted);
+    sink.publish(&traced)
+        .in_trace(insurer_trace)
+        .await
+        .expect("publish traced");
+    sink.publish(&untraced).await.expect("publish untraced");
+    for (expected, trace) in [(&traced, Some(insurer_trace)), (&untraced, None)] {
+        let delivery = next_matching(&mut *outcome_subscription, "the insurer event", |e| {
+            e == expected
+        })
+        .await;
+        assert_eq!(delivery.trace, trace, "{expected:?}");
+        delivery.ack.ack();
+        let followed = tokio::time::timeout(WAIT, async {
+            loop {
+                match live.next().await {
+                    Some(item) if &item.event == expected => return item,
+                    Some(_) => {}
+                    None => panic!("the live feed ended"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the live feed did not deliver {expected:?}"));
+        assert_eq!(followed.trace, trace, "{expected:?}");
     }
 }

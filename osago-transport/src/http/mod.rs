@@ -285,6 +285,18 @@ fn hint(header: Option<Duration>, body_ms: Option<u64>) -> Option<Duration> {
     body_ms.map(Duration::from_millis).or(header)
 }
 
+/// `traceparent` for a call made in the current trace: the same trace, a
+/// new span id for the call (W3C Trace Context).
+fn trace_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(trace) = osago_core::trace::current() {
+        if let Ok(value) = trace.child().header().parse() {
+            headers.insert("traceparent", value);
+        }
+    }
+    headers
+}
+
 #[async_trait]
 impl InsurerClient for HttpInsurerClient {
     async fn create_application(
@@ -296,6 +308,7 @@ impl InsurerClient for HttpInsurerClient {
             .http
             .post(self.url("applications"))
             .header("Idempotency-Key", idempotency_key)
+            .headers(trace_headers())
             .json(request)
             .send()
             .await
@@ -314,7 +327,13 @@ impl InsurerClient for HttpInsurerClient {
             .expect("http url has segments")
             .pop_if_empty()
             .push(application_id);
-        let response = self.http.get(url).send().await.map_err(transport_error)?;
+        let response = self
+            .http
+            .get(url)
+            .headers(trace_headers())
+            .send()
+            .await
+            .map_err(transport_error)?;
         if !response.status().is_success() {
             return Err(self.error_from(response).await);
         }

@@ -99,7 +99,7 @@ async fn create_missing(
         .iter()
         .map(|s| config.retention_ms(*s).to_string())
         .collect();
-    let new_topics: Vec<NewTopic<'_>> = STREAMS
+    let mut new_topics: Vec<NewTopic<'_>> = STREAMS
         .iter()
         .zip(&retention)
         .map(|(s, retention)| {
@@ -113,6 +113,19 @@ async fn create_missing(
             .set("retention.ms", retention)
         })
         .collect();
+    // The dead-letter topic: one partition, the request topic's retention
+    // and replication (a poison record may be a request).
+    let requests = config.topic_settings(Stream::Requests);
+    let dead_retention = config.retention_ms(Stream::Requests).to_string();
+    new_topics.push(
+        NewTopic::new(
+            &config.dead_letter,
+            1,
+            TopicReplication::Fixed(i32::from(requests.replication)),
+        )
+        .set("cleanup.policy", "delete")
+        .set("retention.ms", &dead_retention),
+    );
     let results = admin
         .create_topics(&new_topics, &options(config))
         .await

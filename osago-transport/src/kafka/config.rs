@@ -119,6 +119,14 @@ pub struct KafkaConfig {
     pub quotes: String,
     /// The error topic (key: `request_id:insurer_id`).
     pub errors: String,
+    /// The dead-letter topic: where a consumer writes a record it cannot
+    /// decode (key, payload and headers as they were, plus
+    /// `osago-dead-letter-*` headers naming its source and the reason),
+    /// before it moves past it. Created with the request topic's retention
+    /// and replication (a poison record may hold personal data), one
+    /// partition; not verified.
+    #[serde(default = "default_dead_letter")]
+    pub dead_letter: String,
     /// What to do about the topics at connect.
     pub topic_mode: TopicMode,
     /// The request topic's settings (it carries personal data: its
@@ -167,6 +175,10 @@ pub struct KafkaConfig {
     pub statistics_interval: Duration,
 }
 
+fn default_dead_letter() -> String {
+    "osago.dead-letter.v1".into()
+}
+
 fn default_statistics_interval() -> Duration {
     Duration::from_secs(15)
 }
@@ -179,6 +191,7 @@ impl Default for KafkaConfig {
             requests: "osago.requests.v1".into(),
             quotes: "osago.quotes.v1".into(),
             errors: "osago.errors.v1".into(),
+            dead_letter: default_dead_letter(),
             topic_mode: TopicMode::Create,
             requests_topic: TopicSettings {
                 partitions: 12,

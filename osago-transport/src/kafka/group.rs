@@ -5,8 +5,10 @@
 //! [`AckTracker`]; its [`Ack`] marks it applied. A task commits, every
 //! `commit_interval`, each partition's highest contiguous applied offset
 //! (plus one) with an explicit offset list, so out-of-order acks never skip
-//! an unapplied message. Undecodable messages are logged (topic, partition
-//! and offset only) and count as applied.
+//! an unapplied message. An undecodable message is logged (topic, partition
+//! and offset only), counted, and written to the dead-letter topic; it
+//! counts as applied once the dead-letter topic has it (until then the
+//! offsets committed stop before it, so a crash delivers it again).
 //!
 //! On revocation a partition's committable offset is committed, then its
 //! state is dropped: its unapplied messages go to
@@ -25,7 +27,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -229,6 +231,32 @@ pub(crate) struct GroupSubscription<T> {
     topics: Vec<Arc<str>>,
     /// Counts skipped records.
     stats: Arc<super::ConsumerStats>,
+    /// Writes the dead letters.
+    bus: super::KafkaBus,
+}
+
+/// An undecodable record, as the dead-letter topic gets it.
+pub(crate) struct DeadRecord {
+    pub(crate) group: String,
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Option<Vec<u8>>,
+    pub(crate) headers: Option<OwnedHeaders>,
+    /// Why it was refused (never quotes the payload).
+    pub(crate) reason: String,
+}
+
+/// The `traceparent` header of a record, if it has a valid one.
+pub(crate) fn trace_of<M: Message>(message: &M) -> Option<osago_core::trace::TraceContext> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == super::TRACEPARENT)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(osago_core::trace::TraceContext::parse)
 }
 
 impl<T> std::fmt::Debug for GroupSubscription<T> {
@@ -273,8 +301,9 @@ impl<T: Send + 'static> GroupSubscription<T> {
         topics: &[&str],
         commit_interval: Duration,
         decode: Decode<T>,
-        stats: Arc<super::ConsumerStats>,
+        bus: super::KafkaBus,
     ) -> Result<Self, PortError> {
+        let stats = bus.consumer_stats();
         let tracker = Tracker::default();
         let context = GroupContext {
             group: group.to_owned(),
@@ -305,6 +334,7 @@ impl<T: Send + 'static> GroupSubscription<T> {
             stop,
             topics: topics.iter().map(|t| Arc::from(*t)).collect(),
             stats,
+            bus,
         })
     }
 
@@ -324,29 +354,25 @@ impl<T: Send + 'static> Subscription<T> for GroupSubscription<T> {
         loop {
             // `recv` is cancellation safe, and nothing below awaits: a
             // dropped `next` loses no message.
-            let (topic, partition, offset, decoded) = match consumer.get().recv().await {
-                Ok(message) => {
-                    let decoded = match message.payload() {
-                        Some(payload) => (self.decode)(message.topic(), payload),
-                        None => Err(PortError::new(
-                            PortErrorKind::Corrupt,
-                            "message without payload",
-                        )),
-                    };
-                    (
-                        self.topic(message.topic()),
-                        message.partition(),
-                        message.offset(),
-                        decoded,
-                    )
-                }
+            let message = match consumer.get().recv().await {
+                Ok(message) => message,
                 Err(err) => return Some(Err(kafka_error("receiving failed", err))),
             };
+            let decoded = match message.payload() {
+                Some(payload) => (self.decode)(message.topic(), payload),
+                None => Err(PortError::new(
+                    PortErrorKind::Corrupt,
+                    "message without payload",
+                )),
+            };
+            let topic = self.topic(message.topic());
+            let (partition, offset) = (message.partition(), message.offset());
+            lock(&self.tracker).delivered(&topic, partition, offset);
             match decoded {
                 Ok(event) => {
-                    lock(&self.tracker).delivered(&topic, partition, offset);
                     return Some(Ok(Delivery {
                         event,
+                        trace: trace_of(&message),
                         ack: Box::new(KafkaAck {
                             tracker: self.tracker.clone(),
                             topic,
@@ -356,7 +382,6 @@ impl<T: Send + 'static> Subscription<T> for GroupSubscription<T> {
                     }));
                 }
                 Err(err) => {
-                    lock(&self.tracker).skipped(&topic, partition, offset);
                     self.stats.record_skip(&self.group, &topic);
                     tracing::warn!(
                         group = %self.group,
@@ -364,9 +389,69 @@ impl<T: Send + 'static> Subscription<T> for GroupSubscription<T> {
                         partition,
                         offset,
                         error = %err,
-                        "skipping undecodable message"
+                        "undecodable message; writing it to the dead-letter topic"
                     );
+                    let record = DeadRecord {
+                        group: self.group.clone(),
+                        topic,
+                        partition,
+                        offset,
+                        key: message.key().map(<[u8]>::to_vec),
+                        payload: message.payload().map(<[u8]>::to_vec),
+                        headers: message.headers().map(|h| h.detach()),
+                        reason: err.to_string(),
+                    };
+                    tokio::spawn(dead_letter(
+                        self.bus.clone(),
+                        record,
+                        self.tracker.clone(),
+                        self.stats.clone(),
+                        self.stop.clone(),
+                    ));
                 }
+            }
+        }
+    }
+}
+
+/// Writes `record` to the dead-letter topic, retrying with backoff until
+/// it lands (or the subscription stops), then acknowledges it: offsets are
+/// never committed past a poison record the dead-letter topic lacks.
+async fn dead_letter(
+    bus: super::KafkaBus,
+    record: DeadRecord,
+    tracker: Tracker,
+    stats: Arc<super::ConsumerStats>,
+    stop: CancellationToken,
+) {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match bus.dead_letter(&record).await {
+            Ok(()) => {
+                lock(&tracker).acked(&record.topic, record.partition, record.offset);
+                stats.record_dead_letter(&record.group, &record.topic);
+                tracing::info!(
+                    group = %record.group,
+                    topic = %record.topic,
+                    partition = record.partition,
+                    offset = record.offset,
+                    "undecodable message written to the dead-letter topic"
+                );
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(
+                    topic = %record.topic,
+                    partition = record.partition,
+                    offset = record.offset,
+                    error = %err,
+                    "writing a dead letter failed; retrying"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled() => return,
+                }
+                wait = (wait * 2).min(Duration::from_secs(30));
             }
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use osago_core::outbox::Stream;
-use osago_core::ports::{PortError, PortErrorKind};
+use osago_core::ports::{PortError, PortErrorKind, Traced};
 use osago_core::InsurerEvent;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -25,7 +25,7 @@ type LiveConsumer = StreamConsumer<TracingContext>;
 pub(crate) async fn follow(
     client: &rdkafka::ClientConfig,
     config: &KafkaConfig,
-) -> Result<BoxStream<'static, InsurerEvent>, PortError> {
+) -> Result<BoxStream<'static, Traced<InsurerEvent>>, PortError> {
     let mut client = client.clone();
     // librdkafka wants a group id for `assign`; this one is never joined
     // and nothing is committed under it.
@@ -80,7 +80,11 @@ pub(crate) async fn follow(
                             .ok_or_else(|| {
                                 PortError::new(PortErrorKind::Corrupt, "message without payload")
                             })
-                            .and_then(|p| codec::decode_insurer_event(stream, p));
+                            .and_then(|p| codec::decode_insurer_event(stream, p))
+                            .map(|event| Traced {
+                                event,
+                                trace: super::group::trace_of(&message),
+                            });
                         decoded.map_err(|err| {
                             tracing::warn!(
                                 topic = message.topic(),

@@ -35,7 +35,7 @@ use futures::stream::BoxStream;
 use osago_core::outbox::{OutboxMessage, Stream};
 use osago_core::ports::{
     EventPublisher, LiveFeed, OutcomeSource, PortError, PortErrorKind, QuoteSink, RequestSource,
-    Subscription,
+    Subscription, Traced,
 };
 use osago_core::{InsurerEvent, RequestEvent};
 use rdkafka::admin::AdminClient;
@@ -55,6 +55,7 @@ pub use stats::ConsumerStats;
 use crate::codec;
 use context::TracingContext;
 use group::{group_settings, Decode, GroupSubscription};
+use osago_core::trace::TraceContext;
 
 /// The bus on Kafka: publisher, sink, sources and live feed of the three
 /// topics. Cloning shares the producer.
@@ -246,12 +247,64 @@ impl KafkaBus {
 
     /// Produces one message (with [`record_headers`]) and waits for its
     /// delivery report.
-    async fn send(&self, stream: Stream, key: &str, payload: &[u8]) -> Result<(), PortError> {
+    async fn send(
+        &self,
+        stream: Stream,
+        key: &str,
+        payload: &[u8],
+        trace: Option<TraceContext>,
+    ) -> Result<(), PortError> {
         let topic = self.inner.config.topic(stream);
         let record = FutureRecord::to(topic)
             .key(key)
             .payload(payload)
-            .headers(record_headers());
+            .headers(record_headers(trace.as_ref()));
+        self.produce(topic, key, record).await
+    }
+
+    /// Writes an undecodable record to the dead-letter topic: its key,
+    /// payload and headers as they were, plus where it came from and why
+    /// it was refused (`osago-dead-letter-topic`, `-partition`, `-offset`,
+    /// `-group`, `-reason`; the reason never quotes the payload).
+    pub(crate) async fn dead_letter(&self, record: &group::DeadRecord) -> Result<(), PortError> {
+        use rdkafka::message::Header;
+        let topic = &self.inner.config.dead_letter;
+        let partition = record.partition.to_string();
+        let offset = record.offset.to_string();
+        let mut headers = record.headers.clone().unwrap_or_default();
+        for (key, value) in [
+            ("osago-dead-letter-topic", record.topic.as_ref()),
+            ("osago-dead-letter-partition", partition.as_str()),
+            ("osago-dead-letter-offset", offset.as_str()),
+            ("osago-dead-letter-group", record.group.as_str()),
+            ("osago-dead-letter-reason", record.reason.as_str()),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let key = record.key.as_deref().unwrap_or_default();
+        let mut out = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
+        if record.key.is_some() {
+            out = out.key(key);
+        }
+        if let Some(payload) = &record.payload {
+            out = out.payload(payload);
+        }
+        self.produce(topic, "(dead letter)", out).await
+    }
+
+    async fn produce<K, P>(
+        &self,
+        topic: &str,
+        key: &str,
+        record: FutureRecord<'_, K, P>,
+    ) -> Result<(), PortError>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
         let producer = self.inner.producer();
         match producer
             .send(record, Timeout::After(self.inner.config.request_timeout))
@@ -410,8 +463,13 @@ impl<T: Send + 'static> Drop for OffloadDrop<T> {
 #[async_trait]
 impl EventPublisher for KafkaBus {
     async fn publish(&self, message: &OutboxMessage) -> Result<(), PortError> {
-        self.send(message.stream, &message.key, &message.payload)
-            .await
+        self.send(
+            message.stream,
+            &message.key,
+            &message.payload,
+            message.trace,
+        )
+        .await
     }
 }
 
@@ -419,7 +477,8 @@ impl EventPublisher for KafkaBus {
 impl QuoteSink for KafkaBus {
     async fn publish(&self, event: &InsurerEvent) -> Result<(), PortError> {
         let (stream, key, payload) = codec::encode_insurer_event(event);
-        self.send(stream, &key, &payload).await
+        self.send(stream, &key, &payload, osago_core::trace::current())
+            .await
     }
 }
 
@@ -437,7 +496,7 @@ impl RequestSource for KafkaBus {
             &[&self.inner.config.requests],
             self.inner.config.commit_interval,
             decode,
-            self.inner.stats.clone(),
+            self.clone(),
         )?;
         Ok(Box::new(subscription))
     }
@@ -466,7 +525,7 @@ impl OutcomeSource for KafkaBus {
             &[&self.inner.config.quotes, &self.inner.config.errors],
             self.inner.config.commit_interval,
             decode,
-            self.inner.stats.clone(),
+            self.clone(),
         )?;
         Ok(Box::new(subscription))
     }
@@ -474,7 +533,7 @@ impl OutcomeSource for KafkaBus {
 
 #[async_trait]
 impl LiveFeed for KafkaBus {
-    async fn follow(&self) -> Result<BoxStream<'static, InsurerEvent>, PortError> {
+    async fn follow(&self) -> Result<BoxStream<'static, Traced<InsurerEvent>>, PortError> {
         live::follow(&self.inner.client, &self.inner.config).await
     }
 }
@@ -498,12 +557,15 @@ pub const CONTENT_TYPE: &str = "application/json";
 /// keeps version 1; a reader may refuse a major version it does not know.
 pub const SCHEMA_VERSION: &str = "1";
 
+/// The header of the W3C trace context a record belongs to.
+pub const TRACEPARENT: &str = "traceparent";
+
 /// `content-type` and `osago-schema-version`, on every record we produce,
 /// so a consumer (ours, a data platform's) knows what it reads before it
-/// parses.
-pub fn record_headers() -> rdkafka::message::OwnedHeaders {
+/// parses; and `traceparent` when the record belongs to a trace.
+pub fn record_headers(trace: Option<&TraceContext>) -> rdkafka::message::OwnedHeaders {
     use rdkafka::message::{Header, OwnedHeaders};
-    OwnedHeaders::new()
+    let headers = OwnedHeaders::new()
         .insert(Header {
             key: "content-type",
             value: Some(CONTENT_TYPE),
@@ -511,5 +573,12 @@ pub fn record_headers() -> rdkafka::message::OwnedHeaders {
         .insert(Header {
             key: "osago-schema-version",
             value: Some(SCHEMA_VERSION),
-        })
+        });
+    match trace {
+        Some(trace) => headers.insert(Header {
+            key: TRACEPARENT,
+            value: Some(&trace.header()),
+        }),
+        None => headers,
+    }
 }

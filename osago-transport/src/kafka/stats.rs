@@ -1,7 +1,8 @@
 //! What the bus's consumers saw, for metrics: each group's lag per
 //! partition (from librdkafka's statistics, every
 //! [`KafkaConfig::statistics_interval`](super::KafkaConfig::statistics_interval))
-//! and the records each skipped because they could not be decoded.
+//! and the records each skipped because they could not be decoded, and
+//! wrote to the dead-letter topic.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -18,6 +19,8 @@ struct Inner {
     lag: BTreeMap<(String, String, i32), i64>,
     /// (group, topic) -> records skipped as undecodable.
     skipped: BTreeMap<(String, String), u64>,
+    /// (group, topic) -> undecodable records written to the dead-letter topic.
+    dead_letters: BTreeMap<(String, String), u64>,
 }
 
 impl ConsumerStats {
@@ -43,6 +46,24 @@ impl ConsumerStats {
             .iter()
             .map(|((g, t), n)| (g.clone(), t.clone(), *n))
             .collect()
+    }
+
+    /// Undecodable records landed in the dead-letter topic: (group, source
+    /// topic, count).
+    pub fn dead_letters(&self) -> Vec<(String, String, u64)> {
+        self.inner()
+            .dead_letters
+            .iter()
+            .map(|((g, t), n)| (g.clone(), t.clone(), *n))
+            .collect()
+    }
+
+    pub(crate) fn record_dead_letter(&self, group: &str, topic: &str) {
+        *self
+            .inner()
+            .dead_letters
+            .entry((group.to_owned(), topic.to_owned()))
+            .or_default() += 1;
     }
 
     pub(crate) fn record_skip(&self, group: &str, topic: &str) {

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use osago_core::outbox::{OutboxMessage, Stream};
 use osago_core::ports::{
     Ack, Delivery, EventPublisher, LiveFeed, OutcomeSource, PortError, QuoteSink, RequestSource,
-    Subscription,
+    Subscription, Traced,
 };
 use osago_core::{InsurerEvent, RequestEvent};
 use tokio::sync::{broadcast, mpsc};
@@ -32,6 +32,8 @@ const LIVE_CAPACITY: usize = 1 << 16;
 struct Record {
     stream: Stream,
     payload: Bytes,
+    /// What a Kafka record's `traceparent` header would carry.
+    trace: Option<osago_core::trace::TraceContext>,
 }
 
 type GroupReceiver = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Record>>>;
@@ -46,7 +48,7 @@ struct Topic {
 #[derive(Debug)]
 struct Inner {
     topics: Mutex<HashMap<TopicName, Topic>>,
-    live: broadcast::Sender<InsurerEvent>,
+    live: broadcast::Sender<Traced<InsurerEvent>>,
     stats: MemoryBusStats,
 }
 
@@ -153,6 +155,7 @@ impl<T: Send + 'static> Subscription<T> for MemorySubscription<T> {
                     return Some(Ok(Delivery {
                         event,
                         ack: Box::new(NoAck),
+                        trace: record.trace,
                     }))
                 }
                 Err(err) => {
@@ -170,12 +173,16 @@ impl EventPublisher for MemoryBus {
         let record = Record {
             stream: message.stream,
             payload: Bytes::copy_from_slice(&message.payload),
+            trace: message.trace,
         };
         match message.stream {
             Stream::Requests => self.send(TopicName::Requests, record),
             Stream::Quotes | Stream::Errors => {
                 let event = codec::decode_insurer_event(message.stream, &message.payload)?;
-                let _ = self.inner.live.send(event);
+                let _ = self.inner.live.send(Traced {
+                    event,
+                    trace: message.trace,
+                });
                 self.send(TopicName::Outcomes, record);
             }
         }
@@ -192,10 +199,14 @@ impl QuoteSink for MemoryBus {
             Record {
                 stream,
                 payload: payload.into(),
+                trace: osago_core::trace::current(),
             },
         );
         // No follower is not an error: nobody is watching this pod's streams.
-        let _ = self.inner.live.send(event.clone());
+        let _ = self.inner.live.send(Traced {
+            event: event.clone(),
+            trace: osago_core::trace::current(),
+        });
         Ok(())
     }
 }
@@ -230,7 +241,7 @@ impl OutcomeSource for MemoryBus {
 
 #[async_trait]
 impl LiveFeed for MemoryBus {
-    async fn follow(&self) -> Result<BoxStream<'static, InsurerEvent>, PortError> {
+    async fn follow(&self) -> Result<BoxStream<'static, Traced<InsurerEvent>>, PortError> {
         let rx = self.inner.live.subscribe();
         let inner = self.inner.clone();
         let stream = futures::stream::unfold((rx, inner), |(mut rx, inner)| async move {

@@ -206,6 +206,7 @@ impl RequestStore for PostgresStore {
             .bind(&message.payload)
             .bind(message.created_at)
             .bind(message.publish_by)
+            .bind(message.trace.map(|t| t.header()))
             .execute(&mut *tx)
             .await
             .map_err(unavailable("outbox insert"))?;
@@ -265,6 +266,11 @@ impl OutboxStore for PostgresStore {
                     created_at: row.try_get("created_at").map_err(unavailable("decode"))?,
                     attempts: attempts.max(0) as u32,
                     publish_by: row.try_get("publish_by").map_err(unavailable("decode"))?,
+                    trace: row
+                        .try_get::<Option<String>, _>("traceparent")
+                        .map_err(unavailable("decode"))?
+                        .as_deref()
+                        .and_then(osago_core::trace::TraceContext::parse),
                 },
             ));
         }

@@ -12,4 +12,4 @@ UPDATE osago_outbox AS o
 SET claimed_until = now() + make_interval(secs => $2)
 FROM picked
 WHERE o.id = picked.id
-RETURNING o.id, o.seq, o.stream, o.key, o.payload, o.created_at, o.attempts, o.publish_by
+RETURNING o.id, o.seq, o.stream, o.key, o.payload, o.created_at, o.attempts, o.publish_by, o.traceparent
