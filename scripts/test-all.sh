@@ -28,7 +28,7 @@ stage() {
 embedded_deps() {
     local tree
     tree=$(cargo tree --locked -p osago -e normal --prefix none)
-    for crate in osago-aggregator rdkafka sqlx redis deadpool-redis; do
+    for crate in osago-aggregator rdkafka sqlx redis deadpool-redis opentelemetry; do
         if grep -q "^$crate v" <<<"$tree"; then
             echo "test-all: osago depends on $crate" >&2
             return 1

@@ -288,22 +288,7 @@ async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
             .map_while(Result::ok)
             .collect::<Vec<_>>()
     });
-    let base = format!("http://127.0.0.1:{port}");
-    let mut posted = None;
-    for _ in 0..200 {
-        if let Ok(r) = reqwest::Client::new()
-            .post(format!("{base}/api/osago/requests"))
-            .header("x-request-id", "trace-me-1")
-            .json(&sample_json())
-            .send()
-            .await
-        {
-            posted = Some(r.status());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(posted.map(|s| s.as_u16()), Some(202));
+    post_once_up(port, ("x-request-id", "trace-me-1".to_owned())).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     nix_terminate(core.id());
     let _ = core.wait();
@@ -338,8 +323,98 @@ async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
     }
 }
 
+/// POSTs the sample, with one extra header, to the core-app starting on
+/// `port` as soon as it listens; it must be accepted.
+async fn post_once_up(port: u16, header: (&str, String)) {
+    let mut posted = None;
+    for _ in 0..200 {
+        if let Ok(r) = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/api/osago/requests"))
+            .header(header.0, &header.1)
+            .json(&sample_json())
+            .send()
+            .await
+        {
+            posted = Some(r.status());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(posted.map(|s| s.as_u16()), Some(202));
+}
+
 fn nix_terminate(pid: u32) {
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
+}
+
+/// With `--otlp-endpoint`, core-app exports its spans over OTLP/HTTP, and
+/// the span of a POST joins the caller's W3C trace: the collector receives
+/// the caller's trace id and, as the span's parent, the caller's span id.
+#[tokio::test]
+async fn spans_are_exported_over_otlp_in_the_callers_trace() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let collector = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/traces"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&collector)
+        .await;
+    let (port, admin) = (osago_testkit::free_port(), osago_testkit::free_port());
+    let mut core = std::process::Command::new(osago_tests::processes::binary("core-app"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(["--otlp-endpoint", &collector.uri()])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let caller_span = "b7ad6b7169203331";
+    post_once_up(
+        port,
+        ("traceparent", format!("00-{trace_id}-{caller_span}-01")),
+    )
+    .await;
+    // SIGTERM: the exporter flushes on the way out.
+    nix_terminate(core.id());
+    let _ = core.wait();
+    let bodies: Vec<Vec<u8>> = collector
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.body)
+        .collect();
+    assert!(!bodies.is_empty(), "nothing reached the OTLP collector");
+    let all: Vec<u8> = bodies.concat();
+    let bytes = |hex: &str| -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    // OTLP protobuf carries ids as raw bytes.
+    let contains = |needle: &[u8]| all.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        contains(&bytes(trace_id)),
+        "the caller's trace id was not exported"
+    );
+    assert!(
+        contains(&bytes(caller_span)),
+        "no span has the caller's span as parent"
+    );
+    assert!(contains(b"core-app"), "the service name is missing");
+    // No personal value in any exported span.
+    let sample = sample_json();
+    for personal in [
+        sample["owner"]["full_name"].as_str().unwrap(),
+        sample["vehicle"]["vin"].as_str().unwrap(),
+    ] {
+        assert!(!contains(personal.as_bytes()), "personal data exported");
+    }
 }

@@ -223,11 +223,8 @@ impl Intake {
             let shutdown = shutdown.clone();
             let retry = retry.clone();
             // The request's trace goes on from its record (a new root when
-            // the record has none).
-            let trace = delivery
-                .trace
-                .map(|t| t.child())
-                .unwrap_or_else(TraceContext::new_root);
+            // the record has none): each insurer's span is its child.
+            let trace = delivery.trace.unwrap_or_else(TraceContext::new_root);
             tracker.spawn(async move {
                 let mut attempt = 0;
                 let fan_out = loop {

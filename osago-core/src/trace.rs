@@ -6,6 +6,8 @@
 //! and the sampled flag. It travels:
 //!
 //! - into core-app on the POST's `traceparent` header (or a new root);
+//!   the context of a span is made with [`start`], which lets an installed
+//!   exporter (OTLP) give the span its own ids;
 //! - in the outbox row, then in the request record's `traceparent` Kafka
 //!   header, to the aggregator;
 //! - to the insurers on every partner-API call's `traceparent` header;
@@ -100,12 +102,14 @@ impl TraceContext {
         })
     }
 
-    /// The incoming context's child, or a new root when there is none.
-    pub fn continue_from(value: Option<&str>) -> Self {
-        value
-            .and_then(Self::parse)
-            .map(|parent| parent.child())
-            .unwrap_or_else(Self::new_root)
+    /// A context from raw ids (an OpenTelemetry span's); `None` when either
+    /// id is all zeros.
+    pub fn from_parts(trace_id: [u8; 16], span_id: [u8; 8], sampled: bool) -> Option<Self> {
+        (trace_id != [0; 16] && span_id != [0; 8]).then_some(Self {
+            trace_id,
+            span_id,
+            sampled,
+        })
     }
 
     /// The trace id, 32 lower-case hex digits (what logs carry).
@@ -189,6 +193,37 @@ fn hex_bytes<const N: usize>(text: &str) -> Option<[u8; N]> {
         out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
     }
     Some(out)
+}
+
+/// Joins a `tracing` span to a trace, for an exporter that records spans
+/// (OpenTelemetry): given the span and its parent context (`None`: a new
+/// trace), it returns the span's own context, or `None` when it records
+/// nothing for this span.
+pub type SpanAdopter = fn(&tracing::Span, Option<&TraceContext>) -> Option<TraceContext>;
+
+static ADOPTER: std::sync::OnceLock<SpanAdopter> = std::sync::OnceLock::new();
+
+/// Installs the process's [`SpanAdopter`] (once; `false` if one was
+/// installed already). `osago-service` installs one when OTLP export is on.
+pub fn set_span_adopter(adopter: SpanAdopter) -> bool {
+    ADOPTER.set(adopter).is_ok()
+}
+
+/// The context of the work `span` does under `parent` (`None`: the work
+/// starts a trace): the context to make current for it, and to send on.
+///
+/// With an exporter installed, the span joins the trace as `parent`'s child
+/// and its own ids are returned, so what the next service sees as its
+/// parent is a span the exporter records. Without one, it is `parent`'s
+/// child with a new span id (or a new root).
+pub fn start(span: &tracing::Span, parent: Option<&TraceContext>) -> TraceContext {
+    ADOPTER
+        .get()
+        .and_then(|adopt| adopt(span, parent))
+        .unwrap_or_else(|| match parent {
+            Some(parent) => parent.child(),
+            None => TraceContext::new_root(),
+        })
 }
 
 thread_local! {
@@ -301,11 +336,19 @@ mod tests {
         let child = parent.child();
         assert_eq!(child.trace_id(), parent.trace_id());
         assert_ne!(child.span_id(), parent.span_id());
-        let continued = TraceContext::continue_from(Some(SAMPLE));
+        // Without an exporter, a span's context is its parent's child.
+        let span = tracing::Span::none();
+        let continued = start(&span, Some(&parent));
         assert_eq!(continued.trace_id(), parent.trace_id());
-        let root = TraceContext::continue_from(Some("garbage"));
+        assert_ne!(continued.span_id(), parent.span_id());
+        let root = start(&span, None);
         assert_ne!(root.trace_id(), parent.trace_id());
         assert_eq!(TraceContext::parse(&root.header()), Some(root));
+        assert_eq!(
+            TraceContext::from_parts(parent.trace_id_bytes(), parent.span_id_bytes(), true),
+            Some(parent)
+        );
+        assert_eq!(TraceContext::from_parts([0; 16], [1; 8], true), None);
     }
 
     #[test]

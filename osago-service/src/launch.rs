@@ -10,24 +10,179 @@ use tokio::net::TcpListener;
 
 use crate::settings::{Problems, EXIT_BAD_CONFIG};
 
-/// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`;
-/// levels per module, `info,osago_transport=debug`). JSON lines carry the
-/// current span's fields (`request_id`, `route`, `insurer`) on every line.
-pub fn init_tracing(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+/// Logs and, with an OTLP endpoint, exported spans: [`init_tracing`]'s
+/// logs, plus every span sent to `{endpoint}/v1/traces` (OTLP over HTTP,
+/// protobuf, batched) as `service`, joined to the W3C trace each request
+/// carries ([`osago_core::trace::start`]). Keep the guard until exit:
+/// dropping it flushes the spans still buffered.
+///
+/// An endpoint in a build without the `otlp` feature is refused (the
+/// settings check says so before this runs).
+pub fn init_telemetry(
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+    service: &'static str,
+) -> Telemetry {
+    #[cfg(feature = "otlp")]
+    if let Some(endpoint) = otlp_endpoint {
+        return otlp::init(format, endpoint, service);
+    }
+    let _ = (otlp_endpoint, service);
+    init_tracing(format);
+    Telemetry { _provider: None }
+}
+
+/// Flushes exported spans when dropped (see [`init_telemetry`]).
+#[must_use = "dropping it stops span export"]
+pub struct Telemetry {
+    #[cfg(feature = "otlp")]
+    _provider: Option<otlp::Flush>,
+    #[cfg(not(feature = "otlp"))]
+    _provider: Option<()>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("exporting", &self._provider.is_some())
+            .finish()
+    }
+}
+
+/// The `RUST_LOG` filter of every binary (default `info`), applied to
+/// every layer: logs and exported spans alike.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())
+}
+
+/// Lines to stderr in `format`.
+fn log_lines<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer;
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
+            .boxed(),
     }
+}
+
+#[cfg(feature = "otlp")]
+mod otlp {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider,
+    };
+    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use osago_core::trace::TraceContext;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    use super::{log_filter, log_lines, LogFormat, Telemetry};
+
+    /// Shuts the provider down (flushing) when dropped.
+    pub(super) struct Flush(SdkTracerProvider);
+
+    impl Drop for Flush {
+        fn drop(&mut self) {
+            if let Err(err) = self.0.shutdown() {
+                eprintln!("flushing spans to the OTLP endpoint failed: {err}");
+            }
+        }
+    }
+
+    pub(super) fn init(format: LogFormat, endpoint: &str, service: &'static str) -> Telemetry {
+        let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+        // The blocking HTTP client may not be built on a runtime thread.
+        let built = std::thread::spawn(move || {
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(url)
+                .with_timeout(std::time::Duration::from_secs(10))
+                .build()
+        })
+        .join();
+        let exporter = match built {
+            Ok(Ok(exporter)) => exporter,
+            Ok(Err(err)) => {
+                super::init_tracing(format);
+                tracing::error!(error = %err, "the OTLP exporter cannot be built; spans are not exported");
+                return Telemetry { _provider: None };
+            }
+            Err(_) => {
+                super::init_tracing(format);
+                tracing::error!("building the OTLP exporter panicked; spans are not exported");
+                return Telemetry { _provider: None };
+            }
+        };
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(service)
+                    .build(),
+            )
+            .build();
+        let tracer = provider.tracer(service);
+        tracing_subscriber::registry()
+            .with(log_filter())
+            .with(log_lines(format))
+            .with(tracing_opentelemetry::layer().with_tracer(tracer))
+            .init();
+        osago_core::trace::set_span_adopter(adopt);
+        tracing::info!(endpoint, "exporting spans over OTLP");
+        Telemetry {
+            _provider: Some(Flush(provider)),
+        }
+    }
+
+    /// Joins `span` to the W3C trace of `parent` and returns the span's own
+    /// context (what the next service sees as its parent).
+    fn adopt(span: &tracing::Span, parent: Option<&TraceContext>) -> Option<TraceContext> {
+        if let Some(parent) = parent {
+            let flags = if parent.sampled() {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            };
+            let remote = SpanContext::new(
+                TraceId::from_bytes(parent.trace_id_bytes()),
+                SpanId::from_bytes(parent.span_id_bytes()),
+                flags,
+                true,
+                TraceState::default(),
+            );
+            // Fails only for a span already started or not recorded.
+            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+        }
+        let context = span.context();
+        let own = context.span().span_context().clone();
+        TraceContext::from_parts(
+            own.trace_id().to_bytes(),
+            own.span_id().to_bytes(),
+            own.is_sampled(),
+        )
+    }
+}
+
+/// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`;
+/// levels per module, `info,osago_transport=debug`). JSON lines carry the
+/// current span's fields (`request_id`, `route`, `insurer`, `trace_id`) on
+/// every line.
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry()
+        .with(log_filter())
+        .with(log_lines(format))
+        .init();
 }
 
 /// How log lines are written.

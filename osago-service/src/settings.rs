@@ -84,6 +84,11 @@ pub struct CommonArgs {
     /// request id, route and insurer of the span it was written in).
     #[arg(long, env = "OSAGO_LOG_FORMAT", value_enum, default_value_t = crate::launch::LogFormat::Text)]
     pub log_format: crate::launch::LogFormat,
+    /// Export spans over OTLP/HTTP to this collector (`http://host:4318`;
+    /// spans go to `{url}/v1/traces`), joined to each request's W3C trace.
+    /// Default: no export (trace ids are still in the logs and headers).
+    #[arg(long, env = "OSAGO_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// The event bus: memory:// or kafka://host:port[,host:port]
     #[arg(long, env = "OSAGO_BUS_URL", default_value = "memory://")]
     pub bus: String,
@@ -371,6 +376,17 @@ impl CommonArgs {
 
     /// Checks the shared flags; the bus, when its URL is valid.
     pub fn check(&self, p: &mut Problems) -> Option<BusUrl> {
+        if let Some(endpoint) = &self.otlp_endpoint {
+            let url = url::Url::parse(endpoint).ok();
+            p.check(
+                !url.is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some()),
+                format!("--otlp-endpoint {endpoint:?}: expected an http(s) URL such as http://collector:4318"),
+            );
+            p.check(
+                !cfg!(feature = "otlp"),
+                "--otlp-endpoint: this build has no OTLP exporter (osago-service feature otlp)",
+            );
+        }
         p.check(
             self.instance_id
                 .as_deref()

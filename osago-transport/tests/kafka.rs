@@ -230,6 +230,7 @@ async fn verify_mode_names_every_difference() {
     assert_eq!(
         lines,
         [
+            "topic osago.dead-letter.v1: existence expected a topic (the dead-letter topic), actual missing",
             "topic osago.quotes.v1: retention.ms expected 259200000, actual 86400000",
             "topic osago.errors.v1: existence expected a topic, actual missing",
         ],

@@ -17,7 +17,11 @@ use osago_service::aggregator::{self, Args};
 async fn main() -> std::process::ExitCode {
     match osago_service::launch::configure::<Args>("aggregator", |a| a.common.print_config) {
         Ok(args) => {
-            osago_service::launch::init_tracing(args.common.log_format);
+            let _telemetry = osago_service::launch::init_telemetry(
+                args.common.log_format,
+                args.common.otlp_endpoint.as_deref(),
+                "aggregator",
+            );
             aggregator::main(args).await
         }
         Err(exit) => exit,

@@ -243,18 +243,20 @@ pub async fn handle<B: RequestBody>(
         // The caller's trace (W3C `traceparent`) goes on, or a new one
         // starts: the request's outbox row, its Kafka record, the insurer
         // calls and the quote events all carry it.
-        let trace = TraceContext::continue_from(
-            req.headers()
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok()),
-        );
+        let parent = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceContext::parse);
         let span = tracing::info_span!(
             "http",
             %request_id,
             route,
             method,
-            trace_id = %trace.trace_id()
+            trace_id = tracing::field::Empty
         );
+        let trace = osago_core::trace::start(&span, parent.as_ref());
+        span.record("trace_id", trace.trace_id());
         // Boxed: hyper keeps room for this future for the life of every
         // connection, SSE streams included, so it must stay small.
         Box::pin(

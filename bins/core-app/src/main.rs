@@ -12,7 +12,11 @@ use core_app::cli::{self, Args};
 async fn main() -> std::process::ExitCode {
     match osago_service::launch::configure::<Args>("core-app", |a| a.common.print_config) {
         Ok(args) => {
-            osago_service::launch::init_tracing(args.common.log_format);
+            let _telemetry = osago_service::launch::init_telemetry(
+                args.common.log_format,
+                args.common.otlp_endpoint.as_deref(),
+                "core-app",
+            );
             cli::main(args).await
         }
         Err(exit) => exit,

@@ -403,14 +403,15 @@ impl Engine {
                 insurer = %job.insurer.id,
                 trace_id = trace_id.as_deref(),
             );
+            let context = trace.map(|parent| osago_core::trace::start(&span, Some(&parent)));
             let work = async move {
                 let outcome = engine.run(job).await;
                 done.one_finished(&engine).await;
                 outcome
             }
             .instrument(span);
-            match trace {
-                Some(trace) => fan_out.tasks.spawn(work.in_trace(trace.child())),
+            match context {
+                Some(context) => fan_out.tasks.spawn(work.in_trace(context)),
                 None => fan_out.tasks.spawn(work),
             };
         }

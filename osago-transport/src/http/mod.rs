@@ -285,12 +285,12 @@ fn hint(header: Option<Duration>, body_ms: Option<u64>) -> Option<Duration> {
     body_ms.map(Duration::from_millis).or(header)
 }
 
-/// `traceparent` for a call made in the current trace: the same trace, a
-/// new span id for the call (W3C Trace Context).
+/// `traceparent` for a call made in the current trace (W3C Trace Context):
+/// the calling span's context is the insurer's parent.
 fn trace_headers() -> HeaderMap {
     let mut headers = HeaderMap::new();
     if let Some(trace) = osago_core::trace::current() {
-        if let Ok(value) = trace.child().header().parse() {
+        if let Ok(value) = trace.header().parse() {
             headers.insert("traceparent", value);
         }
     }

@@ -159,6 +159,7 @@ async fn layouts(
     let ours: Vec<String> = STREAMS
         .iter()
         .map(|s| config.topic(*s).to_owned())
+        .chain([config.dead_letter.clone()])
         .collect();
     tokio::task::spawn_blocking(move || {
         let metadata = producer
@@ -203,6 +204,15 @@ async fn mismatches(
         .collect();
     let described = describe(admin, config, &existing).await?;
     let mut out = Vec::new();
+    // The dead-letter topic must exist (its settings are the platform's).
+    if !layouts.contains_key(&config.dead_letter) {
+        out.push(Mismatch {
+            topic: config.dead_letter.clone(),
+            setting: "existence",
+            expected: "a topic (the dead-letter topic)".into(),
+            actual: "missing".into(),
+        });
+    }
     for stream in STREAMS {
         let topic = config.topic(stream);
         let settings = config.topic_settings(stream);
