@@ -223,6 +223,9 @@ async fn every_insurer_reaches_exactly_one_final_state_on_the_stream() {
     assert_eq!(count("osago_core_live_feed_delay_seconds"), published);
     let delivered = count("osago_core_sse_delivery_seconds");
     assert!(delivered >= INSURERS as u64, "{delivered}");
+    // The buyer's first price, once: the streams opened later had a price
+    // in their snapshot already.
+    assert_eq!(count("osago_core_first_price_seconds"), 1);
 
     // The outbox row was published and removed; every state entry has a TTL.
     assert_eq!(system.requests.outbox_len(), 0);

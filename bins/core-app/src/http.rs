@@ -841,6 +841,7 @@ async fn stream(
     let subscription = app.hub.subscribe(id);
     let params = StreamParams {
         request_id: id,
+        created_at: summary.created_at,
         deadline_at: summary.deadline_at,
         grace: app.config.stream_grace,
         heartbeat: app.config.heartbeat_interval,

@@ -127,6 +127,9 @@ pub struct Metrics {
     /// Seconds from an event's arrival from the live feed to its frame
     /// handed to the HTTP connection (hub, stream task, serialisation).
     pub sse_delivery_seconds: Histogram,
+    /// Seconds from a request's acceptance to its first price written to a
+    /// browser's stream: the buyer's wait, the headline SLO.
+    pub first_price_seconds: Histogram,
 }
 
 /// 0.25 ms .. ~4 s: the pipeline's stages, to the millisecond.
@@ -160,6 +163,7 @@ impl Default for Metrics {
             projector_retries: Counter::default(),
             live_feed_delay_seconds: stage_histogram(),
             sse_delivery_seconds: stage_histogram(),
+            first_price_seconds: Histogram::new(exponential_buckets(0.25, 2.0, 10)),
         }
     }
 }
@@ -178,6 +182,11 @@ impl Metrics {
             "sse_delivery_seconds",
             "Seconds from an event's arrival from the live feed to its SSE frame handed to the connection",
             m.sse_delivery_seconds.clone(),
+        );
+        r.register(
+            "first_price_seconds",
+            "Seconds from a request's acceptance to its first price written to a browser's stream",
+            m.first_price_seconds.clone(),
         );
         r.register(
             "requests_created",

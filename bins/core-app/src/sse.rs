@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use osago_core::ports::ReadModel;
-use osago_core::showcase::{is_complete, OfferRow, Tally};
+use osago_core::showcase::{is_complete, OfferRow, OfferStatus, Tally};
 use osago_core::{Clock, InsurerId, RequestId};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -94,6 +94,11 @@ pub struct StreamState {
     deadline: Instant,
     retry: Duration,
     phase: Phase,
+    /// When the request was accepted.
+    created_at: chrono::DateTime<chrono::Utc>,
+    /// Whether a price reached this stream's client (from the snapshot, or
+    /// live): only the first live one is the buyer's first price.
+    priced: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +128,8 @@ impl Drop for StreamState {
 pub struct StreamParams {
     /// The request.
     pub request_id: RequestId,
+    /// When the request was accepted.
+    pub created_at: chrono::DateTime<chrono::Utc>,
     /// The request's deadline.
     pub deadline_at: chrono::DateTime<chrono::Utc>,
     /// Extra wait past the deadline for final events.
@@ -167,6 +174,8 @@ impl StreamState {
             deadline: Instant::now() + until_deadline + params.grace,
             retry: params.retry,
             phase: Phase::Start,
+            created_at: params.created_at,
+            priced: snapshot.iter().any(|r| r.status == OfferStatus::Quoted),
         };
         for row in snapshot {
             state.absorb(row, None);
@@ -257,6 +266,15 @@ impl StreamState {
                     self.metrics
                         .sse_delivery_seconds
                         .observe(live.arrived.elapsed().as_secs_f64());
+                    if row.status == OfferStatus::Quoted && !self.priced {
+                        self.priced = true;
+                        let waited = (self.clock.now() - self.created_at)
+                            .to_std()
+                            .unwrap_or_default();
+                        self.metrics
+                            .first_price_seconds
+                            .observe(waited.as_secs_f64());
+                    }
                     // The end of the request's trace: its event on the wire.
                     tracing::debug!(
                         request_id = %self.request_id,
