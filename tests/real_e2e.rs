@@ -546,6 +546,7 @@ async fn the_on_call_metrics_are_exposed(aggregator_metrics: &str, core_metrics:
                 "osago_core_http_requests_total{",
                 "osago_core_http_request_seconds_bucket{",
                 "osago_core_open_streams ",
+                "osago_core_first_price_seconds_bucket{",
                 "osago_core_outbox_backlog ",
                 "osago_core_outbox_oldest_age_seconds ",
                 "osago_core_insurer_answer_seconds_bucket{",
