@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use insurer_sim::{Archetype, SimConfig};
 use osago_core::InsurerId;
-use osago_service::launch::LogFormat;
+use tracing_subscriber::EnvFilter;
 
 /// Exit code of an invalid configuration (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
@@ -91,7 +91,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    osago_service::launch::init_tracing(log_format);
+    init_tracing(log_format);
     match serve(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -99,6 +99,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Checks every flag; returns all problems at once.
@@ -169,6 +178,24 @@ fn settings(cli: Cli) -> Result<Settings, Vec<String>> {
 /// The value, or `None` after recording `problem`.
 fn parsed<T, E>(result: Result<T, E>, problem: &str, problems: &mut Vec<String>) -> Option<T> {
     result.map_err(|_| problems.push(problem.to_owned())).ok()
+}
+
+/// The same log lines as the services' (`osago-service` is not a
+/// dependency, so that this crate stays publishable on its own).
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// Runs the server until ctrl-c or SIGTERM.
