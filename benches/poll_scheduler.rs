@@ -214,6 +214,7 @@ fn a_quote(clock: &SimClock) -> Quote {
         message: None,
         purchase_url: None,
         ready_at: None,
+        price_check: None,
     }
 }
 

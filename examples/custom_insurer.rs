@@ -55,6 +55,7 @@ impl InsurerClient for FlatRateInsurer {
                 message: None,
                 purchase_url: None,
                 ready_at: Some(SystemClock.now()),
+                price_check: None,
             }),
             // The tariff has no answer for this request (an unknown region,
             // say): a decline, not an error of ours.

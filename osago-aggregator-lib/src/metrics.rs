@@ -24,6 +24,15 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// `insurer` and `verdict` labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// Insurer id.
+    pub insurer: String,
+    /// `below_minimum` or `above_maximum`.
+    pub verdict: String,
+}
+
 /// `insurer` and `to` (breaker state) labels.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitionLabels {
@@ -89,6 +98,9 @@ pub struct EngineMetrics {
     pub detection_lag_seconds: Family<InsurerLabel, Histogram>,
     /// Polls made per final answer.
     pub polls_per_answer: Family<InsurerLabel, Histogram>,
+    /// Quotes whose premium is outside the request's lawful price range,
+    /// per insurer and side.
+    pub quotes_outside_range: Family<VerdictLabels, Counter>,
 }
 
 /// Labels of [`EngineMetrics::calls`].
@@ -153,6 +165,7 @@ impl Default for EngineMetrics {
             policy_store_calls: Family::default(),
             detection_lag_seconds: Family::new_with_constructor(lag_histogram),
             polls_per_answer: Family::new_with_constructor(polls_histogram),
+            quotes_outside_range: Family::default(),
         }
     }
 }
@@ -180,6 +193,11 @@ impl EngineMetrics {
             m.answer_seconds.clone(),
         );
         r.register("polls", "Quote polls sent per insurer", m.polls.clone());
+        r.register(
+            "quotes_outside_range",
+            "Quotes whose premium is outside the request's lawful price range (below its minimum or above its maximum), per insurer",
+            m.quotes_outside_range.clone(),
+        );
         r.register(
             "call_seconds",
             "Seconds per insurer call that reached the insurer (slot held)",

@@ -38,6 +38,10 @@ pub struct Quote {
     /// When the quote became ready at the insurer, if it says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_at: Option<DateTime<Utc>>,
+    /// The premium checked against the request's lawful price range (set
+    /// by the aggregator, never taken from the insurer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_check: Option<crate::tariff::PriceCheck>,
 }
 
 /// An add-on product sold with the policy.

@@ -606,6 +606,10 @@ struct Created {
     stream_url: String,
     quotes_url: String,
     deadline_at: chrono::DateTime<chrono::Utc>,
+    /// The lawful price range of this request (before any insurer answers):
+    /// every insurer's premium must lie in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lawful_range: Option<osago_core::tariff::PriceRange>,
 }
 
 async fn create<B: RequestBody>(app: &App, client: IpAddr, req: Request<B>) -> Response<Body> {
@@ -711,7 +715,11 @@ async fn create<B: RequestBody>(app: &App, client: IpAddr, req: Request<B>) -> R
         return invalid(errors);
     }
     // Every insurer prices the same start date.
-    request.policy.start_date = Some(request.policy.effective_start(today));
+    let start = request.policy.effective_start(today);
+    request.policy.start_date = Some(start);
+    // A request the tariff cannot price (a category it does not model)
+    // still goes to the insurers; it has no range to show.
+    let lawful_range = osago_core::tariff::lawful_range(&request, start).ok();
 
     let request_id = RequestId::random();
     let created_at = app.deps.clock.now();
@@ -743,6 +751,7 @@ async fn create<B: RequestBody>(app: &App, client: IpAddr, req: Request<B>) -> R
             stream_url: format!("{base}/stream"),
             quotes_url: format!("{base}/quotes"),
             deadline_at,
+            lawful_range,
         },
     );
     response.headers_mut().insert(

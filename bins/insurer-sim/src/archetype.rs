@@ -35,11 +35,14 @@ pub enum Archetype {
     Broken,
     /// Creates applications normally, then answers polls with malformed JSON.
     Garbage,
+    /// Ready in 2 s / 6 s with a bait price: half the lowest lawful premium
+    /// for the request (a base rate below the regulated corridor).
+    BaitPrice,
 }
 
 impl Archetype {
     /// Every archetype.
-    pub const ALL: [Archetype; 11] = [
+    pub const ALL: [Archetype; 12] = [
         Archetype::Fast,
         Archetype::Typical,
         Archetype::CalculateThenPoll,
@@ -51,6 +54,7 @@ impl Archetype {
         Archetype::Hang,
         Archetype::Broken,
         Archetype::Garbage,
+        Archetype::BaitPrice,
     ];
 
     /// The archetypes of the domain notes' table (real insurers behave like
@@ -80,6 +84,7 @@ impl Archetype {
             Archetype::Hang => "hang",
             Archetype::Broken => "broken",
             Archetype::Garbage => "garbage",
+            Archetype::BaitPrice => "bait-price",
         }
     }
 
@@ -96,6 +101,7 @@ impl Archetype {
             Archetype::StrictUnderwriter => (5.0, 15.0),
             Archetype::MandatoryAddOn => (6.0, 18.0),
             Archetype::NeedsMoreData => (4.0, 8.0),
+            Archetype::BaitPrice => (2.0, 6.0),
         };
         Latency {
             p50_secs: p50,

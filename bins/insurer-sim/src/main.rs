@@ -26,7 +26,7 @@ struct Cli {
     #[arg(long, env = "OSAGO_SIM_INSURER_ID")]
     insurer_id: Option<String>,
     /// Behaviour: fast, typical, calculate-then-poll, slow-legacy, flaky,
-    /// strict-underwriter, mandatory-add-on, needs-more-data, hang, broken, garbage.
+    /// strict-underwriter, mandatory-add-on, needs-more-data, hang, broken, garbage, bait-price.
     #[arg(long, env = "OSAGO_SIM_ARCHETYPE", default_value = "typical")]
     archetype: String,
     /// Seed of every random draw.

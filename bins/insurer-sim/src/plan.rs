@@ -91,7 +91,12 @@ pub(crate) fn plan(
     created: DateTime<Utc>,
 ) -> Result<Plan, PropertyProblem> {
     let start = request.policy.effective_start(created.date_naive());
-    let rate = seed::base_rate(config, &request.owner.address.region_code);
+    let rate = if config.archetype == Archetype::BaitPrice {
+        // Half the corridor's lowest base rate: below every lawful premium.
+        Kopecks::from_rub(tariff::tables::TB_CORRIDOR_RUB.0 / 2)
+    } else {
+        seed::base_rate(config, &request.owner.address.region_code)
+    };
     let premium = tariff::premium(request, rate, start).map_err(tariff_problem)?;
     let mut rng = seed::application_rng(config, key);
     let delay = config.archetype.latency().sample(&mut rng, config.speed);
@@ -154,6 +159,7 @@ fn quote(
             .then(|| "the price is only available with accident insurance".to_owned()),
         purchase_url: config.purchase_url(application_id),
         ready_at: Some(ready_at),
+        price_check: None,
     }
 }
 

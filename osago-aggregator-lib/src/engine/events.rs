@@ -14,7 +14,13 @@ impl Inner {
         let attempts = calls.attempts();
         let (event, outcome) = match result {
             Ok(PollOutcome::Quoted(quote)) => (
-                self.quote_event(job, version, QuoteStatus::Quoted, Some(quote), None),
+                self.quote_event(
+                    job,
+                    version,
+                    QuoteStatus::Quoted,
+                    Some(self.checked(job, quote)),
+                    None,
+                ),
                 "quoted",
             ),
             Ok(PollOutcome::Declined { reason }) => (
@@ -54,6 +60,38 @@ impl Inner {
             outcome,
             published,
         }
+    }
+
+    /// `quote` with its premium checked against the request's lawful
+    /// range; a premium outside it is counted per insurer.
+    fn checked(
+        &self,
+        job: &Job,
+        mut quote: osago_core::insurer::Quote,
+    ) -> osago_core::insurer::Quote {
+        let start = job.request.policy.effective_start(self.clock.today());
+        let Ok(range) = osago_core::tariff::lawful_range(&job.request, start) else {
+            return quote;
+        };
+        let check = range.check(quote.premium_kopecks);
+        let verdict = match check.verdict {
+            osago_core::tariff::PriceVerdict::Within => None,
+            osago_core::tariff::PriceVerdict::BelowMinimum => Some("below_minimum"),
+            osago_core::tariff::PriceVerdict::AboveMaximum => Some("above_maximum"),
+            osago_core::tariff::PriceVerdict::Unknown => Some("unknown"),
+        };
+        if let Some(verdict) = verdict {
+            self.metrics
+                .quotes_outside_range
+                .get_or_create(&crate::metrics::VerdictLabels {
+                    insurer: job.insurer.id.to_string(),
+                    verdict: verdict.to_owned(),
+                })
+                .inc();
+            tracing::info!(request_id = %job.request_id, insurer = %job.insurer.id, verdict, "a premium outside the lawful range");
+        }
+        quote.price_check = Some(check);
+        quote
     }
 
     pub(super) fn quote_event(

@@ -161,6 +161,7 @@ fn quote() -> Quote {
         message: None,
         purchase_url: None,
         ready_at: None,
+        price_check: None,
     }
 }
 

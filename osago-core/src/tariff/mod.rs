@@ -182,5 +182,75 @@ pub fn apply(c: Coefficients) -> Premium {
     }
 }
 
+/// The lawful price range of one request: what the regulated formula gives
+/// at the two ends of the base-rate corridor, each capped. Every insurer's
+/// OSAGO premium for this request must lie in it; it is known before any
+/// insurer answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PriceRange {
+    /// The premium at the corridor's lowest base rate.
+    pub min_kopecks: Kopecks,
+    /// The premium at the corridor's highest base rate (capped).
+    pub max_kopecks: Kopecks,
+}
+
+/// How an insurer's premium compares with the lawful range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PriceVerdict {
+    /// Within the range.
+    Within,
+    /// Below the lowest lawful premium: wrong data on one side, or a bait
+    /// price the policy will not be sold at.
+    BelowMinimum,
+    /// Above the highest lawful premium (or the cap): unlawful.
+    AboveMaximum,
+    /// A verdict a newer writer added.
+    #[serde(other)]
+    Unknown,
+}
+
+/// An insurer's premium checked against its request's lawful range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PriceCheck {
+    /// The range.
+    pub range: PriceRange,
+    /// Where the premium falls.
+    pub verdict: PriceVerdict,
+}
+
+/// How far (in kopecks) a premium may stray from the range before it is
+/// flagged: an insurer rounding each coefficient product to the rouble.
+pub const PRICE_TOLERANCE_KOPECKS: i64 = 100;
+
+impl PriceRange {
+    /// Where `premium` falls, within [`PRICE_TOLERANCE_KOPECKS`].
+    pub fn check(&self, premium: Kopecks) -> PriceCheck {
+        let verdict = if premium.get() < self.min_kopecks.get() - PRICE_TOLERANCE_KOPECKS {
+            PriceVerdict::BelowMinimum
+        } else if premium.get() > self.max_kopecks.get() + PRICE_TOLERANCE_KOPECKS {
+            PriceVerdict::AboveMaximum
+        } else {
+            PriceVerdict::Within
+        };
+        PriceCheck {
+            range: *self,
+            verdict,
+        }
+    }
+}
+
+/// The lawful price range of a validated request starting on `start`.
+pub fn lawful_range(request: &QuoteRequest, start: NaiveDate) -> Result<PriceRange, TariffError> {
+    let (low, high) = tables::TB_CORRIDOR_RUB;
+    Ok(PriceRange {
+        min_kopecks: premium(request, Kopecks::from_rub(low), start)?.premium_kopecks,
+        max_kopecks: premium(request, Kopecks::from_rub(high), start)?.premium_kopecks,
+    })
+}
+
 #[cfg(test)]
 mod tests;

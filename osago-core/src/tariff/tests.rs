@@ -154,3 +154,40 @@ proptest! {
         prop_assert!(with_class(worse) >= with_class(better));
     }
 }
+
+proptest! {
+    #[test]
+    fn every_corridor_rate_prices_within_the_lawful_range(r in arb_request(), tb in arb_tb()) {
+        let start = NaiveDate::from_ymd_opt(2026, 12, 2).unwrap();
+        let range = lawful_range(&r, start).unwrap();
+        prop_assert!(range.min_kopecks <= range.max_kopecks);
+        let p = premium(&r, tb, start).unwrap();
+        prop_assert_eq!(range.check(p.premium_kopecks).verdict, PriceVerdict::Within);
+        // Half the lowest lawful premium, or double the highest, is flagged.
+        let below = Kopecks(range.min_kopecks.get() / 2);
+        prop_assume!(range.min_kopecks.get() - below.get() > PRICE_TOLERANCE_KOPECKS);
+        prop_assert_eq!(range.check(below).verdict, PriceVerdict::BelowMinimum);
+        prop_assert_eq!(
+            range.check(Kopecks(range.max_kopecks.get() * 2)).verdict,
+            PriceVerdict::AboveMaximum
+        );
+    }
+}
+
+#[test]
+fn the_range_of_the_sample_spans_the_corridor() {
+    let start = NaiveDate::from_ymd_opt(2026, 12, 2).unwrap();
+    let r = sample();
+    let range = lawful_range(&r, start).unwrap();
+    let low = premium(&r, Kopecks::from_rub(tables::TB_CORRIDOR_RUB.0), start).unwrap();
+    let high = premium(&r, Kopecks::from_rub(tables::TB_CORRIDOR_RUB.1), start).unwrap();
+    assert_eq!(range.min_kopecks, low.premium_kopecks);
+    assert_eq!(range.max_kopecks, high.premium_kopecks);
+    assert!(range.min_kopecks < range.max_kopecks);
+    let check = range.check(Kopecks(range.min_kopecks.get() - PRICE_TOLERANCE_KOPECKS));
+    assert_eq!(check.verdict, PriceVerdict::Within, "rounding is tolerated");
+    let json = serde_json::to_value(range.check(Kopecks(1))).unwrap();
+    assert_eq!(json["verdict"], "below_minimum");
+    let newer: PriceVerdict = serde_json::from_str("\"suspicious\"").unwrap();
+    assert_eq!(newer, PriceVerdict::Unknown);
+}

@@ -12,7 +12,7 @@ pub mod wire;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use osago_core::insurer::{Application, ErrorKind, InsurerError, PollOutcome};
+use osago_core::insurer::{Application, ErrorKind, InsurerError, PollOutcome, Quote};
 use osago_core::ports::InsurerClient;
 use osago_core::{InsurerId, QuoteRequest};
 use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
@@ -391,7 +391,11 @@ pub fn decode_quote(
             retry_after: hint(header_hint, state.retry_after_ms),
         }),
         QuoteStatusWire::Ready => match state.quote {
-            Some(quote) if quote.premium_kopecks.get() > 0 => Ok(PollOutcome::Quoted(quote)),
+            Some(quote) if quote.premium_kopecks.get() > 0 => Ok(PollOutcome::Quoted(Quote {
+                // Ours to judge, never the insurer's to claim.
+                price_check: None,
+                ..quote
+            })),
             _ => Err(InsurerError::new(
                 ErrorKind::BadResponse,
                 "ready answer without a valid quote",

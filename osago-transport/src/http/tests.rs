@@ -37,6 +37,7 @@ fn quote() -> Quote {
         message: None,
         purchase_url: None,
         ready_at: Some(Utc::now()),
+        price_check: None,
     }
 }
 

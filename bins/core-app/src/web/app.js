@@ -124,6 +124,7 @@ const resultsCard = $('#results-card');
 const resultsEl = $('#results');
 const resEmpty = $('#res-empty');
 const resSummary = $('#res-summary');
+const rangeEl = $('#lawful-range');
 const countdownEl = $('#countdown');
 const progressEl = $('#progress');
 const connEl = $('#conn');
@@ -380,6 +381,8 @@ function resetResults() {
   state.insurers.clear();
   state.rows.clear();
   resultsEl.textContent = '';
+  rangeEl.hidden = true;
+  rangeEl.textContent = '';
   resSummary.hidden = true;
   resEmpty.hidden = false;
   resEmpty.textContent = 'Ждём первые ответы…';
@@ -400,10 +403,19 @@ function startRequest(info) {
   resetResults();
   state.requestId = info.request_id;
   state.deadline = Date.parse(info.deadline_at);
+  showLawfulRange(info.lawful_range);
   location.hash = 'r=' + encodeURIComponent(info.request_id);
   showResults();
   startCountdown();
   openStream(info.stream_url || streamUrl(info.request_id));
+}
+
+/** The lawful price range for these data, shown before any insurer answers. */
+function showLawfulRange(range) {
+  if (!range || !(Number(range.min_kopecks) > 0)) return;
+  rangeEl.textContent = `Цена ОСАГО по закону для ваших данных: от ${formatRub(range.min_kopecks)} до ${formatRub(range.max_kopecks)}. ` +
+    'Страховщик вправе выбрать цену только в этих пределах.';
+  rangeEl.hidden = false;
 }
 
 /** «Новый расчёт»: drop results and hash, show the (still filled) form again. */
@@ -460,7 +472,13 @@ function rowHtml(d, noAnswer) {
     const mandatorySum = mandatory.reduce((s, a) => s + Math.trunc(Number(a.price_kopecks) || 0), 0);
     price = `<span class="amount">${formatRub(q.premium_kopecks)}</span>` +
       (mandatory.length ? `<small>+ обязательные опции ${formatRub(mandatorySum)}</small>` : '');
-    status = (q.valid_until ? `<p>Предложение действует до ${esc(formatWhen(q.valid_until))}</p>` : '') +
+    const verdict = q.price_check && q.price_check.verdict;
+    const flag = verdict === 'below_minimum'
+      ? '<p><span class="badge tag-bad price-flag">Цена ниже законного минимума</span> Так не бывает при верных данных: возможно, страховщик посчитал по другим данным или показывает цену-приманку, по которой полис не продадут.</p>'
+      : verdict === 'above_maximum'
+        ? '<p><span class="badge tag-bad price-flag">Цена выше законного максимума</span> Закон не позволяет продать полис по такой цене.</p>'
+        : '';
+    status = flag + (q.valid_until ? `<p>Предложение действует до ${esc(formatWhen(q.valid_until))}</p>` : '') +
       (q.message ? `<p>${esc(q.message)}</p>` : '') +
       (mandatory.length ? `<p><span class="badge tag-warn">есть обязательные опции</span></p>` : '');
     const url = q.purchase_url ? safeUrl(q.purchase_url) : null;
@@ -490,7 +508,23 @@ function rowHtml(d, noAnswer) {
     `<div class="price">${price}</div><div class="act">${act}</div></div>${more}`;
 }
 
-// Sort groups: 0 = quoted (by price), 1 = pending, 2 = declined/failed/no answer.
+/** What the buyer pays: the premium and every mandatory add-on. */
+function total(q) {
+  const addOns = Array.isArray(q.add_ons) ? q.add_ons : [];
+  return Number(q.premium_kopecks) + addOns.filter(a => a.mandatory)
+    .reduce((s, a) => s + Math.trunc(Number(a.price_kopecks) || 0), 0);
+}
+/** May this offer be called the best price? Not with a forced add-on (OSAGO
+ *  may not be sold with one), nor at a price outside the lawful range. */
+function eligible(d) {
+  if (group(d) !== 0) return false;
+  const q = d.quote;
+  const forced = (Array.isArray(q.add_ons) ? q.add_ons : []).some(a => a.mandatory);
+  const verdict = q.price_check && q.price_check.verdict;
+  return !forced && (!verdict || verdict === 'within');
+}
+
+// Sort groups: 0 = quoted (by the total to pay), 1 = pending, 2 = declined/failed/no answer.
 function group(d) {
   if (d.status === 'quoted' && d.quote) return 0;
   if (d.status === 'pending' && !state.timedOut) return 1;
@@ -501,12 +535,13 @@ function group(d) {
 function arrange() {
   const list = Array.from(state.insurers.values()).sort((a, b) =>
     group(a) - group(b) ||
-    (group(a) === 0 ? Number(a.quote.premium_kopecks) - Number(b.quote.premium_kopecks) : 0) ||
+    (group(a) === 0 ? total(a.quote) - total(b.quote) : 0) ||
     insurerName(a.insurer_id).localeCompare(insurerName(b.insurer_id), 'ru'));
-  const best = list.length && group(list[0]) === 0 ? Number(list[0].quote.premium_kopecks) : null;
+  const fair = list.filter(eligible).map(d => total(d.quote));
+  const best = fair.length ? Math.min(...fair) : null;
   list.forEach((d, i) => {
     const li = state.rows.get(d.insurer_id);
-    li.classList.toggle('best', best !== null && group(d) === 0 && Number(d.quote.premium_kopecks) === best);
+    li.classList.toggle('best', best !== null && eligible(d) && total(d.quote) === best);
     if (resultsEl.children[i] !== li) resultsEl.insertBefore(li, resultsEl.children[i] || null);
   });
   resEmpty.hidden = list.length > 0;
