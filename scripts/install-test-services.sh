@@ -8,7 +8,8 @@
 #   or $OSAGO_VALKEY_BIN;
 # - stunnel (Debian: stunnel4), the TLS terminator of the TLS tests;
 # - Chromium (Debian: chromium), the headless browser of the page test, or
-#   $OSAGO_CHROMIUM_BIN;
+#   $OSAGO_CHROMIUM_BIN; and its WebDriver (Debian: chromium-driver), which
+#   drives the buyer's flow in tests/browser.rs, or $OSAGO_CHROMEDRIVER_BIN;
 # - yamllint, promtool (Debian: prometheus) and kubectl (Debian:
 #   kubernetes-client), the deploy bundle's checks;
 # - OpenSSL headers (Debian: libssl-dev, pkg-config): librdkafka is built
@@ -78,6 +79,14 @@ have_chromium() {
     command -v chromium >/dev/null || command -v chromium-browser >/dev/null
 }
 
+have_chromedriver() {
+    if [ -n "${OSAGO_CHROMEDRIVER_BIN:-}" ]; then
+        [ -x "$OSAGO_CHROMEDRIVER_BIN" ]
+        return
+    fi
+    command -v chromedriver >/dev/null
+}
+
 bench=false
 [ "${1:-}" = --bench ] && bench=true
 
@@ -109,6 +118,9 @@ fi
 if ! have_chromium; then
     missing+=(chromium)
 fi
+if ! have_chromedriver; then
+    missing+=(chromium-driver)
+fi
 # The deploy bundle's checks (scripts/check-deploy.sh).
 command -v yamllint >/dev/null || missing+=(yamllint)
 command -v promtool >/dev/null || missing+=(prometheus)
@@ -131,7 +143,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
     if ! have_postgres || ! have_psql || ! have_valkey || { $bench && ! have_nchan; } \
         || ! { command -v stunnel4 >/dev/null || command -v stunnel >/dev/null; } \
-        || ! pkg-config --exists openssl 2>/dev/null || ! have_chromium \
+        || ! pkg-config --exists openssl 2>/dev/null || ! have_chromium || ! have_chromedriver \
         || ! command -v yamllint >/dev/null || ! command -v promtool >/dev/null \
         || ! command -v kubectl >/dev/null; then
         say "${missing[*]} installed but the binaries are still not found"

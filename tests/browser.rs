@@ -104,3 +104,244 @@ async fn the_page_runs_under_its_csp_with_a_silent_console() {
     );
     system.stop().await;
 }
+
+/// Debian's chromedriver for `chromium` (package `chromium-driver`), or
+/// `$OSAGO_CHROMEDRIVER_BIN`.
+fn chromedriver() -> PathBuf {
+    if let Some(bin) = std::env::var_os("OSAGO_CHROMEDRIVER_BIN") {
+        return PathBuf::from(bin);
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        let path = dir.join("chromedriver");
+        if path.is_file() {
+            return path;
+        }
+    }
+    panic!(
+        "no chromedriver: run ./scripts/install-test-services.sh (Debian: apt-get install \
+         chromium-driver), or set OSAGO_CHROMEDRIVER_BIN"
+    );
+}
+
+/// A chromedriver on a free port driving headless Chromium; killed when
+/// dropped.
+struct Driver {
+    client: fantoccini::Client,
+    _process: tokio::process::Child,
+}
+
+async fn driver() -> Driver {
+    let port = osago_testkit::free_port();
+    let process = tokio::process::Command::new(chromedriver())
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver starts");
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".to_owned(),
+        serde_json::json!({
+            "binary": chromium(),
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,900"],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    for _ in 0..100 {
+        let connected = fantoccini::ClientBuilder::new(connector.clone())
+            .capabilities(capabilities.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await;
+        if let Ok(client) = connected {
+            return Driver {
+                client,
+                _process: process,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not take a session on port {port}");
+}
+
+/// Where the flow's screenshots go (kept for a human to look at).
+fn screenshots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/browser-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The buyer's flow in a real Chromium, driven over WebDriver: load the
+/// page, fill it (its own "example" button, then both consents by hand),
+/// submit. The lawful price range shows before any insurer answers; rows
+/// arrive and settle in order of the total to pay; the bait price is
+/// flagged and, like the offer with a forced add-on, never gets the
+/// best-price badge; a refresh restores the rows. Screenshots at 1280 and
+/// 375 px go to target/browser-screenshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_sees_the_lawful_range_first_and_an_honest_best_price() {
+    use fantoccini::Locator;
+    use insurer_sim::Archetype;
+
+    let mut config = EmbeddedConfig {
+        insurers: [
+            ("fair", Archetype::Fast),
+            ("addon", Archetype::MandatoryAddOn),
+            ("bait", Archetype::BaitPrice),
+        ]
+        .into_iter()
+        .map(|(id, a)| (osago_core::InsurerId::new(id).unwrap(), a))
+        .collect(),
+        sim_speed: 4.0,
+        ..EmbeddedConfig::default()
+    };
+    config.core = config.core.without_client_limits();
+    config.engine.insurer_deadline = Duration::from_secs(15);
+    config.core.request_deadline = Duration::from_secs(15);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let system = osago::start(listener, config).await.unwrap();
+    let Driver {
+        client,
+        _process: _keep,
+    } = driver().await;
+    let page = format!("http://{}/", system.addr);
+
+    client.goto(&page).await.unwrap();
+    client
+        .find(Locator::Css("#fill-sample"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    for consent in ["#f-consent", "#f-consent-transfer"] {
+        client
+            .find(Locator::Css(consent))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+    client
+        .find(Locator::Css("#submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    // The range, before any price: read in one script, so nothing can
+    // arrive between the two looks.
+    let mut seen = None;
+    for _ in 0..200 {
+        let state = client
+            .execute(
+                "const r = document.querySelector('#lawful-range');
+                 return [!r.hidden, r.textContent,
+                         document.querySelectorAll('#results .amount').length];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if state[0] == true {
+            seen = Some(state);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = seen.expect("the lawful range never showed");
+    assert_eq!(seen[2], 0, "a price arrived before the range: {seen:?}");
+    let range_text = seen[1].as_str().unwrap();
+    assert!(
+        range_text.contains("от ") && range_text.contains("₽"),
+        "{range_text}"
+    );
+
+    // Every row settles (a price each), then: order, badge, flag.
+    let mut rows = serde_json::Value::Null;
+    for _ in 0..300 {
+        rows = client
+            .execute(
+                "return Array.from(document.querySelectorAll('#results > li')).map(li => ({
+                   id: li.dataset.id, best: li.classList.contains('best'),
+                   priced: !!li.querySelector('.amount'),
+                   flagged: !!li.querySelector('.price-flag'),
+                   forced: li.textContent.includes('обязательные опции')}));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let list = rows.as_array().unwrap();
+        if list.len() == 3 && list.iter().all(|r| r["priced"] == true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let list = rows.as_array().unwrap();
+    assert_eq!(list.len(), 3, "{rows}");
+    assert!(list.iter().all(|r| r["priced"] == true), "{rows}");
+    let row = |id: &str| list.iter().find(|r| r["id"] == id).unwrap().clone();
+    assert_eq!(row("bait")["flagged"], true, "{rows}");
+    assert_eq!(
+        row("bait")["best"],
+        false,
+        "a bait price got the badge: {rows}"
+    );
+    assert_eq!(row("addon")["forced"], true, "{rows}");
+    assert_eq!(
+        row("addon")["best"],
+        false,
+        "a forced add-on got the badge: {rows}"
+    );
+    assert_eq!(row("fair")["best"], true, "{rows}");
+    assert_eq!(row("fair")["flagged"], false);
+    // Ranked by the total to pay: the bait price (lowest) first.
+    assert_eq!(list[0]["id"], "bait", "{rows}");
+
+    let dir = screenshots();
+    std::fs::write(
+        dir.join("flow-1280.png"),
+        client.screenshot().await.unwrap(),
+    )
+    .unwrap();
+    client.set_window_size(375, 800).await.unwrap();
+    std::fs::write(dir.join("flow-375.png"), client.screenshot().await.unwrap()).unwrap();
+    for name in ["flow-1280.png", "flow-375.png"] {
+        let png = std::fs::read(dir.join(name)).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 1000, "{name}");
+    }
+
+    // A refresh restores the rows (the request id is in the URL, the
+    // token in its cookie).
+    client.refresh().await.unwrap();
+    let mut restored = 0;
+    for _ in 0..100 {
+        restored = client
+            .find_all(Locator::Css("#results > li .amount"))
+            .await
+            .unwrap()
+            .len();
+        if restored == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(restored, 3, "the refresh lost rows");
+    let range_again = client
+        .find(Locator::Css("#lawful-range"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // (WebDriver's text shows the no-break spaces of the sums as spaces.)
+    assert_eq!(
+        range_again,
+        range_text.replace('\u{a0}', " "),
+        "the refresh lost the range"
+    );
+    client.close().await.unwrap();
+    system.stop().await;
+}

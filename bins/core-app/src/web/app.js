@@ -404,6 +404,8 @@ function startRequest(info) {
   state.requestId = info.request_id;
   state.deadline = Date.parse(info.deadline_at);
   showLawfulRange(info.lawful_range);
+  // Kept for this tab only, so a refresh shows it again (no personal data).
+  try { if (info.lawful_range) sessionStorage.setItem('range:' + info.request_id, JSON.stringify(info.lawful_range)); } catch { /* storage off */ }
   location.hash = 'r=' + encodeURIComponent(info.request_id);
   showResults();
   startCountdown();
@@ -690,6 +692,7 @@ async function restore(id) {
   resetResults();
   state.requestId = id;
   showResults();
+  try { showLawfulRange(JSON.parse(sessionStorage.getItem('range:' + id))); } catch { /* none kept */ }
   resEmpty.textContent = 'Загружаем результаты…';
   const snap = await loadSnapshot(id);
   if (state.requestId !== id) return;
