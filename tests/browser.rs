@@ -308,6 +308,18 @@ async fn a_buyer_sees_the_lawful_range_first_and_an_honest_best_price() {
     .unwrap();
     client.set_window_size(375, 800).await.unwrap();
     std::fs::write(dir.join("flow-375.png"), client.screenshot().await.unwrap()).unwrap();
+    // Nothing wider than a 375 px phone: no sideways scrolling.
+    let widths = client
+        .execute(
+            "return [document.documentElement.scrollWidth, document.documentElement.clientWidth];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        widths[0].as_u64() <= widths[1].as_u64(),
+        "the page scrolls sideways at 375 px: {widths}"
+    );
     for name in ["flow-1280.png", "flow-375.png"] {
         let png = std::fs::read(dir.join(name)).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 1000, "{name}");
