@@ -394,6 +394,9 @@ function showResults() {
   form.hidden = true;
   resultsCard.hidden = false;
   resultsCard.scrollIntoView({ block: 'start' });
+  // Keyboard and screen-reader users land on the results, not on a
+  // button that has just disappeared.
+  $('#res-h').focus({ preventScroll: true });
 }
 const hashId = () => { const m = /(?:^#|&)r=([^&]+)/.exec(location.hash); return m ? decodeURIComponent(m[1]) : null; };
 const clearHash = () => history.replaceState(null, '', location.pathname + location.search);
@@ -557,7 +560,10 @@ function counts() {
 function updateProgress() {
   const c = counts();
   const total = Math.max(state.total, state.insurers.size);
-  progressEl.textContent = total ? `Ответили ${total - c.pending} из ${total}` : '';
+  // The one live region: a short count, announced when it changes (the
+  // rows themselves are not, so a screen reader is not read the list again).
+  const text = total ? `Ответили ${total - c.pending} из ${total}` : '';
+  if (progressEl.textContent !== text) progressEl.textContent = text;
 }
 
 /* ---------------------------------------------------------------- countdown */
