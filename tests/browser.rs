@@ -165,6 +165,28 @@ async fn driver() -> Driver {
     panic!("chromedriver did not take a session on port {port}");
 }
 
+/// Clicks the element `css` selects.
+async fn click(client: &fantoccini::Client, css: &str) {
+    client
+        .find(fantoccini::Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
+/// The text of the element `css` selects.
+async fn text_of(client: &fantoccini::Client, css: &str) -> String {
+    client
+        .find(fantoccini::Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Where the flow's screenshots go (kept for a human to look at).
 fn screenshots() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/browser-screenshots");
@@ -208,21 +230,51 @@ async fn a_buyer_sees_the_lawful_range_first_and_an_honest_best_price() {
     let page = format!("http://{}/", system.addr);
 
     client.goto(&page).await.unwrap();
-    client
-        .find(Locator::Css("#fill-sample"))
-        .await
-        .unwrap()
-        .click()
+    click(&client, "#fill-sample").await;
+    // First a wrong VIN and no consents: the server refuses, and the buyer
+    // reads why in Russian, next to each field.
+    let vin = client
+        .find(Locator::Css("input[data-path='vehicle.vin']"))
         .await
         .unwrap();
-    for consent in ["#f-consent", "#f-consent-transfer"] {
-        client
-            .find(Locator::Css(consent))
-            .await
-            .unwrap()
-            .click()
+    vin.clear().await.unwrap();
+    vin.send_keys("XTA123").await.unwrap();
+    click(&client, "#submit").await;
+    let mut errors = serde_json::Value::Null;
+    for _ in 0..100 {
+        errors = client
+            .execute(
+                "return Array.from(document.querySelectorAll('.err')).map(p => p.textContent);",
+                vec![],
+            )
             .await
             .unwrap();
+        if errors.as_array().is_some_and(|e| e.len() >= 3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let errors: Vec<String> = serde_json::from_value(errors).unwrap();
+    assert!(
+        errors.iter().any(|e| e.starts_with("VIN — 17 символов")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e == "Нужно согласие на обработку персональных данных"),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().all(|e| !e.is_ascii()),
+        "an English message reached the buyer: {errors:?}"
+    );
+    let summary = text_of(&client, "#summary strong").await;
+    assert_eq!(summary, "Проверьте данные формы");
+    vin.clear().await.unwrap();
+    vin.send_keys("XTAGFL110MY123456").await.unwrap();
+    for consent in ["#f-consent", "#f-consent-transfer"] {
+        click(&client, consent).await;
     }
     // What shows first, as the page sees it: an observer records the range
     // appearing and the first price, in order, with the time since submit.
@@ -242,13 +294,7 @@ async fn a_buyer_sees_the_lawful_range_first_and_an_honest_best_price() {
         )
         .await
         .unwrap();
-    client
-        .find(Locator::Css("#submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#submit").await;
     let mut seen = None;
     for _ in 0..200 {
         let state = client
@@ -340,13 +386,7 @@ async fn a_buyer_sees_the_lawful_range_first_and_an_honest_best_price() {
         order[0][1].as_f64().unwrap_or(f64::NAN),
         order[1][1].as_f64().unwrap_or(f64::NAN)
     );
-    let progress = client
-        .find(Locator::Css("#progress"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let progress = text_of(&client, "#progress").await;
     assert_eq!(progress, "Ответили 3 из 3");
     assert_eq!(row("fair")["flagged"], false);
     // Ranked by the total to pay: the bait price (lowest) first.
@@ -393,13 +433,7 @@ async fn a_buyer_sees_the_lawful_range_first_and_an_honest_best_price() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(restored, 3, "the refresh lost rows");
-    let range_again = client
-        .find(Locator::Css("#lawful-range"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let range_again = text_of(&client, "#lawful-range").await;
     // (WebDriver's text shows the no-break spaces of the sums as spaces.)
     assert_eq!(
         range_again,

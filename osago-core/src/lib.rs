@@ -33,6 +33,7 @@
 //! - [`ratelimit`] - the GCRA arithmetic and rate limits.
 //! - [`slots`] - the shared concurrency cap's lease grants.
 //! - [`breaker`] - the circuit-breaker state pods share.
+//! - [`violation`] - the rules a request's field can break: code, English and Russian.
 //! - [`trace`] - the W3C trace context that follows a request across services.
 
 #![warn(missing_docs)]
@@ -52,6 +53,7 @@ pub mod showcase;
 pub mod slots;
 pub mod tariff;
 pub mod trace;
+pub mod violation;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{ErrorEvent, ErrorKind, InsurerEvent, QuoteEvent, QuoteStatus, RequestEvent};

@@ -387,22 +387,33 @@ impl fmt::Debug for ConsentRecord {
     }
 }
 
-/// One violated rule: where, and what is wrong. The message never contains
-/// the submitted value.
+pub use crate::violation::Violation;
+
+/// One violated rule: where, and what is wrong. No message contains the
+/// submitted value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldError {
     /// Dotted JSON path, e.g. `drivers.list[0].birth_date`.
     pub path: String,
-    /// What is wrong, in lower case, without the value.
+    /// The rule's stable code ([`Violation::code`]), for a client's own
+    /// messages.
+    #[serde(default)]
+    pub code: String,
+    /// What is wrong, in lower case English.
     pub message: String,
+    /// What is wrong, in Russian, as the buyer reads it next to the field.
+    #[serde(default)]
+    pub message_ru: String,
 }
 
 impl FieldError {
-    /// A violation at `path`.
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A violation of `rule` at `path`.
+    pub fn new(path: impl Into<String>, rule: Violation) -> Self {
         Self {
             path: path.into(),
-            message: message.into(),
+            code: rule.code().to_owned(),
+            message: rule.english(),
+            message_ru: rule.russian(),
         }
     }
 }
@@ -440,7 +451,7 @@ pub fn decode(body: &[u8]) -> Result<QuoteRequest, DecodeError> {
     match serde_path_to_error::deserialize::<_, QuoteRequest>(tracked) {
         Ok(_) if unknown.is_some() => Err(DecodeError::Shape(FieldError::new(
             unknown.unwrap_or_default(),
-            "is not a known field",
+            Violation::UnknownField,
         ))),
         Ok(request) => Ok(request),
         Err(err) => {
@@ -456,13 +467,13 @@ pub fn decode(body: &[u8]) -> Result<QuoteRequest, DecodeError> {
                 .and_then(|rest| rest.split('`').next())
             {
                 path = join_path(&path, field);
-                "is required".to_owned()
+                Violation::Required
             } else if text.starts_with("unknown field") {
-                "is not a known field".to_owned()
+                Violation::UnknownField
             } else if text.starts_with("unknown variant") {
-                "has a value that is not allowed".to_owned()
+                Violation::NotAllowed
             } else {
-                "has an invalid type or format".to_owned()
+                Violation::InvalidFormat
             };
             Err(DecodeError::Shape(FieldError::new(path, message)))
         }
@@ -541,21 +552,20 @@ impl QuoteRequest {
     fn validate_policy(&self, today: NaiveDate, errors: &mut Vec<FieldError>) {
         if let Some(start) = self.policy.start_date {
             if start < today {
-                errors.push(FieldError::new(
-                    "policy.start_date",
-                    "must not be in the past",
-                ));
+                errors.push(FieldError::new("policy.start_date", Violation::NotInPast));
             } else if (start - today).num_days() > MAX_START_DAYS_AHEAD {
                 errors.push(FieldError::new(
                     "policy.start_date",
-                    format!("must be at most {MAX_START_DAYS_AHEAD} days ahead"),
+                    Violation::TooFarAhead {
+                        days: MAX_START_DAYS_AHEAD,
+                    },
                 ));
             }
         }
         if !(3..=12).contains(&self.policy.usage_period_months) {
             errors.push(FieldError::new(
                 "policy.usage_period_months",
-                "must be between 3 and 12",
+                Violation::UsagePeriod,
             ));
         }
     }
@@ -565,34 +575,25 @@ impl QuoteRequest {
         non_blank(&v.make, "vehicle.make", 64, errors);
         non_blank(&v.model, "vehicle.model", 64, errors);
         if !(1900..=today.year()).contains(&i32::from(v.year)) {
-            errors.push(FieldError::new(
-                "vehicle.year",
-                "must be between 1900 and the current year",
-            ));
+            errors.push(FieldError::new("vehicle.year", Violation::Year));
         }
         match v.engine_power_hp {
             None if v.category.is_car() => errors.push(FieldError::new(
                 "vehicle.engine_power_hp",
-                "is required for category B and BE",
+                Violation::EnginePowerRequired,
             )),
             Some(hp) if hp == 0 || hp > 2000 => errors.push(FieldError::new(
                 "vehicle.engine_power_hp",
-                "must be between 1 and 2000",
+                Violation::EnginePower,
             )),
             _ => {}
         }
         if v.vin.is_none() && v.body_number.is_none() && v.chassis_number.is_none() {
-            errors.push(FieldError::new(
-                "vehicle.vin",
-                "one of vin, body_number or chassis_number is required",
-            ));
+            errors.push(FieldError::new("vehicle.vin", Violation::VehicleIdRequired));
         }
         if let Some(vin) = &v.vin {
             if !VIN.is_match(vin) {
-                errors.push(FieldError::new(
-                    "vehicle.vin",
-                    "must be 17 characters of A-Z and 0-9 without I, O and Q",
-                ));
+                errors.push(FieldError::new("vehicle.vin", Violation::Vin));
             }
         }
         for (value, path) in [
@@ -601,19 +602,13 @@ impl QuoteRequest {
         ] {
             if let Some(value) = value {
                 if !FRAME_NUMBER.is_match(value) {
-                    errors.push(FieldError::new(
-                        path,
-                        "must be 5-20 characters of A-Z, 0-9 and '-'",
-                    ));
+                    errors.push(FieldError::new(path, Violation::BodyNumber));
                 }
             }
         }
         if let Some(plate) = &v.plate {
             if !PLATE.is_match(plate) {
-                errors.push(FieldError::new(
-                    "vehicle.plate",
-                    "must be a Russian plate such as А123ВС77 or А123ВС777",
-                ));
+                errors.push(FieldError::new("vehicle.plate", Violation::Plate));
             }
         }
         let doc = &v.document;
@@ -622,7 +617,7 @@ impl QuoteRequest {
                 if !DIGITS15.is_match(&doc.number) {
                     errors.push(FieldError::new(
                         "vehicle.document.number",
-                        "must be 15 digits for an electronic vehicle passport",
+                        Violation::EptsNumber,
                     ));
                 }
             }
@@ -631,17 +626,17 @@ impl QuoteRequest {
                     Some(series) if DOC_SERIES.is_match(series) => {}
                     Some(_) => errors.push(FieldError::new(
                         "vehicle.document.series",
-                        "must be two digits and two letters or digits",
+                        Violation::DocumentSeries,
                     )),
                     None => errors.push(FieldError::new(
                         "vehicle.document.series",
-                        "is required for sts and pts",
+                        Violation::DocumentSeriesRequired,
                     )),
                 }
                 if !DIGITS6.is_match(&doc.number) {
                     errors.push(FieldError::new(
                         "vehicle.document.number",
-                        "must be 6 digits",
+                        Violation::SixDigits,
                     ));
                 }
             }
@@ -649,7 +644,7 @@ impl QuoteRequest {
         if doc.issue_date > today {
             errors.push(FieldError::new(
                 "vehicle.document.issue_date",
-                "must not be in the future",
+                Violation::NotInFuture,
             ));
         }
     }
@@ -659,27 +654,30 @@ impl QuoteRequest {
         full_name(&o.full_name, "owner.full_name", errors);
         let age = years_between(o.birth_date, today);
         if !(16..=120).contains(&age) {
-            errors.push(FieldError::new(
-                "owner.birth_date",
-                "owner must be between 16 and 120 years old",
-            ));
+            errors.push(FieldError::new("owner.birth_date", Violation::OwnerAge));
         }
         if !DIGITS4.is_match(&o.passport.series) {
-            errors.push(FieldError::new("owner.passport.series", "must be 4 digits"));
+            errors.push(FieldError::new(
+                "owner.passport.series",
+                Violation::PassportSeries,
+            ));
         }
         if !DIGITS6.is_match(&o.passport.number) {
-            errors.push(FieldError::new("owner.passport.number", "must be 6 digits"));
+            errors.push(FieldError::new(
+                "owner.passport.number",
+                Violation::SixDigits,
+            ));
         }
         if o.passport.issue_date > today || o.passport.issue_date < o.birth_date {
             errors.push(FieldError::new(
                 "owner.passport.issue_date",
-                "must be between the birth date and today",
+                Violation::PassportIssueDate,
             ));
         }
         if directive::kt_for_region(&o.address.region_code).is_none() {
             errors.push(FieldError::new(
                 "owner.address.region_code",
-                "is not a supported region code",
+                Violation::UnknownRegion,
             ));
         }
         non_blank(&o.address.city, "owner.address.city", 128, errors);
@@ -693,13 +691,10 @@ impl QuoteRequest {
     fn validate_drivers(&self, today: NaiveDate, start: NaiveDate, errors: &mut Vec<FieldError>) {
         let d = &self.drivers;
         if !d.unlimited && d.list.is_empty() {
-            errors.push(FieldError::new(
-                "drivers.list",
-                "at least one driver is required unless drivers are unlimited",
-            ));
+            errors.push(FieldError::new("drivers.list", Violation::DriversRequired));
         }
         if d.list.len() > 10 {
-            errors.push(FieldError::new("drivers.list", "at most 10 drivers"));
+            errors.push(FieldError::new("drivers.list", Violation::TooManyDrivers));
         }
         let min_age = if self.vehicle.category == Category::A {
             16
@@ -713,65 +708,63 @@ impl QuoteRequest {
             if age < min_age || age > 120 {
                 errors.push(FieldError::new(
                     at("birth_date"),
-                    format!("driver must be at least {min_age} years old for this category"),
+                    Violation::DriverTooYoung { years: min_age },
                 ));
             }
             if driver.experience_start > today {
                 errors.push(FieldError::new(
                     at("experience_start"),
-                    "must not be in the future",
+                    Violation::NotInFuture,
                 ));
             } else if years_between(driver.birth_date, driver.experience_start) < 16 {
                 errors.push(FieldError::new(
                     at("experience_start"),
-                    "driving experience cannot start before the age of 16",
+                    Violation::ExperienceBefore16,
                 ));
             }
             if !DOC_SERIES.is_match(&driver.licence.series) {
                 errors.push(FieldError::new(
                     at("licence.series"),
-                    "must be two digits and two letters or digits",
+                    Violation::DocumentSeries,
                 ));
             }
             if !DIGITS6.is_match(&driver.licence.number) {
-                errors.push(FieldError::new(at("licence.number"), "must be 6 digits"));
+                errors.push(FieldError::new(at("licence.number"), Violation::SixDigits));
             }
         }
     }
 
     fn validate_contact_and_consent(&self, errors: &mut Vec<FieldError>) {
         if !PHONE.is_match(&self.contact.phone) {
-            errors.push(FieldError::new(
-                "contact.phone",
-                "must be 7 followed by 10 digits",
-            ));
+            errors.push(FieldError::new("contact.phone", Violation::Phone));
         }
         if !EMAIL.is_match(&self.contact.email) {
-            errors.push(FieldError::new(
-                "contact.email",
-                "must be an e-mail address",
-            ));
+            errors.push(FieldError::new("contact.email", Violation::Email));
         }
         if !self.consent.personal_data {
             errors.push(FieldError::new(
                 "consent.personal_data",
-                "consent to personal data processing is required",
+                Violation::ConsentProcessing,
             ));
         } else if self.consent.personal_data_text != PROCESSING_TEXT_VERSION {
             errors.push(FieldError::new(
                 "consent.personal_data_text",
-                format!("must name the current consent text, {PROCESSING_TEXT_VERSION}"),
+                Violation::ConsentText {
+                    version: PROCESSING_TEXT_VERSION,
+                },
             ));
         }
         if !self.consent.transfer_to_insurers {
             errors.push(FieldError::new(
                 "consent.transfer_to_insurers",
-                "consent to the transfer to insurers is required",
+                Violation::ConsentTransfer,
             ));
         } else if self.consent.transfer_text != TRANSFER_TEXT_VERSION {
             errors.push(FieldError::new(
                 "consent.transfer_text",
-                format!("must name the current consent text, {TRANSFER_TEXT_VERSION}"),
+                Violation::ConsentText {
+                    version: TRANSFER_TEXT_VERSION,
+                },
             ));
         }
     }
@@ -780,11 +773,11 @@ impl QuoteRequest {
 fn non_blank(value: &str, path: &str, max_chars: usize, errors: &mut Vec<FieldError>) {
     let trimmed = value.trim();
     if trimmed.is_empty() {
-        errors.push(FieldError::new(path, "must not be empty"));
+        errors.push(FieldError::new(path, Violation::Empty));
     } else if trimmed.chars().count() > max_chars {
         errors.push(FieldError::new(
             path,
-            format!("must be at most {max_chars} characters"),
+            Violation::TooLong { chars: max_chars },
         ));
     }
 }
@@ -792,10 +785,7 @@ fn non_blank(value: &str, path: &str, max_chars: usize, errors: &mut Vec<FieldEr
 fn full_name(value: &str, path: &str, errors: &mut Vec<FieldError>) {
     let words = value.split_whitespace().count();
     if words < 2 || value.chars().count() > 128 {
-        errors.push(FieldError::new(
-            path,
-            "must be a full name of at least two words and at most 128 characters",
-        ));
+        errors.push(FieldError::new(path, Violation::FullName));
     }
 }
 
@@ -948,7 +938,7 @@ mod tests {
         let json = include_str!("../data/request.json").replace("\"make\": \"Lada\",", "");
         match decode(json.as_bytes()) {
             Err(DecodeError::Shape(e)) => {
-                assert_eq!(e, FieldError::new("vehicle.make", "is required"))
+                assert_eq!(e, FieldError::new("vehicle.make", Violation::Required))
             }
             other => panic!("{other:?}"),
         }

@@ -314,20 +314,32 @@ function showSummary(title, detail, items = []) {
   summaryBox.scrollIntoView({ block: 'start', behavior: 'smooth' });
   summaryBox.focus({ preventScroll: true });
 }
+// The server's problems in Russian, by their type (docs/openapi.json): its
+// own title and detail are English, for developers.
+const PROBLEM_RU = {
+  '/problems/validation-error': ['Проверьте данные формы', 'Исправьте поля, отмеченные ниже.'],
+  '/problems/malformed-json': ['Некорректный запрос', 'Сервер не понял данные формы. Обновите страницу и попробуйте снова.'],
+  '/problems/overloaded': ['Сервис перегружен', 'Сейчас слишком много расчётов. Попробуйте через минуту.'],
+  '/problems/rate-limited': ['Слишком много расчётов подряд', '']
+};
+/** A field error's message for the buyer: the server's Russian one (the
+ *  page's own checks write theirs in Russian already). */
+const ruMessage = e => String(e.message_ru || e.message || 'Некорректное значение');
 function showValidation(problem, fallbackTitle) {
   const errors = (problem && Array.isArray(problem.errors)) ? problem.errors : [];
-  const items = errors.map(e => ({ message: String(e.message || 'Некорректное значение'), path: e.path,
-    target: e.path ? attachError(String(e.path), String(e.message || 'Некорректное значение')) : null }));
-  showSummary((problem && problem.title) || fallbackTitle || 'Проверьте данные формы',
-    problem && problem.detail, items);
+  const items = errors.map(e => ({ message: ruMessage(e), path: e.path,
+    target: e.path ? attachError(String(e.path), ruMessage(e)) : null }));
+  const ru = PROBLEM_RU[problem && problem.type] || [];
+  showSummary(ru[0] || fallbackTitle || 'Проверьте данные формы', ru[1] || '', items);
 }
 const STATUS_TITLES = { 400: 'Некорректный запрос', 404: 'Не найдено', 413: 'Слишком большой запрос',
   429: 'Слишком много запросов', 500: 'Ошибка сервера', 502: 'Сервис временно недоступен',
   503: 'Сервис временно недоступен', 504: 'Сервер не ответил вовремя' };
 function showProblem(res, problem) {
-  const title = (problem && problem.title) || STATUS_TITLES[res.status] ||
+  const ru = PROBLEM_RU[problem && problem.type] || [];
+  const title = ru[0] || STATUS_TITLES[res.status] ||
     (res.status >= 500 ? 'Сервис временно недоступен' : `Ошибка ${res.status}`);
-  let detail = (problem && problem.detail) || '';
+  let detail = ru[1] || '';
   const retry = Number(res.headers.get('Retry-After'));
   if (res.status === 429 && retry > 0) detail += (detail ? ' ' : '') + `Повторите через ${plural(retry, 'секунду', 'секунды', 'секунд')}.`;
   if (!detail && res.status >= 500) detail = 'Попробуйте ещё раз через несколько минут.';
