@@ -211,6 +211,7 @@ async fn a_buyer_sees_the_lawful_range_first_and_an_honest_best_price() {
             ("fair", Archetype::Fast),
             ("addon", Archetype::MandatoryAddOn),
             ("bait", Archetype::BaitPrice),
+            ("more", Archetype::NeedsMoreData),
         ]
         .into_iter()
         .map(|(id, a)| (osago_core::InsurerId::new(id).unwrap(), a))
@@ -343,20 +344,30 @@ async fn a_buyer_sees_the_lawful_range_first_and_an_honest_best_price() {
                    id: li.dataset.id, best: li.classList.contains('best'),
                    priced: !!li.querySelector('.amount'),
                    flagged: !!li.querySelector('.price-flag'),
+                   failed: li.classList.contains('st-failed'),
+                   text: li.textContent,
                    forced: li.textContent.includes('обязательные опции')}));",
                 vec![],
             )
             .await
             .unwrap();
         let list = rows.as_array().unwrap();
-        if list.len() == 3 && list.iter().all(|r| r["priced"] == true) {
+        if list.len() == 4
+            && list
+                .iter()
+                .all(|r| r["priced"] == true || r["failed"] == true)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let list = rows.as_array().unwrap();
-    assert_eq!(list.len(), 3, "{rows}");
-    assert!(list.iter().all(|r| r["priced"] == true), "{rows}");
+    assert_eq!(list.len(), 4, "{rows}");
+    assert_eq!(
+        list.iter().filter(|r| r["priced"] == true).count(),
+        3,
+        "{rows}"
+    );
     let row = |id: &str| list.iter().find(|r| r["id"] == id).unwrap().clone();
     assert_eq!(row("bait")["flagged"], true, "{rows}");
     assert_eq!(
@@ -387,7 +398,17 @@ async fn a_buyer_sees_the_lawful_range_first_and_an_honest_best_price() {
         order[1][1].as_f64().unwrap_or(f64::NAN)
     );
     let progress = text_of(&client, "#progress").await;
-    assert_eq!(progress, "Ответили 3 из 3");
+    assert_eq!(progress, "Ответили 4 из 4");
+    // The insurer that needs more data asks for it by the form's own label,
+    // in Russian, never by a raw field path.
+    let more = row("more");
+    assert_eq!(more["failed"], true, "{rows}");
+    let text = more["text"].as_str().unwrap();
+    assert!(
+        text.contains("Страховщику нужно") && text.contains("Квартира"),
+        "{text}"
+    );
+    assert!(!text.contains("owner.address"), "{text}");
     assert_eq!(row("fair")["flagged"], false);
     // Ranked by the total to pay: the bait price (lowest) first.
     assert_eq!(list[0]["id"], "bait", "{rows}");

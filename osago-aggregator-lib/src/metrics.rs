@@ -101,6 +101,9 @@ pub struct EngineMetrics {
     /// Quotes whose premium is outside the request's lawful price range,
     /// per insurer and side.
     pub quotes_outside_range: Family<VerdictLabels, Counter>,
+    /// Insurer free texts (decline reasons, notes) withheld because they
+    /// looked like personal data, per insurer.
+    pub insurer_texts_withheld: Family<InsurerLabel, Counter>,
 }
 
 /// Labels of [`EngineMetrics::calls`].
@@ -166,6 +169,7 @@ impl Default for EngineMetrics {
             detection_lag_seconds: Family::new_with_constructor(lag_histogram),
             polls_per_answer: Family::new_with_constructor(polls_histogram),
             quotes_outside_range: Family::default(),
+            insurer_texts_withheld: Family::default(),
         }
     }
 }
@@ -193,6 +197,11 @@ impl EngineMetrics {
             m.answer_seconds.clone(),
         );
         r.register("polls", "Quote polls sent per insurer", m.polls.clone());
+        r.register(
+            "insurer_texts_withheld",
+            "Insurer free texts (decline reasons, notes) withheld because they looked like personal data, per insurer",
+            m.insurer_texts_withheld.clone(),
+        );
         r.register(
             "quotes_outside_range",
             "Quotes whose premium is outside the request's lawful price range (below its minimum or above its maximum), per insurer",

@@ -28,6 +28,7 @@
 //! - [`events`] - the v1 events of the three streams (requests, quotes, errors).
 //! - [`showcase`] - the read model row ("quote showcase") built from events.
 //! - [`insurer`] - what an insurer's partner API answers, and its error kinds.
+//! - [`insurer_text`] - an insurer's free text, filtered before anyone reads it.
 //! - [`outbox`] - the transactional outbox message.
 //! - [`ports`] - the traits adapters implement.
 //! - [`ratelimit`] - the GCRA arithmetic and rate limits.
@@ -44,6 +45,7 @@ pub mod directive;
 pub mod events;
 pub mod ids;
 pub mod insurer;
+pub mod insurer_text;
 pub mod money;
 pub mod outbox;
 pub mod ports;

@@ -24,7 +24,13 @@ impl Inner {
                 "quoted",
             ),
             Ok(PollOutcome::Declined { reason }) => (
-                self.quote_event(job, version, QuoteStatus::Declined, None, Some(reason)),
+                self.quote_event(
+                    job,
+                    version,
+                    QuoteStatus::Declined,
+                    None,
+                    self.insurer_text(job, &reason),
+                ),
                 "declined",
             ),
             Ok(PollOutcome::Pending { .. }) => unreachable!("ask returns final answers only"),
@@ -62,6 +68,21 @@ impl Inner {
         }
     }
 
+    /// An insurer's free text as it may be passed on (events, read model,
+    /// page): filtered for personal data; a withheld one is counted.
+    fn insurer_text(&self, job: &Job, text: &str) -> Option<String> {
+        let passed = osago_core::insurer_text::sanitize(text, &job.request);
+        if passed.is_none() && !text.trim().is_empty() {
+            self.metrics
+                .insurer_texts_withheld
+                .get_or_create(&InsurerLabel {
+                    insurer: job.insurer.id.to_string(),
+                })
+                .inc();
+        }
+        passed
+    }
+
     /// `quote` with its premium checked against the request's lawful
     /// range; a premium outside it is counted per insurer.
     fn checked(
@@ -69,6 +90,10 @@ impl Inner {
         job: &Job,
         mut quote: osago_core::insurer::Quote,
     ) -> osago_core::insurer::Quote {
+        quote.message = quote
+            .message
+            .take()
+            .and_then(|message| self.insurer_text(job, &message));
         let start = job.request.policy.effective_start(self.clock.today());
         let Ok(range) = osago_core::tariff::lawful_range(&job.request, start) else {
             return quote;

@@ -1274,3 +1274,39 @@ mod resume {
         );
     }
 }
+
+/// An insurer's free text reaches the events only when it holds no personal
+/// data: a decline reason naming the owner is withheld, a plain one kept;
+/// a quote's note echoing the plate is dropped, and the quote carries the
+/// aggregator's own price check, never the insurer's.
+#[tokio::test(start_paused = true)]
+async fn insurer_texts_with_personal_data_never_reach_the_events() {
+    let owner = osago_core::request::sample().owner.full_name;
+    let surname = owner.split_whitespace().next().unwrap().to_owned();
+    let echo = Scripted::new(vec![ok(PollOutcome::Declined {
+        reason: format!("{surname} is on our stop list"),
+    })]);
+    let plain = Scripted::new(vec![ok(PollOutcome::Declined {
+        reason: "region not served".into(),
+    })]);
+    let mut noted = quote();
+    noted.message = Some("valid for the car А123ВС777 only".into());
+    let noting = Scripted::new(vec![ok(PollOutcome::Quoted(noted))]);
+    let h = harness(vec![("echo", echo), ("plain", plain), ("noting", noting)]);
+    run(&h, request_event(chrono::Duration::seconds(60))).await;
+    let reason = |insurer: &str| match h.sink.final_of(insurer).1 {
+        InsurerEvent::Quote(q) => q.reason,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(reason("echo"), None);
+    assert_eq!(reason("plain").as_deref(), Some("region not served"));
+    let InsurerEvent::Quote(quoted) = h.sink.final_of("noting").1 else {
+        panic!("not a quote");
+    };
+    let quote = quoted.quote.unwrap();
+    assert_eq!(quote.message, None);
+    assert_eq!(
+        quote.price_check.map(|c| c.verdict),
+        Some(osago_core::tariff::PriceVerdict::Within)
+    );
+}

@@ -238,6 +238,8 @@ impl HttpInsurerClient {
                 .properties
                 .iter()
                 .map(|p| p.property.as_str())
+                // Field paths only: an insurer's free text is not passed on here.
+                .filter(|p| osago_core::insurer_text::is_field_path(p))
                 .take(10)
                 .collect();
             if !fields.is_empty() {

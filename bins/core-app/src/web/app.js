@@ -431,7 +431,8 @@ function startRequest(info) {
 function showLawfulRange(range) {
   if (!range || !(Number(range.min_kopecks) > 0)) return;
   rangeEl.textContent = `Цена ОСАГО по закону для ваших данных: от ${formatRub(range.min_kopecks)} до ${formatRub(range.max_kopecks)}. ` +
-    'Страховщик вправе выбрать цену только в этих пределах.';
+    'Страховщик вправе выбрать цену только в этих пределах. ' +
+    'Класс бонус-малус (КБМ) страховщик проверит по базе АИС ОСАГО, поэтому итоговая цена может отличаться от расчётной.';
   rangeEl.hidden = false;
 }
 
@@ -479,6 +480,16 @@ function renderRow(id) {
   const det = li.querySelector('details');
   if (det && wasOpen) det.open = true;
 }
+/** The form's labels of the fields an insurer asked for ("insurer needs
+ *  more data: a.b, c.d"), never the raw paths. */
+function neededFields(reason) {
+  const m = /needs more data: (.+)$/.exec(String(reason || ''));
+  if (!m) return [];
+  return m[1].split(',').map(p => p.trim()).map(path => {
+    const el = $$('[data-path]', form).find(x => x.dataset.path === path);
+    return el ? labelFor(el) : null;
+  }).filter(Boolean);
+}
 /** Inner HTML of a row. Every server-provided string goes through esc(). */
 function rowHtml(d, noAnswer) {
   let status = '', price = '', act = '', more = '';
@@ -496,8 +507,10 @@ function rowHtml(d, noAnswer) {
         ? '<p><span class="badge tag-bad price-flag">Цена выше законного максимума</span> Закон не позволяет продать полис по такой цене.</p>'
         : '';
     status = flag + (q.valid_until ? `<p>Предложение действует до ${esc(formatWhen(q.valid_until))}</p>` : '') +
-      (q.message ? `<p>${esc(q.message)}</p>` : '') +
-      (mandatory.length ? `<p><span class="badge tag-warn">есть обязательные опции</span></p>` : '');
+      (q.message ? `<p class="muted">Комментарий страховщика: «${esc(q.message)}»</p>` : '') +
+      (mandatory.length ? '<p><span class="badge tag-warn">есть обязательные опции</span> ' +
+        'Продажу ОСАГО нельзя обуславливать покупкой других услуг: от навязанной опции вы вправе отказаться. ' +
+        'Поэтому такое предложение не получает отметку «Лучшая цена».</p>' : '');
     const url = q.purchase_url ? safeUrl(q.purchase_url) : null;
     if (url) act = `<a class="btn primary" href="${esc(url)}" target="_blank" rel="noopener noreferrer">Оформить</a>`;
     const c = q.coefficients || {};
@@ -514,11 +527,13 @@ function rowHtml(d, noAnswer) {
     status = noAnswer ? '<span class="badge tag-muted">нет ответа</span>'
       : '<span class="spinner" aria-hidden="true"></span>ждём ответа…';
   } else if (d.status === 'declined') {
-    status = '<span class="badge tag-bad">Отказ</span>' + (d.reason ? ` ${esc(d.reason)}` : '');
+    status = '<span class="badge tag-bad">Страховщик отказал</span>' +
+      (d.reason ? `<p class="muted">Комментарий страховщика: «${esc(d.reason)}»</p>` : '');
   } else { // failed (or an unexpected status)
     const text = FAIL_TEXT[d.error_kind] || 'Не удалось получить предложение';
+    const fields = d.error_kind === 'rejected' ? neededFields(d.reason) : [];
     status = `<span class="badge tag-bad">${esc(text)}</span>` +
-      (d.error_kind === 'rejected' && d.reason ? ` ${esc(d.reason)}` : '');
+      (fields.length ? `<p>Страховщику нужно: ${esc(fields.join(', '))}. Заполните в форме («Новый расчёт»).</p>` : '');
   }
   return `<div class="row-main"><div class="ins"><span class="name">${esc(insurerName(d.insurer_id))}</span>` +
     `<span class="badge best-badge">Лучшая цена</span><div class="status">${status}</div></div>` +
