@@ -463,3 +463,32 @@ async fn a_client_over_the_inbound_limit_gets_429_with_retry_after() {
     assert_eq!(post("198.51.100.9").await.unwrap().status(), 202);
     system.stop().await;
 }
+
+/// What a person types is made canonical before the rules see it: a VIN in
+/// lower case with a space and a Cyrillic look-alike, a plate in Latin
+/// letters with spaces, a document series with a space are accepted, and
+/// a 422 message for a truly wrong VIN comes in both languages.
+#[tokio::test]
+async fn typed_vins_and_plates_are_normalised_and_refusals_speak_russian() {
+    let system = start().await;
+    let mut body = sample_json();
+    set(&mut body, "/vehicle/vin", json!("хtagfl110my 123456"));
+    set(&mut body, "/vehicle/plate", json!("a 123 bc 777"));
+    set(&mut body, "/vehicle/document/series", json!("99 аа"));
+    let (status, _, answer) = post(&system, body.to_string()).await;
+    assert_eq!(status, 202, "{answer}");
+
+    let mut wrong = sample_json();
+    set(&mut wrong, "/vehicle/vin", json!("XTA123"));
+    let (status, _, problem) = post(&system, wrong.to_string()).await;
+    assert_eq!(status, 422);
+    let error = &problem["errors"][0];
+    assert_eq!(error["path"], "vehicle.vin");
+    assert_eq!(error["code"], "vin");
+    assert!(error["message"].as_str().unwrap().starts_with("must be 17"));
+    assert!(error["message_ru"]
+        .as_str()
+        .unwrap()
+        .starts_with("VIN — 17"));
+    system.stop().await;
+}

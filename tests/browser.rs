@@ -272,8 +272,15 @@ async fn a_buyer_sees_the_lawful_range_first_and_an_honest_best_price() {
     );
     let summary = text_of(&client, "#summary strong").await;
     assert_eq!(summary, "Проверьте данные формы");
+    // Typed as people type: lower case, a space; the plate in Latin letters.
     vin.clear().await.unwrap();
-    vin.send_keys("XTAGFL110MY123456").await.unwrap();
+    vin.send_keys("xtagfl110my 123456").await.unwrap();
+    let plate = client
+        .find(Locator::Css("input[data-path='vehicle.plate']"))
+        .await
+        .unwrap();
+    plate.clear().await.unwrap();
+    plate.send_keys("a123bc 777").await.unwrap();
     for consent in ["#f-consent", "#f-consent-transfer"] {
         click(&client, consent).await;
     }

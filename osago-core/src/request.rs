@@ -532,7 +532,87 @@ pub fn years_between(from: NaiveDate, to: NaiveDate) -> i32 {
     years
 }
 
+/// Cyrillic letters that look like Latin ones, and their Latin twins: the
+/// twelve a Russian plate uses.
+const LOOK_ALIKES: [(char, char); 12] = [
+    ('А', 'A'),
+    ('В', 'B'),
+    ('Е', 'E'),
+    ('К', 'K'),
+    ('М', 'M'),
+    ('Н', 'H'),
+    ('О', 'O'),
+    ('Р', 'P'),
+    ('С', 'C'),
+    ('Т', 'T'),
+    ('У', 'Y'),
+    ('Х', 'X'),
+];
+
+/// A VIN, body or chassis number as typed, made canonical: spaces
+/// dropped, upper case, Cyrillic look-alikes as their Latin letters
+/// (`хта гфл` -> `XTA...`; `Г` stays and fails validation).
+pub fn normalize_vin(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_uppercase)
+        .map(|c| {
+            LOOK_ALIKES
+                .iter()
+                .find(|(cyr, _)| *cyr == c)
+                .map_or(c, |(_, lat)| *lat)
+        })
+        .collect()
+}
+
+/// A plate as typed, made canonical: spaces dropped, upper case, Latin
+/// look-alikes as the Cyrillic letters a Russian plate has (`a123bc 77` ->
+/// `А123ВС77`).
+pub fn normalize_plate(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_uppercase)
+        .map(|c| {
+            LOOK_ALIKES
+                .iter()
+                .find(|(_, lat)| *lat == c)
+                .map_or(c, |(cyr, _)| *cyr)
+        })
+        .collect()
+}
+
 impl QuoteRequest {
+    /// Makes what a person types canonical before validation: the VIN,
+    /// body and chassis numbers (Latin, upper case, no spaces), the plate
+    /// (Cyrillic, upper case, no spaces) and document series (upper case,
+    /// no spaces). Idempotent.
+    pub fn normalize(&mut self) {
+        let v = &mut self.vehicle;
+        for number in [&mut v.vin, &mut v.body_number, &mut v.chassis_number]
+            .into_iter()
+            .flatten()
+        {
+            *number = normalize_vin(number);
+        }
+        if let Some(plate) = &mut v.plate {
+            *plate = normalize_plate(plate);
+        }
+        let series = |s: &str| -> String {
+            s.chars()
+                .filter(|c| !c.is_whitespace())
+                .flat_map(char::to_uppercase)
+                .collect()
+        };
+        if let Some(s) = &mut v.document.series {
+            *s = series(s);
+        }
+        for driver in &mut self.drivers.list {
+            driver.licence.series = series(&driver.licence.series);
+        }
+    }
+
     /// Checks every business rule; returns all violations at once.
     pub fn validate(&self, today: NaiveDate) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
@@ -943,5 +1023,37 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(decode(b"{\"policy\": "), Err(DecodeError::Syntax));
+    }
+
+    #[test]
+    fn typed_vins_and_plates_become_canonical() {
+        assert_eq!(normalize_vin(" xtagfl110my 123456 "), "XTAGFL110MY123456");
+        // Cyrillic look-alikes typed into a VIN become Latin.
+        assert_eq!(normalize_vin("ХТАGFL110МУ123456"), "XTAGFL110MY123456");
+        assert_eq!(normalize_plate("a123bc 777"), "А123ВС777");
+        assert_eq!(normalize_plate("А123ВС777"), "А123ВС777");
+        let mut typed = sample();
+        typed.vehicle.vin = Some("xtagfl110my123456".into());
+        typed.vehicle.plate = Some("a 123 bc 777".into());
+        typed.vehicle.document.series = Some("99 аа".into());
+        assert!(typed.validate(today()).is_err());
+        typed.normalize();
+        assert_eq!(typed.validate(today()), Ok(()));
+        assert_eq!(typed.vehicle.vin, sample().vehicle.vin);
+        assert_eq!(typed.vehicle.plate, sample().vehicle.plate);
+        let once = typed.clone();
+        typed.normalize();
+        assert_eq!(typed, once, "idempotent");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn normalizing_is_idempotent(text in "[ a-zA-Zа-яА-Я0-9]{0,24}") {
+            let vin = normalize_vin(&text);
+            proptest::prop_assert_eq!(normalize_vin(&vin), vin.clone());
+            let plate = normalize_plate(&text);
+            proptest::prop_assert_eq!(normalize_plate(&plate), plate.clone());
+            proptest::prop_assert!(!vin.contains(' ') && !plate.contains(' '));
+        }
     }
 }

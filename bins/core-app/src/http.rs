@@ -710,6 +710,9 @@ async fn create<B: RequestBody>(app: &App, client: IpAddr, req: Request<B>) -> R
         }
     };
     let today = app.deps.clock.today();
+    // What a person types (a lower-case VIN, a plate in Latin letters,
+    // spaces) is made canonical before the rules see it.
+    request.normalize();
     if let Err(errors) = request.validate(today) {
         reject(app, "invalid");
         return invalid(errors);

@@ -204,6 +204,20 @@ function fillForm(data) {
 }
 $('#fill-sample').addEventListener('click', () => { clearErrors(); fillForm(SAMPLE); });
 
+// Cyrillic letters a plate uses and their Latin look-alikes: the server
+// makes the same VIN (Latin) and plate (Cyrillic) canonical
+// (osago_core::request::normalize_vin / normalize_plate).
+const CYR = 'АВЕКМНОРСТУХ', LAT = 'ABEKMHOPCTYX';
+const swap = (s, from, to) => Array.from(s).map(c => { const i = from.indexOf(c); return i < 0 ? c : to[i]; }).join('');
+const NORM = {
+  vin: v => swap(v.replace(/\s+/g, '').toUpperCase(), CYR, LAT),
+  plate: v => swap(v.replace(/\s+/g, '').toUpperCase(), LAT, CYR)
+};
+// Shown canonical as soon as the buyer leaves the field.
+for (const el of $$('input[data-norm="vin"], input[data-norm="plate"]', form)) {
+  el.addEventListener('blur', () => { el.value = NORM[el.dataset.norm](el.value); });
+}
+
 /** Client-side checks only for things JSON can't carry (non-integer numbers). */
 function localErrors() {
   return fieldEls().filter(el => el.dataset.type === 'int' && !/^\d+$/.test(el.value.trim()))
@@ -220,6 +234,7 @@ function collectRequest() {
       v = el.value.trim();
       if (v === '' && el.dataset.optional !== undefined) continue;
       if (el.dataset.type === 'int') v = Number(v);
+      else if (NORM[el.dataset.norm]) v = NORM[el.dataset.norm](v);
       else if (el.dataset.norm === 'phone') {
         v = v.replace(/\D/g, '');
         if (v.length === 11 && v[0] === '8') v = '7' + v.slice(1); // 8XXXXXXXXXX -> 7XXXXXXXXXX
