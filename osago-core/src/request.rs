@@ -549,10 +549,9 @@ const LOOK_ALIKES: [(char, char); 12] = [
     ('Х', 'X'),
 ];
 
-/// A VIN, body or chassis number as typed, made canonical: spaces
-/// dropped, upper case, Cyrillic look-alikes as their Latin letters
-/// (`хта гфл` -> `XTA...`; `Г` stays and fails validation).
-pub fn normalize_vin(value: &str) -> String {
+/// `value` without whitespace, in upper case, each look-alike pair mapped
+/// by `pick` (which side of a pair to keep).
+fn canonical(value: &str, pick: fn(&(char, char)) -> (char, char)) -> String {
     value
         .chars()
         .filter(|c| !c.is_whitespace())
@@ -560,27 +559,25 @@ pub fn normalize_vin(value: &str) -> String {
         .map(|c| {
             LOOK_ALIKES
                 .iter()
-                .find(|(cyr, _)| *cyr == c)
-                .map_or(c, |(_, lat)| *lat)
+                .map(pick)
+                .find(|(from, _)| *from == c)
+                .map_or(c, |(_, to)| to)
         })
         .collect()
+}
+
+/// A VIN, body or chassis number as typed, made canonical: spaces
+/// dropped, upper case, Cyrillic look-alikes as their Latin letters
+/// (`хта гфл` -> `XTA...`; `Г` stays and fails validation).
+pub fn normalize_vin(value: &str) -> String {
+    canonical(value, |&(cyr, lat)| (cyr, lat))
 }
 
 /// A plate as typed, made canonical: spaces dropped, upper case, Latin
 /// look-alikes as the Cyrillic letters a Russian plate has (`a123bc 77` ->
 /// `А123ВС77`).
 pub fn normalize_plate(value: &str) -> String {
-    value
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .flat_map(char::to_uppercase)
-        .map(|c| {
-            LOOK_ALIKES
-                .iter()
-                .find(|(_, lat)| *lat == c)
-                .map_or(c, |(cyr, _)| *cyr)
-        })
-        .collect()
+    canonical(value, |&(cyr, lat)| (lat, cyr))
 }
 
 impl QuoteRequest {
