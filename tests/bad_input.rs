@@ -151,6 +151,11 @@ async fn every_rule_is_reported_as_422_naming_its_field() {
             "policy.start_date",
         ),
         (
+            // Today is too soon: a policy starts tomorrow at the earliest.
+            Box::new(|v| set(v, "/policy/start_date", json!(today_plus(0)))),
+            "policy.start_date",
+        ),
+        (
             Box::new(|v| set(v, "/policy/start_date", json!(today_plus(61)))),
             "policy.start_date",
         ),

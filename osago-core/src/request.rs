@@ -628,8 +628,12 @@ impl QuoteRequest {
 
     fn validate_policy(&self, today: NaiveDate, errors: &mut Vec<FieldError>) {
         if let Some(start) = self.policy.start_date {
-            if start < today {
-                errors.push(FieldError::new("policy.start_date", Violation::NotInPast));
+            if start <= today {
+                // A policy bought today starts tomorrow at the earliest.
+                errors.push(FieldError::new(
+                    "policy.start_date",
+                    Violation::StartFromTomorrow,
+                ));
             } else if (start - today).num_days() > MAX_START_DAYS_AHEAD {
                 errors.push(FieldError::new(
                     "policy.start_date",
@@ -1052,5 +1056,21 @@ mod tests {
             proptest::prop_assert_eq!(normalize_plate(&plate), plate.clone());
             proptest::prop_assert!(!vin.contains(' ') && !plate.contains(' '));
         }
+    }
+
+    #[test]
+    fn a_policy_starts_tomorrow_at_the_earliest() {
+        let mut request = sample();
+        request.policy.start_date = Some(today());
+        let errors = request.validate(today()).unwrap_err();
+        assert_eq!(errors[0].path, "policy.start_date");
+        assert_eq!(errors[0].code, "start_from_tomorrow");
+        request.policy.start_date = Some(today() + chrono::Duration::days(1));
+        assert_eq!(request.validate(today()), Ok(()));
+        request.policy.start_date = None;
+        assert_eq!(
+            request.policy.effective_start(today()),
+            today() + chrono::Duration::days(1)
+        );
     }
 }

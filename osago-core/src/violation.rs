@@ -9,8 +9,8 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Violation {
-    /// A date in the past.
-    NotInPast,
+    /// A policy start date before tomorrow.
+    StartFromTomorrow,
     /// A start date too far ahead.
     TooFarAhead {
         /// The most days ahead.
@@ -97,7 +97,7 @@ impl Violation {
     /// The stable, machine-readable code (snake_case).
     pub fn code(self) -> &'static str {
         match self {
-            Violation::NotInPast => "not_in_past",
+            Violation::StartFromTomorrow => "start_from_tomorrow",
             Violation::TooFarAhead { .. } => "too_far_ahead",
             Violation::UsagePeriod => "usage_period",
             Violation::Year => "year",
@@ -138,7 +138,7 @@ impl Violation {
     /// The English message (lower case, without the value).
     pub fn english(self) -> String {
         match self {
-            Violation::NotInPast => "must not be in the past".into(),
+            Violation::StartFromTomorrow => "must be tomorrow or later".into(),
             Violation::TooFarAhead { days } => format!("must be at most {days} days ahead"),
             Violation::UsagePeriod => "must be between 3 and 12".into(),
             Violation::Year => "must be between 1900 and the current year".into(),
@@ -193,7 +193,9 @@ impl Violation {
     /// The Russian message, as the buyer reads it next to the field.
     pub fn russian(self) -> String {
         match self {
-            Violation::NotInPast => "Дата не может быть в прошлом".into(),
+            Violation::StartFromTomorrow => {
+                "Полис может начать действовать не раньше завтрашнего дня".into()
+            }
             Violation::TooFarAhead { days } => {
                 format!("Дата начала — не позже чем через {days} дней")
             }
@@ -262,7 +264,7 @@ mod tests {
     /// not listed).
     fn all() -> Vec<Violation> {
         let list = vec![
-            Violation::NotInPast,
+            Violation::StartFromTomorrow,
             Violation::TooFarAhead { days: 60 },
             Violation::UsagePeriod,
             Violation::Year,
@@ -300,7 +302,7 @@ mod tests {
         ];
         for v in &list {
             match v {
-                Violation::NotInPast
+                Violation::StartFromTomorrow
                 | Violation::TooFarAhead { .. }
                 | Violation::UsagePeriod
                 | Violation::Year

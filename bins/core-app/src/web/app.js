@@ -200,6 +200,7 @@ function fillForm(data) {
     else if (el.tagName !== 'SELECT' || el.dataset.optional !== undefined) el.value = '';
   }
   if (!data.policy.start_date) $('#f-start').value = tomorrow();
+  $('#f-start').min = tomorrow(); // a policy starts tomorrow at the earliest
   syncUnlimited();
 }
 $('#fill-sample').addEventListener('click', () => { clearErrors(); fillForm(SAMPLE); });
