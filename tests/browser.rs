@@ -232,6 +232,24 @@ async fn a_buyer_sees_the_lawful_range_first_and_an_honest_best_price() {
 
     client.goto(&page).await.unwrap();
     click(&client, "#fill-sample").await;
+    // «The first driver is the owner»: the driver's name follows the owner's.
+    let driver_name = client
+        .find(Locator::Css("fieldset.driver input[data-rel='full_name']"))
+        .await
+        .unwrap();
+    driver_name.clear().await.unwrap();
+    click(&client, "#f-owner-drives").await;
+    let names = client
+        .execute(
+            "return [document.querySelector(\"fieldset.driver input[data-rel='full_name']\").value,
+                     document.querySelector(\"input[data-path='owner.full_name']\").value];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(names[0], names[1], "{names}");
+    assert!(!names[0].as_str().unwrap().is_empty());
+
     // First a wrong VIN and no consents: the server refuses, and the buyer
     // reads why in Russian, next to each field.
     let vin = client

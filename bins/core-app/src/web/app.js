@@ -186,6 +186,26 @@ function syncUnlimited() {
 }
 unlimitedBox.addEventListener('change', syncUnlimited);
 
+// «Первый водитель — собственник»: the first driver's name and birth date
+// follow the owner's while it is ticked (read-only there).
+const ownerDrives = $('#f-owner-drives');
+function syncOwnerDriver() {
+  const card = $('fieldset.driver', driversList);
+  if (!card) return;
+  for (const rel of ['full_name', 'birth_date']) {
+    const input = $(`input[data-rel="${rel}"]`, card);
+    const owner = $(`input[data-path="owner.${rel}"]`, form);
+    if (!input || !owner) continue;
+    input.readOnly = ownerDrives.checked;
+    if (ownerDrives.checked) input.value = owner.value;
+  }
+}
+ownerDrives.addEventListener('change', syncOwnerDriver);
+for (const rel of ['full_name', 'birth_date']) {
+  const owner = $(`input[data-path="owner.${rel}"]`, form);
+  if (owner) owner.addEventListener('input', syncOwnerDriver);
+}
+
 /** All value-bearing controls (inputs/selects carrying a data-path). */
 const fieldEls = () => $$('input[data-path], select[data-path]', form);
 function fillForm(data) {
@@ -200,6 +220,7 @@ function fillForm(data) {
     else if (el.tagName !== 'SELECT' || el.dataset.optional !== undefined) el.value = '';
   }
   if (!data.policy.start_date) $('#f-start').value = tomorrow();
+  syncOwnerDriver();
   $('#f-start').min = tomorrow(); // a policy starts tomorrow at the earliest
   syncUnlimited();
 }
