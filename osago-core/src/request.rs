@@ -149,6 +149,18 @@ pub enum Category {
 }
 
 impl Category {
+    /// The youngest a driver of this category may be (the road-safety
+    /// law, art. 26): 21 for buses (D, DE), 18 for the rest, 16 for
+    /// motorcycles (their light subcategory A1, which this model does not
+    /// tell apart, is allowed from 16).
+    pub fn minimum_driver_age(self) -> i32 {
+        match self {
+            Category::A => 16,
+            Category::D | Category::DE => 21,
+            Category::B | Category::BE | Category::C | Category::CE => 18,
+        }
+    }
+
     /// B or BE, the cars, where engine power drives KM.
     pub fn is_car(self) -> bool {
         matches!(self, Category::B | Category::BE)
@@ -513,6 +525,8 @@ static VIN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-HJ-NPR-Z0-9]{17}
 static PLATE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^[ABEKMHOPCTYXАВЕКМНОРСТУХ]\d{3}[ABEKMHOPCTYXАВЕКМНОРСТУХ]{2}\d{2,3}$").unwrap()
 });
+static MOTO_PLATE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\d{4}[ABEKMHOPCTYXАВЕКМНОРСТУХ]{2}\d{2,3}$").unwrap());
 static DIGITS4: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\d{4}$").unwrap());
 static DIGITS6: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\d{6}$").unwrap());
 static DIGITS15: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\d{15}$").unwrap());
@@ -688,8 +702,14 @@ impl QuoteRequest {
             }
         }
         if let Some(plate) = &v.plate {
-            if !PLATE.is_match(plate) {
-                errors.push(FieldError::new("vehicle.plate", Violation::Plate));
+            // A motorcycle's plate has four digits, then two letters.
+            let (pattern, rule) = if v.category == Category::A {
+                (&*MOTO_PLATE, Violation::MotoPlate)
+            } else {
+                (&*PLATE, Violation::Plate)
+            };
+            if !pattern.is_match(plate) {
+                errors.push(FieldError::new("vehicle.plate", rule));
             }
         }
         let doc = &v.document;
@@ -777,11 +797,7 @@ impl QuoteRequest {
         if d.list.len() > 10 {
             errors.push(FieldError::new("drivers.list", Violation::TooManyDrivers));
         }
-        let min_age = if self.vehicle.category == Category::A {
-            16
-        } else {
-            18
-        };
+        let min_age = self.vehicle.category.minimum_driver_age();
         for (i, driver) in d.list.iter().enumerate() {
             let at = |field: &str| format!("drivers.list[{i}].{field}");
             full_name(&driver.full_name, &at("full_name"), errors);
@@ -1072,5 +1088,36 @@ mod tests {
             request.policy.effective_start(today()),
             today() + chrono::Duration::days(1)
         );
+    }
+
+    #[test]
+    fn minimum_ages_and_plates_follow_the_category() {
+        let start = today() + chrono::Duration::days(1);
+        let mut bus = sample();
+        bus.vehicle.category = Category::D;
+        bus.policy.start_date = Some(start);
+        // A 20-year-old may drive a car, not a bus.
+        bus.drivers.list[0].birth_date = start - chrono::Duration::days(365 * 20 + 10);
+        bus.drivers.list[0].experience_start = start - chrono::Duration::days(365);
+        let errors = bus.validate(today()).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.code == "driver_too_young" && e.message_ru.contains("21")),
+            "{errors:?}"
+        );
+        let mut car = bus.clone();
+        car.vehicle.category = Category::B;
+        assert_eq!(car.validate(today()), Ok(()));
+
+        let mut moto = car.clone();
+        moto.vehicle.category = Category::A;
+        moto.vehicle.engine_power_hp = None;
+        let errors = moto.validate(today()).unwrap_err();
+        assert_eq!(errors[0].code, "moto_plate", "{errors:?}");
+        moto.vehicle.plate = Some(normalize_plate("1234 ab 77"));
+        assert_eq!(moto.validate(today()), Ok(()));
+        car.vehicle.plate = moto.vehicle.plate.clone();
+        assert_eq!(car.validate(today()).unwrap_err()[0].code, "plate");
     }
 }

@@ -32,6 +32,8 @@ pub enum Violation {
     BodyNumber,
     /// A malformed plate.
     Plate,
+    /// A malformed motorcycle plate.
+    MotoPlate,
     /// An electronic vehicle passport number that is not 15 digits.
     EptsNumber,
     /// A document or licence series of the wrong form.
@@ -107,6 +109,7 @@ impl Violation {
             Violation::Vin => "vin",
             Violation::BodyNumber => "body_number",
             Violation::Plate => "plate",
+            Violation::MotoPlate => "moto_plate",
             Violation::EptsNumber => "epts_number",
             Violation::DocumentSeries => "document_series",
             Violation::DocumentSeriesRequired => "document_series_required",
@@ -150,6 +153,7 @@ impl Violation {
             Violation::Vin => "must be 17 characters of A-Z and 0-9 without I, O and Q".into(),
             Violation::BodyNumber => "must be 5-20 characters of A-Z, 0-9 and '-'".into(),
             Violation::Plate => "must be a Russian plate such as А123ВС77 or А123ВС777".into(),
+            Violation::MotoPlate => "must be a motorcycle plate such as 1234АВ77".into(),
             Violation::EptsNumber => "must be 15 digits for an electronic vehicle passport".into(),
             Violation::DocumentSeries => "must be two digits and two letters or digits".into(),
             Violation::DocumentSeriesRequired => "is required for sts and pts".into(),
@@ -209,6 +213,7 @@ impl Violation {
             Violation::Vin => "VIN — 17 символов: цифры и латинские буквы, кроме I, O и Q".into(),
             Violation::BodyNumber => "От 5 до 20 символов: цифры, латинские буквы и дефис".into(),
             Violation::Plate => "Госномер в формате А123ВС77 или А123ВС777".into(),
+            Violation::MotoPlate => "Номер мотоцикла в формате 1234АВ77".into(),
             Violation::EptsNumber => "Номер электронного ПТС — 15 цифр".into(),
             Violation::DocumentSeries => "Серия — две цифры и две буквы или цифры".into(),
             Violation::DocumentSeriesRequired => "Укажите серию СТС или ПТС".into(),
@@ -274,6 +279,7 @@ mod tests {
             Violation::Vin,
             Violation::BodyNumber,
             Violation::Plate,
+            Violation::MotoPlate,
             Violation::EptsNumber,
             Violation::DocumentSeries,
             Violation::DocumentSeriesRequired,
@@ -312,6 +318,7 @@ mod tests {
                 | Violation::Vin
                 | Violation::BodyNumber
                 | Violation::Plate
+                | Violation::MotoPlate
                 | Violation::EptsNumber
                 | Violation::DocumentSeries
                 | Violation::DocumentSeriesRequired
