@@ -81,13 +81,13 @@ async fn the_page_runs_under_its_csp_with_a_silent_console() {
     );
     // The script ran: it fills the region list and the driver card.
     assert!(
-        dom.contains(r#"<option value="77">"#),
+        dom.contains(r#"<option value="77">"#) && dom.contains(r#"<option value="92">"#),
         "the page's script did not run: {dom}"
     );
     assert!(dom.contains("drivers.list[0]"), "no driver card: {dom}");
     // The form opens empty, the consents unticked.
     assert!(
-        !dom.contains("Иванов"),
+        !dom.contains("Иванов Иван"),
         "sample personal data on an empty page"
     );
 
@@ -232,6 +232,25 @@ async fn a_buyer_sees_the_lawful_range_first_and_an_honest_best_price() {
 
     client.goto(&page).await.unwrap();
     click(&client, "#fill-sample").await;
+    // Every region is offered, and the city field suggests the settlements
+    // the chosen region's territory table names.
+    let region = client.find(Locator::Css("#f-region")).await.unwrap();
+    region.clone().select_by_value("74").await.unwrap();
+    let offered = client
+        .execute(
+            "return [document.querySelectorAll('#f-region option').length,
+                     Array.from(document.querySelectorAll('#f-city-list option')).map(o => o.value)];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(offered[0], 89, "{offered}");
+    let suggested: Vec<String> = serde_json::from_value(offered[1].clone()).unwrap();
+    assert!(
+        suggested.iter().any(|s| s == "Магнитогорск") && suggested.iter().any(|s| s == "Челябинск"),
+        "{suggested:?}"
+    );
+    region.select_by_value("77").await.unwrap();
     // «The first driver is the owner»: the driver's name follows the owner's.
     let driver_name = client
         .find(Locator::Css("fieldset.driver input[data-rel='full_name']"))

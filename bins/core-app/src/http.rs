@@ -58,6 +58,30 @@ pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 const INDEX_HTML: &str = include_str!("web/index.html");
 const APP_JS: &str = include_str!("web/app.js");
+
+/// What `app.js` holds in place of the territory table.
+const TERRITORIES_SLOT: &str = "/*TERRITORIES*/[]";
+
+/// `app.js` with the territory table filled in: `[code, name, [named
+/// settlements]]` per region, from the one data file the tariff prices by.
+static APP_JS_SERVED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let table: Vec<(&str, &str, Vec<&str>)> = osago_core::tariff::territories()
+        .iter()
+        .map(|t| {
+            (
+                t.code,
+                t.name,
+                t.settlements.iter().map(|(name, _)| *name).collect(),
+            )
+        })
+        .collect();
+    let json = serde_json::to_string(&table).expect("the territory table serialises");
+    assert!(
+        APP_JS.contains(TERRITORIES_SLOT),
+        "app.js has the territory slot"
+    );
+    APP_JS.replacen(TERRITORIES_SLOT, &json, 1)
+});
 const APP_CSS: &str = include_str!("web/app.css");
 const CONSENT_PROCESSING: &str = include_str!("web/consent-processing.html");
 const CONSENT_TRANSFER: &str = include_str!("web/consent-transfer.html");
@@ -367,7 +391,9 @@ async fn route_request<B: RequestBody>(
     let client = osago_service::client::client_key(app.trusted.client(peer.ip(), req.headers()));
     match (req.method(), segments.as_slice()) {
         (&Method::GET, [""]) => page(),
-        (&Method::GET, ["app.js"]) => asset("text/javascript; charset=utf-8", APP_JS),
+        (&Method::GET, ["app.js"]) => {
+            asset("text/javascript; charset=utf-8", APP_JS_SERVED.as_str())
+        }
         (&Method::GET, ["app.css"]) => asset("text/css; charset=utf-8", APP_CSS),
         (&Method::GET, ["consent", "processing"]) => document(CONSENT_PROCESSING),
         (&Method::GET, ["consent", "transfer"]) => document(CONSENT_TRANSFER),

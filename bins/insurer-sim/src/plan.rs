@@ -91,11 +91,15 @@ pub(crate) fn plan(
     created: DateTime<Utc>,
 ) -> Result<Plan, PropertyProblem> {
     let start = request.policy.effective_start(created.date_naive());
+    let corridor = tariff::TbCorridor::for_request(request);
     let rate = if config.archetype == Archetype::BaitPrice {
         // Half the corridor's lowest base rate: below every lawful premium.
-        Kopecks::from_rub(tariff::tables::TB_CORRIDOR_RUB.0 / 2)
+        Kopecks(corridor.min.get() / 2)
     } else {
-        seed::base_rate(config, &request.owner.address.region_code)
+        // The configured range is in the car corridor's terms; a taxi, a
+        // motorcycle, a truck or a bus sits at the same place in its own.
+        let car = seed::base_rate(config, &request.owner.address.region_code);
+        corridor.same_place(tariff::TbCorridor::car(), car)
     };
     let premium = tariff::premium(request, rate, start).map_err(tariff_problem)?;
     let mut rng = seed::application_rng(config, key);
@@ -250,6 +254,31 @@ mod tests {
         let a = plan(&c, "k", "app", &sample(), created).unwrap();
         let b = plan(&c, "k", "app", &sample(), created).unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn an_insurer_charges_a_taxi_more_and_stays_in_its_corridor() {
+        let c = config(Archetype::Fast);
+        let created = Utc::now();
+        let quoted = |request: &osago_core::request::QuoteRequest| {
+            let Outcome::Quoted(q) = plan(&c, "k", "app", request, created).unwrap().outcome else {
+                panic!("fast always quotes")
+            };
+            q
+        };
+        let personal = sample();
+        let mut taxi = sample();
+        taxi.policy.purpose = osago_core::request::Purpose::Taxi;
+        let (p, t) = (quoted(&personal), quoted(&taxi));
+        assert!(t.premium_kopecks > p.premium_kopecks);
+        let corridor = tariff::TbCorridor::for_request(&taxi);
+        assert!((corridor.min..=corridor.max).contains(&t.coefficients.tb_kopecks));
+        let start = taxi.policy.effective_start(created.date_naive());
+        let range = tariff::lawful_range(&taxi, start).unwrap();
+        assert_eq!(
+            range.check(t.premium_kopecks).verdict,
+            tariff::PriceVerdict::Within
+        );
     }
 
     #[test]

@@ -6,7 +6,6 @@
 
 pub mod tables;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::LazyLock;
@@ -116,30 +115,91 @@ impl<'de> Deserialize<'de> for KbmClass {
     }
 }
 
-struct Region {
-    kt: u16,
+/// A region of the territory table: its name, the settlements it names
+/// and the KT of every other settlement.
+#[derive(Debug)]
+pub struct Territory {
+    /// Two-digit region code ("77").
+    pub code: &'static str,
+    /// The region's name in Russian.
+    pub name: &'static str,
+    /// The settlements the table names, with their KT, in table order.
+    pub settlements: Vec<(&'static str, Coef)>,
+    /// KT for every settlement the table does not name.
+    pub elsewhere: Coef,
 }
 
-static REGIONS: LazyLock<HashMap<String, Region>> = LazyLock::new(|| {
-    tables::REGIONS_CSV
+impl Territory {
+    /// KT for a settlement of this region: the named settlement's, else the
+    /// region's "other settlements" value. Case, `ё`/`е`, a leading
+    /// "г." or "город" and extra spaces do not matter.
+    pub fn kt(&self, settlement: &str) -> Coef {
+        let wanted = settlement_key(settlement);
+        self.settlements
+            .iter()
+            .find(|(name, _)| settlement_key(name) == wanted)
+            .map_or(self.elsewhere, |(_, kt)| *kt)
+    }
+}
+
+/// The comparison key of a settlement name.
+fn settlement_key(name: &str) -> String {
+    let lower = name.trim().to_lowercase().replace('ё', "е");
+    let bare = ["город ", "г. ", "г.", "г "]
+        .iter()
+        .find_map(|prefix| lower.strip_prefix(prefix))
+        .unwrap_or(&lower);
+    bare.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+static TERRITORIES: LazyLock<Vec<Territory>> = LazyLock::new(|| {
+    let mut out: Vec<Territory> = Vec::new();
+    for line in tables::TERRITORIES_CSV
         .lines()
         .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
-        .map(|line| {
-            let mut cols = line.split(',');
-            let code = cols.next().expect("region code").trim().to_owned();
-            let _name = cols.next().expect("region name");
-            let kt = cols
-                .next()
-                .and_then(|kt| kt.trim().parse().ok())
-                .expect("region kt");
-            (code, Region { kt })
-        })
-        .collect()
+    {
+        let cols: Vec<&'static str> = line.split(',').map(str::trim).collect();
+        let [code, name, settlement, kt, _source] = cols[..] else {
+            panic!("territories.csv: five columns expected: {line}");
+        };
+        let kt = Coef(kt.parse().expect("territories.csv: kt in hundredths"));
+        if out.last().is_none_or(|t| t.code != code) {
+            out.push(Territory {
+                code,
+                name,
+                settlements: Vec::new(),
+                elsewhere: Coef(0),
+            });
+        }
+        let territory = out.last_mut().expect("just pushed");
+        if settlement == "*" {
+            territory.elsewhere = kt;
+        } else {
+            territory.settlements.push((settlement, kt));
+        }
+    }
+    out
 });
 
-/// KT for a two-digit region code, if the region is known.
+/// Every region of the territory table, in code order.
+pub fn territories() -> &'static [Territory] {
+    &TERRITORIES
+}
+
+/// The region of a two-digit code, if the table has it.
+pub fn territory(code: &str) -> Option<&'static Territory> {
+    TERRITORIES.iter().find(|t| t.code == code)
+}
+
+/// KT for a settlement of a region, if the region is known.
+pub fn kt_for(region_code: &str, settlement: &str) -> Option<Coef> {
+    territory(region_code).map(|t| t.kt(settlement))
+}
+
+/// KT for a region's settlements the table does not name, if the region
+/// is known.
 pub fn kt_for_region(code: &str) -> Option<Coef> {
-    REGIONS.get(code).map(|r| Coef(r.kt))
+    territory(code).map(|t| t.elsewhere)
 }
 
 #[cfg(feature = "schema")]

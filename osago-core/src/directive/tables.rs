@@ -6,6 +6,18 @@
 /// TB corridor for category B/BE, individuals, in whole roubles (from 2025-12-09).
 pub const TB_CORRIDOR_RUB: (i64, i64) = (1_399, 8_665);
 
+/// TB corridor for a car used as a taxi, in whole roubles (*unverified*).
+pub const TB_CORRIDOR_TAXI_RUB: (i64, i64) = (1_749, 10_831);
+/// TB corridor for motorcycles and mopeds (A), in whole roubles (*unverified*).
+pub const TB_CORRIDOR_MOTORCYCLE_RUB: (i64, i64) = (737, 1_816);
+/// TB corridor for trucks (C, CE), in whole roubles (*unverified*; the
+/// directive splits them at 16 t, which the request does not carry).
+pub const TB_CORRIDOR_TRUCK_RUB: (i64, i64) = (2_386, 5_980);
+/// TB corridor for buses (D, DE), in whole roubles (*unverified*; the
+/// directive splits them by seats and regular routes, which the request
+/// does not carry).
+pub const TB_CORRIDOR_BUS_RUB: (i64, i64) = (1_909, 4_789);
+
 /// KBM by class index: M, 0, 1, ..., 13 (2022 scale).
 pub const KBM: [u16; 15] = [
     392, 294, 225, 176, 117, 100, 91, 83, 78, 74, 68, 63, 57, 52, 46,
@@ -70,5 +82,7 @@ pub const CAP_MULTIPLE: u128 = 3;
 /// The cap multiple when KN applies.
 pub const CAP_MULTIPLE_WITH_KN: u128 = 5;
 
-/// Regions: `code,name,kt_hundredths`, one per line.
-pub const REGIONS_CSV: &str = include_str!("../../data/regions.csv");
+/// The territory table: `region_code,region,settlement,kt_hundredths,source`,
+/// one settlement per line, `*` for the region's other settlements; the
+/// file's header names its source and what is unverified.
+pub const TERRITORIES_CSV: &str = include_str!("../../data/territories.csv");

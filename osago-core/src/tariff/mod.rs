@@ -7,13 +7,75 @@
 //! coefficients are integer hundredths, the product is taken in `u128` and
 //! rounded half up to a kopeck once, at the end.
 
-pub use crate::directive::{kt_for_region, tables, Coef, KbmClass};
+pub use crate::directive::{
+    kt_for, kt_for_region, tables, territories, territory, Coef, KbmClass, Territory,
+};
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::money::Kopecks;
-use crate::request::{years_between, QuoteRequest};
+use crate::request::{years_between, Category, Purpose, QuoteRequest};
+
+/// The base-rate corridor the regulator sets for a kind of vehicle and use:
+/// an insurer chooses its TB inside it. The car corridor is the directive's
+/// (from 2025-12-09); the others are *unverified* defaults in
+/// [`tables`], one constant each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TbCorridor {
+    /// The lowest base rate.
+    pub min: Kopecks,
+    /// The highest base rate.
+    pub max: Kopecks,
+}
+
+impl TbCorridor {
+    fn rub((min, max): (i64, i64)) -> Self {
+        Self {
+            min: Kopecks::from_rub(min),
+            max: Kopecks::from_rub(max),
+        }
+    }
+
+    /// A car (B, BE) of an individual, not a taxi.
+    pub fn car() -> Self {
+        Self::rub(tables::TB_CORRIDOR_RUB)
+    }
+
+    /// The corridor of a vehicle category and use: a car used as a taxi has
+    /// its own, higher one; motorcycles, trucks and buses have theirs
+    /// whatever the use.
+    pub fn of(category: Category, purpose: Purpose) -> Self {
+        Self::rub(match (category, purpose) {
+            (Category::B | Category::BE, Purpose::Taxi) => tables::TB_CORRIDOR_TAXI_RUB,
+            (Category::B | Category::BE, _) => tables::TB_CORRIDOR_RUB,
+            (Category::A, _) => tables::TB_CORRIDOR_MOTORCYCLE_RUB,
+            (Category::C | Category::CE, _) => tables::TB_CORRIDOR_TRUCK_RUB,
+            (Category::D | Category::DE, _) => tables::TB_CORRIDOR_BUS_RUB,
+        })
+    }
+
+    /// The corridor of a request's vehicle and use.
+    pub fn for_request(request: &QuoteRequest) -> Self {
+        Self::of(request.vehicle.category, request.policy.purpose)
+    }
+
+    /// The base rate at the same relative place in this corridor as `tb`
+    /// holds in `from` (an insurer near the top of one corridor sits near
+    /// the top of every other), to the rouble; `tb` outside `from` is
+    /// clamped to it.
+    pub fn same_place(self, from: TbCorridor, tb: Kopecks) -> Kopecks {
+        let span = i128::from(from.max.get() - from.min.get());
+        if span <= 0 {
+            return self.min;
+        }
+        let offset = i128::from(tb.get().clamp(from.min.get(), from.max.get()) - from.min.get());
+        let target = i128::from(self.max.get() - self.min.get());
+        let kopecks = i128::from(self.min.get()) + (offset * target + span / 2) / span;
+        let rub = (kopecks + 50) / 100;
+        Kopecks::from_rub(i64::try_from(rub).unwrap_or(i64::MAX / 100))
+    }
+}
 
 /// The coefficient breakdown of a premium.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,7 +161,8 @@ pub fn ks(months: u8) -> Option<Coef> {
 /// Every coefficient except TB, from a validated request, for a policy that
 /// starts on `start`.
 pub fn coefficients(request: &QuoteRequest, start: NaiveDate) -> Result<Coefficients, TariffError> {
-    let kt = kt_for_region(&request.owner.address.region_code).ok_or(TariffError::UnknownRegion)?;
+    let address = &request.owner.address;
+    let kt = kt_for(&address.region_code, &address.city).ok_or(TariffError::UnknownRegion)?;
     let (kbm, kvs, ko) = if request.drivers.unlimited {
         let class = request.owner.kbm_class.unwrap_or(KbmClass::START);
         (class.coefficient(), Coef::ONE, Coef(tables::KO_UNLIMITED))
@@ -243,12 +306,14 @@ impl PriceRange {
     }
 }
 
-/// The lawful price range of a validated request starting on `start`.
+/// The lawful price range of a validated request starting on `start`: the
+/// premium at both ends of its vehicle's and use's base-rate corridor
+/// ([`TbCorridor::for_request`]), each capped.
 pub fn lawful_range(request: &QuoteRequest, start: NaiveDate) -> Result<PriceRange, TariffError> {
-    let (low, high) = tables::TB_CORRIDOR_RUB;
+    let corridor = TbCorridor::for_request(request);
     Ok(PriceRange {
-        min_kopecks: premium(request, Kopecks::from_rub(low), start)?.premium_kopecks,
-        max_kopecks: premium(request, Kopecks::from_rub(high), start)?.premium_kopecks,
+        min_kopecks: premium(request, corridor.min, start)?.premium_kopecks,
+        max_kopecks: premium(request, corridor.max, start)?.premium_kopecks,
     })
 }
 

@@ -10,15 +10,15 @@ fn start() -> NaiveDate {
 
 #[test]
 fn sample_premium_by_hand() {
-    // Moscow 1.80, class 5 -> 0.91, age 41 / 21 years -> 0.91, 106 hp -> 1.2.
+    // Moscow 2.00, class 5 -> 0.91, age 41 / 21 years -> 0.91, 106 hp -> 1.2.
     let p = premium(&sample(), Kopecks::from_rub(7_535), start()).unwrap();
     let c = &p.coefficients;
     assert_eq!(
         (c.kt, c.kbm, c.kvs, c.km, c.ks),
-        (Coef(180), Coef(91), Coef(91), Coef(120), Coef(100))
+        (Coef(200), Coef(91), Coef(91), Coef(120), Coef(100))
     );
-    // 7535 * 1.8 * 0.91 * 0.91 * 1.2 = 13 477.82 roubles
-    assert_eq!(p.premium_kopecks, Kopecks(1_347_782));
+    // 7535 * 2.0 * 0.91 * 0.91 * 1.2 = 14 975.36 roubles
+    assert_eq!(p.premium_kopecks, Kopecks(1_497_536));
     assert!(!p.capped);
 }
 
@@ -42,8 +42,93 @@ fn tables_have_the_documented_edges() {
         (ks(3), ks(12), ks(2)),
         (Some(Coef(50)), Some(Coef(100)), None)
     );
-    assert_eq!(kt_for_region("74"), Some(Coef(200)));
+    assert_eq!(kt_for("74", "Челябинск"), Some(Coef(210)));
     assert_eq!(kt_for_region("99"), None);
+}
+
+/// The 89 region codes of the Russian Federation (the vehicle-registration
+/// numbering): 01-79, the autonomous districts, Crimea and Sevastopol, and
+/// the four regions of 2022.
+const REGION_CODES: [&str; 89] = [
+    "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13", "14", "15", "16",
+    "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32",
+    "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46", "47", "48",
+    "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60", "61", "62", "63", "64",
+    "65", "66", "67", "68", "69", "70", "71", "72", "73", "74", "75", "76", "77", "78", "79", "80",
+    "81", "83", "84", "85", "86", "87", "89", "91", "92",
+];
+
+#[test]
+fn the_territory_table_has_every_region_once_with_a_value_for_other_settlements() {
+    let codes: Vec<&str> = territories().iter().map(|t| t.code).collect();
+    assert_eq!(codes, REGION_CODES, "every region, once, in code order");
+    for t in territories() {
+        assert!(!t.name.is_empty(), "{}: a name", t.code);
+        for (name, kt) in t
+            .settlements
+            .iter()
+            .map(|(n, k)| (*n, *k))
+            .chain([("*", t.elsewhere)])
+        {
+            assert!(
+                (Coef(50)..=Coef(250)).contains(&kt),
+                "{} {name}: KT {kt} is outside 0.50..=2.50",
+                t.code
+            );
+        }
+        let mut names: Vec<&str> = t.settlements.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            t.settlements.len(),
+            "{}: a settlement twice",
+            t.code
+        );
+    }
+}
+
+#[test]
+fn a_named_settlement_has_its_own_kt_and_any_other_the_regions() {
+    // Magnitogorsk is named; Troitsk is not, so it is "other settlements".
+    assert_eq!(kt_for("74", "Магнитогорск"), Some(Coef(180)));
+    assert_eq!(kt_for("74", "Троицк"), Some(Coef(100)));
+    // How people write a city does not change its KT.
+    for spelling in [
+        "г. Магнитогорск",
+        "МАГНИТОГОРСК",
+        " город  Магнитогорск ",
+        "г.Магнитогорск",
+    ] {
+        assert_eq!(kt_for("74", spelling), Some(Coef(180)), "{spelling}");
+    }
+    assert_eq!(
+        kt_for("57", "Орел"),
+        kt_for("57", "Орёл"),
+        "ё and е are one letter here"
+    );
+    // The same name in another region is that region's settlement.
+    assert_eq!(kt_for("28", "Благовещенск"), Some(Coef(160)));
+    assert_eq!(kt_for("02", "Благовещенск"), Some(Coef(120)));
+    // A whole-region entry prices every settlement alike.
+    assert_eq!(kt_for("77", "Москва"), kt_for("77", "Зеленоград"));
+    assert_eq!(kt_for("00", "Москва"), None);
+}
+
+#[test]
+fn the_premium_uses_the_settlements_kt() {
+    let mut r = sample();
+    r.owner.address.region_code = "74".into();
+    let tb = Kopecks::from_rub(6_000);
+    r.owner.address.city = "Челябинск".into();
+    let city = premium(&r, tb, start()).unwrap();
+    r.owner.address.city = "Троицк".into();
+    let elsewhere = premium(&r, tb, start()).unwrap();
+    assert_eq!(
+        (city.coefficients.kt, elsewhere.coefficients.kt),
+        (Coef(210), Coef(100))
+    );
+    assert!(city.premium_kopecks > elsewhere.premium_kopecks);
 }
 
 #[test]
@@ -56,7 +141,7 @@ fn the_cap_limits_a_terrible_driver() {
     let tb = Kopecks::from_rub(8_665);
     let p = premium(&r, tb, start()).unwrap();
     assert!(p.capped);
-    assert_eq!(p.premium_kopecks, Kopecks(8_665 * 100 * 180 * 3 / 100));
+    assert_eq!(p.premium_kopecks, Kopecks(8_665 * 100 * 200 * 3 / 100));
 }
 
 #[test]
@@ -93,23 +178,44 @@ prop_compose! {
         owner_class in 0u8..15,
         hp in 1u16..600,
         months in 3u8..=12,
-        region in proptest::sample::select(vec!["77", "78", "74", "05", "20", "16", "50"]),
+        (region, city) in proptest::sample::select(settlements()),
         trailer in any::<bool>(),
         violations in any::<bool>(),
-        be in any::<bool>(),
+        category in proptest::sample::select(vec![
+            Category::A, Category::B, Category::BE, Category::C, Category::CE, Category::D, Category::DE,
+        ]),
+        purpose in proptest::sample::select(vec![
+            Purpose::Personal, Purpose::Taxi, Purpose::Training, Purpose::Rental, Purpose::Other,
+        ]),
     ) -> QuoteRequest {
         let mut r = sample();
         r.drivers.list = drivers;
         r.drivers.unlimited = unlimited;
         r.owner.kbm_class = Some(KbmClass(owner_class));
         r.vehicle.engine_power_hp = Some(hp);
-        r.vehicle.category = if be { Category::BE } else { Category::B };
+        r.vehicle.category = category;
+        r.policy.purpose = purpose;
         r.vehicle.has_trailer = trailer;
         r.policy.usage_period_months = months;
         r.policy.gross_violations = violations;
         r.owner.address.region_code = region.into();
+        r.owner.address.city = city.into();
         r
     }
+}
+
+/// Every (region, settlement) the territory table names, and one it does
+/// not name per region.
+fn settlements() -> Vec<(&'static str, &'static str)> {
+    territories()
+        .iter()
+        .flat_map(|t| {
+            t.settlements
+                .iter()
+                .map(|(name, _)| (t.code, *name))
+                .chain([(t.code, "Посёлок Новый")])
+        })
+        .collect()
 }
 
 fn arb_tb() -> impl Strategy<Value = Kopecks> {
@@ -157,8 +263,10 @@ proptest! {
 
 proptest! {
     #[test]
-    fn every_corridor_rate_prices_within_the_lawful_range(r in arb_request(), tb in arb_tb()) {
+    fn every_corridor_rate_prices_within_the_lawful_range(r in arb_request(), share in 0i64..=1_000) {
         let start = NaiveDate::from_ymd_opt(2026, 12, 2).unwrap();
+        let corridor = TbCorridor::for_request(&r);
+        let tb = Kopecks(corridor.min.get() + (corridor.max.get() - corridor.min.get()) * share / 1_000);
         let range = lawful_range(&r, start).unwrap();
         prop_assert!(range.min_kopecks <= range.max_kopecks);
         let p = premium(&r, tb, start).unwrap();
@@ -190,4 +298,72 @@ fn the_range_of_the_sample_spans_the_corridor() {
     assert_eq!(json["verdict"], "below_minimum");
     let newer: PriceVerdict = serde_json::from_str("\"suspicious\"").unwrap();
     assert_eq!(newer, PriceVerdict::Unknown);
+}
+
+#[test]
+fn a_taxi_costs_more_than_personal_use_of_the_same_car() {
+    let personal = sample();
+    let mut taxi = sample();
+    taxi.policy.purpose = Purpose::Taxi;
+    let (car, cab) = (
+        TbCorridor::for_request(&personal),
+        TbCorridor::for_request(&taxi),
+    );
+    assert!(
+        cab.min > car.min && cab.max > car.max,
+        "{cab:?} against {car:?}"
+    );
+    // The lawful range moves up at both ends ...
+    let (p, t) = (
+        lawful_range(&personal, start()).unwrap(),
+        lawful_range(&taxi, start()).unwrap(),
+    );
+    assert!(t.min_kopecks > p.min_kopecks && t.max_kopecks > p.max_kopecks);
+    // ... and an insurer anywhere in the car corridor charges a taxi more.
+    for rub in [1_399, 5_500, 7_000, 8_665] {
+        let tb = Kopecks::from_rub(rub);
+        let as_taxi = cab.same_place(car, tb);
+        assert!(
+            premium(&taxi, as_taxi, start()).unwrap().premium_kopecks
+                > premium(&personal, tb, start()).unwrap().premium_kopecks,
+            "TB {rub}"
+        );
+    }
+}
+
+#[test]
+fn each_kind_of_vehicle_has_its_corridor_and_the_same_place_maps_between_them() {
+    use crate::request::Purpose::*;
+    let car = TbCorridor::car();
+    assert_eq!(TbCorridor::of(Category::B, Personal), car);
+    assert_eq!(TbCorridor::of(Category::BE, Rental), car);
+    assert_ne!(TbCorridor::of(Category::B, Taxi), car);
+    for category in [
+        Category::A,
+        Category::C,
+        Category::CE,
+        Category::D,
+        Category::DE,
+    ] {
+        // The use does not move a non-car's corridor.
+        assert_eq!(
+            TbCorridor::of(category, Taxi),
+            TbCorridor::of(category, Personal)
+        );
+        let c = TbCorridor::of(category, Personal);
+        assert!(c.min < c.max);
+        assert_eq!(c.same_place(car, car.min), c.min);
+        assert_eq!(c.same_place(car, car.max), c.max);
+        assert_eq!(c.same_place(car, Kopecks(0)), c.min, "clamped");
+    }
+    let cab = TbCorridor::of(Category::B, Taxi);
+    let middle = Kopecks((car.min.get() + car.max.get()) / 2);
+    assert_eq!(
+        cab.same_place(car, middle),
+        Kopecks::from_rub((1_749 + 10_831) / 2)
+    );
+    assert_eq!(
+        car.same_place(car, Kopecks::from_rub(6_123)),
+        Kopecks::from_rub(6_123)
+    );
 }

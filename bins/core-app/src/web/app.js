@@ -32,9 +32,10 @@ const EMPTY = {
   contact: {},
   consent: {}
 };
-const REGIONS = [['77', 'Москва'], ['78', 'Санкт-Петербург'], ['50', 'Московская обл.'], ['47', 'Ленинградская обл.'],
-  ['16', 'Татарстан'], ['66', 'Свердловская обл.'], ['54', 'Новосибирская обл.'], ['23', 'Краснодарский край'],
-  ['52', 'Нижегородская обл.'], ['74', 'Челябинская обл.'], ['63', 'Самарская обл.'], ['61', 'Ростовская обл.']];
+// Every region as [code, name, [settlements the tariff names]], filled in
+// by the server from the territory table it prices by; a settlement it does
+// not name takes the region's "other settlements" coefficient.
+const REGIONS = /*TERRITORIES*/[];
 
 // Bonus-malus classes and their coefficients (Bank of Russia scale, 2022+).
 const KBM = [['M', '3,92'], ['0', '2,94'], ['1', '2,25'], ['2', '1,76'], ['3', '1,17'], ['4', '1,00'], ['5', '0,91'],
@@ -133,7 +134,13 @@ const connEl = $('#conn');
 const kbmOptions = () => KBM.map(([c, k]) => `<option value="${c}">${c} (КБМ ${k})</option>`).join('');
 $('#f-period').innerHTML = Array.from({ length: 10 }, (_, i) => i + 3)
   .map(m => `<option value="${m}">${plural(m, 'месяц', 'месяца', 'месяцев')}</option>`).join('');
-$('#f-region').innerHTML = REGIONS.map(([c, n]) => `<option value="${c}">${c} — ${n}</option>`).join('');
+$('#f-region').innerHTML = REGIONS.map(([c, n]) => `<option value="${c}">${c} — ${esc(n)}</option>`).join('');
+// The city field suggests the settlements the chosen region's table names.
+function fillSettlements() {
+  const region = REGIONS.find(([c]) => c === $('#f-region').value);
+  $('#f-city-list').innerHTML = (region ? region[2] : []).map(s => `<option value="${esc(s)}"></option>`).join('');
+}
+$('#f-region').addEventListener('change', fillSettlements);
 $('#f-okbm').innerHTML = '<option value="">Не указан</option>' + kbmOptions();
 
 let driverSeq = 0; // unique suffix for driver input ids (never reused)
@@ -223,6 +230,7 @@ function fillForm(data) {
   syncOwnerDriver();
   $('#f-start').min = tomorrow(); // a policy starts tomorrow at the earliest
   syncUnlimited();
+  fillSettlements();
 }
 $('#fill-sample').addEventListener('click', () => { clearErrors(); fillForm(SAMPLE); });
 
