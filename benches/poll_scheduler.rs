@@ -72,6 +72,8 @@ struct Stats {
     timeouts: u32,
     /// Calls begun in the measured window.
     calls: u64,
+    /// When each application was made (burst).
+    created: Vec<Instant>,
 }
 
 /// When the simulated insurer's quotes are ready.
@@ -142,6 +144,7 @@ impl InsurerClient for SimInsurer {
     ) -> Result<Application, InsurerError> {
         self.count_call();
         self.latency().await;
+        self.stats.lock().unwrap().created.push(Instant::now());
         let secs = {
             let mut rng = self.rng.lock().unwrap();
             if rng.random::<f64>() < self.never {
@@ -245,7 +248,37 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn simulate(archetype: Archetype, in_flight: usize, cap: usize, poll: PollConfig) -> Row {
+impl Archetype {
+    fn ready(&self) -> LogNormal<f64> {
+        LogNormal::new(
+            self.p50_secs.ln(),
+            (self.p95_secs / self.p50_secs).ln() / 1.645,
+        )
+        .expect("log-normal")
+    }
+
+    /// The share of applications ready within `secs` of being made: what
+    /// an engine that knew the moment would get if it applied at once.
+    fn ready_within(&self, secs: f64) -> f64 {
+        let mut rng = StdRng::seed_from_u64(7);
+        let ready = self.ready();
+        let n = 200_000;
+        let within = (0..n)
+            .filter(|_| rng.random::<f64>() >= self.never && ready.sample(&mut rng) <= secs)
+            .count();
+        within as f64 / n as f64
+    }
+}
+
+/// A fresh engine (nothing learned) with one simulated insurer, counting
+/// calls and quotes between `measure_from` and `measure_until`.
+fn setup(
+    archetype: Archetype,
+    cap: usize,
+    poll: PollConfig,
+    measure_from: Instant,
+    measure_until: Instant,
+) -> (Engine, Arc<SimClock>, Arc<Mutex<Stats>>) {
     let start = Instant::now();
     let clock = Arc::new(SimClock {
         base: Utc::now(),
@@ -256,17 +289,13 @@ async fn simulate(archetype: Archetype, in_flight: usize, cap: usize, poll: Poll
         quote: a_quote(&clock),
         clock: clock.clone(),
         rng: Mutex::new(StdRng::seed_from_u64(42)),
-        ready: LogNormal::new(
-            archetype.p50_secs.ln(),
-            (archetype.p95_secs / archetype.p50_secs).ln() / 1.645,
-        )
-        .expect("log-normal"),
+        ready: archetype.ready(),
         never: archetype.never,
         apps: Mutex::default(),
         next_id: Default::default(),
         stats: stats.clone(),
-        measure_from: start + WARM_UP,
-        measure_until: start + WARM_UP + MEASURED,
+        measure_from,
+        measure_until,
     });
     let mut config = EngineConfig::default();
     config.poll = poll;
@@ -282,6 +311,237 @@ async fn simulate(archetype: Archetype, in_flight: usize, cap: usize, poll: Poll
         .config(config)
         .build()
         .expect("valid engine");
+    (engine, clock, stats)
+}
+
+/// A burst on a fresh engine: `users` requests arriving evenly over
+/// `BURST`, each with a minute, as the load bench's burst puts on the
+/// insurers.
+const BURST: Duration = Duration::from_secs(10);
+
+/// The load bench's fleet of simulated insurers that quote (its `picky`
+/// declines everything, so it costs a POST per request and gives nothing).
+const FLEET: [Archetype; 7] = [
+    Archetype {
+        name: "swift (fast)",
+        p50_secs: 1.5,
+        p95_secs: 4.0,
+        never: 0.0,
+    },
+    Archetype {
+        name: "flaky",
+        p50_secs: 3.0,
+        p95_secs: 10.0,
+        never: 0.0,
+    },
+    TYPICAL,
+    Archetype {
+        name: "strict",
+        p50_secs: 5.0,
+        p95_secs: 15.0,
+        never: 0.0,
+    },
+    Archetype {
+        name: "addon",
+        p50_secs: 6.0,
+        p95_secs: 18.0,
+        never: 0.0,
+    },
+    Archetype {
+        name: "patient",
+        p50_secs: 8.0,
+        p95_secs: 25.0,
+        never: 0.0,
+    },
+    LEGACY,
+];
+
+/// Records when each request's first quote was published.
+#[derive(Debug)]
+struct FirstQuote {
+    start: Instant,
+    first: Mutex<std::collections::HashMap<RequestId, Duration>>,
+}
+
+#[async_trait]
+impl QuoteSink for FirstQuote {
+    async fn publish(&self, event: &InsurerEvent) -> Result<(), PortError> {
+        if let InsurerEvent::Quote(e) = event {
+            if e.status == osago_core::events::QuoteStatus::Quoted {
+                self.first
+                    .lock()
+                    .unwrap()
+                    .entry(e.request_id)
+                    .or_insert_with(|| self.start.elapsed());
+            }
+        }
+        Ok(())
+    }
+}
+
+struct FleetRow {
+    /// Per insurer: name, quotes, possible, calls per quote, applications
+    /// made p50 after the request.
+    insurers: Vec<(&'static str, usize, f64, f64, Duration)>,
+    /// Request -> its first quote, p50 and p99 (a request with none counts
+    /// as the full minute), over the requests measured.
+    first_p50: Duration,
+    first_p99: Duration,
+}
+
+/// Requests arriving at `arrivals` (from the start) on a fresh engine
+/// asking the whole fleet, each with a minute; calls, quotes and first
+/// quotes counted for requests arriving in `measured` (from the start).
+async fn fleet(
+    arrivals: Vec<Duration>,
+    measured: std::ops::Range<Duration>,
+    cap: usize,
+    poll: PollConfig,
+) -> FleetRow {
+    let start = Instant::now();
+    let (from, until) = (start + measured.start, start + measured.end);
+    let clock = Arc::new(SimClock {
+        base: Utc::now(),
+        start,
+    });
+    let sink = Arc::new(FirstQuote {
+        start,
+        first: Mutex::default(),
+    });
+    let mut config = EngineConfig::default();
+    config.poll = poll;
+    config.resilience.quota.rate.rate_per_sec = 0.0;
+    config.resilience.concurrency.max_in_flight = cap;
+    config.resilience.breaker.slow_call = Duration::from_secs(3600);
+    let mut builder = Engine::builder()
+        .sink(sink.clone())
+        .state_store(Arc::new(MemoryStateStore::new()))
+        .clock(clock.clone())
+        .config(config);
+    let mut sims = Vec::new();
+    for (i, archetype) in FLEET.iter().enumerate() {
+        let stats = Arc::new(Mutex::new(Stats::default()));
+        let insurer = Arc::new(SimInsurer {
+            quote: a_quote(&clock),
+            clock: clock.clone(),
+            rng: Mutex::new(StdRng::seed_from_u64(42 + i as u64)),
+            ready: archetype.ready(),
+            never: archetype.never,
+            apps: Mutex::default(),
+            next_id: Default::default(),
+            stats: stats.clone(),
+            measure_from: from,
+            measure_until: until,
+        });
+        builder = builder.insurer(InsurerId::new(format!("sim{i}")).expect("id"), insurer);
+        sims.push((archetype, stats));
+    }
+    let engine = builder.build().expect("valid engine");
+    let mut requests = tokio::task::JoinSet::new();
+    let mut measured_requests = 0usize;
+    for at in arrivals {
+        let at = start + at;
+        if at >= until {
+            break;
+        }
+        if at >= from {
+            measured_requests += 1;
+        }
+        tokio::time::sleep_until(at).await;
+        let engine = engine.clone();
+        let clock = clock.clone();
+        requests.spawn(async move {
+            let now = clock.now();
+            let event = RequestEvent {
+                event_id: EventId::random(),
+                request_id: RequestId::random(),
+                occurred_at: now,
+                deadline_at: now + chrono::Duration::seconds(60),
+                request: sample(),
+            };
+            let began = Instant::now();
+            let Ok(Started::Running(fan_out)) = engine.start(event.clone()).await else {
+                panic!("fresh request");
+            };
+            fan_out.wait().await;
+            (event.request_id, began)
+        });
+    }
+    let mut firsts = Vec::new();
+    while let Some(done) = requests.join_next().await {
+        let (id, began) = done.expect("request task");
+        if began < from || began >= until {
+            continue;
+        }
+        let first = sink.first.lock().unwrap().get(&id).copied();
+        firsts.push(first.map_or(Duration::from_secs(60), |at| at - (began - start)));
+    }
+    firsts.sort();
+    let insurers = sims
+        .iter()
+        .map(|(archetype, stats)| {
+            let stats = stats.lock().unwrap();
+            let mut created: Vec<Duration> = stats
+                .created
+                .iter()
+                .filter(|c| **c >= from && **c < until)
+                .map(|c| *c - start)
+                .collect();
+            created.sort();
+            (
+                archetype.name,
+                stats.quotes.len(),
+                measured_requests as f64 * archetype.ready_within(60.0),
+                stats.calls as f64 / stats.quotes.len().max(1) as f64,
+                percentile(&created, 0.5),
+            )
+        })
+        .collect();
+    FleetRow {
+        insurers,
+        first_p50: percentile(&firsts, 0.5),
+        first_p99: percentile(&firsts, 0.99),
+    }
+}
+
+fn print_fleet(row: FleetRow) {
+    println!(
+        "first quote p50 {} ms, p99 {} ms",
+        ms(row.first_p50),
+        ms(row.first_p99)
+    );
+    println!();
+    println!("| insurer | quotes | of possible | calls per quote |");
+    println!("|---|---:|---:|---:|");
+    let (mut quotes, mut possible, mut calls) = (0, 0.0, 0.0);
+    for (name, q, p, cpq, _) in row.insurers {
+        quotes += q;
+        possible += p;
+        calls += cpq * q as f64;
+        println!(
+            "| {name} | {q} | {:.0} % | {cpq:.1} |",
+            100.0 * q as f64 / p
+        );
+    }
+    println!(
+        "| all | {quotes} | {:.1} % | {:.2} |",
+        100.0 * quotes as f64 / possible,
+        calls / quotes.max(1) as f64
+    );
+}
+
+/// The steady peak's measured time, after `WARM_UP`.
+const MEASURED_STEADY: Duration = Duration::from_secs(180);
+
+async fn simulate(archetype: Archetype, in_flight: usize, cap: usize, poll: PollConfig) -> Row {
+    let start = Instant::now();
+    let (engine, clock, stats) = setup(
+        archetype,
+        cap,
+        poll,
+        start + WARM_UP,
+        start + WARM_UP + MEASURED,
+    );
     let end = start + WARM_UP + MEASURED;
     let mut users = tokio::task::JoinSet::new();
     for _ in 0..in_flight {
@@ -334,11 +594,73 @@ fn ms(d: Duration) -> String {
     format!("{}", d.as_millis())
 }
 
-fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime")
+}
+
+/// The burst table: the load bench's burst of 2 500 users on the fleet of
+/// simulated insurers, on an engine that has learned nothing yet.
+fn bursts(poll: PollConfig) {
+    let arrivals = (0..2500)
+        .map(|i| BURST.mul_f64(f64::from(i) / 2500.0))
         .collect();
+    let everything = Duration::ZERO..Duration::from_secs(3600);
+    println!("Burst: 2 500 users in 10 s, cap 20 per insurer");
+    print_fleet(paused_runtime().block_on(fleet(arrivals, everything, 20, poll)));
+}
+
+/// The steady peak on the fleet: Poisson arrivals at 2 500 / 65 s a
+/// second, one minute of warm-up, three measured.
+fn fleet_steady(poll: PollConfig) {
+    let mut rng = StdRng::seed_from_u64(9);
+    let gaps = rand_distr::Exp::new(2500.0 / 65.0).expect("rate");
+    let mut at = Duration::ZERO;
+    let end = WARM_UP + MEASURED_STEADY;
+    let arrivals = std::iter::from_fn(|| {
+        at += Duration::from_secs_f64(gaps.sample(&mut rng));
+        (at < end).then_some(at)
+    })
+    .collect();
+    println!("Steady peak: 38.5 requests a second, cap 20 per insurer");
+    print_fleet(paused_runtime().block_on(fleet(arrivals, WARM_UP..end, 20, poll)));
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    // `name=value` arguments set the adaptive schedule's settings (in
+    // seconds for durations), to weigh them: `-- steady spacing=0.3`.
+    let mut tuned = PollConfig::default();
+    for arg in &argv {
+        let Some((name, value)) = arg.split_once('=') else {
+            continue;
+        };
+        let v: f64 = value.parse().expect("a number");
+        match name {
+            "first_percentile" => tuned.first_percentile = v,
+            "spacing" => tuned.spacing = v,
+            "pressure_weight" => tuned.pressure_weight = v,
+            "factor" => tuned.factor = v,
+            "max" => tuned.max = Duration::from_secs_f64(v),
+            "min_interval" => tuned.min_interval = Duration::from_secs_f64(v),
+            "relative_after" => tuned.relative_after = Duration::from_secs_f64(v),
+            "priced_price" => tuned.priced_price = v,
+            "priced_ceiling" => tuned.priced_ceiling = v,
+            other => panic!("unknown setting {other}"),
+        }
+    }
+    if argv.iter().any(|a| a == "burst") {
+        bursts(tuned);
+        return;
+    }
+    if argv.iter().any(|a| a == "steady") {
+        fleet_steady(tuned);
+        return;
+    }
+    let args: Vec<usize> = argv.iter().filter_map(|a| a.parse().ok()).collect();
     // (archetype, in flight, cap): the cap of 20, and one run where
     // the cap is not the bottleneck, to show the schedule on its own; then
     // the slow legacy archetype at about the load the real-stack bench's
@@ -353,7 +675,7 @@ fn main() {
             (LEGACY, 1200, 20),
         ]
     } else {
-        args.into_iter().map(|n| (TYPICAL, n, 20)).collect()
+        args.iter().map(|&n| (TYPICAL, n, 20)).collect()
     };
     println!("| archetype | in flight | cap | scheduler | detection lag p50 (ms) | p99 (ms) | polls per quote | calls per quote | quotes | timeouts |");
     println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|");
@@ -369,12 +691,7 @@ fn main() {
         }
         schedules.push(("fixed 1 s", PollConfig::fixed(Duration::from_secs(1))));
         for (name, poll) in schedules {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .expect("runtime");
-            let row = runtime.block_on(simulate(archetype, n, cap, poll));
+            let row = paused_runtime().block_on(simulate(archetype, n, cap, poll));
             println!(
                 "| {} | {n} | {cap} | {name} | {} | {} | {:.1} | {:.1} | {} | {} |",
                 archetype.name,
@@ -386,5 +703,11 @@ fn main() {
                 row.timeouts
             );
         }
+    }
+    if args.is_empty() {
+        println!();
+        bursts(PollConfig::default());
+        println!();
+        fleet_steady(PollConfig::default());
     }
 }

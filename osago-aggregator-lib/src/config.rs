@@ -153,6 +153,18 @@ fn check_poll(p: &mut Problems, at: &str, poll: &PollConfig) {
     if !(poll.pressure_weight.is_finite() && poll.pressure_weight >= 0.0) {
         p.push(&format!("{at}.pressure_weight"), "must be 0 or positive");
     }
+    if !(poll.priced_price.is_finite() && poll.priced_price >= 1.0) {
+        p.push(
+            &format!("{at}.priced_price"),
+            "must be a number of at least 1",
+        );
+    }
+    if !(0.5..=1.0).contains(&poll.priced_ceiling) {
+        p.push(
+            &format!("{at}.priced_ceiling"),
+            "must be between 0.5 and 1 (a percentile, at least the median)",
+        );
+    }
 }
 
 fn check_resilience(p: &mut Problems, at: &str, r: &ResilienceConfig) {

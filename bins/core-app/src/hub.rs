@@ -3,10 +3,12 @@
 //! their snapshot, so nothing falls between the two.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use osago_core::ports::{LiveFeed, Traced};
+use osago_core::showcase::OfferRow;
 use osago_core::{Clock, InsurerEvent, RequestId};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -23,6 +25,63 @@ pub struct Live {
     pub arrived: Instant,
     /// The trace it belongs to (its record's `traceparent`).
     pub trace: Option<osago_core::trace::TraceContext>,
+    /// The event as a stream row, and that row's JSON: made once, by the
+    /// first stream that shows it, for every stream that shows it as it is.
+    view: OnceLock<(OfferRow, Arc<str>)>,
+    /// The row as streams that held the insurer's pending row show it
+    /// (with when the insurer was asked filled in), and its JSON: made
+    /// once for all of them.
+    succeeded: OnceLock<(Option<DateTime<Utc>>, Arc<str>)>,
+}
+
+impl Live {
+    /// An event taken from the feed now.
+    pub fn new(event: InsurerEvent, trace: Option<osago_core::trace::TraceContext>) -> Self {
+        Self {
+            event,
+            arrived: Instant::now(),
+            trace,
+            view: OnceLock::new(),
+            succeeded: OnceLock::new(),
+        }
+    }
+
+    fn view(&self) -> &(OfferRow, Arc<str>) {
+        self.view.get_or_init(|| {
+            let row = OfferRow::from_event(&self.event);
+            let json = serde_json::to_string(&row).expect("serializable");
+            (row, json.into())
+        })
+    }
+
+    /// The event as a stream row.
+    pub fn row(&self) -> &OfferRow {
+        &self.view().0
+    }
+
+    /// The JSON of `row`, which is [`Live::row`] as one stream shows it
+    /// (only `started_at` may differ, filled in from the insurer's earlier
+    /// row): serialised once for all the streams that show the same.
+    pub fn json_as(&self, row: &OfferRow) -> Arc<str> {
+        let (canonical, json) = self.view();
+        debug_assert_eq!(
+            &OfferRow {
+                started_at: canonical.started_at,
+                ..row.clone()
+            },
+            canonical
+        );
+        if row.started_at == canonical.started_at {
+            return json.clone();
+        }
+        let serialise = || -> Arc<str> { serde_json::to_string(row).expect("serializable").into() };
+        let (started_at, json) = self.succeeded.get_or_init(|| (row.started_at, serialise()));
+        if *started_at == row.started_at {
+            json.clone()
+        } else {
+            serialise()
+        }
+    }
 }
 
 /// Events one stream may fall behind before it resynchronises from the read
@@ -78,11 +137,7 @@ impl Hub {
     pub fn dispatch(&self, event: Traced<InsurerEvent>) {
         let channels = self.channels.lock().expect("hub lock");
         if let Some(tx) = channels.get(&event.event.request_id()) {
-            let _ = tx.send(Arc::new(Live {
-                event: event.event,
-                arrived: Instant::now(),
-                trace: event.trace,
-            }));
+            let _ = tx.send(Arc::new(Live::new(event.event, event.trace)));
         }
     }
 
@@ -125,6 +180,53 @@ impl Hub {
                 }
             }
             tracing::warn!("live feed ended; following again");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use osago_core::events::{QuoteEvent, QuoteStatus};
+    use osago_core::{EventId, InsurerId, RequestId};
+
+    fn final_event() -> InsurerEvent {
+        InsurerEvent::Quote(QuoteEvent {
+            event_id: EventId::random(),
+            request_id: RequestId::random(),
+            insurer_id: InsurerId::new("swift").unwrap(),
+            version: 2,
+            insurers_total: 8,
+            status: QuoteStatus::Declined,
+            quote: None,
+            reason: Some("declined".into()),
+            occurred_at: Utc::now(),
+            deadline_at: Utc::now() + chrono::Duration::seconds(60),
+        })
+    }
+
+    #[test]
+    fn an_event_is_serialised_once_for_the_streams_that_show_it_alike() {
+        let live = Live::new(final_event(), None);
+        let asked = Some(Utc::now() - chrono::Duration::seconds(3));
+        // A stream that never saw the pending row, and two that did.
+        let fresh = live.row().clone();
+        let held = OfferRow {
+            started_at: asked,
+            ..live.row().clone()
+        };
+        let other = OfferRow {
+            started_at: Some(Utc::now() - chrono::Duration::seconds(9)),
+            ..live.row().clone()
+        };
+        let a = live.json_as(&fresh);
+        assert!(Arc::ptr_eq(&a, &live.json_as(&fresh.clone())));
+        let b = live.json_as(&held);
+        assert!(Arc::ptr_eq(&b, &live.json_as(&held.clone())), "shared");
+        let c = live.json_as(&other);
+        // Every stream gets exactly its own row's JSON.
+        for (json, row) in [(a, &fresh), (b, &held), (c, &other)] {
+            assert_eq!(&*json, serde_json::to_string(row).unwrap());
         }
     }
 }

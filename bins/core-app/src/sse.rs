@@ -86,10 +86,9 @@ pub struct StreamState {
     rows: BTreeMap<InsurerId, OfferRow>,
     /// What the client has been sent.
     cursor: Cursor,
-    /// Rows to send before waiting again.
-    /// Rows the client lacks, with when the live event behind each
-    /// arrived (none for rows from the read model).
-    queue: std::collections::VecDeque<(OfferRow, Option<Arc<Live>>)>,
+    /// Rows the client lacks, in order, each with the live event behind
+    /// it (none for rows from the read model).
+    queue: std::collections::VecDeque<Queued>,
     heartbeat: Interval,
     deadline: Instant,
     retry: Duration,
@@ -99,6 +98,16 @@ pub struct StreamState {
     /// Whether a price reached this stream's client (from the snapshot, or
     /// live): only the first live one is the buyer's first price.
     priced: bool,
+}
+
+/// A row the client lacks.
+struct Queued {
+    row: OfferRow,
+    /// The live event behind it (none for rows from the read model).
+    live: Option<Arc<Live>>,
+    /// The row is the live event's own (`started_at` perhaps filled in
+    /// from the row held): its JSON is shared with the other streams.
+    shared: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,10 +204,18 @@ impl StreamState {
         let row = row.succeeding(held);
         let seen = self.cursor.seen(&row.insurer_id);
         if held.is_none() && seen == 0 && row.version > 1 {
-            self.queue.push_back((row.pending_view(), live.clone()));
+            self.queue.push_back(Queued {
+                row: row.pending_view(),
+                live: live.clone(),
+                shared: false,
+            });
         }
         if row.version > seen {
-            self.queue.push_back((row.clone(), live));
+            self.queue.push_back(Queued {
+                row: row.clone(),
+                live,
+                shared: true,
+            });
         }
         self.rows.insert(row.insurer_id.clone(), row);
     }
@@ -226,21 +243,25 @@ impl StreamState {
     }
 
     fn frame(&self, event: &'static str, id: Option<String>, data: &impl Serialize) -> Bytes {
+        let json = serde_json::to_string(data).expect("serializable");
+        self.frame_json(event, id, &json)
+    }
+
+    /// A frame around data already serialised.
+    fn frame_json(&self, event: &'static str, id: Option<String>, json: &str) -> Bytes {
         self.metrics
             .events_sent
             .get_or_create(&EventLabel { event })
             .inc();
-        let mut out = String::with_capacity(256);
+        let id_len = id.as_ref().map_or(0, |id| id.len() + 5);
+        let mut out = String::with_capacity(id_len + event.len() + json.len() + 16);
         if let Some(id) = id {
             let _ = writeln!(out, "id: {id}");
         }
         let _ = writeln!(out, "event: {event}");
-        let _ = writeln!(
-            out,
-            "data: {}",
-            serde_json::to_string(data).expect("serializable")
-        );
-        out.push('\n');
+        out.push_str("data: ");
+        out.push_str(json);
+        out.push_str("\n\n");
         Bytes::from(out)
     }
 
@@ -259,9 +280,13 @@ impl StreamState {
                 }
                 Phase::Live => {}
             }
-            if let Some((row, live)) = self.queue.pop_front() {
+            if let Some(Queued { row, live, shared }) = self.queue.pop_front() {
                 self.cursor.advance(&row.insurer_id, row.version);
-                let frame = self.frame("insurer", Some(self.cursor.render()), &row);
+                let id = Some(self.cursor.render());
+                let frame = match &live {
+                    Some(live) if shared => self.frame_json("insurer", id, &live.json_as(&row)),
+                    _ => self.frame("insurer", id, &row),
+                };
                 if let Some(live) = live {
                     self.metrics
                         .sse_delivery_seconds
@@ -291,7 +316,7 @@ impl StreamState {
             }
             tokio::select! {
                 received = self.subscription.receiver.recv() => match received {
-                    Ok(live) => self.absorb(OfferRow::from_event(&live.event), Some(live)),
+                    Ok(live) => self.absorb(live.row().clone(), Some(live)),
                     Err(RecvError::Lagged(_)) => {
                         // Fell behind: take the read model's state instead.
                         if let Ok(rows) = self.read_model.rows(&self.request_id).await {

@@ -42,6 +42,8 @@ pub(super) struct Job {
     pub(super) insurers_total: u16,
     /// Progress recorded by a pod that left the request, when resuming.
     pub(super) resume: Option<InsurerProgress>,
+    /// Some insurer has quoted the request (on this pod).
+    pub(super) priced: Arc<AtomicBool>,
 }
 
 impl Inner {
@@ -93,7 +95,15 @@ impl Inner {
         } else {
             loop {
                 let create = calls.counted(client.create_application(&key, &job.request));
-                let rank = job.deadline + stagger(&key, guard.stagger);
+                // An application is due when its answer, at the insurer's
+                // usual pace (the 90th percentile of its learned answer
+                // times), would still come before the deadline: a slow
+                // insurer's applications go ahead of polls that can wait.
+                let lead = self.answers[&job.insurer.id]
+                    .percentile(0.9)
+                    .unwrap_or_default();
+                let due = job.deadline.checked_sub(lead).unwrap_or(job.deadline);
+                let rank = due + stagger(&key, guard.stagger) - URGENT;
                 let created = guard
                     .call_ranked(CallKind::Create, rank, job.deadline, create)
                     .await;
@@ -120,23 +130,47 @@ impl Inner {
         let polls = self.metrics.polls.get_or_create(&label).clone();
         let answers = &self.answers[&job.insurer.id];
         let mut plan = PollPlan::new(&self.config.poll, answers, created_at);
+        // Its polls keep the application's place in this insurer's order.
+        let poll_rank = job.deadline + stagger(&key, guard.stagger);
+        plan.priced(job.priced.load(Ordering::Relaxed));
         let mut wait = plan.first(application.retry_after, guard.pressure());
         let mut failed_polls = 0;
         let mut polls_made = 0u32;
         loop {
             tokio::time::sleep(plan.fit(wait, Instant::now(), job.deadline)).await;
+            plan.relearn(answers);
+            let priced = job.priced.load(Ordering::Relaxed);
+            plan.priced(priced);
+            // Planned before the buyer had a price (or before polls got
+            // dear): wait for where this insurer's answers are likely.
+            let hold = plan.hold(Instant::now(), guard.pressure(), job.deadline);
+            if !hold.is_zero() {
+                tokio::time::sleep(hold).await;
+            }
             let poll = calls.counted(async {
                 polls.inc();
                 client.poll_quote(&application.id).await
             });
             polls_made += 1;
-            let polled = guard.call(CallKind::Poll, job.deadline, poll).await;
+            // Until the buyer has a price, a poll is as urgent as a new
+            // application; then it yields to them.
+            let rank = if priced {
+                poll_rank
+            } else {
+                poll_rank - URGENT
+            };
+            let polled = guard
+                .call_ranked(CallKind::Poll, rank, job.deadline, poll)
+                .await;
             match polled {
                 Ok(PollOutcome::Pending { retry_after }) => {
                     failed_polls = 0;
                     wait = plan.next(Instant::now(), retry_after, guard.pressure());
                 }
                 Ok(answer) => {
+                    if matches!(answer, PollOutcome::Quoted(_)) {
+                        job.priced.store(true, Ordering::Relaxed);
+                    }
                     self.learn(job, &label, created_at, created_wall, &answer, polls_made);
                     return Ok(answer);
                 }
@@ -236,6 +270,10 @@ impl Inner {
         }
     }
 }
+
+/// How far ahead of polls for requests already priced the urgent calls
+/// rank: new applications, and polls for requests with no price yet.
+const URGENT: Duration = Duration::from_secs(60);
 
 /// This application's stagger in the slot queue: a share of `spread` drawn
 /// from its Idempotency-Key (so from the request and the insurer: each

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::config::EngineConfig;
@@ -316,6 +316,7 @@ impl Engine {
             done: Vec::new(),
         };
         let request = Arc::new(event.request);
+        let priced = Arc::new(AtomicBool::new(false));
         let jobs: Vec<Job> = inner
             .insurers
             .iter()
@@ -332,6 +333,7 @@ impl Engine {
                     deadline,
                     insurers_total,
                     resume,
+                    priced: priced.clone(),
                 })
             })
             .collect();

@@ -1310,3 +1310,211 @@ async fn insurer_texts_with_personal_data_never_reach_the_events() {
         Some(osago_core::tariff::PriceVerdict::Within)
     );
 }
+
+/// A harness asking several insurers of any kind.
+fn harness_many(insurers: Vec<(&str, Arc<dyn InsurerClient>)>, config: EngineConfig) -> Harness {
+    let mut h = harness_with(vec![], config.clone());
+    h.engine = Engine::assemble(
+        insurers
+            .into_iter()
+            .map(|(id, client)| Insurer {
+                id: InsurerId::new(id).unwrap(),
+                client,
+            })
+            .collect(),
+        h.sink.clone(),
+        h.state.clone(),
+        Arc::new(ManualClock::new(now())),
+        config,
+        EngineMetrics::default(),
+    );
+    h
+}
+
+/// An insurer whose n-th application is ready `times[n % len]` after it is
+/// made; declines instead while `declining`. Records every poll.
+#[derive(Debug)]
+struct Cycling {
+    times: Vec<Duration>,
+    made: AtomicUsize,
+    declining: AtomicBool,
+    apps: Mutex<std::collections::HashMap<String, Instant>>,
+    polls: Mutex<Vec<Instant>>,
+}
+
+impl Cycling {
+    fn new(times: Vec<Duration>) -> Arc<Self> {
+        Arc::new(Self {
+            times,
+            made: AtomicUsize::new(0),
+            declining: AtomicBool::new(false),
+            apps: Mutex::default(),
+            polls: Mutex::default(),
+        })
+    }
+}
+
+#[async_trait]
+impl InsurerClient for Cycling {
+    async fn create_application(
+        &self,
+        key: &str,
+        _: &QuoteRequest,
+    ) -> Result<Application, InsurerError> {
+        let n = self.made.fetch_add(1, Ordering::SeqCst);
+        let ready = Instant::now() + self.times[n % self.times.len()];
+        self.apps.lock().unwrap().insert(key.to_owned(), ready);
+        Ok(Application {
+            id: key.to_owned(),
+            retry_after: None,
+        })
+    }
+
+    async fn poll_quote(&self, id: &str) -> Result<PollOutcome, InsurerError> {
+        self.polls.lock().unwrap().push(Instant::now());
+        if self.declining.load(Ordering::SeqCst) {
+            return Ok(PollOutcome::Declined {
+                reason: "no".into(),
+            });
+        }
+        if Instant::now() >= self.apps.lock().unwrap()[id] {
+            Ok(PollOutcome::Quoted(quote()))
+        } else {
+            Ok(PollOutcome::Pending { retry_after: None })
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_the_buyer_has_a_price_the_other_insurers_poll_where_their_answers_are_likely() {
+    let fast = Cycling::new(vec![Duration::from_millis(500)]);
+    // Answers spread over 2..11 s: the 5th percentile is 2 s, the 80th 9 s.
+    let slow = Cycling::new((2..12).map(Duration::from_secs).collect());
+    let h = harness_many(
+        vec![("fast", fast.clone()), ("slow", slow.clone())],
+        EngineConfig::default(),
+    );
+    for _ in 0..20 {
+        run(&h, request_event(chrono::Duration::seconds(60))).await;
+    }
+    // `slow` answers this one 2 s after its application.
+    let polls_of = |start: Instant| -> Vec<Duration> {
+        slow.polls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|at| **at > start)
+            .map(|at| *at - start)
+            .collect()
+    };
+    let start = Instant::now();
+    let outcomes = run(&h, request_event(chrono::Duration::seconds(60))).await;
+    assert!(
+        outcomes.iter().all(|o| o.outcome == "quoted"),
+        "{outcomes:?}"
+    );
+    // The buyer had `fast`'s price at about 0.5 s: `slow` waits for where
+    // most of its answers come (the 80th percentile), then one poll finds
+    // its quote.
+    let priced = polls_of(start);
+    assert_eq!(priced.len(), 1, "{priced:?}");
+    // (Learned from when each quote was seen: a little past 9 s.)
+    assert!(priced[0] >= Duration::from_secs(8), "{priced:?}");
+
+    // With no price from `fast`, `slow` races for the first price: it polls
+    // from its 5th percentile on and finds the quote at about 2 s.
+    fast.declining.store(true, Ordering::SeqCst);
+    slow.made.store(20, Ordering::SeqCst);
+    let start = Instant::now();
+    run(&h, request_event(chrono::Duration::seconds(60))).await;
+    let racing = polls_of(start);
+    assert!(
+        *racing.last().unwrap() < Duration::from_secs(3),
+        "{racing:?}"
+    );
+}
+
+/// Every call takes 1 s; quotes never come. Records (call, idempotency key).
+#[derive(Debug, Default)]
+struct SlowPartner {
+    calls: Mutex<Vec<(&'static str, String)>>,
+}
+
+#[async_trait]
+impl InsurerClient for SlowPartner {
+    async fn create_application(
+        &self,
+        key: &str,
+        _: &QuoteRequest,
+    ) -> Result<Application, InsurerError> {
+        self.calls.lock().unwrap().push(("create", key.to_owned()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(Application {
+            id: key.to_owned(),
+            retry_after: None,
+        })
+    }
+
+    async fn poll_quote(&self, id: &str) -> Result<PollOutcome, InsurerError> {
+        self.calls.lock().unwrap().push(("poll", id.to_owned()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(PollOutcome::Pending { retry_after: None })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_application_goes_ahead_of_polls_for_a_buyer_who_has_a_price() {
+    // `quick` prices only the first request; `partner` serves one call at
+    // a time, each taking a second.
+    let quick = Cycling::new(vec![Duration::ZERO]);
+    let partner = Arc::new(SlowPartner::default());
+    let mut config = EngineConfig::default();
+    config.resilience.concurrency.max_in_flight = 1;
+    config.resilience.breaker.slow_call = Duration::from_secs(3600);
+    let h = harness_many(
+        vec![("quick", quick.clone()), ("partner", partner.clone())],
+        config,
+    );
+    let start = Instant::now();
+    let engine = h.engine.clone();
+    let at = |secs: f64| start + Duration::from_secs_f64(secs);
+    let key = |event: &RequestEvent| {
+        idempotency_key(&event.request_id, &InsurerId::new("partner").unwrap())
+    };
+    let events: Vec<RequestEvent> = (0..3)
+        .map(|_| request_event(chrono::Duration::seconds(60)))
+        .collect();
+    let keys: Vec<String> = events.iter().map(key).collect();
+    let mut fan_outs = Vec::new();
+    // R1 at 0 s (priced by `quick` at 0.25 s), R2 at 0.5 s, R3 at 1.5 s.
+    for (event, secs) in events.into_iter().zip([0.0, 0.5, 1.5]) {
+        tokio::time::sleep_until(at(secs)).await;
+        if secs > 0.0 {
+            quick.declining.store(true, Ordering::SeqCst);
+        }
+        match engine.start(event).await.unwrap() {
+            Started::Running(fan_out) => fan_outs.push(fan_out),
+            Started::Duplicate => unreachable!(),
+        }
+    }
+    tokio::time::sleep_until(at(10.0)).await;
+    let calls = partner.calls.lock().unwrap().clone();
+    let position = |call: (&'static str, &String)| {
+        calls
+            .iter()
+            .position(|(kind, k)| (*kind, k) == call)
+            .unwrap_or_else(|| panic!("{call:?} not made: {calls:?}"))
+    };
+    // R1's first poll waited from 1.25 s for the slot R2's application held
+    // until 2 s; R3's application, waiting from 1.5 s, went first, and so
+    // did the polls of R2 and R3, whose buyers have no price yet (while
+    // they keep the partner busy, R1's buyer, who has a price, waits).
+    let r1_poll = calls
+        .iter()
+        .position(|(kind, k)| *kind == "poll" && *k == keys[0])
+        .unwrap_or(calls.len());
+    assert!(position(("create", &keys[2])) < r1_poll, "{calls:?}");
+    assert!(position(("poll", &keys[1])) < r1_poll, "{calls:?}");
+    assert!(position(("poll", &keys[2])) < r1_poll, "{calls:?}");
+    drop(fan_outs);
+}

@@ -36,6 +36,17 @@
 //!   (quotes per second = calls per second / calls per quote). Which call
 //!   goes first is the [`ConcurrencyLimit`](super::ConcurrencyLimit)'s
 //!   business: the application nearest its deadline.
+//! - **Once the buyer has a price** from another insurer, the request's
+//!   other quotes add choice, not the first price: a poll's price is
+//!   multiplied by `priced_price` (32 by default), so intervals stretch and
+//!   the first poll may move as far as the `priced_ceiling` percentile (the
+//!   80th); a poll planned before the price came is held until then
+//!   ([`PollPlan::hold`]). Until then every insurer races for the first
+//!   price on the lag-minimising schedule. In the slot queue too the
+//!   engine serves new applications and polls for buyers with no price
+//!   before polls for buyers who have one.
+//! - A plan made **before anything was learned** (the first seconds after a
+//!   start, a burst) takes up what is learned since ([`PollPlan::relearn`]).
 //! - A **Retry-After** from the insurer is always honoured: the next poll is
 //!   never sooner.
 //! - Near the **deadline** the wait is shortened so one last poll lands
@@ -91,6 +102,15 @@ pub struct PollConfig {
     /// `sqrt(t / relative_after)`. Default 8 s (twice the typical insurer's
     /// median answer time, so its polls are barely touched).
     pub relative_after: Duration,
+    /// How much dearer a poll is once the buyer has a price from another
+    /// insurer: from then on the request's other quotes add choice, not
+    /// the first price, so their lag weighs less than the partner's
+    /// capacity (the price multiplies the pressure's). Default 32.
+    pub priced_price: f64,
+    /// The highest percentile of the learned answer times the first poll
+    /// moves to once the buyer has a price (0.5, the median, before).
+    /// Default 0.8.
+    pub priced_ceiling: f64,
 }
 
 impl Default for PollConfig {
@@ -107,6 +127,8 @@ impl Default for PollConfig {
             pressure_weight: 3.0,
             last_look: Duration::from_millis(250),
             relative_after: Duration::from_secs(8),
+            priced_price: 32.0,
+            priced_ceiling: 0.8,
         }
     }
 }
@@ -229,6 +251,8 @@ pub struct PollPlan {
     next: Duration,
     /// When the application was created.
     created: Instant,
+    /// The buyer has a price from another insurer.
+    priced: bool,
 }
 
 impl PollPlan {
@@ -240,7 +264,40 @@ impl PollPlan {
             profile: learned.profile(),
             next: config.initial,
             created,
+            priced: false,
         }
+    }
+
+    /// Marks that the buyer has a price from another insurer: polls get
+    /// `priced_price` times dearer, and the first may come as late as the
+    /// `priced_ceiling` percentile.
+    pub fn priced(&mut self, priced: bool) {
+        self.priced = priced;
+    }
+
+    /// Takes up what the insurer has taught since the plan was made, if the
+    /// plan was made before anything was learned (an application created
+    /// in the first seconds after a start, or of a burst): otherwise it
+    /// would poll on the unlearned schedule for its whole minute, however
+    /// much is known by then.
+    pub fn relearn(&mut self, learned: &AnswerTimes) {
+        if self.profile.is_none() && self.config.fixed.is_none() {
+            self.profile = learned.profile();
+        }
+    }
+
+    /// The percentile of the learned answer times at which the first poll
+    /// comes at `pressure`.
+    fn first_point(&self, profile: &Profile, pressure: f64) -> Duration {
+        let ceiling = if self.priced {
+            self.config.priced_ceiling.clamp(0.5, 1.0)
+        } else {
+            0.5
+        };
+        let p = (self.config.first_percentile * self.price(pressure))
+            .min(ceiling)
+            .max(self.config.first_percentile);
+        profile.percentile(p)
     }
 
     /// The price of a poll relative to a calm insurer's, at `pressure`
@@ -251,7 +308,12 @@ impl PollPlan {
         } else {
             0.0
         };
-        1.0 + self.config.pressure_weight.max(0.0) * pressure
+        let price = 1.0 + self.config.pressure_weight.max(0.0) * pressure;
+        if self.priced {
+            price * self.config.priced_price.max(1.0)
+        } else {
+            price
+        }
     }
 
     /// The wait before the first poll: at a low percentile of the learned
@@ -261,12 +323,7 @@ impl PollPlan {
     pub fn first(&self, hint: Option<Duration>, pressure: f64) -> Duration {
         let planned = match (&self.config.fixed, &self.profile) {
             (Some(interval), _) => *interval,
-            (None, Some(profile)) => {
-                let p = (self.config.first_percentile * self.price(pressure))
-                    .min(0.5)
-                    .max(self.config.first_percentile);
-                profile.percentile(p)
-            }
+            (None, Some(profile)) => self.first_point(profile, pressure),
             (None, None) => self.config.initial,
         };
         planned.max(hint.unwrap_or_default())
@@ -304,19 +361,25 @@ impl PollPlan {
         let factor = self.config.factor.max(1.0);
         let planned = match (&self.config.fixed, &self.profile) {
             (Some(interval), _) => *interval,
-            (None, Some(profile)) => match profile.spacing(elapsed) {
-                Some(spacing) => {
-                    let wait = Duration::from_secs_f64(spacing * self.config.spacing * stretch)
-                        .clamp(self.config.min_interval, ceiling);
-                    // Should the answers run out, growth goes on from here.
-                    self.next = wait;
-                    wait
-                }
-                None => {
-                    self.next = self.next.mul_f64(factor).min(ceiling);
-                    self.next
-                }
-            },
+            (None, Some(profile)) => {
+                let wait = match profile.spacing(elapsed) {
+                    Some(spacing) => {
+                        let wait = Duration::from_secs_f64(spacing * self.config.spacing * stretch)
+                            .clamp(self.config.min_interval, ceiling);
+                        // Should the answers run out, growth goes on from here.
+                        self.next = wait;
+                        wait
+                    }
+                    None => {
+                        self.next = self.next.mul_f64(factor).min(ceiling);
+                        self.next
+                    }
+                };
+                // Never before the first poll's point at today's price: a
+                // plan that learned late, or polls that got dearer, wait
+                // for where answers begin.
+                wait.max(self.first_point(profile, pressure).saturating_sub(elapsed))
+            }
             (None, None) => {
                 let wait = self.next.min(ceiling);
                 self.next = self.next.mul_f64(factor).min(ceiling);
@@ -324,6 +387,23 @@ impl PollPlan {
             }
         };
         planned.max(hint.unwrap_or_default())
+    }
+
+    /// How much longer to hold a poll that is due at `now`: until the first
+    /// poll's point at today's price (which moves up once the buyer has a
+    /// price, or as polls get dearer), but never past the last look before
+    /// `deadline`. Zero when the poll should go now.
+    pub fn hold(&self, now: Instant, pressure: f64, deadline: Instant) -> Duration {
+        let (None, Some(profile)) = (&self.config.fixed, &self.profile) else {
+            return Duration::ZERO;
+        };
+        let elapsed = now.saturating_duration_since(self.created);
+        let last = deadline
+            .checked_sub(self.config.last_look)
+            .unwrap_or(deadline);
+        self.first_point(profile, pressure)
+            .saturating_sub(elapsed)
+            .min(last.saturating_duration_since(now))
     }
 
     /// `wait` from `now`, shortened so that the poll lands `last_look`
@@ -492,6 +572,68 @@ mod tests {
         assert_eq!(plan.first(None, 1.0), ms(2100));
         // Never past the median.
         assert_eq!(plan.first(None, 1_000.0), ms(5100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_plan_made_before_anything_was_learned_takes_up_what_is_learned_since() {
+        // A burst on a fresh engine: the application is made before any
+        // answer is known; the insurer's answers then come at 20-30 s.
+        let learned = AnswerTimes::new(256);
+        let created = Instant::now();
+        let mut plan = PollPlan::new(&PollConfig::default(), &learned, created);
+        assert_eq!(plan.first(None, 0.0), ms(250), "nothing learned yet");
+        assert_eq!(plan.next(created + ms(250), None, 0.0), ms(250));
+        for i in 0..100 {
+            learned.record(ms(20_000 + i * 100));
+        }
+        // Unchanged until it relearns: it would poll every second or so all
+        // minute, though no answer comes before 20 s.
+        assert!(plan.clone().next(created + ms(600), None, 0.0) <= ms(1000));
+        plan.relearn(&learned);
+        let now = created + ms(600);
+        let wait = plan.next(now, None, 0.0);
+        // The next poll comes at the 5th percentile of what is learned.
+        assert_eq!(now + wait, created + learned.percentile(0.05).unwrap());
+        // A plan that learned already keeps its own.
+        let other = AnswerTimes::new(256);
+        for _ in 0..100 {
+            other.record(ms(1_000));
+        }
+        let before = plan.next(created + ms(25_000), None, 0.0);
+        plan.relearn(&other);
+        assert_eq!(plan.next(created + ms(25_000), None, 0.0), before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_the_buyer_has_a_price_polls_hold_for_where_answers_are_likely() {
+        let learned = AnswerTimes::new(100);
+        for n in 1..=100 {
+            learned.record(ms(n * 100));
+        }
+        let created = Instant::now();
+        let deadline = created + ms(60_000);
+        let mut plan = PollPlan::new(&PollConfig::default(), &learned, created);
+        // Racing for the first price: the 5th percentile, nothing held.
+        assert_eq!(plan.first(None, 0.0), ms(600));
+        assert_eq!(plan.hold(created + ms(600), 0.0, deadline), ms(0));
+        // Priced: 32 times dearer, so the first poll moves up to the 80th
+        // percentile (the ceiling; 5 % x 32 is past it), and a poll planned
+        // before is held until then.
+        plan.priced(true);
+        assert_eq!(plan.first(None, 0.0), ms(8_000));
+        assert_eq!(plan.hold(created + ms(600), 0.0, deadline), ms(7_400));
+        assert_eq!(plan.hold(created + ms(9_000), 0.0, deadline), ms(0));
+        // Intervals stretch by sqrt(32).
+        let mut racing = PollPlan::new(&PollConfig::default(), &learned, created);
+        let calm = racing.next(created + ms(9_000), None, 0.0);
+        let dear = plan.next(created + ms(9_000), None, 0.0);
+        assert!(dear > calm.mul_f64(5.0), "{calm:?} -> {dear:?}");
+        // Never held past the last look before the deadline.
+        let near = created + ms(2_000);
+        assert_eq!(plan.hold(created + ms(1_000), 0.0, near), ms(750));
+        // Nothing learned, nothing held.
+        let unlearned = PollPlan::new(&PollConfig::default(), &AnswerTimes::new(8), created);
+        assert_eq!(unlearned.hold(created, 0.0, deadline), ms(0));
     }
 
     #[test]
