@@ -25,9 +25,19 @@
 //! every call begun in the measured window (POSTs, and polls of
 //! applications that timed out too) over the quotes.
 //!
+//! Two more tables put the load bench's fleet (seven insurers that quote,
+//! from fast to slow legacy: `FLEET`) behind one engine, cap 20 each, and
+//! record each request's first quote as the sink sees it: the burst (2 500
+//! requests in 10 s on an engine that has learned nothing) and the steady
+//! peak (Poisson arrivals at 2 500 / 65 s a second, a minute of warm-up,
+//! three measured). "Of possible" compares with an engine that applied at
+//! once and saw each answer the moment it was ready.
+//!
 //! `cargo bench -p osago-benches --bench poll_scheduler` prints markdown
 //! tables (docs/benchmarks.md holds the last ones). `-- 100 500` runs only
-//! those N, for the typical archetype.
+//! those N, for the typical archetype; `-- burst` and `-- steady` only those
+//! tables, and `name=value` arguments set the schedule's settings for them
+//! (`-- steady priced_price=8`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -221,6 +231,29 @@ fn a_quote(clock: &SimClock) -> Quote {
     }
 }
 
+/// The engine's defaults with `poll`, and only the concurrency cap (`cap`)
+/// limiting calls.
+fn engine_config(cap: usize, poll: PollConfig) -> EngineConfig {
+    let mut config = EngineConfig::default();
+    config.poll = poll;
+    config.resilience.quota.rate.rate_per_sec = 0.0;
+    config.resilience.concurrency.max_in_flight = cap;
+    config.resilience.breaker.slow_call = Duration::from_secs(3600);
+    config
+}
+
+/// A fresh request with a minute.
+fn a_request(clock: &SimClock) -> RequestEvent {
+    let now = clock.now();
+    RequestEvent {
+        event_id: EventId::random(),
+        request_id: RequestId::random(),
+        occurred_at: now,
+        deadline_at: now + chrono::Duration::seconds(60),
+        request: sample(),
+    }
+}
+
 /// Drops every event.
 #[derive(Debug)]
 struct NullSink;
@@ -297,12 +330,7 @@ fn setup(
         measure_from,
         measure_until,
     });
-    let mut config = EngineConfig::default();
-    config.poll = poll;
-    // Only the concurrency cap limits calls here.
-    config.resilience.quota.rate.rate_per_sec = 0.0;
-    config.resilience.concurrency.max_in_flight = cap;
-    config.resilience.breaker.slow_call = Duration::from_secs(3600);
+    let config = engine_config(cap, poll);
     let engine = Engine::builder()
         .insurer(InsurerId::new("sim").expect("id"), insurer.clone())
         .sink(Arc::new(NullSink))
@@ -408,11 +436,7 @@ async fn fleet(
         start,
         first: Mutex::default(),
     });
-    let mut config = EngineConfig::default();
-    config.poll = poll;
-    config.resilience.quota.rate.rate_per_sec = 0.0;
-    config.resilience.concurrency.max_in_flight = cap;
-    config.resilience.breaker.slow_call = Duration::from_secs(3600);
+    let config = engine_config(cap, poll);
     let mut builder = Engine::builder()
         .sink(sink.clone())
         .state_store(Arc::new(MemoryStateStore::new()))
@@ -451,14 +475,7 @@ async fn fleet(
         let engine = engine.clone();
         let clock = clock.clone();
         requests.spawn(async move {
-            let now = clock.now();
-            let event = RequestEvent {
-                event_id: EventId::random(),
-                request_id: RequestId::random(),
-                occurred_at: now,
-                deadline_at: now + chrono::Duration::seconds(60),
-                request: sample(),
-            };
+            let event = a_request(&clock);
             let began = Instant::now();
             let Ok(Started::Running(fan_out)) = engine.start(event.clone()).await else {
                 panic!("fresh request");
@@ -550,14 +567,7 @@ async fn simulate(archetype: Archetype, in_flight: usize, cap: usize, poll: Poll
         let stats = stats.clone();
         users.spawn(async move {
             while Instant::now() < end {
-                let now = clock.now();
-                let event = RequestEvent {
-                    event_id: EventId::random(),
-                    request_id: RequestId::random(),
-                    occurred_at: now,
-                    deadline_at: now + chrono::Duration::seconds(60),
-                    request: sample(),
-                };
+                let event = a_request(&clock);
                 let began = Instant::now();
                 let Ok(Started::Running(fan_out)) = engine.start(event).await else {
                     panic!("fresh request");
