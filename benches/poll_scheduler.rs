@@ -614,12 +614,12 @@ fn paused_runtime() -> tokio::runtime::Runtime {
 
 /// The burst table: the load bench's burst of 2 500 users on the fleet of
 /// simulated insurers, on an engine that has learned nothing yet.
-fn bursts(poll: PollConfig) {
-    let arrivals = (0..2500)
-        .map(|i| BURST.mul_f64(f64::from(i) / 2500.0))
+fn bursts(users: u32, poll: PollConfig) {
+    let arrivals = (0..users)
+        .map(|i| BURST.mul_f64(f64::from(i) / f64::from(users)))
         .collect();
     let everything = Duration::ZERO..Duration::from_secs(3600);
-    println!("Burst: 2 500 users in 10 s, cap 20 per insurer");
+    println!("Burst: {users} users in 10 s, cap 20 per insurer");
     print_fleet(paused_runtime().block_on(fleet(arrivals, everything, 20, poll)));
 }
 
@@ -663,7 +663,9 @@ fn main() {
         }
     }
     if argv.iter().any(|a| a == "burst") {
-        bursts(tuned);
+        // `-- burst 10000`: that many users.
+        let users = argv.iter().find_map(|a| a.parse().ok()).unwrap_or(2500);
+        bursts(users, tuned);
         return;
     }
     if argv.iter().any(|a| a == "steady") {
@@ -716,7 +718,9 @@ fn main() {
     }
     if args.is_empty() {
         println!();
-        bursts(PollConfig::default());
+        bursts(2500, PollConfig::default());
+        println!();
+        bursts(10_000, PollConfig::default());
         println!();
         fleet_steady(PollConfig::default());
     }

@@ -99,13 +99,24 @@ impl Inner {
                 // usual pace (the 90th percentile of its learned answer
                 // times), would still come before the deadline: a slow
                 // insurer's applications go ahead of polls that can wait.
+                // Still waiting for a slot once it is past due (or past
+                // half the minute), it is unlikely to be answered in time:
+                // it yields to the polls of applications already made, as
+                // under heavy overload finishing accepted work beats
+                // starting more.
                 let lead = self.answers[&job.insurer.id]
                     .percentile(0.9)
                     .unwrap_or_default();
+                let place = stagger(&key, guard.stagger);
                 let due = job.deadline.checked_sub(lead).unwrap_or(job.deadline);
-                let rank = due + stagger(&key, guard.stagger) - URGENT;
+                let late = job
+                    .deadline
+                    .checked_sub(lead.max(self.config.insurer_deadline / 2))
+                    .unwrap_or(job.deadline);
+                let ranks =
+                    Ranks::until(self.urgent(due + place, guard), late, job.deadline + place);
                 let created = guard
-                    .call_ranked(CallKind::Create, rank, job.deadline, create)
+                    .call_demoted(CallKind::Create, ranks, job.deadline, create)
                     .await;
                 match created {
                     Ok(application) => break application,
@@ -157,7 +168,7 @@ impl Inner {
             let rank = if priced {
                 poll_rank
             } else {
-                poll_rank - URGENT
+                self.urgent(poll_rank, guard)
             };
             let polled = guard
                 .call_ranked(CallKind::Poll, rank, job.deadline, poll)
@@ -226,6 +237,15 @@ impl Inner {
             .observe(f64::from(polls));
     }
 
+    /// `rank` moved into the first class of the slot queue (new
+    /// applications, and polls for buyers with no price yet): ahead of
+    /// every poll for a buyer who has one, as no two requests in flight
+    /// are further apart than the deadline plus the stagger.
+    fn urgent(&self, rank: Instant, guard: &Guard) -> Instant {
+        let ahead = self.config.insurer_deadline + guard.stagger + Duration::from_secs(1);
+        rank.checked_sub(ahead).unwrap_or(rank)
+    }
+
     /// The wait before retry `retry` after `err` (backoff honouring the
     /// insurer's hint, never past the deadline), counted in the retries
     /// metric; `None` when no retry fits.
@@ -270,10 +290,6 @@ impl Inner {
         }
     }
 }
-
-/// How far ahead of polls for requests already priced the urgent calls
-/// rank: new applications, and polls for requests with no price yet.
-const URGENT: Duration = Duration::from_secs(60);
 
 /// This application's stagger in the slot queue: a share of `spread` drawn
 /// from its Idempotency-Key (so from the request and the insurer: each

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::config::EngineConfig;
-use crate::guard::{CallError, CallKind, Guard};
+use crate::guard::{CallError, CallKind, Guard, Ranks};
 use crate::metrics::{EngineMetrics, InsurerLabel, OutcomeLabels};
 use crate::resilience::{AnswerTimes, Backoff, BackoffConfig, PollPlan};
 

@@ -274,6 +274,22 @@ impl Guard {
     where
         F: Future<Output = Result<T, InsurerError>>,
     {
+        self.call_demoted(kind, Ranks::fixed(rank), deadline, call)
+            .await
+    }
+
+    /// [`Guard::call_ranked`], with a rank that changes while the call
+    /// waits for a slot ([`Ranks`]).
+    pub async fn call_demoted<T, F>(
+        &self,
+        kind: CallKind,
+        ranks: Ranks,
+        deadline: Instant,
+        call: F,
+    ) -> Result<T, CallError>
+    where
+        F: Future<Output = Result<T, InsurerError>>,
+    {
         let waited = Instant::now();
         if let Err(err) = self.quota.admit(deadline).await {
             self.metrics
@@ -315,7 +331,17 @@ impl Guard {
         };
         // A slot that comes free only at the deadline is no slot: a call
         // begun then could not be answered in time.
-        let acquired = match self.limit.acquire_ranked(rank, deadline).await {
+        let waited = match ranks.demoted {
+            Some((at, _)) if at < deadline => {
+                match self.limit.acquire_ranked(ranks.rank, at).await {
+                    Ok(slot) => Ok(slot),
+                    // Still waiting at `at`: back in the queue, further down.
+                    Err(_) => self.limit.acquire_ranked(ranks.later(), deadline).await,
+                }
+            }
+            _ => self.limit.acquire_ranked(ranks.rank, deadline).await,
+        };
+        let acquired = match waited {
             Ok(slot) if Instant::now() < deadline => Ok(slot),
             Ok(_) => Err(()),
             Err(_) => Err(()),
@@ -386,5 +412,95 @@ impl InUse {
 impl Drop for InUse {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// Where a call waits for a slot: at `rank`, and, if still waiting at a
+/// given time, further down at another rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ranks {
+    /// The rank to wait at first.
+    pub rank: Instant,
+    /// From when (the first) the call waits at which rank (the second).
+    pub demoted: Option<(Instant, Instant)>,
+}
+
+impl Ranks {
+    /// One rank throughout.
+    pub fn fixed(rank: Instant) -> Self {
+        Self {
+            rank,
+            demoted: None,
+        }
+    }
+
+    /// `rank` until `at`, then `later`.
+    pub fn until(rank: Instant, at: Instant, later: Instant) -> Self {
+        Self {
+            rank,
+            demoted: Some((at, later)),
+        }
+    }
+
+    fn later(&self) -> Instant {
+        self.demoted.map_or(self.rank, |(_, later)| later)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_still_waiting_at_its_demotion_time_moves_down_the_queue() {
+        let mut config = ResilienceConfig::default();
+        config.concurrency.max_in_flight = 1;
+        config.quota.rate.rate_per_sec = 0.0;
+        let guard = Arc::new(Guard::new(
+            InsurerLabel {
+                insurer: "partner".into(),
+            },
+            &config,
+            EngineMetrics::default(),
+        ));
+        let start = Instant::now();
+        let at = move |secs: u64| start + Duration::from_secs(secs);
+        let order = Arc::new(StdMutex::new(Vec::new()));
+        // One call holds the only slot for 5 s.
+        let holder = {
+            let guard = guard.clone();
+            tokio::spawn(async move {
+                guard
+                    .call(CallKind::Poll, at(60), async {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        Ok::<_, InsurerError>(())
+                    })
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        let waiter = |name: &'static str, ranks: Ranks| {
+            let (guard, order) = (guard.clone(), order.clone());
+            tokio::spawn(async move {
+                guard
+                    .call_demoted(CallKind::Poll, ranks, at(60), async {
+                        order.lock().unwrap().push(name);
+                        Ok::<_, InsurerError>(())
+                    })
+                    .await
+            })
+        };
+        // First in line until 2 s, then behind a call ranked at 30 s.
+        let demoted = waiter("demoted", Ranks::until(at(1), at(2), at(40)));
+        tokio::task::yield_now().await;
+        let steady = waiter("steady", Ranks::fixed(at(30)));
+        // Not demoted before the slot came free: it keeps its place.
+        let kept = waiter("kept", Ranks::until(at(2), at(50), at(59)));
+        for task in [holder, demoted, steady, kept] {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["kept", "steady", "demoted"]);
     }
 }

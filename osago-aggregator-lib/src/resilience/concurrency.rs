@@ -24,12 +24,14 @@ use tokio::time::Instant;
 pub struct ConcurrencyConfig {
     /// The most calls in flight to one insurer (0 reads as 1). Default 20.
     pub max_in_flight: usize,
-    /// How far new applications are shuffled when they queue for slots:
-    /// an application's place is its deadline plus a stagger drawn from
-    /// its (request, insurer) in `0..stagger`, different at every insurer,
-    /// so in a burst each insurer serves the requests in its own order and
-    /// every user gets a first price early, while polls (finishing accepted
-    /// work) keep their deadline order. Zero: deadline order. Default 30 s.
+    /// How far applications are shuffled when their calls queue for
+    /// slots: an application's place is its deadline plus a stagger drawn
+    /// from its (request, insurer) in `0..stagger`, different at every
+    /// insurer, so in a burst each insurer serves the requests in its own
+    /// order and every user gets a first price early. (The engine queues
+    /// in two classes: new applications and polls for buyers with no
+    /// price yet, then polls for buyers who have one.) Zero: deadline
+    /// order. Default 30 s.
     pub stagger: std::time::Duration,
 }
 
