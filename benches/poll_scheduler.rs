@@ -82,8 +82,6 @@ struct Stats {
     timeouts: u32,
     /// Calls begun in the measured window.
     calls: u64,
-    /// When each application was made (burst).
-    created: Vec<Instant>,
 }
 
 /// When the simulated insurer's quotes are ready.
@@ -154,7 +152,6 @@ impl InsurerClient for SimInsurer {
     ) -> Result<Application, InsurerError> {
         self.count_call();
         self.latency().await;
-        self.stats.lock().unwrap().created.push(Instant::now());
         let secs = {
             let mut rng = self.rng.lock().unwrap();
             if rng.random::<f64>() < self.never {
@@ -408,9 +405,8 @@ impl QuoteSink for FirstQuote {
 }
 
 struct FleetRow {
-    /// Per insurer: name, quotes, possible, calls per quote, applications
-    /// made p50 after the request.
-    insurers: Vec<(&'static str, usize, f64, f64, Duration)>,
+    /// Per insurer: name, quotes, possible, calls per quote.
+    insurers: Vec<(&'static str, usize, f64, f64)>,
     /// Request -> its first quote, p50 and p99 (a request with none counts
     /// as the full minute), over the requests measured.
     first_p50: Duration,
@@ -498,19 +494,11 @@ async fn fleet(
         .iter()
         .map(|(archetype, stats)| {
             let stats = stats.lock().unwrap();
-            let mut created: Vec<Duration> = stats
-                .created
-                .iter()
-                .filter(|c| **c >= from && **c < until)
-                .map(|c| *c - start)
-                .collect();
-            created.sort();
             (
                 archetype.name,
                 stats.quotes.len(),
                 measured_requests as f64 * archetype.ready_within(60.0),
                 stats.calls as f64 / stats.quotes.len().max(1) as f64,
-                percentile(&created, 0.5),
             )
         })
         .collect();
@@ -531,7 +519,7 @@ fn print_fleet(row: FleetRow) {
     println!("| insurer | quotes | of possible | calls per quote |");
     println!("|---|---:|---:|---:|");
     let (mut quotes, mut possible, mut calls) = (0, 0.0, 0.0);
-    for (name, q, p, cpq, _) in row.insurers {
+    for (name, q, p, cpq) in row.insurers {
         quotes += q;
         possible += p;
         calls += cpq * q as f64;
