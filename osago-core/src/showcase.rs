@@ -163,10 +163,21 @@ impl Tally {
 }
 
 /// Whether rows are the complete, final state of a fan-out: every insurer
-/// the request went to is known and final.
-pub fn is_complete(rows: &[OfferRow]) -> bool {
-    let Some(total) = rows.iter().map(|r| r.insurers_total).max() else {
+/// the request went to is known and final. Takes any re-iterable view of
+/// the rows (a slice, a map's values), one row per insurer.
+pub fn is_complete<'a, I>(rows: I) -> bool
+where
+    I: IntoIterator<Item = &'a OfferRow> + Clone,
+{
+    let Some(total) = rows.clone().into_iter().map(|r| r.insurers_total).max() else {
         return false;
     };
-    rows.len() >= usize::from(total) && rows.iter().all(OfferRow::is_final)
+    let mut known = 0usize;
+    for row in rows {
+        if !row.is_final() {
+            return false;
+        }
+        known += 1;
+    }
+    known >= usize::from(total)
 }

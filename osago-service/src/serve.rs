@@ -379,26 +379,32 @@ pub async fn serve_edge<H, F, B>(
         let seen = requested.clone();
         let service = service_fn(move |req| {
             seen.store(true, Ordering::Relaxed);
-            handler(peer, req)
+            // Boxed: hyper keeps the box it holds a request's future in for
+            // the connection's life, sized to that future (2.6 KiB of
+            // routing and handler state per open event stream); a pointer
+            // keeps it to 8 bytes and frees the future with its response.
+            Box::pin(handler(peer, req))
         });
         let io = Watched {
             socket,
             activity: activity.clone(),
         };
         let connection = builder.serve_connection(TokioIo::new(io), service);
-        let connection = graceful.watch(connection.into_owned());
-        let limits = limits.clone();
-        tokio::spawn(async move {
+        // Boxed before the task takes it: pinned inside, it took a second
+        // slot of the task's state beside the one it was moved in by
+        // (3.9 KiB per connection, now 1.7 KiB and a small task).
+        let mut connection = Box::pin(graceful.watch(connection.into_owned()));
+        let (header_read_timeout, idle_timeout) = (limits.header_read_timeout, limits.idle_timeout);
+        let task = async move {
             let _held = (permit, slot);
-            tokio::pin!(connection);
             // The first request's head must arrive within the header-read
             // timeout: hyper's own timer starts only once it knows the
             // protocol, which waits for the client's first bytes.
-            let first_head = tokio::time::sleep(limits.header_read_timeout);
+            let first_head = tokio::time::sleep(header_read_timeout);
             tokio::pin!(first_head);
             let mut first_seen = false;
             loop {
-                let idle_at = activity.last() + limits.idle_timeout;
+                let idle_at = activity.last() + idle_timeout;
                 tokio::select! {
                     ended = &mut connection => {
                         if let Err(err) = ended {
@@ -415,14 +421,15 @@ pub async fn serve_edge<H, F, B>(
                         }
                     }
                     _ = tokio::time::sleep_until(idle_at) => {
-                        if activity.last() + limits.idle_timeout <= tokio::time::Instant::now() {
+                        if activity.last() + idle_timeout <= tokio::time::Instant::now() {
                             tracing::debug!(%peer, "connection idle past the idle timeout; closed");
                             return;
                         }
                     }
                 }
             }
-        });
+        };
+        tokio::spawn(task);
     }
     drop(listener);
     draining();

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +19,8 @@ use osago_core::showcase::{is_complete, OfferRow, OfferStatus, Tally};
 use osago_core::{Clock, InsurerId, RequestId};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::hub::{HubSubscription, Live};
 use crate::metrics::{EventLabel, Metrics};
@@ -81,7 +82,11 @@ pub struct StreamState {
     subscription: HubSubscription,
     metrics: Metrics,
     clock: Arc<dyn Clock>,
-    shutdown: CancellationToken,
+    /// Fires at shutdown. Kept, like `deadline_timer`, for the stream's
+    /// life: made on every wait, the two were registered and withdrawn
+    /// under shared locks (the token's, the timer wheel's) by every
+    /// stream at every event.
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Latest row per insurer (snapshot, then live).
     rows: BTreeMap<InsurerId, OfferRow>,
     /// What the client has been sent.
@@ -91,6 +96,8 @@ pub struct StreamState {
     queue: std::collections::VecDeque<Queued>,
     heartbeat: Interval,
     deadline: Instant,
+    /// Fires at `deadline`.
+    deadline_timer: Pin<Box<Sleep>>,
     retry: Duration,
     phase: Phase,
     /// When the request was accepted.
@@ -165,6 +172,7 @@ impl StreamState {
         let until_deadline = (params.deadline_at - clock.now())
             .to_std()
             .unwrap_or(Duration::ZERO);
+        let deadline = Instant::now() + until_deadline + params.grace;
         let mut heartbeat =
             tokio::time::interval_at(Instant::now() + params.heartbeat, params.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -175,12 +183,13 @@ impl StreamState {
             subscription,
             metrics,
             clock,
-            shutdown,
+            cancelled: Box::pin(shutdown.cancelled_owned()),
             rows: BTreeMap::new(),
             cursor: params.cursor,
             queue: Default::default(),
             heartbeat,
-            deadline: Instant::now() + until_deadline + params.grace,
+            deadline,
+            deadline_timer: Box::pin(tokio::time::sleep_until(deadline)),
             retry: params.retry,
             phase: Phase::Start,
             created_at: params.created_at,
@@ -229,8 +238,7 @@ impl StreamState {
     }
 
     fn complete(&self) -> bool {
-        let rows: Vec<OfferRow> = self.rows.values().cloned().collect();
-        is_complete(&rows)
+        is_complete(self.rows.values())
     }
 
     fn closing(&mut self, name: &'static str) -> Bytes {
@@ -334,7 +342,7 @@ impl StreamState {
                     let at = self.clock.now();
                     return Some(self.frame("heartbeat", None, &serde_json::json!({ "at": at })));
                 }
-                _ = tokio::time::sleep_until(self.deadline) => {
+                _ = self.deadline_timer.as_mut() => {
                     // Last look at the read model: an event may have been
                     // applied while this pod's live feed lagged.
                     if let Ok(rows) = self.read_model.rows(&self.request_id).await {
@@ -344,11 +352,12 @@ impl StreamState {
                     }
                     if !self.queue.is_empty() || self.complete() {
                         self.deadline = Instant::now() + Duration::from_secs(3600);
+                        self.deadline_timer.as_mut().reset(self.deadline);
                         continue;
                     }
                     return Some(self.closing("timeout"));
                 }
-                _ = self.shutdown.cancelled() => {
+                _ = self.cancelled.as_mut() => {
                     // The client reconnects (to another pod) with Last-Event-ID.
                     self.phase = Phase::Ended;
                     return Some(Bytes::from(format!("retry: {}\n\n", self.retry.as_millis())));
