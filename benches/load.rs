@@ -68,6 +68,9 @@ struct Opts {
     steady: bool,
     /// core-app's `--admission-rate` (real mode; the overload table).
     admission_rate: Option<f64>,
+    /// sse mode: also measure core-app with a runtime of this many worker
+    /// threads (`TOKIO_WORKER_THREADS`), as nginx runs one worker.
+    server_threads: Option<usize>,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
@@ -85,6 +88,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         command: String::new(),
         steady: false,
         admission_rate: None,
+        server_threads: None,
     };
     let mut shown = Vec::new();
     let mut mode = None;
@@ -111,6 +115,16 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
                         .ok_or("--admission-rate: a positive number")?,
                 );
                 shown.push(format!("--admission-rate {v}"));
+            }
+            "--server-threads" => {
+                let v = value("--server-threads")?;
+                opts.server_threads = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|t: &usize| *t > 0)
+                        .ok_or("--server-threads: a positive number")?,
+                );
+                shown.push(format!("--server-threads {v}"));
             }
             "--cores" => {
                 let v = value("--cores")?;
@@ -245,7 +259,7 @@ fn main() {
             Mode::Sse => {
                 let mut rows = Vec::new();
                 for &(n, _) in &opts.levels {
-                    for row in sse(n, opts.events).await {
+                    for row in sse(n, opts.events, opts.server_threads).await {
                         println!("{}", row.markdown());
                         rows.push(row);
                     }
@@ -996,7 +1010,7 @@ async fn real(users: usize, cores: usize, opts: &Opts) -> LoadRow {
 /// One server's figures in the SSE comparison.
 #[derive(Debug)]
 struct SseRow {
-    server: &'static str,
+    server: String,
     subscribers: usize,
     report: FanoutReport,
     kib_per_subscriber: f64,
@@ -1110,8 +1124,11 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// server, hub and SSE code on the in-memory bus, one request watched by
 /// every subscriber, events published on the bus as the aggregator would),
 /// then nginx + nchan (one channel, events published over HTTP).
-async fn sse(n: usize, events: usize) -> Vec<SseRow> {
-    let mut rows = vec![sse_ours(n, events).await];
+async fn sse(n: usize, events: usize, server_threads: Option<usize>) -> Vec<SseRow> {
+    let mut rows = vec![sse_ours(n, events, None).await];
+    if let Some(threads) = server_threads {
+        rows.push(sse_ours(n, events, Some(threads)).await);
+    }
     match nchan_setup() {
         Ok(setup) => rows.push(sse_nchan(n, events, setup).await),
         Err(problem) => eprintln!("load bench: nchan skipped: {problem}"),
@@ -1119,10 +1136,15 @@ async fn sse(n: usize, events: usize) -> Vec<SseRow> {
     rows
 }
 
-async fn sse_ours(n: usize, events: usize) -> SseRow {
+async fn sse_ours(n: usize, events: usize, threads: Option<usize>) -> SseRow {
     let port = free_port();
     let exe = std::env::current_exe().expect("own path");
-    let mut server = Command::new(exe)
+    let mut server = Command::new(exe);
+    if let Some(threads) = threads {
+        // tokio's runtime reads it for its worker count.
+        server.env("TOKIO_WORKER_THREADS", threads.to_string());
+    }
+    let mut server = server
         .args(["__sse-server", &port.to_string()])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::piped())
@@ -1172,7 +1194,11 @@ async fn sse_ours(n: usize, events: usize) -> SseRow {
     .await;
     let _ = server.kill().await;
     SseRow {
-        server: "core-app (ours)",
+        server: match threads {
+            Some(1) => "core-app (ours), 1 worker thread".to_owned(),
+            Some(t) => format!("core-app (ours), {t} worker threads"),
+            None => "core-app (ours)".to_owned(),
+        },
         subscribers: n,
         ..result
     }
@@ -1197,7 +1223,7 @@ async fn fan_out(
     publish(events).await;
     let report = reports(children).await;
     SseRow {
-        server: "",
+        server: String::new(),
         subscribers: n,
         kib_per_subscriber: after.saturating_sub(before) as f64 / open.max(1) as f64,
         cpu_seconds: watched.usage().2,
@@ -1312,7 +1338,7 @@ http {{
         .status();
     let _ = tokio::time::timeout(Duration::from_secs(10), nginx.wait()).await;
     SseRow {
-        server: "nginx + nchan",
+        server: "nginx + nchan".to_owned(),
         subscribers: n,
         ..result
     }

@@ -15,7 +15,8 @@
 # 50ms..200ms), --deadline D (default 60s), --kafka-fetch-wait D
 # (real mode; default 10ms, the services' default), --admission-rate R (real
 # mode: core-app's --admission-rate; writes the overload table), --events M
-# (sse; default 20), --no-write.
+# (sse; default 20), --server-threads T (sse: one more core-app row, its
+# runtime on T worker threads, as nginx runs one worker), --no-write.
 # Builds the release binaries first and raises the open-file limit as far
 # as the hard limit allows (the generator keeps each process under 15 000
 # connections and connects from 127.0.0.1..8).
