@@ -95,8 +95,8 @@ pub struct StreamState {
     /// it (none for rows from the read model).
     queue: std::collections::VecDeque<Queued>,
     heartbeat: Interval,
-    deadline: Instant,
-    /// Fires at `deadline`.
+    /// Fires at the deadline (with its grace); its `deadline()` is the
+    /// one the stream keeps.
     deadline_timer: Pin<Box<Sleep>>,
     retry: Duration,
     phase: Phase,
@@ -188,7 +188,6 @@ impl StreamState {
             cursor: params.cursor,
             queue: Default::default(),
             heartbeat,
-            deadline,
             deadline_timer: Box::pin(tokio::time::sleep_until(deadline)),
             retry: params.retry,
             phase: Phase::Start,
@@ -234,7 +233,8 @@ impl StreamState {
     /// the deadline (with its grace) has passed. Such a reconnect is
     /// answered 204, which stops an EventSource for good.
     pub fn nothing_left(&self) -> bool {
-        self.queue.is_empty() && (self.complete() || Instant::now() >= self.deadline)
+        self.queue.is_empty()
+            && (self.complete() || Instant::now() >= self.deadline_timer.deadline())
     }
 
     fn complete(&self) -> bool {
@@ -351,8 +351,9 @@ impl StreamState {
                         }
                     }
                     if !self.queue.is_empty() || self.complete() {
-                        self.deadline = Instant::now() + Duration::from_secs(3600);
-                        self.deadline_timer.as_mut().reset(self.deadline);
+                        self.deadline_timer
+                            .as_mut()
+                            .reset(Instant::now() + Duration::from_secs(3600));
                         continue;
                     }
                     return Some(self.closing("timeout"));
