@@ -134,6 +134,9 @@ async fn driver() -> Driver {
     let port = osago_testkit::free_port();
     let process = tokio::process::Command::new(chromedriver())
         .arg(format!("--port={port}"))
+        // The browser's own calendar is a day off Moscow's, as a buyer's
+        // in Kaliningrad late in the evening, or one abroad, is.
+        .env("TZ", zone_off_moscows_date())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -163,6 +166,27 @@ async fn driver() -> Driver {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("chromedriver did not take a session on port {port}");
+}
+
+/// A time zone whose date differs from Moscow's right now: 15 hours
+/// behind (UTC-12) before 14:00 Moscow time, 11 hours ahead (UTC+14)
+/// after, an hour's margin either way. A page that counts "tomorrow" by
+/// the browser's calendar offers a start date the server refuses or one
+/// later than it must.
+fn zone_off_moscows_date() -> &'static str {
+    use osago_core::clock::{Clock, SystemClock};
+    let moscow_hour = (SystemClock.now()
+        + chrono::Duration::hours(osago_core::clock::MOSCOW_UTC_OFFSET_HOURS))
+    .format("%H")
+    .to_string()
+    .parse::<u32>()
+    .unwrap();
+    // POSIX signs are inverted: Etc/GMT+12 is UTC-12.
+    if moscow_hour < 14 {
+        "Etc/GMT+12"
+    } else {
+        "Etc/GMT-14"
+    }
 }
 
 /// Clicks the element `css` selects.
@@ -251,6 +275,28 @@ async fn a_buyer_sees_the_lawful_range_first_and_an_honest_best_price() {
         "{suggested:?}"
     );
     region.select_by_value("77").await.unwrap();
+    // The earliest start date is tomorrow by Moscow's calendar, which the
+    // server counts in, though the browser's own calendar is a day off it.
+    let dates = client
+        .execute(
+            "const d = new Date(); d.setDate(d.getDate() + 1);
+             const local = `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
+             const start = document.querySelector('#f-start');
+             return [start.min, start.value, local];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let moscow_tomorrow = {
+        use osago_core::clock::{Clock, SystemClock};
+        (SystemClock.today() + chrono::Duration::days(1)).to_string()
+    };
+    assert_ne!(
+        dates[2], moscow_tomorrow,
+        "the browser's calendar agrees with Moscow's: the check below proves nothing"
+    );
+    assert_eq!(dates[0], moscow_tomorrow, "{dates}");
+    assert_eq!(dates[1], moscow_tomorrow, "{dates}");
     // «The first driver is the owner»: the driver's name follows the owner's.
     let driver_name = client
         .find(Locator::Css("fieldset.driver input[data-rel='full_name']"))

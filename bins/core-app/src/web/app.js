@@ -77,8 +77,15 @@ function plural(n, one, few, many) {
   const w = m10 === 1 && m100 !== 11 ? one : m10 >= 2 && m10 <= 4 && (m100 < 12 || m100 > 14) ? few : many;
   return `${n} ${w}`;
 }
-const isoDate = d => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
-function tomorrow() { const d = new Date(); d.setDate(d.getDate() + 1); return isoDate(d); }
+// Tomorrow by the Moscow calendar (UTC+3 all year), the date the server
+// counts start dates in: a buyer west of Moscow late in the evening, or a
+// browser on UTC after 21:00, is already a day behind it, and its own
+// "tomorrow" would be refused as today.
+const MOSCOW_OFFSET_MS = 3 * 3600 * 1000;
+function tomorrow() {
+  const d = new Date(Date.now() + MOSCOW_OFFSET_MS + 24 * 3600 * 1000);
+  return `${d.getUTCFullYear()}-${String(d.getUTCMonth() + 1).padStart(2, '0')}-${String(d.getUTCDate()).padStart(2, '0')}`;
+}
 function formatWhen(iso) {
   const d = new Date(iso);
   if (isNaN(d)) return '';
