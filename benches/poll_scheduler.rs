@@ -37,7 +37,7 @@
 //! tables (docs/benchmarks.md holds the last ones). `-- 100 500` runs only
 //! those N, for the typical archetype; `-- burst` and `-- steady` only those
 //! tables, and `name=value` arguments set the schedule's settings for them
-//! (`-- steady priced_price=8`).
+//! (`-- steady priced_price=8`, `-- steady racers=0`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -647,6 +647,7 @@ fn main() {
             "relative_after" => tuned.relative_after = Duration::from_secs_f64(v),
             "priced_price" => tuned.priced_price = v,
             "priced_ceiling" => tuned.priced_ceiling = v,
+            "racers" => tuned.racers = v as usize,
             other => panic!("unknown setting {other}"),
         }
     }

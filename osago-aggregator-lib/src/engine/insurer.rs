@@ -42,8 +42,76 @@ pub(super) struct Job {
     pub(super) insurers_total: u16,
     /// Progress recorded by a pod that left the request, when resuming.
     pub(super) resume: Option<InsurerProgress>,
-    /// Some insurer has quoted the request (on this pod).
-    pub(super) priced: Arc<AtomicBool>,
+    /// The request's race for its first price (on this pod).
+    pub(super) race: Arc<Race>,
+    /// This insurer races for the first price (the quickest few do).
+    pub(super) racer: bool,
+}
+
+/// A request's race for its first price, shared by its insurer tasks.
+#[derive(Debug, Default)]
+pub(super) struct Race {
+    /// Some insurer has quoted the request.
+    priced: AtomicBool,
+    /// Racers still waiting for their answer.
+    racers_left: AtomicUsize,
+    /// Wakes the insurers not racing when the last racer answers without
+    /// a price: they race from then on.
+    lost: tokio::sync::Notify,
+}
+
+impl Race {
+    /// A race run by `racers` insurers.
+    pub(super) fn new(racers: usize) -> Self {
+        Self {
+            priced: AtomicBool::new(false),
+            racers_left: AtomicUsize::new(racers),
+            lost: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Whether a poll by a racer (or not) is for a buyer who has a price,
+    /// or will have one from a racer: the buyer has a price, or, for an
+    /// insurer not racing, a racer is still in the race.
+    pub(super) fn settled(&self, racer: bool) -> bool {
+        self.priced.load(Ordering::SeqCst)
+            || (!racer && self.racers_left.load(Ordering::SeqCst) > 0)
+    }
+
+    /// The buyer has a price.
+    pub(super) fn quoted(&self) {
+        self.priced.store(true, Ordering::SeqCst);
+    }
+
+    /// A racer has its final answer (a quote or not): once none is left
+    /// and the buyer has no price, every insurer races.
+    pub(super) fn racer_done(&self) {
+        if self.racers_left.fetch_sub(1, Ordering::SeqCst) == 1
+            && !self.priced.load(Ordering::SeqCst)
+        {
+            self.lost.notify_waiters();
+        }
+    }
+
+    /// Sleeps `duration`; an insurer not racing, waiting on the racers,
+    /// wakes early should the last of them answer without a price.
+    pub(super) async fn sleep(&self, racer: bool, duration: Duration) {
+        let lost = self.lost.notified();
+        tokio::pin!(lost);
+        // Registered before the check: a wake after it is not missed.
+        lost.as_mut().enable();
+        let waits_on_racers = !racer
+            && !self.priced.load(Ordering::SeqCst)
+            && self.racers_left.load(Ordering::SeqCst) > 0;
+        if waits_on_racers {
+            tokio::select! {
+                () = tokio::time::sleep(duration) => {}
+                () = lost => {}
+            }
+        } else {
+            tokio::time::sleep(duration).await;
+        }
+    }
 }
 
 impl Inner {
@@ -63,6 +131,9 @@ impl Inner {
                 "no answer before the deadline",
             )),
         };
+        if job.racer {
+            job.race.racer_done();
+        }
         let outcome = self.finish(&job, result, calls, 2).await;
         in_flight.dec();
         self.metrics
@@ -143,21 +214,27 @@ impl Inner {
         let mut plan = PollPlan::new(&self.config.poll, answers, created_at);
         // Its polls keep the application's place in this insurer's order.
         let poll_rank = job.deadline + stagger(&key, guard.stagger);
-        plan.priced(job.priced.load(Ordering::Relaxed));
+        plan.priced(job.race.settled(job.racer));
         let mut wait = plan.first(application.retry_after, guard.pressure());
         let mut failed_polls = 0;
         let mut polls_made = 0u32;
         loop {
-            tokio::time::sleep(plan.fit(wait, Instant::now(), job.deadline)).await;
+            job.race
+                .sleep(job.racer, plan.fit(wait, Instant::now(), job.deadline))
+                .await;
             plan.relearn(answers);
-            let priced = job.priced.load(Ordering::Relaxed);
-            plan.priced(priced);
             // Planned before the buyer had a price (or before polls got
-            // dear): wait for where this insurer's answers are likely.
-            let hold = plan.hold(Instant::now(), guard.pressure(), job.deadline);
-            if !hold.is_zero() {
-                tokio::time::sleep(hold).await;
-            }
+            // dear): wait for where this insurer's answers are likely; the
+            // race lost meanwhile, for where they begin.
+            let priced = loop {
+                let priced = job.race.settled(job.racer);
+                plan.priced(priced);
+                let hold = plan.hold(Instant::now(), guard.pressure(), job.deadline);
+                if hold.is_zero() {
+                    break priced;
+                }
+                job.race.sleep(job.racer, hold).await;
+            };
             let poll = calls.counted(async {
                 polls.inc();
                 client.poll_quote(&application.id).await
@@ -180,7 +257,7 @@ impl Inner {
                 }
                 Ok(answer) => {
                     if matches!(answer, PollOutcome::Quoted(_)) {
-                        job.priced.store(true, Ordering::Relaxed);
+                        job.race.quoted();
                     }
                     self.learn(job, &label, created_at, created_wall, &answer, polls_made);
                     return Ok(answer);
@@ -223,7 +300,8 @@ impl Inner {
         let answer_time = ready_at
             .and_then(|ready| (ready - created_wall).to_std().ok())
             .unwrap_or_else(|| created_at.elapsed());
-        self.answers[&job.insurer.id].record(answer_time);
+        self.answers[&job.insurer.id]
+            .record_answer(answer_time, matches!(answer, PollOutcome::Quoted(_)));
         if let Some(ready) = ready_at {
             let lag = (self.clock.now() - ready).to_std().unwrap_or_default();
             self.metrics

@@ -25,13 +25,13 @@ use std::sync::Mutex;
 use crate::config::EngineConfig;
 use crate::guard::{CallError, CallKind, Guard, Ranks};
 use crate::metrics::{EngineMetrics, InsurerLabel, OutcomeLabels};
-use crate::resilience::{AnswerTimes, Backoff, BackoffConfig, PollPlan};
+use crate::resilience::{racers, AnswerTimes, Backoff, BackoffConfig, PollPlan, RaceRank};
 
 mod events;
 mod insurer;
 mod lease;
 
-use insurer::{Calls, Job};
+use insurer::{Calls, Job, Race};
 
 /// One insurer the engine asks.
 #[derive(Debug, Clone)]
@@ -316,25 +316,46 @@ impl Engine {
             done: Vec::new(),
         };
         let request = Arc::new(event.request);
-        let priced = Arc::new(AtomicBool::new(false));
-        let jobs: Vec<Job> = inner
+        // Which insurers race for the first price: the quickest few.
+        let ranks: Vec<RaceRank> = inner
             .insurers
             .iter()
-            .filter_map(|insurer| {
+            .map(|insurer| {
+                if inner.guards[&insurer.id].pressure() >= BUSY_PRESSURE {
+                    RaceRank::Busy
+                } else {
+                    inner.answers[&insurer.id].race_rank()
+                }
+            })
+            .collect();
+        let racing = racers(&ranks, inner.config.poll.racers);
+        let jobs: Vec<(Insurer, Option<InsurerProgress>, bool)> = inner
+            .insurers
+            .iter()
+            .zip(racing)
+            .filter_map(|(insurer, racer)| {
                 let resume = progress.remove(&insurer.id);
                 if resume.as_ref().is_some_and(|p| p.finished) {
                     return None;
                 }
-                Some(Job {
-                    request_id,
-                    insurer: insurer.clone(),
-                    request: request.clone(),
-                    deadline_at: event.deadline_at,
-                    deadline,
-                    insurers_total,
-                    resume,
-                    priced: priced.clone(),
-                })
+                Some((insurer.clone(), resume, racer))
+            })
+            .collect();
+        let race = Arc::new(Race::new(
+            jobs.iter().filter(|(_, _, racer)| *racer).count(),
+        ));
+        let jobs: Vec<Job> = jobs
+            .into_iter()
+            .map(|(insurer, resume, racer)| Job {
+                request_id,
+                insurer,
+                request: request.clone(),
+                deadline_at: event.deadline_at,
+                deadline,
+                insurers_total,
+                resume,
+                race: race.clone(),
+                racer,
             })
             .collect();
         let done = Arc::new(Completion {
@@ -420,6 +441,10 @@ impl Engine {
         Ok(fan_out)
     }
 }
+
+/// An insurer with this many calls waiting per slot of its cap is busy: it
+/// races for every request's first price (`RaceRank::Busy`).
+const BUSY_PRESSURE: f64 = 1.0;
 
 /// How long a request's event is kept past its deadline for a pod resuming it.
 const KEEP_AFTER_DEADLINE: Duration = Duration::from_secs(300);

@@ -1434,6 +1434,60 @@ async fn once_the_buyer_has_a_price_the_other_insurers_poll_where_their_answers_
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn only_the_quickest_insurer_races_while_it_waits_and_the_others_take_over_when_it_fails() {
+    // `fast` answers in 0.5 s, but the 21st application takes 6 s.
+    let mut fast_times = vec![Duration::from_millis(500); 20];
+    fast_times.push(Duration::from_secs(6));
+    // `slow`'s answers spread over 2..11 s; the 21st comes at 2 s.
+    let slow_times: Vec<Duration> = (2..12).map(Duration::from_secs).collect();
+    // Polls `slow` makes for one request after 20 that taught both
+    // insurers, with `racers` and `fast` declining or not.
+    let first_poll = |racers: usize, fast_declines: bool| {
+        let fast_times = fast_times.clone();
+        let slow_times = slow_times.clone();
+        async move {
+            let fast = Cycling::new(fast_times);
+            let slow = Cycling::new(slow_times);
+            let mut config = EngineConfig::default();
+            config.poll.racers = racers;
+            let h = harness_many(vec![("fast", fast.clone()), ("slow", slow.clone())], config);
+            for _ in 0..20 {
+                run(&h, request_event(chrono::Duration::seconds(60))).await;
+            }
+            fast.declining.store(fast_declines, Ordering::SeqCst);
+            let start = Instant::now();
+            let outcomes = run(&h, request_event(chrono::Duration::seconds(60))).await;
+            let slow_outcome = outcomes
+                .iter()
+                .find(|o| o.insurer_id.as_str() == "slow")
+                .unwrap();
+            assert_eq!(slow_outcome.outcome, "quoted", "{outcomes:?}");
+            let polls: Vec<Duration> = slow
+                .polls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|at| **at > start)
+                .map(|at| *at - start)
+                .collect();
+            polls[0]
+        }
+    };
+    // Everyone races: `slow` polls from its 5th percentile, 2 s, while
+    // the buyer has no price.
+    let all_race = first_poll(0, false).await;
+    assert!(all_race < Duration::from_secs(3), "{all_race:?}");
+    // Only `fast` races: while it waits for its answer (6 s this time),
+    // `slow` polls as if the buyer had a price, where most of its answers
+    // are (the 80th percentile, past 8 s), and one poll finds the quote.
+    let one_races = first_poll(1, false).await;
+    assert!(one_races >= Duration::from_secs(8), "{one_races:?}");
+    // `fast` declines at once: `slow` is woken and races from then on.
+    let taken_over = first_poll(1, true).await;
+    assert!(taken_over < Duration::from_secs(3), "{taken_over:?}");
+}
+
 /// Every call takes 1 s; quotes never come. Records (call, idempotency key).
 #[derive(Debug, Default)]
 struct SlowPartner {

@@ -45,6 +45,16 @@
 //!   price on the lag-minimising schedule. In the slot queue too the
 //!   engine serves new applications and polls for buyers with no price
 //!   before polls for buyers who have one.
+//! - **Only the quickest insurers race** (`racers`, 2 by default): the two
+//!   whose learned median answer time is lowest, among those that quote at
+//!   least half the applications they answer, poll on the lag-minimising
+//!   schedule; the others poll as if the buyer had a price from the start,
+//!   for as long as a racer is still waiting for its answer. Should every
+//!   racer answer without a quote (a decline, an error, the deadline), the
+//!   others race from then on. An insurer with too few answers to rank
+//!   always races, and so does one whose calls queue for its slots (a
+//!   burst), so that each buyer gets a first price from whichever insurer
+//!   takes them early in its order.
 //! - A plan made **before anything was learned** (the first seconds after a
 //!   start, a burst) takes up what is learned since ([`PollPlan::relearn`]).
 //! - A **Retry-After** from the insurer is always honoured: the next poll is
@@ -111,6 +121,13 @@ pub struct PollConfig {
     /// moves to once the buyer has a price (0.5, the median, before).
     /// Default 0.8.
     pub priced_ceiling: f64,
+    /// How many insurers race for a request's first price: the quickest
+    /// by learned median answer time among those that quote at least half
+    /// the time; the others poll as if the buyer had a price while a racer
+    /// still waits for its answer. An insurer with too few answers known,
+    /// or whose calls queue for its slots, races too. 0: every insurer
+    /// races. Default 2.
+    pub racers: usize,
 }
 
 impl Default for PollConfig {
@@ -129,6 +146,7 @@ impl Default for PollConfig {
             relative_after: Duration::from_secs(8),
             priced_price: 32.0,
             priced_ceiling: 0.8,
+            racers: 2,
         }
     }
 }
@@ -154,6 +172,9 @@ pub struct AnswerTimes {
 #[derive(Debug)]
 struct Samples {
     recent: VecDeque<Duration>,
+    /// Whether each of `recent` was a quote (rather than a decline or
+    /// another final answer).
+    quoted: VecDeque<bool>,
     /// `recent`, sorted, as of `stale` records ago.
     sorted: Arc<Vec<Duration>>,
     stale: usize,
@@ -168,6 +189,7 @@ impl AnswerTimes {
         Self {
             state: Mutex::new(Samples {
                 recent: VecDeque::with_capacity(capacity.max(1)),
+                quoted: VecDeque::with_capacity(capacity.max(1)),
                 sorted: Arc::default(),
                 stale: 0,
             }),
@@ -175,14 +197,41 @@ impl AnswerTimes {
         }
     }
 
-    /// Remembers one answer time, forgetting the oldest beyond capacity.
+    /// Remembers the answer time of one quote, forgetting the oldest
+    /// answer beyond capacity.
     pub fn record(&self, answer_time: Duration) {
+        self.record_answer(answer_time, true);
+    }
+
+    /// Remembers one final answer: its time, and whether it was a quote.
+    pub fn record_answer(&self, answer_time: Duration, quoted: bool) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.recent.len() == self.capacity {
             state.recent.pop_front();
+            state.quoted.pop_front();
         }
         state.recent.push_back(answer_time);
+        state.quoted.push_back(quoted);
         state.stale += 1;
+    }
+
+    /// How this insurer ranks in the race for a first price: its median
+    /// answer time, if it quotes at least half of what it answers; `None`
+    /// while fewer than 8 answers are known (unranked: it races), or when
+    /// it mostly declines (it never races).
+    pub fn race_rank(&self) -> RaceRank {
+        let quoted = {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.recent.len() < MIN_SAMPLES {
+                return RaceRank::Unknown;
+            }
+            state.quoted.iter().filter(|q| **q).count() * 2 >= state.quoted.len()
+        };
+        match (quoted, self.percentile(0.5)) {
+            (true, Some(median)) => RaceRank::Median(median),
+            (false, Some(_)) => RaceRank::SeldomQuotes,
+            (_, None) => RaceRank::Unknown,
+        }
     }
 
     /// The learned distribution: the samples, sorted (re-sorted once 1/16
@@ -208,6 +257,53 @@ impl AnswerTimes {
     pub fn percentile(&self, p: f64) -> Option<Duration> {
         self.profile().map(|profile| profile.percentile(p))
     }
+}
+
+/// Where an insurer stands in the race for a request's first price
+/// ([`AnswerTimes::race_rank`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaceRank {
+    /// Too few answers known to rank it: it races.
+    Unknown,
+    /// It quotes at least half the time; this is its median answer time.
+    Median(Duration),
+    /// It declines (or otherwise answers without a quote) more often than
+    /// not: it does not race.
+    SeldomQuotes,
+    /// Calls queue for its slots (a burst): it races, as every insurer
+    /// does then, so that each buyer gets a first price from whichever
+    /// insurer takes them early in its order.
+    Busy,
+}
+
+/// Which of `ranks` (one per insurer, in order) race for a request's first
+/// price under `racers` ([`PollConfig::racers`]): every unranked or busy
+/// insurer, and the `racers` ranked quickest. Every insurer when `racers` is 0, or
+/// when none would race otherwise.
+pub fn racers(ranks: &[RaceRank], racers: usize) -> Vec<bool> {
+    if racers == 0 {
+        return vec![true; ranks.len()];
+    }
+    let mut quickest: Vec<(Duration, usize)> = ranks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, rank)| match rank {
+            RaceRank::Median(median) => Some((*median, i)),
+            _ => None,
+        })
+        .collect();
+    quickest.sort_unstable();
+    let mut race: Vec<bool> = ranks
+        .iter()
+        .map(|r| matches!(r, RaceRank::Unknown | RaceRank::Busy))
+        .collect();
+    for (_, i) in quickest.into_iter().take(racers) {
+        race[i] = true;
+    }
+    if !race.contains(&true) {
+        race.fill(true);
+    }
+    race
 }
 
 /// A learned answer-time distribution (sorted samples).
@@ -667,5 +763,42 @@ mod tests {
         assert_eq!(plan.fit(ms(500), now, deadline), ms(500));
         // Already within the last look: nothing to shorten.
         assert_eq!(plan.fit(ms(2000), now + ms(900), deadline), ms(2000));
+    }
+
+    #[test]
+    fn an_insurer_ranks_by_its_median_once_it_quotes_at_least_half_the_time() {
+        let learned = AnswerTimes::new(16);
+        for i in 0..7 {
+            learned.record(ms(1000 + i * 100));
+        }
+        assert_eq!(learned.race_rank(), RaceRank::Unknown);
+        learned.record(ms(1700));
+        assert_eq!(learned.race_rank(), RaceRank::Median(ms(1400)));
+        // Nine declines among seventeen answers (the window keeps 16: 7
+        // quotes, 9 declines): it mostly declines.
+        for _ in 0..9 {
+            learned.record_answer(ms(100), false);
+        }
+        assert_eq!(learned.race_rank(), RaceRank::SeldomQuotes);
+    }
+
+    #[test]
+    fn the_quickest_ranked_and_every_unranked_insurer_race() {
+        use RaceRank::{Busy, Median, SeldomQuotes, Unknown};
+        let ranks = [
+            Median(ms(900)),
+            Median(ms(300)),
+            SeldomQuotes,
+            Unknown,
+            Median(ms(500)),
+        ];
+        assert_eq!(racers(&ranks, 2), [false, true, false, true, true]);
+        let busy = [Busy, Median(ms(300)), Median(ms(500)), Median(ms(900))];
+        assert_eq!(racers(&busy, 1), [true, true, false, false]);
+        assert_eq!(racers(&ranks, 1), [false, true, false, true, false]);
+        assert_eq!(racers(&ranks, 0), [true; 5]);
+        assert_eq!(racers(&ranks, 9), [true, true, false, true, true]);
+        // Nobody would race: everybody does.
+        assert_eq!(racers(&[SeldomQuotes, SeldomQuotes], 2), [true, true]);
     }
 }
