@@ -1414,7 +1414,7 @@ async fn once_the_buyer_has_a_price_the_other_insurers_poll_where_their_answers_
         "{outcomes:?}"
     );
     // The buyer had `fast`'s price at about 0.5 s: `slow` waits for where
-    // most of its answers come (the 80th percentile), then one poll finds
+    // most of its answers come (the 90th percentile), then one poll finds
     // its quote.
     let priced = polls_of(start);
     assert_eq!(priced.len(), 1, "{priced:?}");
@@ -1480,7 +1480,7 @@ async fn only_the_quickest_insurer_races_while_it_waits_and_the_others_take_over
     assert!(all_race < Duration::from_secs(3), "{all_race:?}");
     // Only `fast` races: while it waits for its answer (6 s this time),
     // `slow` polls as if the buyer had a price, where most of its answers
-    // are (the 80th percentile, past 8 s), and one poll finds the quote.
+    // are (the 90th percentile, past 8 s), and one poll finds the quote.
     let one_races = first_poll(1, false).await;
     assert!(one_races >= Duration::from_secs(8), "{one_races:?}");
     // `fast` declines at once: `slow` is woken and races from then on.

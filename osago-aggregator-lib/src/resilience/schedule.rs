@@ -38,14 +38,14 @@
 //!   business: the application nearest its deadline.
 //! - **Once the buyer has a price** from another insurer, the request's
 //!   other quotes add choice, not the first price: a poll's price is
-//!   multiplied by `priced_price` (32 by default), so intervals stretch and
+//!   multiplied by `priced_price` (100 by default), so intervals stretch and
 //!   the first poll may move as far as the `priced_ceiling` percentile (the
-//!   80th); a poll planned before the price came is held until then
+//!   90th); a poll planned before the price came is held until then
 //!   ([`PollPlan::hold`]). Until then every insurer races for the first
 //!   price on the lag-minimising schedule. In the slot queue too the
 //!   engine serves new applications and polls for buyers with no price
 //!   before polls for buyers who have one.
-//! - **Only the quickest insurers race** (`racers`, 2 by default): the two
+//! - **Only the quickest insurer races** (`racers`, 1 by default): the one
 //!   whose learned median answer time is lowest, among those that quote at
 //!   least half the applications they answer, poll on the lag-minimising
 //!   schedule; the others poll as if the buyer had a price from the start,
@@ -115,18 +115,18 @@ pub struct PollConfig {
     /// How much dearer a poll is once the buyer has a price from another
     /// insurer: from then on the request's other quotes add choice, not
     /// the first price, so their lag weighs less than the partner's
-    /// capacity (the price multiplies the pressure's). Default 32.
+    /// capacity (the price multiplies the pressure's). Default 100.
     pub priced_price: f64,
     /// The highest percentile of the learned answer times the first poll
     /// moves to once the buyer has a price (0.5, the median, before).
-    /// Default 0.8.
+    /// Default 0.9.
     pub priced_ceiling: f64,
     /// How many insurers race for a request's first price: the quickest
     /// by learned median answer time among those that quote at least half
     /// the time; the others poll as if the buyer had a price while a racer
     /// still waits for its answer. An insurer with too few answers known,
     /// or whose calls queue for its slots, races too. 0: every insurer
-    /// races. Default 2.
+    /// races. Default 1.
     pub racers: usize,
 }
 
@@ -144,9 +144,9 @@ impl Default for PollConfig {
             pressure_weight: 3.0,
             last_look: Duration::from_millis(250),
             relative_after: Duration::from_secs(8),
-            priced_price: 32.0,
-            priced_ceiling: 0.8,
-            racers: 2,
+            priced_price: 100.0,
+            priced_ceiling: 0.9,
+            racers: 1,
         }
     }
 }
@@ -712,14 +712,14 @@ mod tests {
         // Racing for the first price: the 5th percentile, nothing held.
         assert_eq!(plan.first(None, 0.0), ms(600));
         assert_eq!(plan.hold(created + ms(600), 0.0, deadline), ms(0));
-        // Priced: 32 times dearer, so the first poll moves up to the 80th
-        // percentile (the ceiling; 5 % x 32 is past it), and a poll planned
+        // Priced: 100 times dearer, so the first poll moves up to the 90th
+        // percentile (the ceiling; 5 % x 100 is past it), and a poll planned
         // before is held until then.
         plan.priced(true);
-        assert_eq!(plan.first(None, 0.0), ms(8_000));
-        assert_eq!(plan.hold(created + ms(600), 0.0, deadline), ms(7_400));
+        assert_eq!(plan.first(None, 0.0), ms(9_000));
+        assert_eq!(plan.hold(created + ms(600), 0.0, deadline), ms(8_400));
         assert_eq!(plan.hold(created + ms(9_000), 0.0, deadline), ms(0));
-        // Intervals stretch by sqrt(32).
+        // Intervals stretch by sqrt(100).
         let mut racing = PollPlan::new(&PollConfig::default(), &learned, created);
         let calm = racing.next(created + ms(9_000), None, 0.0);
         let dear = plan.next(created + ms(9_000), None, 0.0);
