@@ -46,7 +46,8 @@
 //!   engine serves new applications and polls for buyers with no price
 //!   before polls for buyers who have one.
 //! - **Only the quickest insurer races** (`racers`, 1 by default): the one
-//!   whose learned median answer time is lowest, among those that quote at
+//!   whose quotes' learned median answer time is lowest (a quick decline
+//!   gives no price), among those that quote at
 //!   least half the applications they answer, poll on the lag-minimising
 //!   schedule; the others poll as if the buyer had a price from the start,
 //!   for as long as a racer is still waiting for its answer. Should every
@@ -122,7 +123,7 @@ pub struct PollConfig {
     /// Default 0.9.
     pub priced_ceiling: f64,
     /// How many insurers race for a request's first price: the quickest
-    /// by learned median answer time among those that quote at least half
+    /// by the learned median answer time of their quotes, among those that quote at least half
     /// the time; the others poll as if the buyer had a price while a racer
     /// still waits for its answer. An insurer with too few answers known,
     /// or whose calls queue for its slots, races too. 0: every insurer
@@ -215,23 +216,32 @@ impl AnswerTimes {
         state.stale += 1;
     }
 
-    /// How this insurer ranks in the race for a first price: its median
-    /// answer time, if it quotes at least half of what it answers; `None`
-    /// while fewer than 8 answers are known (unranked: it races), or when
-    /// it mostly declines (it never races).
+    /// How this insurer ranks in the race for a first price: the median
+    /// answer time of its quotes (a quick decline gives no price, so it
+    /// does not make an insurer quicker), if it quotes at least half of
+    /// what it answers; `Unknown` while fewer than 8 answers are known (it
+    /// races), `SeldomQuotes` when it mostly declines (it never races).
     pub fn race_rank(&self) -> RaceRank {
-        let quoted = {
+        let (mut quotes, answers): (Vec<Duration>, usize) = {
             let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if state.recent.len() < MIN_SAMPLES {
                 return RaceRank::Unknown;
             }
-            state.quoted.iter().filter(|q| **q).count() * 2 >= state.quoted.len()
+            let quotes = state
+                .recent
+                .iter()
+                .zip(&state.quoted)
+                .filter(|(_, quoted)| **quoted)
+                .map(|(time, _)| *time)
+                .collect();
+            (quotes, state.recent.len())
         };
-        match (quoted, self.percentile(0.5)) {
-            (true, Some(median)) => RaceRank::Median(median),
-            (false, Some(_)) => RaceRank::SeldomQuotes,
-            (_, None) => RaceRank::Unknown,
+        if quotes.is_empty() || quotes.len() * 2 < answers {
+            return RaceRank::SeldomQuotes;
         }
+        // Nearest rank, as `Profile::percentile`.
+        let middle = ((quotes.len() - 1) as f64 * 0.5).round() as usize;
+        RaceRank::Median(*quotes.select_nth_unstable(middle).1)
     }
 
     /// The learned distribution: the samples, sorted (re-sorted once 1/16
@@ -265,7 +275,8 @@ impl AnswerTimes {
 pub enum RaceRank {
     /// Too few answers known to rank it: it races.
     Unknown,
-    /// It quotes at least half the time; this is its median answer time.
+    /// It quotes at least half the time; this is its quotes' median
+    /// answer time.
     Median(Duration),
     /// It declines (or otherwise answers without a quote) more often than
     /// not: it does not race.
@@ -780,6 +791,21 @@ mod tests {
             learned.record_answer(ms(100), false);
         }
         assert_eq!(learned.race_rank(), RaceRank::SeldomQuotes);
+    }
+
+    #[test]
+    fn quick_declines_do_not_make_an_insurer_quicker_in_the_race() {
+        let learned = AnswerTimes::new(16);
+        // Six quotes at 3-3.5 s, five declines at 100 ms: over all eleven
+        // answers the median would be 3 s; the quotes' own is 3.3 s.
+        for i in 0..6 {
+            learned.record(ms(3000 + i * 100));
+        }
+        for _ in 0..5 {
+            learned.record_answer(ms(100), false);
+        }
+        assert_eq!(learned.percentile(0.5), Some(ms(3000)));
+        assert_eq!(learned.race_rank(), RaceRank::Median(ms(3300)));
     }
 
     #[test]
