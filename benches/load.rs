@@ -16,6 +16,11 @@
 //! completely, admitted users dropped, and users refused at once (503 or
 //! 429 with `Retry-After`, not counted as errors) with the refusal time.
 //!
+//! `--aggregator-set path=value` (real mode, repeatable) passes
+//! `--set path=value` to every aggregator, e.g. `--aggregator-set
+//! engine.poll.racers=2`: settings compared without editing their
+//! defaults (add `--no-write` to keep the written tables).
+//!
 //! `--steady` (embedded and real modes): open Poisson arrivals at
 //! `N / (deadline + 5 s)` sessions per second, the rate that keeps N users
 //! with an open quote stream, for a minute of warm-up and three measured
@@ -71,6 +76,10 @@ struct Opts {
     /// sse mode: also measure core-app with a runtime of this many worker
     /// threads (`TOKIO_WORKER_THREADS`), as nginx runs one worker.
     server_threads: Option<usize>,
+    /// Real mode: `--set` entries for every aggregator (`--aggregator-set
+    /// engine.poll.racers=2`), to compare settings without editing their
+    /// defaults; they are part of the command written with the table.
+    aggregator_sets: Vec<String>,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
@@ -89,6 +98,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         steady: false,
         admission_rate: None,
         server_threads: None,
+        aggregator_sets: Vec::new(),
     };
     let mut shown = Vec::new();
     let mut mode = None;
@@ -115,6 +125,14 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
                         .ok_or("--admission-rate: a positive number")?,
                 );
                 shown.push(format!("--admission-rate {v}"));
+            }
+            "--aggregator-set" => {
+                let v = value("--aggregator-set")?;
+                if !v.contains('=') || v.starts_with('=') {
+                    return Err(format!("--aggregator-set {v:?}: expected path=value"));
+                }
+                shown.push(format!("--aggregator-set {v}"));
+                opts.aggregator_sets.push(v);
             }
             "--server-threads" => {
                 let v = value("--server-threads")?;
@@ -937,6 +955,11 @@ async fn real(users: usize, cores: usize, opts: &Opts) -> LoadRow {
         heartbeat: Duration::from_secs(15),
         broker_proxy: false,
         extra_args: vec!["--kafka-fetch-wait".to_owned(), opts.fetch_wait.clone()],
+        aggregator_args: opts
+            .aggregator_sets
+            .iter()
+            .flat_map(|set| ["--set".to_owned(), set.clone()])
+            .collect(),
         core_app_args: opts
             .admission_rate
             .map(|rate| vec!["--admission-rate".to_owned(), rate.to_string()])

@@ -16,7 +16,9 @@
 # (real mode; default 10ms, the services' default), --admission-rate R (real
 # mode: core-app's --admission-rate; writes the overload table), --events M
 # (sse; default 20), --server-threads T (sse: one more core-app row, its
-# runtime on T worker threads, as nginx runs one worker), --no-write.
+# runtime on T worker threads, as nginx runs one worker), --aggregator-set
+# path=value (real mode, repeatable: `--set path=value` for every
+# aggregator, e.g. engine.poll.racers=2), --no-write.
 # Builds the release binaries first and raises the open-file limit as far
 # as the hard limit allows (the generator keeps each process under 15 000
 # connections and connects from 127.0.0.1..8).

@@ -202,6 +202,8 @@ pub struct StackOptions {
     pub extra_args: Vec<String>,
     /// Extra flags for every core-app only.
     pub core_app_args: Vec<String>,
+    /// Extra flags for every aggregator only.
+    pub aggregator_args: Vec<String>,
     /// Keep the aggregators' state and the shared limits on a three-node
     /// Valkey cluster (`redis+cluster://`) instead of one server.
     pub valkey_cluster: bool,
@@ -228,6 +230,7 @@ impl Default for StackOptions {
             broker_proxy: true,
             extra_args: Vec::new(),
             core_app_args: Vec::new(),
+            aggregator_args: Vec::new(),
             valkey_cluster: false,
             broker_storage: "memory://tansu/",
             sim_response_time: "0ms".to_owned(),
@@ -366,6 +369,7 @@ impl Stack {
                         "2s".to_owned(),
                     ],
                     options.extra_args.clone(),
+                    options.aggregator_args.clone(),
                 ]
                 .concat(),
                 logs.path(),
