@@ -47,8 +47,8 @@
 //!   before polls for buyers who have one.
 //! - **Only the quickest insurer races** (`racers`, 1 by default): the one
 //!   whose quotes' learned median answer time is lowest (a quick decline
-//!   gives no price), among those that quote at
-//!   least half the applications they answer, poll on the lag-minimising
+//!   gives no price), among those that quote at least half the
+//!   applications they answer, poll on the lag-minimising
 //!   schedule; the others poll as if the buyer had a price from the start,
 //!   for as long as a racer is still waiting for its answer. Should every
 //!   racer answer without a quote (a decline, an error, the deadline), the
@@ -123,11 +123,11 @@ pub struct PollConfig {
     /// Default 0.9.
     pub priced_ceiling: f64,
     /// How many insurers race for a request's first price: the quickest
-    /// by the learned median answer time of their quotes, among those that quote at least half
-    /// the time; the others poll as if the buyer had a price while a racer
-    /// still waits for its answer. An insurer with too few answers known,
-    /// or whose calls queue for its slots, races too. 0: every insurer
-    /// races. Default 1.
+    /// by the learned median answer time of their quotes, among those that
+    /// quote at least half the time; the others poll as if the buyer had a
+    /// price while a racer still waits for its answer. An insurer with too
+    /// few answers known, or whose calls queue for its slots, races too.
+    /// 0: every insurer races. Default 1.
     pub racers: usize,
 }
 
@@ -236,7 +236,8 @@ impl AnswerTimes {
                 .collect();
             (quotes, state.recent.len())
         };
-        if quotes.is_empty() || quotes.len() * 2 < answers {
+        // At least 8 answers: no quote at all is `SeldomQuotes` here.
+        if quotes.len() * 2 < answers {
             return RaceRank::SeldomQuotes;
         }
         // Nearest rank, as `Profile::percentile`.
