@@ -648,6 +648,7 @@ fn main() {
             "priced_price" => tuned.priced_price = v,
             "priced_ceiling" => tuned.priced_ceiling = v,
             "racers" => tuned.racers = v as usize,
+            "racer_patience" => tuned.racer_patience = v,
             other => panic!("unknown setting {other}"),
         }
     }

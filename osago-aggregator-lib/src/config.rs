@@ -165,6 +165,7 @@ fn check_poll(p: &mut Problems, at: &str, poll: &PollConfig) {
             "must be between 0.5 and 1 (a percentile, at least the median)",
         );
     }
+    p.unit(&format!("{at}.racer_patience"), poll.racer_patience);
 }
 
 fn check_resilience(p: &mut Problems, at: &str, r: &ResilienceConfig) {

@@ -58,24 +58,35 @@ pub(super) struct Race {
     /// Wakes the insurers not racing when the last racer answers without
     /// a price: they race from then on.
     lost: tokio::sync::Notify,
+    /// When the racers are overdue (the slowest one's patience percentile
+    /// has passed): with no price by then, every insurer races. `None`:
+    /// they wait for the racers' answers.
+    overdue_at: Option<Instant>,
 }
 
 impl Race {
-    /// A race run by `racers` insurers.
-    pub(super) fn new(racers: usize) -> Self {
+    /// A race run by `racers` insurers, the others waiting on them until
+    /// `overdue_at` at the latest.
+    pub(super) fn new(racers: usize, overdue_at: Option<Instant>) -> Self {
         Self {
             priced: AtomicBool::new(false),
             racers_left: AtomicUsize::new(racers),
             lost: tokio::sync::Notify::new(),
+            overdue_at,
         }
     }
 
     /// Whether a poll by a racer (or not) is for a buyer who has a price,
     /// or will have one from a racer: the buyer has a price, or, for an
-    /// insurer not racing, a racer is still in the race.
+    /// insurer not racing, a racer is still in the race and not overdue.
     pub(super) fn settled(&self, racer: bool) -> bool {
-        self.priced.load(Ordering::SeqCst)
-            || (!racer && self.racers_left.load(Ordering::SeqCst) > 0)
+        self.priced.load(Ordering::SeqCst) || (!racer && self.waits_on_racers())
+    }
+
+    /// A racer is still in the race, and not overdue.
+    fn waits_on_racers(&self) -> bool {
+        self.racers_left.load(Ordering::SeqCst) > 0
+            && self.overdue_at.is_none_or(|at| Instant::now() < at)
     }
 
     /// The buyer has a price.
@@ -94,19 +105,26 @@ impl Race {
     }
 
     /// Sleeps `duration`; an insurer not racing, waiting on the racers,
-    /// wakes early should the last of them answer without a price.
+    /// wakes early should the last of them answer without a price, or
+    /// should they be overdue.
     pub(super) async fn sleep(&self, racer: bool, duration: Duration) {
         let lost = self.lost.notified();
         tokio::pin!(lost);
         // Registered before the check: a wake after it is not missed.
         lost.as_mut().enable();
-        let waits_on_racers = !racer
-            && !self.priced.load(Ordering::SeqCst)
-            && self.racers_left.load(Ordering::SeqCst) > 0;
+        let waits_on_racers =
+            !racer && !self.priced.load(Ordering::SeqCst) && self.waits_on_racers();
         if waits_on_racers {
+            let overdue = async {
+                match self.overdue_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = tokio::time::sleep(duration) => {}
                 () = lost => {}
+                () = overdue => {}
             }
         } else {
             tokio::time::sleep(duration).await;

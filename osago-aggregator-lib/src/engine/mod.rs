@@ -25,7 +25,9 @@ use std::sync::Mutex;
 use crate::config::EngineConfig;
 use crate::guard::{CallError, CallKind, Guard, Ranks};
 use crate::metrics::{EngineMetrics, InsurerLabel, OutcomeLabels};
-use crate::resilience::{racers, AnswerTimes, Backoff, BackoffConfig, PollPlan, RaceRank};
+use crate::resilience::{
+    racers, AnswerTimes, Backoff, BackoffConfig, PollConfig, PollPlan, RaceRank,
+};
 
 mod events;
 mod insurer;
@@ -343,6 +345,7 @@ impl Engine {
             .collect();
         let race = Arc::new(Race::new(
             jobs.iter().filter(|(_, _, racer)| *racer).count(),
+            overdue_at(&inner.config.poll, &inner.answers, &jobs),
         ));
         let jobs: Vec<Job> = jobs
             .into_iter()
@@ -440,6 +443,27 @@ impl Engine {
         }
         Ok(fan_out)
     }
+}
+
+/// When a request's racers are overdue: its fan-out's start plus the
+/// slowest racer's `racer_patience` percentile of learned quote times;
+/// `None` (the others wait for the racers' answers) at a patience of 1, or
+/// when a racer has no quote time learned.
+fn overdue_at(
+    poll: &PollConfig,
+    answers: &HashMap<InsurerId, AnswerTimes>,
+    jobs: &[(Insurer, Option<InsurerProgress>, bool)],
+) -> Option<Instant> {
+    if poll.racer_patience >= 1.0 {
+        return None;
+    }
+    let mut patience = Duration::ZERO;
+    for (insurer, _, racer) in jobs {
+        if *racer {
+            patience = patience.max(answers[&insurer.id].quote_percentile(poll.racer_patience)?);
+        }
+    }
+    Some(Instant::now() + patience)
 }
 
 /// An insurer with this many calls waiting per slot of its cap is busy: it

@@ -1442,8 +1442,8 @@ async fn only_the_quickest_insurer_races_while_it_waits_and_the_others_take_over
     // `slow`'s answers spread over 2..11 s; the 21st comes at 2 s.
     let slow_times: Vec<Duration> = (2..12).map(Duration::from_secs).collect();
     // Polls `slow` makes for one request after 20 that taught both
-    // insurers, with `racers` and `fast` declining or not.
-    let first_poll = |racers: usize, fast_declines: bool| {
+    // insurers, with `racers`, `racer_patience` and `fast` declining or not.
+    let first_poll = |racers: usize, patience: f64, fast_declines: bool| {
         let fast_times = fast_times.clone();
         let slow_times = slow_times.clone();
         async move {
@@ -1451,6 +1451,7 @@ async fn only_the_quickest_insurer_races_while_it_waits_and_the_others_take_over
             let slow = Cycling::new(slow_times);
             let mut config = EngineConfig::default();
             config.poll.racers = racers;
+            config.poll.racer_patience = patience;
             let h = harness_many(vec![("fast", fast.clone()), ("slow", slow.clone())], config);
             for _ in 0..20 {
                 run(&h, request_event(chrono::Duration::seconds(60))).await;
@@ -1476,16 +1477,79 @@ async fn only_the_quickest_insurer_races_while_it_waits_and_the_others_take_over
     };
     // Everyone races: `slow` polls from its 5th percentile, 2 s, while
     // the buyer has no price.
-    let all_race = first_poll(0, false).await;
+    let all_race = first_poll(0, 1.0, false).await;
     assert!(all_race < Duration::from_secs(3), "{all_race:?}");
-    // Only `fast` races: while it waits for its answer (6 s this time),
-    // `slow` polls as if the buyer had a price, where most of its answers
-    // are (the 90th percentile, past 8 s), and one poll finds the quote.
-    let one_races = first_poll(1, false).await;
+    // Only `fast` races, and the others wait for its answer (patience 1):
+    // while it takes 6 s this time, `slow` polls as if the buyer had a
+    // price, where most of its answers are (the 90th percentile, past
+    // 8 s), and one poll finds the quote.
+    let one_races = first_poll(1, 1.0, false).await;
     assert!(one_races >= Duration::from_secs(8), "{one_races:?}");
     // `fast` declines at once: `slow` is woken and races from then on.
-    let taken_over = first_poll(1, true).await;
+    let taken_over = first_poll(1, 1.0, true).await;
     assert!(taken_over < Duration::from_secs(3), "{taken_over:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_others_race_once_the_racer_is_past_its_patience_percentile_without_a_price() {
+    // `fast` quoted in 0.5 s, 1 s and 1.5 s, but the 22nd application
+    // hangs (it answers at 30 s); `slow`'s answers spread over 2..11 s.
+    let mut fast_times: Vec<Duration> = [500, 1_000, 1_500]
+        .iter()
+        .cycle()
+        .take(21)
+        .map(|ms| Duration::from_millis(*ms))
+        .collect();
+    fast_times.push(Duration::from_secs(30));
+    let slow_times: Vec<Duration> = (2..12).map(Duration::from_secs).collect();
+    // `slow`'s polls for the 22nd request, from its start.
+    let polls = |patience: f64| {
+        let fast_times = fast_times.clone();
+        let slow_times = slow_times.clone();
+        async move {
+            let fast = Cycling::new(fast_times);
+            let slow = Cycling::new(slow_times);
+            let mut config = EngineConfig::default();
+            config.poll.racer_patience = patience;
+            let h = harness_many(vec![("fast", fast.clone()), ("slow", slow.clone())], config);
+            for _ in 0..21 {
+                run(&h, request_event(chrono::Duration::seconds(60))).await;
+            }
+            let start = Instant::now();
+            let outcomes = run(&h, request_event(chrono::Duration::seconds(60))).await;
+            assert!(
+                outcomes.iter().all(|o| o.outcome == "quoted"),
+                "{outcomes:?}"
+            );
+            let polls: Vec<Duration> = slow
+                .polls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|at| **at > start)
+                .map(|at| *at - start)
+                .collect();
+            polls
+        }
+    };
+    // Patience at the median (1 s): once `fast` is past it with no price,
+    // `slow` races, its first poll at its own 5th percentile (2 s), as if
+    // `fast` had declined.
+    let patient_to_the_median = polls(0.5).await;
+    assert!(
+        patient_to_the_median[0] < Duration::from_secs(3),
+        "{patient_to_the_median:?}"
+    );
+    // At the default, the 95th percentile (1.5 s): the same, from 1.5 s.
+    let by_default = polls(PollConfig::default().racer_patience).await;
+    assert!(
+        by_default[0] >= Duration::from_millis(1_500) && by_default[0] < Duration::from_secs(3),
+        "{by_default:?}"
+    );
+    // Waiting for `fast`'s answer (patience 1): `slow` polls only where
+    // its answers are likely with a price in hand, past 8 s.
+    let waits = polls(1.0).await;
+    assert!(waits[0] >= Duration::from_secs(8), "{waits:?}");
 }
 
 /// Every call takes 1 s; quotes never come. Records (call, idempotency key).

@@ -51,8 +51,10 @@
 //!   applications they answer, poll on the lag-minimising
 //!   schedule; the others poll as if the buyer had a price from the start,
 //!   for as long as a racer is still waiting for its answer. Should every
-//!   racer answer without a quote (a decline, an error, the deadline), the
-//!   others race from then on. An insurer with too few answers to rank
+//!   racer answer without a quote (a decline, an error, the deadline), or
+//!   be overdue (the 95th percentile of its quotes' learned answer times
+//!   past since the fan-out began, `racer_patience`), the others race from
+//!   then on. An insurer with too few answers to rank
 //!   always races, and so does one whose calls queue for its slots (a
 //!   burst), so that each buyer gets a first price from whichever insurer
 //!   takes them early in its order.
@@ -129,6 +131,13 @@ pub struct PollConfig {
     /// few answers known, or whose calls queue for its slots, races too.
     /// 0: every insurer races. Default 1.
     pub racers: usize,
+    /// How long the others wait on the racers: until the percentile
+    /// `racer_patience` (0..=1) of each racer's learned quote times has
+    /// passed since the fan-out began with no price; from then on every
+    /// insurer races, so a racer that slows down without failing delays
+    /// the first price only this long. 1: until every racer has answered.
+    /// Default 0.95.
+    pub racer_patience: f64,
 }
 
 impl Default for PollConfig {
@@ -148,6 +157,7 @@ impl Default for PollConfig {
             priced_price: 100.0,
             priced_ceiling: 0.9,
             racers: 1,
+            racer_patience: 0.95,
         }
     }
 }
@@ -243,6 +253,30 @@ impl AnswerTimes {
         // Nearest rank, as `Profile::percentile`.
         let middle = ((quotes.len() - 1) as f64 * 0.5).round() as usize;
         RaceRank::Median(*quotes.select_nth_unstable(middle).1)
+    }
+
+    /// The `p` percentile (0..=1, nearest rank) of the answer times of
+    /// the remembered quotes (declines and other answers left out); `None`
+    /// while fewer than 8 answers are known, or none was a quote.
+    pub fn quote_percentile(&self, p: f64) -> Option<Duration> {
+        let mut quotes: Vec<Duration> = {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.recent.len() < MIN_SAMPLES {
+                return None;
+            }
+            state
+                .recent
+                .iter()
+                .zip(&state.quoted)
+                .filter(|(_, quoted)| **quoted)
+                .map(|(time, _)| *time)
+                .collect()
+        };
+        if quotes.is_empty() {
+            return None;
+        }
+        let rank = (p.clamp(0.0, 1.0) * (quotes.len() - 1) as f64).round() as usize;
+        Some(*quotes.select_nth_unstable(rank).1)
     }
 
     /// The learned distribution: the samples, sorted (re-sorted once 1/16
@@ -807,6 +841,26 @@ mod tests {
         }
         assert_eq!(learned.percentile(0.5), Some(ms(3000)));
         assert_eq!(learned.race_rank(), RaceRank::Median(ms(3300)));
+        // The racers' patience reads the quotes alone too.
+        assert_eq!(learned.quote_percentile(1.0), Some(ms(3500)));
+        assert_eq!(learned.quote_percentile(0.0), Some(ms(3000)));
+        assert_eq!(learned.percentile(0.0), Some(ms(100)));
+    }
+
+    #[test]
+    fn no_quote_percentile_before_eight_answers_or_without_a_quote() {
+        let learned = AnswerTimes::new(16);
+        for _ in 0..7 {
+            learned.record(ms(1000));
+        }
+        assert_eq!(learned.quote_percentile(0.95), None);
+        learned.record(ms(2000));
+        assert_eq!(learned.quote_percentile(0.95), Some(ms(2000)));
+        let declines = AnswerTimes::new(16);
+        for _ in 0..8 {
+            declines.record_answer(ms(100), false);
+        }
+        assert_eq!(declines.quote_percentile(0.5), None);
     }
 
     #[test]
