@@ -21,6 +21,12 @@
 //! engine.poll.racers=2`: settings compared without editing their
 //! defaults (add `--no-write` to keep the written tables).
 //!
+//! `--core-app-nice N` (real mode) sets every core-app thread's niceness
+//! (negative needs root): with `-10` the cores it shares with the broker,
+//! the aggregators and the generator run it first when it wakes, so its
+//! own pipeline stage is measured as on a node where it has its own CPU
+//! share (add `--no-write`: the other figures are not the headline's).
+//!
 //! `--steady` (embedded and real modes): open Poisson arrivals at
 //! `N / (deadline + 5 s)` sessions per second, the rate that keeps N users
 //! with an open quote stream, for a minute of warm-up and three measured
@@ -80,6 +86,11 @@ struct Opts {
     /// engine.poll.racers=2`), to compare settings without editing their
     /// defaults; they are part of the command written with the table.
     aggregator_sets: Vec<String>,
+    /// Real mode: every core-app thread's niceness (`--core-app-nice -10`),
+    /// so the two cores it shares with the broker, the aggregators and the
+    /// generator serve it first when it wakes: its own stages measured as
+    /// on a node where it has its own CPU share.
+    core_app_nice: Option<i32>,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
@@ -99,6 +110,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         admission_rate: None,
         server_threads: None,
         aggregator_sets: Vec::new(),
+        core_app_nice: None,
     };
     let mut shown = Vec::new();
     let mut mode = None;
@@ -133,6 +145,16 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
                 }
                 shown.push(format!("--aggregator-set {v}"));
                 opts.aggregator_sets.push(v);
+            }
+            "--core-app-nice" => {
+                let v = value("--core-app-nice")?;
+                opts.core_app_nice = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n: &i32| (-20..=19).contains(n))
+                        .ok_or("--core-app-nice: a niceness from -20 to 19")?,
+                );
+                shown.push(format!("--core-app-nice {v}"));
             }
             "--server-threads" => {
                 let v = value("--server-threads")?;
@@ -943,6 +965,25 @@ async fn embedded(users: usize, opts: &Opts) -> LoadRow {
     row
 }
 
+/// Sets the niceness of every thread of `pid` (Linux keeps one per
+/// thread; threads started later inherit their creator's).
+fn renice_threads(pid: u32, nice: i32) {
+    let tids: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process's threads")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .collect();
+    let status = std::process::Command::new("renice")
+        .args(["-n", &nice.to_string(), "-p"])
+        .args(&tids)
+        .stdout(Stdio::null())
+        .status()
+        .expect("renice runs");
+    assert!(
+        status.success(),
+        "renice -n {nice} of core-app {pid}'s threads failed (a negative niceness needs root)"
+    );
+}
+
 /// Real-stack mode: several core-apps, 2 aggregators, PostgreSQL, Valkey
 /// and tansu, eight simulated insurers, each its own process.
 async fn real(users: usize, cores: usize, opts: &Opts) -> LoadRow {
@@ -969,6 +1010,11 @@ async fn real(users: usize, cores: usize, opts: &Opts) -> LoadRow {
         valkey_cluster: false,
     })
     .await;
+    if let Some(nice) = opts.core_app_nice {
+        for core in &stack.cores {
+            renice_threads(core.pid().expect("running"), nice);
+        }
+    }
     let mut watched = Vec::new();
     for (i, core) in stack.cores.iter().enumerate() {
         watched.push(Watched::new(

@@ -18,7 +18,9 @@
 # (sse; default 20), --server-threads T (sse: one more core-app row, its
 # runtime on T worker threads, as nginx runs one worker), --aggregator-set
 # path=value (real mode, repeatable: `--set path=value` for every
-# aggregator, e.g. engine.poll.racers=2), --no-write.
+# aggregator, e.g. engine.poll.racers=2), --core-app-nice N (real mode:
+# every core-app thread at niceness N, e.g. -10 as root, to measure its own
+# pipeline stage when it is not waiting for a core), --no-write.
 # Builds the release binaries first and raises the open-file limit as far
 # as the hard limit allows (the generator keeps each process under 15 000
 # connections and connects from 127.0.0.1..8).
