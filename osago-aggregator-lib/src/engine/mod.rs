@@ -343,9 +343,16 @@ impl Engine {
                 Some((insurer.clone(), resume, racer))
             })
             .collect();
+        // A request another pod began has spent time waiting on its racers
+        // already: since it was accepted, by the wall clock.
+        let waited = if fresh {
+            Duration::ZERO
+        } else {
+            (now - event.occurred_at).to_std().unwrap_or(Duration::ZERO)
+        };
         let race = Arc::new(Race::new(
             jobs.iter().filter(|(_, _, racer)| *racer).count(),
-            overdue_at(&inner.config.poll, &inner.answers, &jobs),
+            overdue_at(&inner.config.poll, &inner.answers, &jobs, waited),
         ));
         let jobs: Vec<Job> = jobs
             .into_iter()
@@ -446,13 +453,15 @@ impl Engine {
 }
 
 /// When a request's racers are overdue: its fan-out's start plus the
-/// slowest racer's `racer_patience` percentile of learned quote times;
-/// `None` (the others wait for the racers' answers) at a patience of 1, or
-/// when a racer has no quote time learned.
+/// slowest racer's `racer_patience` percentile of learned quote times, less
+/// what the request has `waited` already (a fan-out resumed from another
+/// pod); `None` (the others wait for the racers' answers) at a patience of
+/// 1, or when a racer has no quote time learned.
 fn overdue_at(
     poll: &PollConfig,
     answers: &HashMap<InsurerId, AnswerTimes>,
     jobs: &[(Insurer, Option<InsurerProgress>, bool)],
+    waited: Duration,
 ) -> Option<Instant> {
     if poll.racer_patience >= 1.0 {
         return None;
@@ -463,7 +472,7 @@ fn overdue_at(
             patience = patience.max(answers[&insurer.id].quote_percentile(poll.racer_patience)?);
         }
     }
-    Some(Instant::now() + patience)
+    Some(Instant::now() + patience.saturating_sub(waited))
 }
 
 /// An insurer with this many calls waiting per slot of its cap is busy: it

@@ -1552,6 +1552,75 @@ async fn the_others_race_once_the_racer_is_past_its_patience_percentile_without_
     assert!(waits[0] >= Duration::from_secs(8), "{waits:?}");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_resumed_request_counts_the_time_it_has_waited_on_the_racer_already() {
+    // `fast` quoted in 1 s, 1.5 s and 4 s (its 95th percentile 4 s), but
+    // the 22nd application hangs; `slow`'s answers spread over 2..11 s.
+    let mut fast_times: Vec<Duration> = [1_000, 1_500, 4_000]
+        .iter()
+        .cycle()
+        .take(21)
+        .map(|ms| Duration::from_millis(*ms))
+        .collect();
+    fast_times.push(Duration::from_secs(30));
+    let slow_times: Vec<Duration> = (2..12).map(Duration::from_secs).collect();
+    // `slow`'s first poll for the 22nd request, accepted `accepted_ago`
+    // seconds before its fan-out, begun here or resumed from another pod.
+    let first_poll = |accepted_ago: i64, resumed: bool| {
+        let fast_times = fast_times.clone();
+        let slow_times = slow_times.clone();
+        async move {
+            let fast = Cycling::new(fast_times);
+            let slow = Cycling::new(slow_times);
+            let h = harness_many(
+                vec![("fast", fast.clone()), ("slow", slow.clone())],
+                EngineConfig::default(),
+            );
+            for _ in 0..21 {
+                run(&h, request_event(chrono::Duration::seconds(60))).await;
+            }
+            let mut event = request_event(chrono::Duration::seconds(50));
+            event.occurred_at = now() - chrono::Duration::seconds(accepted_ago);
+            let start = Instant::now();
+            let fan_out = if resumed {
+                h.engine.resume(event).await.unwrap()
+            } else {
+                match h.engine.start(event).await.unwrap() {
+                    Started::Running(fan_out) => fan_out,
+                    Started::Duplicate => panic!("not a duplicate"),
+                }
+            };
+            let outcomes = fan_out.wait().await;
+            assert!(
+                outcomes.iter().all(|o| o.outcome == "quoted"),
+                "{outcomes:?}"
+            );
+            let first = *slow
+                .polls
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|at| **at > start)
+                .expect("slow polled");
+            first - start
+        }
+    };
+    // Begun here: `slow` waits out `fast`'s 95th percentile, 4 s.
+    let fresh = first_poll(10, false).await;
+    assert!(fresh >= Duration::from_secs(4), "{fresh:?}");
+    // Resumed 10 s after the request was accepted: `fast` is long past
+    // its patience, so `slow` races at once, polling at its 5th
+    // percentile (2 s) rather than after 4 s more.
+    let resumed_late = first_poll(10, true).await;
+    assert!(resumed_late < Duration::from_secs(3), "{resumed_late:?}");
+    // Resumed as soon as it was accepted: the whole patience is left.
+    let resumed_at_once = first_poll(0, true).await;
+    assert!(
+        resumed_at_once >= Duration::from_secs(4),
+        "{resumed_at_once:?}"
+    );
+}
+
 /// Every call takes 1 s; quotes never come. Records (call, idempotency key).
 #[derive(Debug, Default)]
 struct SlowPartner {

@@ -133,7 +133,8 @@ pub struct PollConfig {
     pub racers: usize,
     /// How long the others wait on the racers: until the percentile
     /// `racer_patience` (0..=1) of each racer's learned quote times has
-    /// passed since the fan-out began with no price; from then on every
+    /// passed since the fan-out began (for a request resumed from another
+    /// pod, since it was accepted) with no price; from then on every
     /// insurer races, so a racer that slows down without failing delays
     /// the first price only this long. 1: until every racer has answered.
     /// Default 0.95.
