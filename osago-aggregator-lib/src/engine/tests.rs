@@ -1385,15 +1385,6 @@ impl InsurerClient for Cycling {
     }
 }
 
-/// The default engine but for its first poll, at the 5th percentile of
-/// the learned answer times rather than the 30th: an insurer racing for
-/// the first price shows as one polling early.
-fn early_first_poll() -> EngineConfig {
-    let mut config = EngineConfig::default();
-    config.poll.first_percentile = 0.05;
-    config
-}
-
 #[tokio::test(start_paused = true)]
 async fn once_the_buyer_has_a_price_the_other_insurers_poll_where_their_answers_are_likely() {
     let fast = Cycling::new(vec![Duration::from_millis(500)]);
@@ -1401,7 +1392,7 @@ async fn once_the_buyer_has_a_price_the_other_insurers_poll_where_their_answers_
     let slow = Cycling::new((2..12).map(Duration::from_secs).collect());
     let h = harness_many(
         vec![("fast", fast.clone()), ("slow", slow.clone())],
-        early_first_poll(),
+        EngineConfig::default(),
     );
     for _ in 0..20 {
         run(&h, request_event(chrono::Duration::seconds(60))).await;
@@ -1458,7 +1449,7 @@ async fn only_the_quickest_insurer_races_while_it_waits_and_the_others_take_over
         async move {
             let fast = Cycling::new(fast_times);
             let slow = Cycling::new(slow_times);
-            let mut config = early_first_poll();
+            let mut config = EngineConfig::default();
             config.poll.racers = racers;
             config.poll.racer_patience = patience;
             let h = harness_many(vec![("fast", fast.clone()), ("slow", slow.clone())], config);
@@ -1518,7 +1509,7 @@ async fn the_others_race_once_the_racer_is_past_its_patience_percentile_without_
         async move {
             let fast = Cycling::new(fast_times);
             let slow = Cycling::new(slow_times);
-            let mut config = early_first_poll();
+            let mut config = EngineConfig::default();
             config.poll.racer_patience = patience;
             let h = harness_many(vec![("fast", fast.clone()), ("slow", slow.clone())], config);
             for _ in 0..21 {
@@ -1583,7 +1574,7 @@ async fn a_resumed_request_counts_the_time_it_has_waited_on_the_racer_already() 
             let slow = Cycling::new(slow_times);
             let h = harness_many(
                 vec![("fast", fast.clone()), ("slow", slow.clone())],
-                early_first_poll(),
+                EngineConfig::default(),
             );
             for _ in 0..21 {
                 run(&h, request_event(chrono::Duration::seconds(60))).await;

@@ -7,7 +7,7 @@
 //! insurer gives one). For one application ([`PollPlan`]):
 //!
 //! - **First poll** near the insurer's typical answer time: at a low
-//!   percentile (`first_percentile`, 30 % by default) of the learned times.
+//!   percentile (`first_percentile`, 5 % by default) of the learned times.
 //! - **Then** the interval at `t` since the application is
 //!   `spacing x sqrt(S(t) / f(t))`, where `S` is the share of answers still
 //!   to come after `t` and `f` their density there. This is the interval
@@ -93,10 +93,7 @@ pub struct PollConfig {
     /// The longest interval. Default 1 s.
     pub max: Duration,
     /// Percentile of recent answer times at which the first poll comes
-    /// (0..=1). Default 0.3: a first poll at the 5th percentile finds
-    /// nothing for most applications, and the answers before the 30th are
-    /// found by it at little lag (docs/benchmarks.md: 3.02 calls per quote
-    /// against 3.11 at the steady peak, the first price no later).
+    /// (0..=1). Default 0.05.
     pub first_percentile: f64,
     /// Answer times remembered per insurer. Default 256.
     pub history: usize,
@@ -151,7 +148,7 @@ impl Default for PollConfig {
             initial: Duration::from_millis(250),
             factor: 1.5,
             max: Duration::from_secs(1),
-            first_percentile: 0.3,
+            first_percentile: 0.05,
             history: 256,
             spacing: 0.15,
             min_interval: Duration::from_millis(100),
@@ -574,14 +571,6 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// The defaults but for the first poll, at the 5th percentile.
-    fn early_first_poll() -> PollConfig {
-        PollConfig {
-            first_percentile: 0.05,
-            ..PollConfig::default()
-        }
-    }
-
     fn plan(config: &PollConfig, learned: &AnswerTimes) -> PollPlan {
         PollPlan::new(config, learned, Instant::now())
     }
@@ -698,7 +687,7 @@ mod tests {
     #[test]
     fn retry_after_is_never_undercut() {
         let learned = learned();
-        let mut plan = plan(&early_first_poll(), &learned);
+        let mut plan = plan(&PollConfig::default(), &learned);
         let now = Instant::now();
         assert_eq!(plan.next(now, Some(ms(3000)), 0.0), ms(3000));
         assert_eq!(plan.first(Some(ms(3000)), 0.0), ms(3000));
@@ -719,13 +708,8 @@ mod tests {
         for n in 1..=100 {
             learned.record(ms(n * 100));
         }
-        // The 30th percentile of 100 ms .. 10 s by default; the 5th where
-        // set so.
-        assert_eq!(
-            plan(&PollConfig::default(), &learned).first(None, 0.0),
-            ms(3100)
-        );
-        let plan = plan(&early_first_poll(), &learned);
+        // The 5th percentile of 100 ms .. 10 s.
+        let plan = plan(&PollConfig::default(), &learned);
         assert_eq!(plan.first(None, 0.0), ms(600));
         // Polls dear (1 call waiting per slot: price 1 + 3 x 1 = 4): the 20th.
         assert_eq!(plan.first(None, 1.0), ms(2100));
@@ -751,14 +735,8 @@ mod tests {
         plan.relearn(&learned);
         let now = created + ms(600);
         let wait = plan.next(now, None, 0.0);
-        // The next poll comes at the first percentile of what is learned.
-        assert_eq!(
-            now + wait,
-            created
-                + learned
-                    .percentile(PollConfig::default().first_percentile)
-                    .unwrap()
-        );
+        // The next poll comes at the 5th percentile of what is learned.
+        assert_eq!(now + wait, created + learned.percentile(0.05).unwrap());
         // A plan that learned already keeps its own.
         let other = AnswerTimes::new(256);
         for _ in 0..100 {
@@ -778,11 +756,11 @@ mod tests {
         let created = Instant::now();
         let deadline = created + ms(60_000);
         let mut plan = PollPlan::new(&PollConfig::default(), &learned, created);
-        // Racing for the first price: the 30th percentile, nothing held.
-        assert_eq!(plan.first(None, 0.0), ms(3100));
-        assert_eq!(plan.hold(created + ms(3_100), 0.0, deadline), ms(0));
+        // Racing for the first price: the 5th percentile, nothing held.
+        assert_eq!(plan.first(None, 0.0), ms(600));
+        assert_eq!(plan.hold(created + ms(600), 0.0, deadline), ms(0));
         // Priced: 100 times dearer, so the first poll moves up to the 90th
-        // percentile (the ceiling; 30 % x 100 is past it), and a poll planned
+        // percentile (the ceiling; 5 % x 100 is past it), and a poll planned
         // before is held until then.
         plan.priced(true);
         assert_eq!(plan.first(None, 0.0), ms(9_000));
