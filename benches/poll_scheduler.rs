@@ -630,7 +630,8 @@ fn fleet_steady(poll: PollConfig) {
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     // `name=value` arguments set the adaptive schedule's settings (in
-    // seconds for durations), to weigh them: `-- steady spacing=0.3`.
+    // seconds for durations), to weigh them: `-- steady spacing=0.3`;
+    // every table runs with them.
     let mut tuned = PollConfig::default();
     for arg in &argv {
         let Some((name, value)) = arg.split_once('=') else {
@@ -682,12 +683,12 @@ fn main() {
     println!("| archetype | in flight | cap | scheduler | detection lag p50 (ms) | p99 (ms) | polls per quote | calls per quote | quotes | timeouts |");
     println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|");
     for (archetype, n, cap) in levels {
-        let mut schedules = vec![("adaptive", PollConfig::default())];
+        let mut schedules = vec![("adaptive", tuned.clone())];
         if archetype.name == LEGACY.name {
             // The same schedule weighing lag the same all minute long.
             let absolute = PollConfig {
                 relative_after: Duration::ZERO,
-                ..PollConfig::default()
+                ..tuned.clone()
             };
             schedules.push(("adaptive, lag weighed alike all minute", absolute));
         }
@@ -708,10 +709,10 @@ fn main() {
     }
     if args.is_empty() {
         println!();
-        bursts(2500, PollConfig::default());
+        bursts(2500, tuned.clone());
         println!();
-        bursts(10_000, PollConfig::default());
+        bursts(10_000, tuned.clone());
         println!();
-        fleet_steady(PollConfig::default());
+        fleet_steady(tuned);
     }
 }
