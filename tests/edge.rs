@@ -624,3 +624,92 @@ async fn the_embedded_binary_keeps_admin_endpoints_off_its_public_listener() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+/// Reads a streaming answer until its head and first event are in.
+async fn read_head_and_first_event(socket: &mut TcpStream) -> (String, String) {
+    let mut buf = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            if body.contains("\n\n") {
+                return (head.to_ascii_lowercase(), body.to_owned());
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, socket.read(&mut chunk))
+            .await
+            .expect("a head and an event within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed early: {text}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The header lines of `head` but those that differ by design between the
+/// two paths (date, the request id's value, connection, framing).
+fn comparable(head: &str) -> Vec<String> {
+    let mut lines: Vec<String> = head
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            ![
+                "date:",
+                "x-request-id:",
+                "connection:",
+                "transfer-encoding:",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+        })
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn a_stream_on_its_own_connection_is_answered_lean_and_the_same() {
+    let system = osago_tests::start_embedded(no_insurers()).await;
+    let created = osago_tests::post_sample(
+        &reqwest::Client::new(),
+        &format!("http://{}/api/osago/requests", system.addr),
+    )
+    .await;
+    let path = created["stream_url"].as_str().unwrap();
+    let token = created["access_token"].as_str().unwrap();
+    let get =
+        format!("GET {path} HTTP/1.1\r\nHost: osago\r\nAuthorization: Bearer {token}\r\n\r\n");
+    // First on its connection: the lean path, which closes after the stream.
+    let mut own = TcpStream::connect(system.addr).await.unwrap();
+    own.write_all(get.as_bytes()).await.unwrap();
+    let (lean_head, lean_body) = read_head_and_first_event(&mut own).await;
+    assert!(lean_head.starts_with("http/1.1 200 ok"), "{lean_head}");
+    assert!(lean_head.contains("\r\nconnection: close"), "{lean_head}");
+    assert!(
+        lean_head.contains("\r\ntransfer-encoding: chunked"),
+        "{lean_head}"
+    );
+    assert!(lean_head.contains("\r\nx-request-id: "), "{lean_head}");
+    // After another request on a kept-alive connection: hyper's path.
+    let mut shared = TcpStream::connect(system.addr).await.unwrap();
+    shared
+        .write_all(b"GET /favicon.ico HTTP/1.1\r\nHost: osago\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 1024];
+    let n = shared.read(&mut first).await.unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 204"));
+    shared.write_all(get.as_bytes()).await.unwrap();
+    let (hyper_head, hyper_body) = read_head_and_first_event(&mut shared).await;
+    assert!(!hyper_head.contains("connection: close"), "{hyper_head}");
+    // The same answer either way: status, headers, first event.
+    assert_eq!(comparable(&lean_head), comparable(&hyper_head));
+    let event = |body: &str| {
+        let body = body.split_once("\r\n").unwrap().1.to_owned();
+        body.split("\n\n").next().unwrap().to_owned()
+    };
+    assert_eq!(event(&lean_body), event(&hyper_body));
+    assert!(event(&lean_body).starts_with("retry: "), "{lean_body}");
+    system.stop().await;
+}

@@ -17,6 +17,11 @@
 //!   exempt), answered with `429`, so idle sockets from one address cannot
 //!   take every slot;
 //! - caps on the request line and headers ([`MAX_BUF`], `max_headers`).
+//!
+//! A listener may name paths whose requests are long-lived streams
+//! ([`LeanStreams`], [`serve_edge_lean`]): a connection's first request
+//! for one of them is answered on a lean HTTP/1 path that keeps none of
+//! hyper's per-connection buffers for the stream's life (see `lean`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -29,7 +34,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -41,6 +48,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::client::{client_key, TrustedProxies};
+
+mod lean;
 
 /// The most an HTTP/1 connection buffers (hyper's minimum): the request
 /// line and headers must fit (431 above), and an idle event stream's read
@@ -103,6 +112,8 @@ impl Default for ConnectionLimits {
         }
     }
 }
+
+type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Called with the reason (`connections`, `client_connections`) when a
 /// connection is refused at the door.
@@ -314,6 +325,97 @@ pub async fn serve_edge<H, F, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    serve_inner::<H, F, NoLean<B>, _, B>(
+        listener,
+        edge,
+        handler,
+        None,
+        shutdown,
+        draining,
+        drain_timeout,
+    )
+    .await
+}
+
+/// The paths of a listener whose requests are long-lived streams (an SSE
+/// endpoint's), and the handler that answers them on the lean HTTP/1 path.
+///
+/// A connection's first request that is a plain `GET` for such a path
+/// (HTTP/1.1, no body, no upgrade, nothing pipelined behind it) is read
+/// and answered without hyper: `handler` gets it with an empty body, its
+/// response's head is written with `connection: close`, the body streamed
+/// (chunked unless its length is known), and the connection closed once
+/// the body ends or the client goes. Per open stream that keeps about
+/// 10 KiB of hyper's connection state (two 8 KiB buffers, their first pages
+/// touched, and the dispatcher) out of memory. Every other request, and a
+/// stream asked for on a kept-alive connection, goes through hyper as
+/// before; both handlers should answer the same way.
+#[derive(Clone)]
+pub struct LeanStreams<L> {
+    /// Whether a path is a stream's.
+    pub route: fn(&str) -> bool,
+    /// Answers the requests the route names.
+    pub handler: L,
+}
+
+impl<L> std::fmt::Debug for LeanStreams<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeanStreams").finish_non_exhaustive()
+    }
+}
+
+/// The handler type of a listener without a lean path.
+type NoLean<B> =
+    fn(SocketAddr, Request<Empty<Bytes>>) -> std::future::Ready<Result<Response<B>, Infallible>>;
+
+/// [`serve_edge`], with the requests `lean` names answered on the lean
+/// HTTP/1 path ([`LeanStreams`]).
+pub async fn serve_edge_lean<H, F, L, G, B>(
+    listener: TcpListener,
+    edge: Edge,
+    handler: H,
+    lean: LeanStreams<L>,
+    shutdown: impl Future<Output = ()>,
+    draining: impl FnOnce(),
+    drain_timeout: Duration,
+) where
+    H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    L: Fn(SocketAddr, Request<Empty<Bytes>>) -> G + Clone + Send + Sync + 'static,
+    G: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    serve_inner(
+        listener,
+        edge,
+        handler,
+        Some(lean),
+        shutdown,
+        draining,
+        drain_timeout,
+    )
+    .await
+}
+
+async fn serve_inner<H, F, L, G, B>(
+    listener: TcpListener,
+    edge: Edge,
+    handler: H,
+    lean: Option<LeanStreams<L>>,
+    shutdown: impl Future<Output = ()>,
+    draining: impl FnOnce(),
+    drain_timeout: Duration,
+) where
+    H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    L: Fn(SocketAddr, Request<Empty<Bytes>>) -> G + Clone + Send + Sync + 'static,
+    G: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
     let limits = edge.limits.clone();
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -327,6 +429,7 @@ pub async fn serve_edge<H, F, B>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_BUF as u32);
+    let builder = Arc::new(builder);
     let total =
         (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
     let per_client = Arc::new(ClientSlots::default());
@@ -385,15 +488,52 @@ pub async fn serve_edge<H, F, B>(
             // keeps it to 8 bytes and frees the future with its response.
             Box::pin(handler(peer, req))
         });
-        let io = Watched {
+        let mut io = Watched {
             socket,
             activity: activity.clone(),
         };
-        let connection = builder.serve_connection(TokioIo::new(io), service);
+        // Every connection holds a watcher: the drain waits for it, on
+        // either path.
+        let watcher = graceful.watcher();
         // Boxed before the task takes it: pinned inside, it took a second
         // slot of the task's state beside the one it was moved in by
         // (3.9 KiB per connection, now 1.7 KiB and a small task).
-        let mut connection = Box::pin(graceful.watch(connection.into_owned()));
+        let mut connection: Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> = match &lean
+        {
+            None => Box::pin(
+                watcher.watch(
+                    builder
+                        .serve_connection(TokioIo::new(io), service)
+                        .into_owned(),
+                ),
+            ),
+            Some(lean) => {
+                let lean = lean.clone();
+                let builder = builder.clone();
+                let requested = requested.clone();
+                let max_headers = limits.max_headers;
+                Box::pin(async move {
+                    match lean::sniff(&mut io, lean.route, max_headers).await {
+                        lean::Sniffed::Lean(request) => {
+                            requested.store(true, Ordering::Relaxed);
+                            let _watching = watcher;
+                            lean::answer(&mut io, peer, request, &lean.handler).await
+                        }
+                        lean::Sniffed::Other(read) => {
+                            let io = lean::Prefixed::new(read, io);
+                            watcher
+                                .watch(
+                                    builder
+                                        .serve_connection(TokioIo::new(io), service)
+                                        .into_owned(),
+                                )
+                                .await
+                        }
+                        lean::Sniffed::Closed => Ok(()),
+                    }
+                })
+            }
+        };
         let (header_read_timeout, idle_timeout) = (limits.header_read_timeout, limits.idle_timeout);
         let task = async move {
             let _held = (permit, slot);
@@ -444,6 +584,188 @@ pub async fn serve_edge<H, F, B>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::combinators::UnsyncBoxBody;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use hyper::body::Frame;
+    use tokio::io::AsyncReadExt;
+
+    type TestBody = UnsyncBoxBody<Bytes, Infallible>;
+
+    /// Drops: tells the test the stream's body is gone.
+    struct DropFlag(Option<tokio::sync::oneshot::Sender<()>>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    /// A server whose lean handler streams `event N` frames (`count` of
+    /// them, or one and then nothing, as an idle stream) and whose hyper handler answers `hyper`; returns
+    /// its address and, per lean stream, a receiver told when its body is
+    /// dropped.
+    async fn lean_server(
+        count: Option<usize>,
+    ) -> (
+        SocketAddr,
+        tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Receiver<()>>,
+    ) {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (bodies_tx, bodies) = tokio::sync::mpsc::unbounded_channel();
+        let lean = LeanStreams {
+            route: |path: &str| path.starts_with("/s/"),
+            handler: move |_: SocketAddr, req: Request<Empty<Bytes>>| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = bodies_tx.send(rx);
+                let flag = DropFlag(Some(tx));
+                let last = req
+                    .headers()
+                    .get("last-event-id")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                async move {
+                    let frames =
+                        futures::stream::unfold((0usize, flag), move |(n, flag)| async move {
+                            match count {
+                                Some(count) if n >= count => return None,
+                                // An idle stream: nothing more to send.
+                                None if n >= 1 => std::future::pending::<()>().await,
+                                _ => {}
+                            }
+                            if n > 0 {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            let frame = Frame::data(Bytes::from(format!("event {n}\n")));
+                            Some((Ok::<_, Infallible>(frame), (n + 1, flag)))
+                        });
+                    let body: TestBody = StreamBody::new(frames).boxed_unsync();
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .header("content-type", "text/event-stream")
+                            .header("x-last", last)
+                            .body(body)
+                            .unwrap(),
+                    )
+                }
+            },
+        };
+        let handler = |_: SocketAddr, req: Request<Incoming>| async move {
+            let path = req.uri().path().to_owned();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let text = format!("hyper {path} {}", body.len());
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text)).boxed_unsync()))
+        };
+        tokio::spawn(serve_edge_lean(
+            listener,
+            Edge::default(),
+            handler,
+            lean,
+            std::future::pending(),
+            || {},
+            Duration::from_secs(1),
+        ));
+        (addr, bodies)
+    }
+
+    /// Reads until the server closes (or 10 s pass).
+    async fn read_to_close(socket: &mut TcpStream) -> String {
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut buf)).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_streams_first_request_is_answered_on_the_lean_path_and_closed() {
+        let (addr, _bodies) = lean_server(Some(3)).await;
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(b"GET /s/1 HTTP/1.1\r\nHost: a\r\nLast-Event-ID: 41\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_to_close(&mut socket).await;
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        let head = head.to_ascii_lowercase();
+        for line in [
+            "content-type: text/event-stream",
+            "x-last: 41",
+            "transfer-encoding: chunked",
+            "connection: close",
+            "date: ",
+        ] {
+            assert!(head.contains(line), "{line} missing from {head}");
+        }
+        assert_eq!(
+            body,
+            "8\r\nevent 0\n\r\n8\r\nevent 1\n\r\n8\r\nevent 2\n\r\n0\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_requests_and_a_kept_alive_connection_stay_with_hyper() {
+        let (addr, _bodies) = lean_server(Some(1)).await;
+        // Not a stream path; a body; then a stream asked for on the same,
+        // kept-alive connection: all hyper's (no `connection: close`).
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(
+                b"POST /s/1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc\
+                  GET /s/2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let answer = read_to_close(&mut socket).await;
+        assert!(answer.contains("hyper /s/1 3"), "{answer}");
+        assert!(answer.contains("hyper /s/2 0"), "{answer}");
+        assert!(!answer.contains("event 0"), "{answer}");
+        // HTTP/1.0 and a head sent in pieces to a path that is not a
+        // stream's: hyper's, every byte of it.
+        for request in [
+            &b"GET /s/3 HTTP/1.0\r\n\r\n"[..],
+            &b"GET /other HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"[..],
+        ] {
+            let mut socket = TcpStream::connect(addr).await.unwrap();
+            let (first, rest) = request.split_at(5);
+            socket.write_all(first).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            socket.write_all(rest).await.unwrap();
+            let answer = read_to_close(&mut socket).await;
+            assert!(answer.starts_with("HTTP/1."), "{answer}");
+            assert!(answer.contains("hyper /"), "{answer}");
+        }
+        // A head over the cap: hyper's 431.
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        let mut long = b"GET /s/1 HTTP/1.1\r\nX-Long: ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', MAX_BUF + 100));
+        long.extend_from_slice(b"\r\n\r\n");
+        let _ = socket.write_all(&long).await;
+        let answer = read_to_close(&mut socket).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_lean_stream_ends_when_its_client_goes() {
+        let (addr, mut bodies) = lean_server(None).await;
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(b"GET /s/1 HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 64];
+        let n = socket.read(&mut first).await.unwrap();
+        assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+        let dropped = bodies.recv().await.expect("the lean handler ran");
+        drop(socket);
+        // The body is idle: nothing is written that could fail, so only
+        // watching the client's end frees it.
+        tokio::time::timeout(Duration::from_secs(10), dropped)
+            .await
+            .expect("the body is dropped once the client has gone")
+            .expect("dropped, not leaked");
+    }
 
     /// A burst of connections to a server that has not accepted yet is
     /// queued by the kernel up to the backlog: with the standard library's

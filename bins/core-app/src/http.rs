@@ -358,6 +358,14 @@ pub fn route_of(path: &str) -> &'static str {
     }
 }
 
+/// Whether `path` is a request's event stream: such a request, first on its
+/// connection, is answered on the listener's lean HTTP/1 path
+/// ([`osago_service::serve::LeanStreams`]), which keeps hyper's
+/// per-connection buffers out of memory for the stream's life.
+pub fn is_stream_path(path: &str) -> bool {
+    route_of(path) == "/api/osago/requests/{id}/stream"
+}
+
 /// An `OPTIONS` answer: what the route allows, and, for an API route asked
 /// from a configured origin, the CORS preflight grant.
 fn preflight(route: &'static str, allowed_origin: bool) -> Response<Body> {

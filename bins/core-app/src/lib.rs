@@ -237,10 +237,17 @@ pub async fn run(
                 .inc();
         })),
     };
-    let api = osago_service::serve::serve_edge(
+    let streams = app.clone();
+    let api = osago_service::serve::serve_edge_lean(
         listener,
         edge,
         move |peer, req| http::handle(app.clone(), peer, req),
+        // A stream asked for first on its connection (EventSource's own
+        // connection) is answered without hyper's per-connection buffers.
+        osago_service::serve::LeanStreams {
+            route: http::is_stream_path,
+            handler: move |peer, req| http::handle(streams.clone(), peer, req),
+        },
         shutdown,
         // Readiness turns false, streams end now (with a retry hint), so
         // connections can drain.

@@ -1,0 +1,461 @@
+//! The lean HTTP/1 path for long-lived streams ([`super::LeanStreams`]).
+//!
+//! hyper's HTTP/1 connection keeps, for its whole life, a read buffer and a
+//! header write buffer of 8 KiB each (their first pages touched), its
+//! dispatcher and the auto-detecting wrapper: about 10 KiB of resident
+//! memory per idle event stream before the stream's own state, more than
+//! nginx + nchan's whole 10 KiB. A stream needs none of it once its head is
+//! written: the response is one long body and the connection closes after
+//! it. So the first request of a connection is read here into a buffer of
+//! its own, parsed with `httparse`, and:
+//!
+//! - when it is a plain `GET` (HTTP/1.1, no body, no upgrade, nothing
+//!   pipelined behind it) for a path the listener names, it is answered
+//!   here: the listener's handler is called as hyper would call it, the
+//!   response's head is written with `connection: close`, its body
+//!   streamed (chunked, or with its length when known), and the connection
+//!   closed; the head buffer is freed before the body starts;
+//! - anything else, or anything this parser does not accept, goes to hyper
+//!   with every byte read so far in front of the socket ([`Prefixed`]), so
+//!   hyper answers it as it always did (400, 431, HTTP/2's preface, ...).
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Empty};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::{BoxError, Watched, MAX_BUF};
+
+/// What the head buffer starts at: a browser's stream request (cookies and
+/// all) usually fits; it grows up to [`MAX_BUF`].
+const HEAD_START: usize = 1024;
+
+/// What the first request of a connection turned out to be.
+#[derive(Debug)]
+pub(super) enum Sniffed {
+    /// A request for the lean path, its whole head read and nothing behind
+    /// it.
+    Lean(Request<Empty<Bytes>>),
+    /// Anything else: the bytes read so far, which hyper reads first.
+    Other(Bytes),
+    /// The client closed, or the socket failed, before a whole head.
+    Closed,
+}
+
+/// Reads the first request head from `io` and sorts it (see the module
+/// docs). `route` names the paths of the lean path.
+pub(super) async fn sniff<R>(io: &mut R, route: fn(&str) -> bool, max_headers: usize) -> Sniffed
+where
+    R: AsyncRead + Unpin,
+{
+    let mut buf: Vec<u8> = Vec::with_capacity(HEAD_START);
+    loop {
+        if buf.len() == buf.capacity() {
+            if buf.len() >= MAX_BUF {
+                // Too long a head for us: hyper answers 431.
+                return Sniffed::Other(buf.into());
+            }
+            buf.reserve_exact(buf.len().min(MAX_BUF - buf.len()));
+        }
+        match io.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return Sniffed::Closed,
+            Ok(_) => {}
+        }
+        match sort(&buf, route, max_headers) {
+            Sorted::Partial => continue,
+            Sorted::Lean(request) => return Sniffed::Lean(request),
+            Sorted::Other => return Sniffed::Other(buf.into()),
+        }
+    }
+}
+
+// Returned once per read, and moved out at once: no gain in boxing.
+#[allow(clippy::large_enum_variant)]
+enum Sorted {
+    Partial,
+    Lean(Request<Empty<Bytes>>),
+    Other,
+}
+
+/// Sorts the bytes read so far.
+fn sort(buf: &[u8], route: fn(&str) -> bool, max_headers: usize) -> Sorted {
+    let mut headers = vec![httparse::EMPTY_HEADER; max_headers.max(1)];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Sorted::Partial,
+        // Malformed, HTTP/2's preface, too many headers: hyper's to answer.
+        Err(_) => return Sorted::Other,
+    };
+    match lean_request(&parsed, route) {
+        Some(request) if head_len == buf.len() => Sorted::Lean(request),
+        _ => Sorted::Other,
+    }
+}
+
+/// The request, when it is one for the lean path.
+fn lean_request(
+    parsed: &httparse::Request<'_, '_>,
+    route: fn(&str) -> bool,
+) -> Option<Request<Empty<Bytes>>> {
+    if parsed.method != Some("GET") || parsed.version != Some(1) {
+        return None;
+    }
+    let uri: Uri = parsed.path?.parse().ok()?;
+    if !route(uri.path()) {
+        return None;
+    }
+    let mut request = Request::new(Empty::new());
+    *request.method_mut() = Method::GET;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    let headers = request.headers_mut();
+    for header in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
+        let value = HeaderValue::from_bytes(header.value).ok()?;
+        let plain = match name.as_str() {
+            // A body, however announced, is hyper's to read.
+            "content-length" => value.as_bytes() == b"0",
+            "transfer-encoding" | "upgrade" | "expect" => false,
+            "connection" => !value
+                .to_str()
+                .map(|v| v.to_ascii_lowercase().contains("upgrade"))
+                .unwrap_or(true),
+            _ => true,
+        };
+        if !plain {
+            return None;
+        }
+        headers.append(name, value);
+    }
+    Some(request)
+}
+
+/// Answers `request` on `io` with `handler`'s response, then closes.
+pub(super) async fn answer<H, F, B>(
+    io: &mut Watched,
+    peer: SocketAddr,
+    request: Request<Empty<Bytes>>,
+    handler: &H,
+) -> Result<(), BoxError>
+where
+    H: Fn(SocketAddr, Request<Empty<Bytes>>) -> F,
+    F: Future<Output = Result<Response<B>, Infallible>>,
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    // Boxed, as hyper boxes a request's future: the handler's state is
+    // freed once the response is here, before the long body.
+    let response = match Box::pin(handler(peer, request)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let (parts, body) = response.into_parts();
+    let bodiless = parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED
+        || parts.status.is_informational();
+    let length = body.size_hint().exact();
+    let chunked = !bodiless && length.is_none();
+    {
+        let mut head = Vec::with_capacity(256);
+        head.extend_from_slice(b"HTTP/1.1 ");
+        head.extend_from_slice(parts.status.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(
+            parts
+                .status
+                .canonical_reason()
+                .unwrap_or("Unknown")
+                .as_bytes(),
+        );
+        head.extend_from_slice(b"\r\n");
+        for (name, value) in &parts.headers {
+            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == CONNECTION {
+                continue;
+            }
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        if !parts.headers.contains_key(DATE) {
+            head.extend_from_slice(b"date: ");
+            head.extend_from_slice(
+                httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes(),
+            );
+            head.extend_from_slice(b"\r\n");
+        }
+        if chunked {
+            head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        } else if !bodiless {
+            head.extend_from_slice(
+                format!("content-length: {}\r\n", length.unwrap_or(0)).as_bytes(),
+            );
+        }
+        head.extend_from_slice(b"connection: close\r\n\r\n");
+        // The response's headers go before the long body does.
+        drop(parts);
+        io.write_all(&head).await?;
+    }
+    if !bodiless {
+        let mut body = std::pin::pin!(body);
+        loop {
+            // Only bytes cross an await: the body's own data and error
+            // types need not be `Send`.
+            let data: Option<Result<Bytes, BoxError>> = tokio::select! {
+                frame = body.frame() => frame.map(|frame| match frame {
+                    Ok(frame) => Ok(frame
+                        .into_data()
+                        .map(|mut data| data.copy_to_bytes(data.remaining()))
+                        // Trailers: not sent on this path.
+                        .unwrap_or_default()),
+                    Err(err) => Err(err.into()),
+                }),
+                () = gone(io) => return Ok(()),
+            };
+            let Some(data) = data else { break };
+            let data = data?;
+            if data.is_empty() {
+                continue;
+            }
+            if chunked {
+                let size = Bytes::from(format!("{:x}\r\n", data.len()));
+                let mut chunk = size.chain(data).chain(&b"\r\n"[..]);
+                io.write_all_buf(&mut chunk).await?;
+            } else {
+                let mut data = data;
+                io.write_all_buf(&mut data).await?;
+            }
+        }
+        if chunked {
+            io.write_all(b"0\r\n\r\n").await?;
+        }
+    }
+    io.shutdown().await?;
+    Ok(())
+}
+
+/// Resolves when the client has gone: its end closed, the socket failed,
+/// or it sent bytes after a request answered with `connection: close`.
+async fn gone(io: &Watched) {
+    loop {
+        if io.socket.readable().await.is_err() {
+            return;
+        }
+        let mut probe = [0u8; 16];
+        match io.socket.try_read(&mut probe) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+            _ => return,
+        }
+    }
+}
+
+/// A socket with bytes already read from it in front: what hyper reads
+/// first.
+#[derive(Debug)]
+pub(super) struct Prefixed<T> {
+    prefix: Bytes,
+    inner: T,
+}
+
+impl<T> Prefixed<T> {
+    pub(super) fn new(prefix: Bytes, inner: T) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.has_remaining() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            if !self.prefix.has_remaining() {
+                // Frees the head buffer.
+                self.prefix = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn stream_route(path: &str) -> bool {
+        path.starts_with("/s/")
+    }
+
+    /// Feeds `bytes` to the sniffer in the given pieces.
+    fn sniff_in(bytes: &[u8], cuts: &[usize]) -> Sniffed {
+        let mut builder = tokio_test_io(bytes, cuts);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(sniff(&mut builder, stream_route, 64))
+    }
+
+    /// A reader that hands out `bytes` cut at `cuts`, then EOF.
+    fn tokio_test_io(bytes: &[u8], cuts: &[usize]) -> Pieces {
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        cuts.sort_unstable();
+        for cut in cuts {
+            if cut > at {
+                pieces.push(bytes[at..cut].to_vec());
+                at = cut;
+            }
+        }
+        if at < bytes.len() {
+            pieces.push(bytes[at..].to_vec());
+        }
+        pieces.reverse();
+        Pieces(pieces)
+    }
+
+    struct Pieces(Vec<Vec<u8>>);
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if let Some(mut piece) = self.0.pop() {
+                let n = piece.len().min(buf.remaining());
+                buf.put_slice(&piece[..n]);
+                if n < piece.len() {
+                    self.0.push(piece.split_off(n));
+                }
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_plain_stream_get_takes_the_lean_path_with_its_headers() {
+        let head =
+            b"GET /s/1?x=2 HTTP/1.1\r\nHost: a\r\nLast-Event-ID: 7\r\nX-A: 1\r\nX-A: 2\r\n\r\n";
+        let Sniffed::Lean(request) = sniff_in(head, &[3, 30]) else {
+            panic!("not lean");
+        };
+        assert_eq!(request.uri(), "/s/1?x=2");
+        assert_eq!(request.headers()["last-event-id"], "7");
+        assert_eq!(request.headers().get_all("x-a").iter().count(), 2);
+    }
+
+    #[test]
+    fn anything_else_goes_to_hyper_with_every_byte_read() {
+        let cases: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST /s/1 HTTP/1.1\r\nContent-Length: 2\r\n\r\nab",
+            b"GET /s/1 HTTP/1.0\r\n\r\n",
+            b"GET /s/1 HTTP/1.1\r\nContent-Length: 1\r\n\r\na",
+            b"GET /s/1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET /s/1 HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            b"GET /s/1 HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"GET /s/1 HTTP/1.1\r\n\r\nGET /s/2 HTTP/1.1\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"GET /s/1 HTTP/1.1\r\nBad Header: x\r\n\r\n",
+        ];
+        for case in cases {
+            match sniff_in(case, &[]) {
+                Sniffed::Other(bytes) => assert_eq!(&bytes[..], *case),
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(case)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_head_past_the_buffer_cap_goes_to_hyper_for_its_431() {
+        let mut head = b"GET /s/1 HTTP/1.1\r\nX-Long: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', MAX_BUF));
+        match sniff_in(&head, &[]) {
+            Sniffed::Other(bytes) => assert_eq!(&bytes[..], &head[..MAX_BUF]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_client_gone_before_a_whole_head_is_closed() {
+        assert!(matches!(sniff_in(b"GET /s/1 HTT", &[]), Sniffed::Closed));
+        assert!(matches!(sniff_in(b"", &[]), Sniffed::Closed));
+    }
+
+    proptest! {
+        /// Whatever arrives, in whatever pieces: a lean request is exactly
+        /// a whole head with nothing behind it, and otherwise hyper gets
+        /// every byte read, in order.
+        #[test]
+        fn no_byte_is_lost_or_invented(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            prefix in prop_oneof![
+                Just(b"GET /s/1 HTTP/1.1\r\n".to_vec()),
+                Just(b"GET / HTTP/1.1\r\n".to_vec()),
+                Just(Vec::new()),
+            ],
+            cuts in proptest::collection::vec(any::<usize>(), 0..6),
+        ) {
+            let mut input = prefix;
+            input.extend(bytes);
+            match sniff_in(&input, &cuts) {
+                Sniffed::Other(got) => prop_assert_eq!(&got[..], &input[..got.len()]),
+                Sniffed::Lean(request) => {
+                    prop_assert!(stream_route(request.uri().path()));
+                    let mut headers = [httparse::EMPTY_HEADER; 64];
+                    let mut parsed = httparse::Request::new(&mut headers);
+                    let status = parsed.parse(&input);
+                    prop_assert!(matches!(status, Ok(httparse::Status::Complete(_))));
+                }
+                Sniffed::Closed => {}
+            }
+        }
+    }
+}
