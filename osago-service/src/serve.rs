@@ -99,6 +99,13 @@ pub struct ConnectionLimits {
     pub max_connections_per_client: usize,
     /// Headers a request may carry (431 beyond). Default 64.
     pub max_headers: usize,
+    /// Whether an HTTP/1 connection stays open for the client's next
+    /// request. Off: every answer carries `connection: close`, so every
+    /// request comes on a new connection, and every event stream takes a
+    /// listener's lean path ([`LeanStreams`]) instead of only those asked
+    /// for first on their connection; each request then costs a
+    /// connection. Default on.
+    pub keep_alive: bool,
 }
 
 impl Default for ConnectionLimits {
@@ -109,6 +116,7 @@ impl Default for ConnectionLimits {
             max_connections: 16_384,
             max_connections_per_client: 256,
             max_headers: 64,
+            keep_alive: true,
         }
     }
 }
@@ -423,6 +431,7 @@ async fn serve_inner<H, F, L, G, B>(
         .http1()
         .max_buf_size(MAX_BUF)
         .max_headers(limits.max_headers.max(1))
+        .keep_alive(limits.keep_alive)
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     builder
@@ -608,6 +617,7 @@ mod tests {
     /// dropped.
     async fn lean_server(
         count: Option<usize>,
+        edge: Edge,
     ) -> (
         SocketAddr,
         tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Receiver<()>>,
@@ -660,7 +670,7 @@ mod tests {
         };
         tokio::spawn(serve_edge_lean(
             listener,
-            Edge::default(),
+            edge,
             handler,
             lean,
             std::future::pending(),
@@ -679,7 +689,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_streams_first_request_is_answered_on_the_lean_path_and_closed() {
-        let (addr, _bodies) = lean_server(Some(3)).await;
+        let (addr, _bodies) = lean_server(Some(3), Edge::default()).await;
         let mut socket = TcpStream::connect(addr).await.unwrap();
         socket
             .write_all(b"GET /s/1 HTTP/1.1\r\nHost: a\r\nLast-Event-ID: 41\r\n\r\n")
@@ -706,7 +716,7 @@ mod tests {
 
     #[tokio::test]
     async fn other_requests_and_a_kept_alive_connection_stay_with_hyper() {
-        let (addr, _bodies) = lean_server(Some(1)).await;
+        let (addr, _bodies) = lean_server(Some(1), Edge::default()).await;
         // Not a stream path; a body; then a stream asked for on the same,
         // kept-alive connection: all hyper's (no `connection: close`).
         let mut socket = TcpStream::connect(addr).await.unwrap();
@@ -747,8 +757,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn without_keep_alive_every_answer_closes_its_connection() {
+        for keep_alive in [true, false] {
+            let mut edge = Edge::default();
+            edge.limits.keep_alive = keep_alive;
+            let (addr, _bodies) = lean_server(Some(1), edge).await;
+            let mut socket = TcpStream::connect(addr).await.unwrap();
+            socket
+                .write_all(b"GET /page HTTP/1.1\r\nHost: a\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 1024];
+            let n = socket.read(&mut buf).await.unwrap();
+            let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+            assert!(head.contains("hyper /page"), "{head}");
+            // Off: the next request (a stream's) has to come on a new
+            // connection, so it takes the lean path.
+            assert_eq!(head.contains("connection: close"), !keep_alive, "{head}");
+            let next = tokio::time::timeout(Duration::from_secs(2), socket.read(&mut buf)).await;
+            match keep_alive {
+                true => assert!(next.is_err(), "kept open for the next request"),
+                false => assert_eq!(next.unwrap().unwrap(), 0, "closed after the answer"),
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn a_lean_stream_ends_when_its_client_goes() {
-        let (addr, mut bodies) = lean_server(None).await;
+        let (addr, mut bodies) = lean_server(None, Edge::default()).await;
         let mut socket = TcpStream::connect(addr).await.unwrap();
         socket
             .write_all(b"GET /s/1 HTTP/1.1\r\nHost: a\r\n\r\n")
