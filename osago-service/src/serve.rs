@@ -783,6 +783,77 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_drain_waits_for_an_open_lean_stream() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (end_tx, end_rx) = tokio::sync::oneshot::channel::<()>();
+        let end_rx = Arc::new(Mutex::new(Some(end_rx)));
+        let lean = LeanStreams {
+            route: |path: &str| path.starts_with("/s/"),
+            handler: move |_: SocketAddr, _: Request<Empty<Bytes>>| {
+                let end = end_rx.lock().unwrap().take().expect("one stream");
+                async move {
+                    // One frame, then open until the test ends it.
+                    let first = futures::stream::once(async {
+                        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"event 0\n")))
+                    });
+                    let rest = futures::stream::once(async move {
+                        let _ = end.await;
+                        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"last\n")))
+                    });
+                    let body: TestBody =
+                        StreamBody::new(futures::StreamExt::chain(first, rest)).boxed_unsync();
+                    Ok::<_, Infallible>(Response::new(body))
+                }
+            },
+        };
+        let handler = |_: SocketAddr, _: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(
+                Full::new(Bytes::from_static(b"hyper")).boxed_unsync(),
+            ))
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut served = tokio::spawn(serve_edge_lean(
+            listener,
+            Edge::default(),
+            handler,
+            lean,
+            async move {
+                let _ = stop_rx.await;
+            },
+            || {},
+            Duration::from_secs(60),
+        ));
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(b"GET /s/1 HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        stop_tx.send(()).unwrap();
+        // Shut down, but the stream is open: the server waits for it (a
+        // connection the drain did not watch would let it return at once).
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), &mut served)
+                .await
+                .is_err(),
+            "returned with a stream still open"
+        );
+        end_tx.send(()).unwrap();
+        let rest = read_to_close(&mut socket).await;
+        assert!(
+            rest.contains("last\n") && rest.ends_with("0\r\n\r\n"),
+            "{rest}"
+        );
+        tokio::time::timeout(Duration::from_secs(10), served)
+            .await
+            .expect("returns once the stream has ended")
+            .unwrap();
+    }
+
+    #[tokio::test]
     async fn a_lean_stream_ends_when_its_client_goes() {
         let (addr, mut bodies) = lean_server(None, Edge::default()).await;
         let mut socket = TcpStream::connect(addr).await.unwrap();
