@@ -7,9 +7,12 @@
 //!   the sample with one field replaced by a random value or removed;
 //! - the SSE cursor (`Last-Event-ID`), on random and near-valid text;
 //! - insurers' answers (`POST /applications`, `GET /quotes/{id}`), on
-//!   random bytes and on valid answers with one field mutated.
+//!   random bytes and on valid answers with one field mutated;
+//! - request heads first on their connection (core-app sorts them itself
+//!   between its lean stream path and hyper), random and edited.
 //!
-//! None may panic. Over HTTP, hostile bodies get only 4xx problem+json.
+//! None may panic. Over HTTP, hostile bodies get only 4xx problem+json, and
+//! hostile heads a status below 500 or a closed connection.
 
 use std::time::{Duration, Instant};
 
@@ -288,5 +291,109 @@ async fn hostile_bodies_over_http_get_only_4xx_problems() {
         "fuzz: HTTP hostile bodies: {refused} refused with 4xx problem+json, {accepted} valid"
     );
     assert!(refused > 200);
+    system.stop().await;
+}
+
+/// `base` with up to eight bytes replaced, inserted or removed.
+fn edited(base: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec((0..3u8, any::<usize>(), any::<u8>()), 1..8).prop_map(move |edits| {
+        let mut bytes = base.clone();
+        for (kind, at, byte) in edits {
+            let at = at % (bytes.len() + 1);
+            match kind {
+                0 if at < bytes.len() => bytes[at] = byte,
+                1 => bytes.insert(at, byte),
+                _ if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                _ => {}
+            }
+        }
+        bytes
+    })
+}
+
+/// Request heads, first on their connection (where core-app sorts them
+/// itself between its lean stream path and hyper): random bytes and a
+/// real stream request with bytes edited. Each is answered with a status
+/// below 500 or closed, none hangs, and the server still streams after.
+#[tokio::test]
+async fn hostile_request_heads_are_answered_or_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = osago::EmbeddedConfig {
+        insurers: vec![],
+        ..osago::EmbeddedConfig::default()
+    };
+    config.core = config.core.without_client_limits();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let system = osago::start(listener, config).await.unwrap();
+    let created = osago_tests::post_sample(
+        &reqwest::Client::new(),
+        &format!("http://{}/api/osago/requests", system.addr),
+    )
+    .await;
+    let head = format!(
+        "GET {} HTTP/1.1\r\nHost: osago\r\nAuthorization: Bearer {}\r\nLast-Event-ID: a:1\r\n\r\n",
+        created["stream_url"].as_str().unwrap(),
+        created["access_token"].as_str().unwrap()
+    )
+    .into_bytes();
+    let mut runner = TestRunner::new(Config {
+        cases: 400,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..300),
+        edited(head.clone()),
+    ];
+    let (mut answered, mut closed) = (0, 0);
+    for case in 0..401 {
+        let bytes = match case {
+            0 => head.clone(),
+            _ => strategy.new_tree(&mut runner).unwrap().current(),
+        };
+        let mut socket = tokio::net::TcpStream::connect(system.addr).await.unwrap();
+        let _ = socket.write_all(&bytes).await;
+        // Nothing more is coming: a partial head is closed at once
+        // instead of at the header-read timeout.
+        let _ = socket.shutdown().await;
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 1024];
+        let read = tokio::time::timeout(Duration::from_secs(5), async {
+            while !got.windows(2).any(|w| w == b"\r\n") {
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await;
+        let shown = String::from_utf8_lossy(&bytes).into_owned();
+        assert!(read.is_ok(), "neither answered nor closed: {shown:?}");
+        if got.is_empty() {
+            closed += 1;
+            continue;
+        }
+        let line = String::from_utf8_lossy(&got).into_owned();
+        let status: u16 = line
+            .strip_prefix("HTTP/1.1 ")
+            .or_else(|| line.strip_prefix("HTTP/1.0 "))
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not a status line {line:?} for {shown:?}"));
+        assert!(status < 500, "{status} for {shown:?}");
+        if case == 0 {
+            assert_eq!(status, 200, "the unedited stream request");
+        }
+        answered += 1;
+    }
+    println!("fuzz: HTTP hostile request heads: {answered} answered below 500, {closed} closed");
+    // The server still serves a stream.
+    let mut socket = tokio::net::TcpStream::connect(system.addr).await.unwrap();
+    socket.write_all(&head).await.unwrap();
+    let mut first = [0u8; 64];
+    let n = socket.read(&mut first).await.unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &first[..n]);
     system.stop().await;
 }
