@@ -206,7 +206,8 @@ where
         drop(parts);
         io.write_all(&head).await?;
     }
-    if !bodiless {
+    if !bodiless && length != Some(0) {
+        let mut left = length.unwrap_or(u64::MAX);
         let mut body = std::pin::pin!(body);
         loop {
             // Only bytes cross an await: the body's own data and error
@@ -232,8 +233,15 @@ where
                 let mut chunk = size.chain(data).chain(&b"\r\n"[..]);
                 io.write_all_buf(&mut chunk).await?;
             } else {
+                // Never past the length announced: a body that runs over
+                // its size hint is cut, and the connection closes anyway.
                 let mut data = data;
+                data.truncate(usize::try_from(left).unwrap_or(usize::MAX));
+                left -= data.len() as u64;
                 io.write_all_buf(&mut data).await?;
+                if left == 0 {
+                    break;
+                }
             }
         }
         if chunked {
