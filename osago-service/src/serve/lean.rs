@@ -2,8 +2,8 @@
 //!
 //! hyper's HTTP/1 connection keeps, for its whole life, a read buffer and a
 //! header write buffer of 8 KiB each (their first pages touched), its
-//! dispatcher and the auto-detecting wrapper: about 10 KiB of resident
-//! memory per idle event stream before the stream's own state, more than
+//! dispatcher and the auto-detecting wrapper: about 9 KiB of resident
+//! memory per idle event stream before the stream's own state, nearly
 //! nginx + nchan's whole 10 KiB. A stream needs none of it once its head is
 //! written: the response is one long body and the connection closes after
 //! it. So the first request of a connection is read here into a buffer of
