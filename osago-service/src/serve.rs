@@ -194,6 +194,9 @@ impl Drop for ClientSlot {
 struct Activity {
     opened: tokio::time::Instant,
     last_ms: AtomicU64,
+    /// Writes that moved bytes (tests count them).
+    #[cfg(test)]
+    writes: std::sync::atomic::AtomicUsize,
 }
 
 impl Activity {
@@ -201,6 +204,8 @@ impl Activity {
         Self {
             opened: tokio::time::Instant::now(),
             last_ms: AtomicU64::new(0),
+            #[cfg(test)]
+            writes: Default::default(),
         }
     }
 
@@ -245,6 +250,8 @@ impl AsyncWrite for Watched {
         let polled = Pin::new(&mut self.socket).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
+            #[cfg(test)]
+            self.activity.writes.fetch_add(1, Ordering::Relaxed);
         }
         polled
     }
@@ -257,6 +264,8 @@ impl AsyncWrite for Watched {
         let polled = Pin::new(&mut self.socket).poll_write_vectored(cx, bufs);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
+            #[cfg(test)]
+            self.activity.writes.fetch_add(1, Ordering::Relaxed);
         }
         polled
     }

@@ -22,7 +22,7 @@
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::Future;
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -38,6 +38,9 @@ use super::{BoxError, Watched, MAX_BUF};
 /// What the head buffer starts at: a browser's stream request (cookies and
 /// all) usually fits; it grows up to [`MAX_BUF`].
 const HEAD_START: usize = 1024;
+
+/// The most a body's ready frames are gathered into one write.
+const BATCH_BYTES: usize = 64 * 1024;
 
 /// What the first request of a connection turned out to be.
 #[derive(Debug)]
@@ -212,36 +215,61 @@ where
         loop {
             // Only bytes cross an await: the body's own data and error
             // types need not be `Send`.
-            let data: Option<Result<Bytes, BoxError>> = tokio::select! {
-                frame = body.frame() => frame.map(|frame| match frame {
-                    Ok(frame) => Ok(frame
-                        .into_data()
-                        .map(|mut data| data.copy_to_bytes(data.remaining()))
-                        // Trailers: not sent on this path.
-                        .unwrap_or_default()),
-                    Err(err) => Err(err.into()),
-                }),
+            let first = tokio::select! {
+                frame = body.frame() => data_of(frame),
                 () = gone(io) => return Ok(()),
             };
-            let Some(data) = data else { break };
-            let data = data?;
-            if data.is_empty() {
-                continue;
-            }
-            if chunked {
-                let size = Bytes::from(format!("{:x}\r\n", data.len()));
-                let mut chunk = size.chain(data).chain(&b"\r\n"[..]);
-                io.write_all_buf(&mut chunk).await?;
-            } else {
-                // Never past the length announced: a body that runs over
-                // its size hint is cut, and the connection closes anyway.
-                let mut data = data;
-                data.truncate(usize::try_from(left).unwrap_or(usize::MAX));
-                left -= data.len() as u64;
-                io.write_all_buf(&mut data).await?;
-                if left == 0 {
-                    break;
+            let Some(first) = first else { break };
+            let mut pieces = vec![first?];
+            let mut size = pieces[0].len();
+            let mut ended = false;
+            // What the body has ready now goes out in the same write: a
+            // stream that fell behind (its events queued while the server
+            // was busy) catches up with one send, and wakes its client
+            // once, instead of once per event.
+            while size < BATCH_BYTES {
+                match futures::poll!(body.frame()) {
+                    Poll::Pending => break,
+                    Poll::Ready(frame) => match data_of(frame) {
+                        None => {
+                            ended = true;
+                            break;
+                        }
+                        Some(data) => {
+                            let data = data?;
+                            size += data.len();
+                            pieces.push(data);
+                        }
+                    },
                 }
+            }
+            let mut out = Vec::with_capacity(size + pieces.len() * 12);
+            for mut data in pieces {
+                if data.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    let _ = write!(out, "{:x}\r\n", data.len());
+                    out.extend_from_slice(&data);
+                    out.extend_from_slice(b"\r\n");
+                } else {
+                    // Never past the length announced: a body that runs
+                    // over its size hint is cut, and the connection closes
+                    // anyway.
+                    data.truncate(usize::try_from(left).unwrap_or(usize::MAX));
+                    left -= data.len() as u64;
+                    out.extend_from_slice(&data);
+                    if left == 0 {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            if !out.is_empty() {
+                io.write_all(&out).await?;
+            }
+            if ended {
+                break;
             }
         }
         if chunked {
@@ -250,6 +278,19 @@ where
     }
     io.shutdown().await?;
     Ok(())
+}
+
+/// A body frame's data; trailers count as no data (not sent on this path).
+fn data_of<D: Buf, E: Into<BoxError>>(
+    frame: Option<Result<hyper::body::Frame<D>, E>>,
+) -> Option<Result<Bytes, BoxError>> {
+    frame.map(|frame| match frame {
+        Ok(frame) => Ok(frame
+            .into_data()
+            .map(|mut data| data.copy_to_bytes(data.remaining()))
+            .unwrap_or_default()),
+        Err(err) => Err(err.into()),
+    })
 }
 
 /// Resolves when the client has gone: its end closed, the socket failed,
@@ -465,5 +506,91 @@ mod tests {
                 Sniffed::Closed => {}
             }
         }
+    }
+
+    /// A stream body with `frames` queued and then, if `end`, ended; answered
+    /// on a real socket. Returns what the client read, and how many writes
+    /// the answer took.
+    async fn answer_queued(frames: &[&str], end: bool) -> (String, usize) {
+        use futures::StreamExt;
+        use http_body_util::StreamBody;
+        use std::sync::{Arc, Mutex};
+        use tokio::io::AsyncReadExt;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, peer) = listener.accept().await.unwrap();
+        let activity = Arc::new(super::super::Activity::new());
+        let mut io = Watched {
+            socket,
+            activity: activity.clone(),
+        };
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Bytes>();
+        for frame in frames {
+            tx.unbounded_send(Bytes::from(frame.to_string())).unwrap();
+        }
+        let keep = (!end).then_some(tx);
+        let body = Mutex::new(Some(StreamBody::new(
+            rx.map(|b| Ok::<_, Infallible>(hyper::body::Frame::data(b))),
+        )));
+        let handler = |_: SocketAddr, _: Request<Empty<Bytes>>| {
+            let body = body.lock().unwrap().take().expect("one request");
+            async move { Ok::<_, Infallible>(Response::new(body)) }
+        };
+        let request = Request::new(Empty::new());
+        let answering = answer(&mut io, peer, request, &handler);
+        let reading = async {
+            let mut read = Vec::new();
+            if end {
+                client.read_to_end(&mut read).await.unwrap();
+            } else {
+                // The head and the queued frames, then the client leaves.
+                let tail: String = frames
+                    .iter()
+                    .map(|f| format!("{:x}\r\n{f}\r\n", f.len()))
+                    .collect();
+                let mut buf = [0u8; 4096];
+                while !read.ends_with(tail.as_bytes()) {
+                    let n = client.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&read));
+                    read.extend_from_slice(&buf[..n]);
+                }
+                drop(client);
+            }
+            read
+        };
+        let (answered, read) = tokio::join!(answering, reading);
+        answered.unwrap();
+        drop(keep);
+        (
+            String::from_utf8(read).unwrap(),
+            activity.writes.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    #[tokio::test]
+    async fn frames_ready_together_go_out_in_one_write() {
+        let (read, writes) =
+            answer_queued(&["data: 1\n\n", "data: 22\n\n", "data: 3\n\n"], true).await;
+        let body = read.split_once("\r\n\r\n").unwrap().1;
+        assert_eq!(
+            body,
+            "9\r\ndata: 1\n\n\r\na\r\ndata: 22\n\n\r\n9\r\ndata: 3\n\n\r\n0\r\n\r\n"
+        );
+        assert!(read.contains("transfer-encoding: chunked\r\n"));
+        // The head, the three frames, the last chunk.
+        assert_eq!(writes, 3, "{read:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_still_open_sends_what_it_has_and_ends_when_the_client_goes() {
+        let (read, writes) = answer_queued(&["data: 1\n\n", "data: 2\n\n"], false).await;
+        assert!(
+            read.ends_with("9\r\ndata: 1\n\n\r\n9\r\ndata: 2\n\n\r\n"),
+            "{read:?}"
+        );
+        assert_eq!(writes, 2, "the head, then both frames at once");
     }
 }
