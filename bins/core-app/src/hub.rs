@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use osago_core::ports::{LiveFeed, Traced};
@@ -32,6 +33,11 @@ pub struct Live {
     /// (with when the insurer was asked filled in), and its JSON: made
     /// once for all of them.
     succeeded: OnceLock<(Option<DateTime<Utc>>, Arc<str>)>,
+    /// A whole `insurer` frame of this event (its `id:` cursor and its
+    /// JSON): made by the first stream that sends it, and sent as it is by
+    /// every stream whose frame is the same bytes (streams of one request
+    /// that have seen the same rows): one buffer for all of them.
+    frame: OnceLock<(Box<str>, Arc<str>, Bytes)>,
 }
 
 impl Live {
@@ -43,6 +49,7 @@ impl Live {
             trace,
             view: OnceLock::new(),
             succeeded: OnceLock::new(),
+            frame: OnceLock::new(),
         }
     }
 
@@ -81,6 +88,25 @@ impl Live {
         } else {
             serialise()
         }
+    }
+}
+
+impl Live {
+    /// The frame for `id` and `json` (which [`Live::json_as`] returned):
+    /// the shared one when it is the same, else `make`'s.
+    pub fn frame(&self, id: &str, json: &Arc<str>, make: impl FnOnce() -> Bytes) -> Bytes {
+        let mut make = Some(make);
+        let (shared_id, shared_json, frame) = self.frame.get_or_init(|| {
+            let make = make.take().expect("not called yet");
+            (id.into(), json.clone(), make())
+        });
+        if &**shared_id == id && Arc::ptr_eq(shared_json, json) {
+            return frame.clone();
+        }
+        let make = make
+            .take()
+            .expect("not called: the shared frame is another");
+        make()
     }
 }
 
@@ -228,5 +254,25 @@ mod tests {
         for (json, row) in [(a, &fresh), (b, &held), (c, &other)] {
             assert_eq!(&*json, serde_json::to_string(row).unwrap());
         }
+    }
+
+    #[test]
+    fn a_frame_is_shared_by_the_streams_that_send_the_same_bytes() {
+        let live = Live::new(final_event(), None);
+        let json = live.json_as(&live.row().clone());
+        let made = |id: &str| Bytes::from(format!("id: {id}\ndata: {json}\n\n"));
+        let a = live.frame("swift:2", &json, || made("swift:2"));
+        let b = live.frame("swift:2", &json, || unreachable!("shared"));
+        assert_eq!(a.as_ptr(), b.as_ptr(), "one buffer for both");
+        // Another cursor, or another JSON, gets its own frame.
+        let c = live.frame("steady:1,swift:2", &json, || made("steady:1,swift:2"));
+        assert_eq!(c, made("steady:1,swift:2"));
+        let held = OfferRow {
+            started_at: Some(Utc::now() - chrono::Duration::seconds(3)),
+            ..live.row().clone()
+        };
+        let other = live.json_as(&held);
+        let d = live.frame("swift:2", &other, || Bytes::from_static(b"own"));
+        assert_eq!(&d[..], b"own");
     }
 }

@@ -24,6 +24,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::hub::{HubSubscription, Live};
 use crate::metrics::{EventLabel, Metrics};
+use prometheus_client::metrics::counter::Counter;
 
 /// The versions a client has seen, per insurer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,18 +53,29 @@ impl Cursor {
     }
 
     fn advance(&mut self, insurer: &InsurerId, version: u32) {
-        self.0.insert(insurer.clone(), version);
+        match self.0.get_mut(insurer) {
+            Some(seen) => *seen = version,
+            None => {
+                self.0.insert(insurer.clone(), version);
+            }
+        }
     }
 
+    #[cfg(test)]
     fn render(&self) -> String {
         let mut out = String::new();
+        self.render_into(&mut out);
+        out
+    }
+
+    /// Appends the cursor's text to `out`.
+    fn render_into(&self, out: &mut String) {
         for (i, (insurer, version)) in self.0.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
             let _ = write!(out, "{insurer}:{version}");
         }
-        out
     }
 }
 
@@ -81,6 +93,10 @@ pub struct StreamState {
     read_model: Arc<dyn ReadModel>,
     subscription: HubSubscription,
     metrics: Metrics,
+    /// `events_sent{event="insurer"}`, looked up once.
+    insurer_sent: Counter,
+    /// The last `id:` sent (kept for its buffer).
+    id: String,
     clock: Arc<dyn Clock>,
     /// Fires at shutdown. Kept, like `deadline_timer`, for the stream's
     /// life: made on every wait, the two were registered and withdrawn
@@ -177,11 +193,17 @@ impl StreamState {
             tokio::time::interval_at(Instant::now() + params.heartbeat, params.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         metrics.open_streams.inc();
+        let insurer_sent = metrics
+            .events_sent
+            .get_or_create(&EventLabel { event: "insurer" })
+            .clone();
         let mut state = Self {
             request_id: params.request_id,
             read_model,
             subscription,
             metrics,
+            insurer_sent,
+            id: String::new(),
             clock,
             cancelled: Box::pin(shutdown.cancelled_owned()),
             rows: BTreeMap::new(),
@@ -225,7 +247,12 @@ impl StreamState {
                 shared: true,
             });
         }
-        self.rows.insert(row.insurer_id.clone(), row);
+        match self.rows.get_mut(&row.insurer_id) {
+            Some(held) => *held = row,
+            None => {
+                self.rows.insert(row.insurer_id.clone(), row);
+            }
+        }
     }
 
     /// Whether a client holding this stream's cursor has everything there
@@ -247,30 +274,16 @@ impl StreamState {
             request_id: self.request_id,
             tally: Tally::of(self.rows.values()),
         };
-        self.frame(name, None, &body)
+        self.frame(name, &body)
     }
 
-    fn frame(&self, event: &'static str, id: Option<String>, data: &impl Serialize) -> Bytes {
-        let json = serde_json::to_string(data).expect("serializable");
-        self.frame_json(event, id, &json)
-    }
-
-    /// A frame around data already serialised.
-    fn frame_json(&self, event: &'static str, id: Option<String>, json: &str) -> Bytes {
+    fn frame(&self, event: &'static str, data: &impl Serialize) -> Bytes {
         self.metrics
             .events_sent
             .get_or_create(&EventLabel { event })
             .inc();
-        let id_len = id.as_ref().map_or(0, |id| id.len() + 5);
-        let mut out = String::with_capacity(id_len + event.len() + json.len() + 16);
-        if let Some(id) = id {
-            let _ = writeln!(out, "id: {id}");
-        }
-        let _ = writeln!(out, "event: {event}");
-        out.push_str("data: ");
-        out.push_str(json);
-        out.push_str("\n\n");
-        Bytes::from(out)
+        let json = serde_json::to_string(data).expect("serializable");
+        frame_bytes(event, None, &json)
     }
 
     /// The next chunk of the stream, or `None` when it is over.
@@ -290,11 +303,21 @@ impl StreamState {
             }
             if let Some(Queued { row, live, shared }) = self.queue.pop_front() {
                 self.cursor.advance(&row.insurer_id, row.version);
-                let id = Some(self.cursor.render());
+                self.id.clear();
+                self.cursor.render_into(&mut self.id);
+                let id = self.id.as_str();
                 let frame = match &live {
-                    Some(live) if shared => self.frame_json("insurer", id, &live.json_as(&row)),
-                    _ => self.frame("insurer", id, &row),
+                    Some(live) if shared => {
+                        let json = live.json_as(&row);
+                        live.frame(id, &json, || frame_bytes("insurer", Some(id), &json))
+                    }
+                    _ => frame_bytes(
+                        "insurer",
+                        Some(id),
+                        &serde_json::to_string(&row).expect("serializable"),
+                    ),
                 };
+                self.insurer_sent.inc();
                 if let Some(live) = live {
                     self.metrics
                         .sse_delivery_seconds
@@ -340,7 +363,7 @@ impl StreamState {
                 },
                 _ = self.heartbeat.tick() => {
                     let at = self.clock.now();
-                    return Some(self.frame("heartbeat", None, &serde_json::json!({ "at": at })));
+                    return Some(self.frame("heartbeat", &serde_json::json!({ "at": at })));
                 }
                 _ = self.deadline_timer.as_mut() => {
                     // Last look at the read model: an event may have been
@@ -366,6 +389,20 @@ impl StreamState {
             }
         }
     }
+}
+
+/// An SSE frame around data already serialised.
+fn frame_bytes(event: &str, id: Option<&str>, json: &str) -> Bytes {
+    let id_len = id.map_or(0, |id| id.len() + 5);
+    let mut out = String::with_capacity(id_len + event.len() + json.len() + 16);
+    if let Some(id) = id {
+        let _ = writeln!(out, "id: {id}");
+    }
+    let _ = writeln!(out, "event: {event}");
+    out.push_str("data: ");
+    out.push_str(json);
+    out.push_str("\n\n");
+    Bytes::from(out)
 }
 
 #[cfg(test)]
