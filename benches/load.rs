@@ -91,6 +91,10 @@ struct Opts {
     /// generator serve it first when it wakes: its own stages measured as
     /// on a node where it has its own CPU share.
     core_app_nice: Option<i32>,
+    /// sse mode: also measure core-app with every stream asked for on a
+    /// kept-alive connection (each subscriber gets `/health` first on it),
+    /// as behind an ingress that pools its upstream connections.
+    kept_alive: bool,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
@@ -111,6 +115,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         server_threads: None,
         aggregator_sets: Vec::new(),
         core_app_nice: None,
+        kept_alive: false,
     };
     let mut shown = Vec::new();
     let mut mode = None;
@@ -155,6 +160,10 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
                         .ok_or("--core-app-nice: a niceness from -20 to 19")?,
                 );
                 shown.push(format!("--core-app-nice {v}"));
+            }
+            "--kept-alive" => {
+                opts.kept_alive = true;
+                shown.push("--kept-alive".to_owned());
             }
             "--server-threads" => {
                 let v = value("--server-threads")?;
@@ -299,7 +308,7 @@ fn main() {
             Mode::Sse => {
                 let mut rows = Vec::new();
                 for &(n, _) in &opts.levels {
-                    for row in sse(n, opts.events, opts.server_threads).await {
+                    for row in sse(n, opts.events, opts.server_threads, opts.kept_alive).await {
                         println!("{}", row.markdown());
                         rows.push(row);
                     }
@@ -1133,6 +1142,7 @@ type Subscriber = (
 async fn subscribers(
     url: &str,
     token: Option<&str>,
+    first: Option<&str>,
     n: usize,
     events: usize,
 ) -> (Vec<Subscriber>, usize) {
@@ -1144,8 +1154,11 @@ async fn subscribers(
         if let Some(token) = token {
             command.env("LOADGEN_TOKEN", token);
         }
+        command.args(["subscribe", "--url", url]);
+        if let Some(first) = first {
+            command.args(["--first", first]);
+        }
         let mut child = command
-            .args(["subscribe", "--url", url])
             .args(["--subscribers", &share.to_string()])
             .args(["--events", &events.to_string()])
             .args(["--connect-rate", &(4000 / processes).to_string()])
@@ -1193,10 +1206,18 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// server, hub and SSE code on the in-memory bus, one request watched by
 /// every subscriber, events published on the bus as the aggregator would),
 /// then nginx + nchan (one channel, events published over HTTP).
-async fn sse(n: usize, events: usize, server_threads: Option<usize>) -> Vec<SseRow> {
-    let mut rows = vec![sse_ours(n, events, None).await];
+async fn sse(
+    n: usize,
+    events: usize,
+    server_threads: Option<usize>,
+    kept_alive: bool,
+) -> Vec<SseRow> {
+    let mut rows = vec![sse_ours(n, events, None, false).await];
     if let Some(threads) = server_threads {
-        rows.push(sse_ours(n, events, Some(threads)).await);
+        rows.push(sse_ours(n, events, Some(threads), false).await);
+    }
+    if kept_alive {
+        rows.push(sse_ours(n, events, None, true).await);
     }
     match nchan_setup() {
         Ok(setup) => rows.push(sse_nchan(n, events, setup).await),
@@ -1205,7 +1226,7 @@ async fn sse(n: usize, events: usize, server_threads: Option<usize>) -> Vec<SseR
     rows
 }
 
-async fn sse_ours(n: usize, events: usize, threads: Option<usize>) -> SseRow {
+async fn sse_ours(n: usize, events: usize, threads: Option<usize>, kept_alive: bool) -> SseRow {
     let port = free_port();
     let exe = std::env::current_exe().expect("own path");
     let mut server = Command::new(exe);
@@ -1239,11 +1260,13 @@ async fn sse_ours(n: usize, events: usize, threads: Option<usize>) -> SseRow {
     );
     let pid = server.id().expect("running");
     let token = created["access_token"].as_str().map(str::to_owned);
+    let first = kept_alive.then(|| format!("{base}/health"));
     let result = fan_out(
         n,
         events,
         &url,
         token.as_deref(),
+        first.as_deref(),
         pid,
         async |count: usize| {
             let stdin = server.stdin.as_mut().expect("piped");
@@ -1263,10 +1286,11 @@ async fn sse_ours(n: usize, events: usize, threads: Option<usize>) -> SseRow {
     .await;
     let _ = server.kill().await;
     SseRow {
-        server: match threads {
-            Some(1) => "core-app (ours), 1 worker thread".to_owned(),
-            Some(t) => format!("core-app (ours), {t} worker threads"),
-            None => "core-app (ours)".to_owned(),
+        server: match (threads, kept_alive) {
+            (_, true) => "core-app (ours), streams on kept-alive connections".to_owned(),
+            (Some(1), _) => "core-app (ours), 1 worker thread".to_owned(),
+            (Some(t), _) => format!("core-app (ours), {t} worker threads"),
+            (None, _) => "core-app (ours)".to_owned(),
         },
         subscribers: n,
         ..result
@@ -1279,13 +1303,14 @@ async fn fan_out(
     events: usize,
     url: &str,
     token: Option<&str>,
+    first: Option<&str>,
     server_root: u32,
     publish: impl AsyncFnOnce(usize),
 ) -> SseRow {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = pss_kib(server_root);
     eprintln!("== SSE, {n} subscribers on {url}");
-    let (children, open) = subscribers(url, token, n, events).await;
+    let (children, open) = subscribers(url, token, first, n, events).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = pss_kib(server_root);
     let watched = Watched::new("server", server_root);
@@ -1371,6 +1396,7 @@ http {{
         n,
         events,
         &format!("{base}/sub"),
+        None,
         None,
         pid,
         async |count: usize| {

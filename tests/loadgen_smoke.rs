@@ -89,6 +89,7 @@ async fn a_hundred_subscribers_see_every_row_of_one_stream() {
             // Every insurer's row at least once (pending, or its outcome).
             events: 8,
             timeout: Duration::from_secs(30),
+            first: None,
         },
         |n| open = Some(n),
     )

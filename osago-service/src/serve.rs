@@ -21,7 +21,9 @@
 //! A listener may name paths whose requests are long-lived streams
 //! ([`LeanStreams`], [`serve_edge_lean`]): a connection's first request
 //! for one of them is answered on a lean HTTP/1 path that keeps none of
-//! hyper's per-connection buffers for the stream's life (see `lean`).
+//! hyper's per-connection buffers for the stream's life (see `lean`), and
+//! so is one asked for on a kept-alive connection, which hyper hands back
+//! once it is done with every request before it (see `handback`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -29,7 +31,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -49,6 +51,7 @@ use tokio::sync::Semaphore;
 
 use crate::client::{client_key, TrustedProxies};
 
+mod handback;
 mod lean;
 
 /// The most an HTTP/1 connection buffers (hyper's minimum): the request
@@ -101,10 +104,11 @@ pub struct ConnectionLimits {
     pub max_headers: usize,
     /// Whether an HTTP/1 connection stays open for the client's next
     /// request. Off: every answer carries `connection: close`, so every
-    /// request comes on a new connection, and every event stream takes a
-    /// listener's lean path ([`LeanStreams`]) instead of only those asked
-    /// for first on their connection; each request then costs a
-    /// connection. Default on.
+    /// request comes on a new connection; each request then costs a
+    /// connection. On, an event stream asked for on a kept-alive
+    /// connection still takes a listener's lean path ([`LeanStreams`])
+    /// when its head arrives whole once hyper is done with the requests
+    /// before it. Default on.
     pub keep_alive: bool,
 }
 
@@ -283,6 +287,60 @@ impl AsyncWrite for Watched {
     }
 }
 
+/// What a connection's task, its hyper service and its socket share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// A request head has arrived (the first head's timeout is met).
+    requested: AtomicBool,
+    /// Responses hyper is done with (their bodies dropped).
+    answered: AtomicUsize,
+    /// A stream request hyper's socket took for the lean path, with the
+    /// socket, once hyper let go of it (`handback`).
+    handed: Mutex<Option<Handed>>,
+}
+
+/// A socket hyper let go of, with the stream request it never saw.
+type Handed = (Watched, Box<Request<Empty<Bytes>>>);
+
+pin_project_lite::pin_project! {
+    /// A response body that counts its response answered when hyper drops
+    /// it (its last frame written, or the connection gone).
+    struct Answered<B> {
+        #[pin]
+        body: B,
+        done: Done,
+    }
+}
+
+/// Counts a response answered when dropped.
+struct Done(Arc<Shared>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.answered.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl<B: hyper::body::Body> hyper::body::Body for Answered<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Answers a connection refused at the door and closes it, without
 /// reading its request (it may never come).
 fn refuse(mut socket: TcpStream, status: &'static str) {
@@ -365,9 +423,18 @@ pub async fn serve_edge<H, F, B>(
 /// the body ends or the client goes. Per open stream that keeps about
 /// 9 KiB of hyper's connection state (two 8 KiB buffers, their first pages
 /// touched, and the dispatcher) out of memory: core-app's idle stream
-/// measured 4.3 KiB this way and 13.1 through hyper (docs/benchmarks.md). Every other request, and a
-/// stream asked for on a kept-alive connection, goes through hyper as
-/// before; both handlers should answer the same way.
+/// measured 4.3 KiB this way and 13.1 through hyper (docs/benchmarks.md).
+///
+/// A stream asked for on a kept-alive connection, after requests hyper
+/// answered (an ingress pooling its upstream connections sends most of
+/// them so), takes the same path when its whole head arrives in one read
+/// once hyper is done with every request before it: hyper sees the
+/// client's end, frees its buffers, and hands the socket back. Where the
+/// requests before it end is followed byte by byte (`Content-Length`
+/// bodies); after anything else (a chunked body, an upgrade, HTTP/1.0),
+/// and for a head that arrives in pieces, the connection stays hyper's.
+/// Every other request goes through hyper as before; both handlers should
+/// answer the same way.
 #[derive(Clone)]
 pub struct LeanStreams<L> {
     /// Whether a path is a stream's.
@@ -496,16 +563,21 @@ async fn serve_inner<H, F, L, G, B>(
         };
         let _ = socket.set_nodelay(true);
         let activity = Arc::new(Activity::new());
-        let requested = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared::default());
         let handler = handler.clone();
-        let seen = requested.clone();
+        let seen = shared.clone();
         let service = service_fn(move |req| {
-            seen.store(true, Ordering::Relaxed);
+            seen.requested.store(true, Ordering::Relaxed);
+            let done = Done(seen.clone());
+            let response = handler(peer, req);
             // Boxed: hyper keeps the box it holds a request's future in for
             // the connection's life, sized to that future (2.6 KiB of
             // routing and handler state per open event stream); a pointer
             // keeps it to 8 bytes and frees the future with its response.
-            Box::pin(handler(peer, req))
+            Box::pin(async move {
+                let response = response.await;
+                response.map(|response| response.map(|body| Answered { body, done }))
+            })
         });
         let mut io = Watched {
             socket,
@@ -529,14 +601,43 @@ async fn serve_inner<H, F, L, G, B>(
             Some(lean) => {
                 let lean = lean.clone();
                 let builder = builder.clone();
-                let requested = requested.clone();
+                let shared = shared.clone();
                 let max_headers = limits.max_headers;
+                let hand_back = limits.keep_alive;
+                let graceful_spare = graceful.watcher();
                 Box::pin(async move {
                     match lean::sniff(&mut io, lean.route, max_headers).await {
                         lean::Sniffed::Lean(request) => {
-                            requested.store(true, Ordering::Relaxed);
+                            shared.requested.store(true, Ordering::Relaxed);
                             let _watching = watcher;
                             lean::answer(&mut io, peer, request, &lean.handler).await
+                        }
+                        lean::Sniffed::Other(read) if hand_back => {
+                            // The drain waits for the stream too, if hyper
+                            // hands one back.
+                            let _watching = graceful_spare;
+                            let io = handback::Handback::new(
+                                lean::Prefixed::new(read, io),
+                                shared.clone(),
+                                lean.route,
+                                max_headers,
+                            );
+                            let ended = watcher
+                                .watch(
+                                    builder
+                                        .serve_connection(TokioIo::new(io), service)
+                                        .into_owned(),
+                                )
+                                .await;
+                            let handed = shared.handed.lock().expect("not poisoned").take();
+                            match (ended, handed) {
+                                (Ok(()), Some((mut io, request))) => {
+                                    lean::answer(&mut io, peer, *request, &lean.handler).await
+                                }
+                                // Ended with an error: closed, whatever
+                                // it had read.
+                                (ended, _) => ended,
+                            }
                         }
                         lean::Sniffed::Other(read) => {
                             let io = lean::Prefixed::new(read, io);
@@ -572,7 +673,7 @@ async fn serve_inner<H, F, L, G, B>(
                         return;
                     }
                     _ = &mut first_head, if !first_seen => {
-                        if requested.load(Ordering::Relaxed) {
+                        if shared.requested.load(Ordering::Relaxed) {
                             first_seen = true;
                         } else {
                             tracing::debug!(%peer, "no request head within the header-read timeout; closed");
@@ -674,6 +775,11 @@ mod tests {
         };
         let handler = |_: SocketAddr, req: Request<Incoming>| async move {
             let path = req.uri().path().to_owned();
+            if path == "/early" {
+                // Answered without reading the request's body.
+                let text = "hyper /early unread";
+                return Ok(Response::new(Full::new(Bytes::from(text)).boxed_unsync()));
+            }
             let body = req.into_body().collect().await.unwrap().to_bytes();
             let text = format!("hyper {path} {}", body.len());
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text)).boxed_unsync()))
@@ -764,6 +870,143 @@ mod tests {
         let _ = socket.write_all(&long).await;
         let answer = read_to_close(&mut socket).await;
         assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    }
+
+    /// Reads one response with a length (head and body) from a kept-alive
+    /// connection.
+    async fn read_response(socket: &mut TcpStream) -> String {
+        let mut buf = Vec::new();
+        loop {
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_owned)
+                    })
+                    .expect("a length")
+                    .parse::<usize>()
+                    .unwrap();
+                if body.len() >= length {
+                    return text;
+                }
+            }
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut chunk))
+                .await
+                .expect("an answer in time")
+                .unwrap();
+            assert!(n > 0, "closed before a whole answer: {text}");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_asked_for_on_a_kept_alive_connection_is_handed_to_the_lean_path() {
+        let (addr, mut bodies) = lean_server(Some(2), Edge::default()).await;
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        // Two requests hyper answers, one with a body, as an ingress's
+        // pooled connection carries them...
+        for request in [
+            &b"POST /api HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"[..],
+            b"GET /page HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            socket.write_all(request).await.unwrap();
+            let answer = read_response(&mut socket).await;
+            assert!(answer.contains("hyper /"), "{answer}");
+            assert!(
+                !answer.to_ascii_lowercase().contains("connection: close"),
+                "{answer}"
+            );
+        }
+        // ...then a stream: the lean path's (its handler, `connection:
+        // close`), on the same connection.
+        socket
+            .write_all(b"GET /s/1 HTTP/1.1\r\nHost: a\r\nLast-Event-ID: 9\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_to_close(&mut socket).await;
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+        let head = head.to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+        for line in [
+            "x-last: 9",
+            "transfer-encoding: chunked",
+            "connection: close",
+        ] {
+            assert!(head.contains(line), "{line} missing from {head}");
+        }
+        assert_eq!(body, "8\r\nevent 0\n\r\n8\r\nevent 1\n\r\n0\r\n\r\n");
+        assert!(bodies.try_recv().is_ok(), "the lean handler answered it");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_holds_a_stream_request_is_never_taken_for_one() {
+        let (addr, mut bodies) = lean_server(Some(1), Edge::default()).await;
+        let stream_head = b"GET /s/1 HTTP/1.1\r\nHost: a\r\n\r\n";
+        // Answered before its body is read; the body, sent after the
+        // answer, is a stream request's head (what a proxy that framed it
+        // as a body would never take for a request).
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+            stream_head.len()
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_response(&mut socket).await;
+        assert!(answer.contains("hyper /early unread"), "{answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        socket.write_all(stream_head).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = socket
+            .write_all(b"GET /page HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await;
+        let rest = read_to_close(&mut socket).await;
+        assert!(!rest.contains("event 0"), "{rest}");
+        assert!(bodies.try_recv().is_err(), "no stream was answered");
+        // A chunked body: not followed, so nothing after it is handed back.
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(b"POST /api HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_response(&mut socket).await;
+        assert!(answer.contains("hyper /api 3"), "{answer}");
+        socket
+            .write_all(b"GET /s/1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let rest = read_to_close(&mut socket).await;
+        assert!(rest.contains("hyper /s/1 0"), "hyper's: {rest}");
+        assert!(bodies.try_recv().is_err(), "no stream was answered");
+    }
+
+    #[tokio::test]
+    async fn the_rest_of_a_head_is_never_taken_for_a_new_request() {
+        let (addr, mut bodies) = lean_server(Some(1), Edge::default()).await;
+        // A request, and the start of a second one behind it; the rest of
+        // the second, read on its own, looks like a whole stream request
+        // (a header's value ends where it starts).
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(b"GET /page HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTTP/1.1\r\nX-Pad: ")
+            .await
+            .unwrap();
+        let answer = read_response(&mut socket).await;
+        assert!(answer.contains("hyper /page 0"), "{answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        socket
+            .write_all(b"GET /s/1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let rest = read_to_close(&mut socket).await;
+        assert!(
+            rest.contains("hyper /x 0"),
+            "the second request, hyper's: {rest}"
+        );
+        assert!(bodies.try_recv().is_err(), "no stream was answered");
     }
 
     #[tokio::test]

@@ -140,10 +140,12 @@ pub struct Args {
     /// A connection that moves no byte either way this long is closed.
     #[arg(long, env = "OSAGO_IDLE_TIMEOUT", default_value = "120s", value_parser = duration)]
     pub idle_timeout: Duration,
-    /// Keep HTTP/1 connections open for the client's next request. false:
-    /// every answer closes its connection, so every event stream comes on a
-    /// new one and takes the lean stream path (about 4 KiB per idle stream
-    /// instead of 13), at a connection per request.
+    /// Keep HTTP/1 connections open for the client's next request (an
+    /// event stream asked for on one still takes the lean stream path when
+    /// its head arrives whole). false: every answer closes its connection,
+    /// so every event stream comes on a new one and takes the lean path
+    /// (about 4 KiB per idle stream instead of 13), at a connection per
+    /// request.
     #[arg(long, env = "OSAGO_HTTP_KEEP_ALIVE", default_value_t = true, action = clap::ArgAction::Set)]
     pub http_keep_alive: bool,
     /// Connections open at once; beyond it 503 with Retry-After. 0: no cap.

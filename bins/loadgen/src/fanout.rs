@@ -34,6 +34,10 @@ pub struct FanoutConfig {
     pub events: usize,
     /// How long a subscriber waits for them, from its start.
     pub timeout: Duration,
+    /// A URL each subscriber gets (and reads to its end) before it opens
+    /// its stream, so that the stream is asked for on a kept-alive
+    /// connection, as behind a proxy that pools its connections.
+    pub first: Option<String>,
 }
 
 /// What the subscribers saw.
@@ -99,6 +103,7 @@ pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> F
         tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
         let http = clients[i % clients.len()].clone();
         let (url, events, timeout) = (config.url.clone(), config.events, config.timeout);
+        let first = config.first.clone();
         let token = config.token.clone();
         let (settled, opened, wake) = (settled.clone(), opened.clone(), wake.clone());
         tasks.push(tokio::spawn(async move {
@@ -114,6 +119,7 @@ pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> F
                 timeout,
                 one_subscriber(
                     &http,
+                    first.as_deref(),
                     &url,
                     token.as_deref(),
                     events,
@@ -159,12 +165,25 @@ pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> F
 
 async fn one_subscriber(
     http: &reqwest::Client,
+    first: Option<&str>,
     url: &str,
     token: Option<&str>,
     events: usize,
     lags: &mut Vec<u64>,
     settle: &mut Option<impl FnOnce(bool)>,
 ) -> Result<(), String> {
+    if let Some(first) = first {
+        // Read to its end, the connection goes back to the client's pool,
+        // where the stream's request finds it.
+        http.get(first)
+            .send()
+            .await
+            .and_then(|response| response.error_for_status())
+            .map_err(|e| format!("first request: {}", crate::kind_of(&e)))?
+            .bytes()
+            .await
+            .map_err(|e| format!("first request: {}", crate::kind_of(&e)))?;
+    }
     let mut request = http.get(url).header("accept", "text/event-stream");
     if let Some(token) = token {
         request = request.bearer_auth(token);

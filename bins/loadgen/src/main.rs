@@ -92,6 +92,11 @@ enum Cmd {
         /// How long a subscriber waits for them.
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// A URL each subscriber gets before its stream, so that the stream
+        /// is asked for on a kept-alive connection (as behind a proxy that
+        /// pools its upstream connections).
+        #[arg(long)]
+        first: Option<String>,
     },
 }
 
@@ -110,6 +115,7 @@ fn subscribe(command: Cmd) -> ExitCode {
         source_ips,
         events,
         timeout,
+        first,
     } = command;
     if subscribers == 0 || connect_rate <= 0.0 {
         eprintln!("loadgen subscribe: --subscribers and --connect-rate must be positive");
@@ -123,6 +129,7 @@ fn subscribe(command: Cmd) -> ExitCode {
         source_ips: source_addresses(source_ips),
         events,
         timeout,
+        first,
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let report = runtime.block_on(loadgen::fanout::subscribe(config, |open| {

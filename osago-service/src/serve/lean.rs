@@ -17,7 +17,9 @@
 //!   closed; the head buffer is freed before the body starts;
 //! - anything else, or anything this parser does not accept, goes to hyper
 //!   with every byte read so far in front of the socket ([`Prefixed`]), so
-//!   hyper answers it as it always did (400, 431, HTTP/2's preface, ...).
+//!   hyper answers it as it always did (400, 431, HTTP/2's preface, ...);
+//!   a stream asked for later on that connection may still come back here
+//!   (`super::handback`).
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -90,6 +92,19 @@ enum Sorted {
     Partial,
     Lean(Request<Empty<Bytes>>),
     Other,
+}
+
+/// The request `buf` holds, when it is exactly one whole head of a request
+/// for the lean path (as a connection's first request is sorted).
+pub(super) fn stream_request(
+    buf: &[u8],
+    route: fn(&str) -> bool,
+    max_headers: usize,
+) -> Option<Request<Empty<Bytes>>> {
+    match sort(buf, route, max_headers) {
+        Sorted::Lean(request) => Some(request),
+        Sorted::Partial | Sorted::Other => None,
+    }
 }
 
 /// Sorts the bytes read so far.
@@ -340,6 +355,11 @@ pub(super) struct Prefixed<T> {
 impl<T> Prefixed<T> {
     pub(super) fn new(prefix: Bytes, inner: T) -> Self {
         Self { prefix, inner }
+    }
+
+    /// The socket, once every byte in front of it has been read.
+    pub(super) fn into_inner(self) -> Option<T> {
+        (!self.prefix.has_remaining()).then_some(self.inner)
     }
 }
 
