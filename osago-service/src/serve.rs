@@ -107,8 +107,7 @@ pub struct ConnectionLimits {
     /// request comes on a new connection; each request then costs a
     /// connection. On, an event stream asked for on a kept-alive
     /// connection still takes a listener's lean path ([`LeanStreams`])
-    /// when its head arrives whole once hyper is done with the requests
-    /// before it. Default on.
+    /// once hyper is done with the requests before it. Default on.
     pub keep_alive: bool,
 }
 
@@ -427,12 +426,12 @@ pub async fn serve_edge<H, F, B>(
 ///
 /// A stream asked for on a kept-alive connection, after requests hyper
 /// answered (an ingress pooling its upstream connections sends most of
-/// them so), takes the same path when its whole head arrives in one read
-/// once hyper is done with every request before it: hyper sees the
-/// client's end, frees its buffers, and hands the socket back. Where the
-/// requests before it end is followed byte by byte (`Content-Length`
-/// bodies); after anything else (a chunked body, an upgrade, HTTP/1.0),
-/// and for a head that arrives in pieces, the connection stays hyper's.
+/// them so), takes the same path once hyper is done with every request
+/// before it: its head is read before hyper sees it, and when it is a
+/// stream's, hyper sees the client's end instead, frees its buffers, and
+/// hands the socket back. Where the requests before it end is followed
+/// byte by byte (`Content-Length` bodies); after anything else (a chunked
+/// body, an upgrade, HTTP/1.0) the connection stays hyper's.
 /// Every other request goes through hyper as before; both handlers should
 /// answer the same way.
 #[derive(Clone)]
@@ -940,6 +939,103 @@ mod tests {
         }
         assert_eq!(body, "8\r\nevent 0\n\r\n8\r\nevent 1\n\r\n0\r\n\r\n");
         assert!(bodies.try_recv().is_ok(), "the lean handler answered it");
+        // A stream whose head arrives in pieces: held back from hyper until
+        // whole, then the lean path's too; so after empty lines (an old
+        // client's CRLF after a request), read by hyper or held here.
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(b"GET /page HTTP/1.1\r\nHost: a\r\n\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_response(&mut socket).await;
+        assert!(answer.contains("hyper /page 0"), "{answer}");
+        for piece in [
+            &b"\r\n"[..],
+            b"GE",
+            b"T /s/2 HTTP/1.1\r\nHo",
+            b"st: a\r\n\r\n",
+        ] {
+            socket.write_all(piece).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let answer = read_to_close(&mut socket).await;
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+        assert!(answer.ends_with("8\r\nevent 1\n\r\n0\r\n\r\n"), "{answer}");
+        assert!(bodies.try_recv().is_ok(), "the lean handler answered it");
+    }
+
+    #[tokio::test]
+    async fn requests_held_back_and_found_not_streams_reach_hyper_whole() {
+        let (addr, mut bodies) = lean_server(Some(1), Edge::default()).await;
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(b"GET /page HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        read_response(&mut socket).await;
+        // A path that turns out not to be a stream's, and a POST: each sent
+        // in pieces, each hyper's, every byte of it.
+        for (pieces, expected) in [
+            (
+                vec![&b"GET /s"[..], b"x/1 HTTP/1.1\r\nHo", b"st: a\r\n\r\n"],
+                "hyper /sx/1 0",
+            ),
+            (
+                vec![
+                    &b"POST /api HTTP/1.1\r\nContent-Le"[..],
+                    b"ngth: 3\r\n\r\na",
+                    b"bc",
+                ],
+                "hyper /api 3",
+            ),
+        ] {
+            for piece in pieces {
+                socket.write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            let answer = read_response(&mut socket).await;
+            assert!(answer.contains(expected), "{answer}");
+        }
+        assert!(bodies.try_recv().is_err(), "no stream was answered");
+    }
+
+    #[tokio::test]
+    async fn a_head_held_back_too_long_closes_its_connection() {
+        let mut edge = Edge::default();
+        edge.limits.header_read_timeout = Duration::from_millis(300);
+        let (addr, mut bodies) = lean_server(Some(1), edge).await;
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(b"GET /page HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        read_response(&mut socket).await;
+        // A stream's head trickled a byte at a time (a slowloris): held
+        // back from hyper, and cut at the header-read timeout all the same
+        // (hyper's timer runs while it waits for a head).
+        socket
+            .write_all(b"GET /s/1 HTTP/1.1\r\nX-Slow: ")
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let cut = loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if socket.write_all(b"a").await.is_err() {
+                break started.elapsed();
+            }
+            let mut probe = [0u8; 64];
+            match tokio::time::timeout(Duration::from_millis(10), socket.read(&mut probe)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break started.elapsed(),
+                Ok(Ok(_)) => panic!("an answer to a head never finished"),
+                Err(_) => {}
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "still open");
+        };
+        assert!(cut >= Duration::from_millis(300), "cut at {cut:?}");
+        assert!(bodies.try_recv().is_err(), "no stream was answered");
     }
 
     #[tokio::test]

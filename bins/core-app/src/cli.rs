@@ -141,8 +141,9 @@ pub struct Args {
     #[arg(long, env = "OSAGO_IDLE_TIMEOUT", default_value = "120s", value_parser = duration)]
     pub idle_timeout: Duration,
     /// Keep HTTP/1 connections open for the client's next request (an
-    /// event stream asked for on one still takes the lean stream path when
-    /// its head arrives whole). false: every answer closes its connection,
+    /// event stream asked for on one still takes the lean stream path,
+    /// unless a request before it had a chunked body). false: every answer
+    /// closes its connection,
     /// so every event stream comes on a new one and takes the lean path
     /// (about 4 KiB per idle stream instead of 13), at a connection per
     /// request.

@@ -4,14 +4,19 @@
 //! Behind an ingress or a load balancer that pools its upstream
 //! connections, a stream request rarely comes first on its connection: the
 //! proxy sends it on one that already carried other requests, which hyper
-//! serves. So hyper's socket is wrapped ([`Handback`]), and when hyper,
-//! done with every request it has read, reads again and the bytes that
-//! arrive are exactly one whole request head for the lean path (the same
-//! test as a connection's first request: a plain HTTP/1.1 `GET` for a
-//! stream's path, no body, nothing behind it), hyper is told the client
-//! has closed (its connection ends cleanly, and it frees its buffers), the
-//! socket goes back to the connection's task, and the stream is answered
-//! on the lean path (`connection: close`, as there).
+//! serves. So hyper's socket is wrapped ([`Handback`]): when hyper, done
+//! with every request it has read, reads again, the next request's start
+//! is read here first and held back from hyper while, as far as it has
+//! come, it may be a stream's (method `GET`, a stream's path). If it turns
+//! out exactly one whole request head for the lean path (the same test as
+//! a connection's first request: a plain HTTP/1.1 `GET` for a stream's
+//! path, no body, nothing behind it), hyper is told the client has closed
+//! (its connection ends cleanly, and it frees its buffers), the socket
+//! goes back to the connection's task, and the stream is answered on the
+//! lean path (`connection: close`, as there); else hyper is given every
+//! byte held, as if it had read them itself. hyper is waiting for a head
+//! all the while, so its header-read timeout cuts a head trickled in here
+//! as it cuts one trickled to it.
 //!
 //! Where one request ends and the next begins is not taken on hyper's
 //! word: [`Framing`] follows every byte hyper is given (`httparse`, as
@@ -32,7 +37,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Version};
+use http::Request;
 use http_body_util::Empty;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -65,9 +70,11 @@ impl Default for At {
 
 impl Framing {
     /// Between two requests, with at least one before: where a new
-    /// request may start.
+    /// request may start. Empty lines between requests (an old client's
+    /// CRLF after a body) count as none: hyper and `httparse` skip them.
     fn between_requests(&self) -> bool {
-        self.heads > 0 && matches!(&self.at, At::Head(part) if part.is_empty())
+        self.heads > 0
+            && matches!(&self.at, At::Head(part) if part.iter().all(|b| matches!(b, b'\r' | b'\n')))
     }
 
     /// Follows `bytes`, the next ones hyper reads.
@@ -181,6 +188,13 @@ pub(super) struct Handback {
     shared: Arc<Shared>,
     route: fn(&str) -> bool,
     max_headers: usize,
+    /// The start of the next request, read here while it may still be a
+    /// stream's (hyper sees none of it yet). hyper is reading a head
+    /// meanwhile, so its header-read timeout runs: a head trickled in
+    /// here is cut as one trickled to hyper is.
+    held: Vec<u8>,
+    /// Bytes held back and then found to be hyper's, not yet given to it.
+    release: Bytes,
     /// The stream request taken from hyper; hyper reads the end of the
     /// connection from then on.
     found: Option<Box<Request<Empty<Bytes>>>>,
@@ -199,6 +213,8 @@ impl Handback {
             shared,
             route,
             max_headers,
+            held: Vec::new(),
+            release: Bytes::new(),
             found: None,
         }
     }
@@ -208,6 +224,45 @@ impl Handback {
             Some(inner) => Ok(Pin::new(inner)),
             None => Err(io::ErrorKind::BrokenPipe.into()),
         }
+    }
+
+    /// Whether the next bytes start a request and hyper is done with every
+    /// one before it: they are read here first.
+    fn at_a_new_request(&self) -> bool {
+        !self.held.is_empty()
+            || (self.framing.between_requests()
+                && self.framing.heads == self.shared.answered.load(Ordering::Acquire))
+    }
+
+    /// Reads the start of the next request into `held` until it is whole
+    /// and a stream's (`Ok(true)`: taken), or plainly hyper's (`Ok(false)`:
+    /// in `release`, followed).
+    fn poll_hold(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        loop {
+            let mut chunk = [0u8; 2048];
+            let mut read = ReadBuf::new(&mut chunk);
+            match self.inner()?.poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Ready(Ok(())) if read.filled().is_empty() => break,
+                Poll::Ready(Ok(())) => self.held.extend_from_slice(read.filled()),
+            }
+            match lean::candidate(&self.held, self.route, self.max_headers) {
+                lean::Candidate::Stream(request) => {
+                    self.found = Some(Box::new(request));
+                    self.held = Vec::new();
+                    return Poll::Ready(Ok(true));
+                }
+                lean::Candidate::Wait => continue,
+                lean::Candidate::Other => break,
+            }
+        }
+        // hyper's after all (or the client closed mid-head): it gets every
+        // byte held, and its framing is followed as any other's.
+        let held = std::mem::take(&mut self.held);
+        self.framing.feed(&held, self.max_headers);
+        self.release = held.into();
+        Poll::Ready(Ok(false))
     }
 }
 
@@ -221,25 +276,19 @@ impl AsyncRead for Handback {
         if this.found.is_some() || this.inner.is_none() {
             return Poll::Ready(Ok(()));
         }
-        let before = buf.filled().len();
-        ready!(this.inner()?.poll_read(cx, buf))?;
-        let fresh = &buf.filled()[before..];
-        if fresh.is_empty() {
+        if this.release.is_empty() && this.at_a_new_request() && ready!(this.poll_hold(cx))? {
+            // A stream's, not hyper's: it reads the client's end instead,
+            // and ends the connection as a client that closed.
             return Poll::Ready(Ok(()));
         }
-        if this.framing.between_requests()
-            && this.framing.heads == this.shared.answered.load(Ordering::Acquire)
-        {
-            if let Some(request) = lean::stream_request(fresh, this.route, this.max_headers) {
-                debug_assert_eq!(request.version(), Version::HTTP_11);
-                // Not hyper's: it reads the client's end instead, and
-                // ends the connection as a client that closed.
-                buf.set_filled(before);
-                this.found = Some(Box::new(request));
-                return Poll::Ready(Ok(()));
-            }
+        if !this.release.is_empty() {
+            let n = this.release.len().min(buf.remaining());
+            buf.put_slice(&this.release.split_to(n));
+            return Poll::Ready(Ok(()));
         }
-        this.framing.feed(fresh, this.max_headers);
+        let before = buf.filled().len();
+        ready!(this.inner()?.poll_read(cx, buf))?;
+        this.framing.feed(&buf.filled()[before..], this.max_headers);
         Poll::Ready(Ok(()))
     }
 }
@@ -313,6 +362,12 @@ mod tests {
         assert!(!mid_head.between_requests());
         // Nothing seen yet is not "between requests".
         assert!(!fed(&[]).between_requests());
+        // Empty lines after a request are skipped, as hyper skips them.
+        let crlf = fed(&[POST, b"\r\n"]);
+        assert!(crlf.between_requests());
+        let next = fed(&[POST, b"\r\n", GET]);
+        assert_eq!(next.heads(), 2);
+        assert!(next.between_requests());
     }
 
     #[test]

@@ -94,16 +94,44 @@ enum Sorted {
     Other,
 }
 
-/// The request `buf` holds, when it is exactly one whole head of a request
-/// for the lean path (as a connection's first request is sorted).
-pub(super) fn stream_request(
-    buf: &[u8],
-    route: fn(&str) -> bool,
-    max_headers: usize,
-) -> Option<Request<Empty<Bytes>>> {
-    match sort(buf, route, max_headers) {
-        Sorted::Lean(request) => Some(request),
-        Sorted::Partial | Sorted::Other => None,
+/// What the start of a request on a kept-alive connection may be.
+// Returned once per read, and moved out at once: no gain in boxing.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Candidate {
+    /// Exactly one whole head of a request for the lean path (as a
+    /// connection's first request is sorted).
+    Stream(Request<Empty<Bytes>>),
+    /// Part of a head that may still be one.
+    Wait,
+    /// Anything else: hyper's.
+    Other,
+}
+
+/// Sorts the start of a request read so far: as [`sniff`] sorts a
+/// connection's first request, but a part of a head is only worth waiting
+/// for while its method and path, as far as they have come, are a
+/// stream's.
+pub(super) fn candidate(buf: &[u8], route: fn(&str) -> bool, max_headers: usize) -> Candidate {
+    let mut headers = vec![httparse::EMPTY_HEADER; max_headers.max(1)];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => match lean_request(&parsed, route) {
+            Some(request) if len == buf.len() => Candidate::Stream(request),
+            _ => Candidate::Other,
+        },
+        Ok(httparse::Status::Partial) => {
+            // httparse fills the method, then the path, as they complete.
+            let method_ok = parsed.method.is_none_or(|m| m == "GET");
+            let path_ok = parsed
+                .path
+                .is_none_or(|path| path.parse::<Uri>().is_ok_and(|uri: Uri| route(uri.path())));
+            if method_ok && path_ok && buf.len() < MAX_BUF {
+                Candidate::Wait
+            } else {
+                Candidate::Other
+            }
+        }
+        Err(_) => Candidate::Other,
     }
 }
 
