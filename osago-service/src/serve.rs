@@ -1003,6 +1003,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stream_head_too_long_for_hyper_gets_hyper_s_431() {
+        let (addr, mut bodies) = lean_server(Some(1), Edge::default()).await;
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(b"GET /page HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        read_response(&mut socket).await;
+        // Over the cap by less than one read: never taken for a stream.
+        let mut long = b"GET /s/1 HTTP/1.1\r\nX-Long: ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', MAX_BUF + 500));
+        long.extend_from_slice(b"\r\n\r\n");
+        let _ = socket.write_all(&long).await;
+        let answer = read_to_close(&mut socket).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+        assert!(bodies.try_recv().is_err(), "no stream was answered");
+    }
+
+    #[tokio::test]
     async fn a_head_held_back_too_long_closes_its_connection() {
         let mut edge = Edge::default();
         edge.limits.header_read_timeout = Duration::from_millis(300);

@@ -116,7 +116,8 @@ pub(super) fn candidate(buf: &[u8], route: fn(&str) -> bool, max_headers: usize)
     let mut parsed = httparse::Request::new(&mut headers);
     match parsed.parse(buf) {
         Ok(httparse::Status::Complete(len)) => match lean_request(&parsed, route) {
-            Some(request) if len == buf.len() => Candidate::Stream(request),
+            // Longer than hyper would take (431): not taken either.
+            Some(request) if len == buf.len() && len <= MAX_BUF => Candidate::Stream(request),
             _ => Candidate::Other,
         },
         Ok(httparse::Status::Partial) => {
