@@ -359,7 +359,8 @@ pub fn route_of(path: &str) -> &'static str {
 }
 
 /// Whether `path` is a request's event stream: such a request, first on its
-/// connection, is answered on the listener's lean HTTP/1 path
+/// connection or handed back by hyper on a kept-alive one, is answered on
+/// the listener's lean HTTP/1 path
 /// ([`osago_service::serve::LeanStreams`]), which keeps hyper's
 /// per-connection buffers out of memory for the stream's life.
 pub fn is_stream_path(path: &str) -> bool {
