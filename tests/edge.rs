@@ -737,5 +737,19 @@ async fn a_stream_on_its_own_or_a_kept_alive_connection_is_answered_lean_and_the
         assert_eq!(event(&lean_body), event(body));
     }
     assert!(event(&lean_body).starts_with("retry: "), "{lean_body}");
+    // Each counted by the path that answered it.
+    let metrics = reqwest::get(format!("http://{}/metrics", system.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"osago_core_sse_stream_paths_total{path="first"} 1"#,
+        r#"osago_core_sse_stream_paths_total{path="handed_back"} 2"#,
+        r#"osago_core_sse_stream_paths_total{path="hyper"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "no {line} in:\n{metrics}");
+    }
     system.stop().await;
 }

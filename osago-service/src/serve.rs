@@ -130,6 +130,12 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// connection is refused at the door.
 pub type OnRefused = Arc<dyn Fn(&'static str) + Send + Sync>;
 
+/// Called, on a listener with [`LeanStreams`], with the path each stream
+/// request takes: `first` (the lean path, first on its connection),
+/// `handed_back` (the lean path, handed back by hyper on a kept-alive
+/// connection) or `hyper` (hyper's, with its per-connection buffers).
+pub type OnStream = Arc<dyn Fn(&'static str) + Send + Sync>;
+
 /// A listener's edge: its limits, the proxies it trusts, and what to tell
 /// when it refuses.
 #[derive(Clone, Default)]
@@ -141,6 +147,8 @@ pub struct Edge {
     pub trusted: TrustedProxies,
     /// Counts refusals (a metric).
     pub on_refused: Option<OnRefused>,
+    /// Counts stream requests by the path that answers them (a metric).
+    pub on_stream: Option<OnStream>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -565,8 +573,16 @@ async fn serve_inner<H, F, L, G, B>(
         let shared = Arc::new(Shared::default());
         let handler = handler.clone();
         let seen = shared.clone();
-        let service = service_fn(move |req| {
+        let stream_route = lean.as_ref().map(|lean| lean.route);
+        let on_stream = edge.on_stream.clone();
+        let counted = on_stream.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
             seen.requested.store(true, Ordering::Relaxed);
+            if let (Some(route), Some(count)) = (stream_route, &counted) {
+                if req.method() == http::Method::GET && route(req.uri().path()) {
+                    count("hyper");
+                }
+            }
             let done = Done(seen.clone());
             let response = handler(peer, req);
             // Boxed: hyper keeps the box it holds a request's future in for
@@ -608,6 +624,9 @@ async fn serve_inner<H, F, L, G, B>(
                     match lean::sniff(&mut io, lean.route, max_headers).await {
                         lean::Sniffed::Lean(request) => {
                             shared.requested.store(true, Ordering::Relaxed);
+                            if let Some(count) = &on_stream {
+                                count("first");
+                            }
                             let _watching = watcher;
                             lean::answer(&mut io, peer, request, &lean.handler).await
                         }
@@ -631,6 +650,9 @@ async fn serve_inner<H, F, L, G, B>(
                             let handed = shared.handed.lock().expect("not poisoned").take();
                             match (ended, handed) {
                                 (Ok(()), Some((mut io, request))) => {
+                                    if let Some(count) = &on_stream {
+                                        count("handed_back");
+                                    }
                                     lean::answer(&mut io, peer, *request, &lean.handler).await
                                 }
                                 // Ended with an error: closed, whatever
@@ -1000,6 +1022,35 @@ mod tests {
             assert!(answer.contains(expected), "{answer}");
         }
         assert!(bodies.try_recv().is_err(), "no stream was answered");
+    }
+
+    #[tokio::test]
+    async fn every_stream_request_is_counted_by_the_path_that_answers_it() {
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let seen = paths.clone();
+        let edge = Edge {
+            on_stream: Some(Arc::new(move |path| seen.lock().unwrap().push(path))),
+            ..Edge::default()
+        };
+        let (addr, _bodies) = lean_server(Some(1), edge).await;
+        let stream = "GET /s/1 HTTP/1.1\r\nHost: a\r\n\r\n";
+        for before in [
+            "",
+            "GET /page HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /page HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ] {
+            let mut socket = TcpStream::connect(addr).await.unwrap();
+            if !before.is_empty() {
+                socket.write_all(before.as_bytes()).await.unwrap();
+                read_response(&mut socket).await;
+            }
+            socket.write_all(stream.as_bytes()).await.unwrap();
+            let mut head = [0u8; 256];
+            let n = socket.read(&mut head).await.unwrap();
+            assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+        }
+        // Other requests are not counted.
+        assert_eq!(*paths.lock().unwrap(), ["first", "handed_back", "hyper"]);
     }
 
     #[tokio::test]

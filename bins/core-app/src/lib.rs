@@ -228,12 +228,18 @@ pub async fn run(
     let token = app.shutdown.clone();
     let draining = app.admin.health.draining.clone();
     let rejected = app.metrics.requests_rejected.clone();
+    let stream_paths = app.metrics.stream_paths.clone();
     let edge = osago_service::serve::Edge {
         limits: app.config.connections.clone(),
         trusted: app.trusted.clone(),
         on_refused: Some(Arc::new(move |reason| {
             rejected
                 .get_or_create(&metrics::ReasonLabel { reason })
+                .inc();
+        })),
+        on_stream: Some(Arc::new(move |path| {
+            stream_paths
+                .get_or_create(&metrics::PathLabel { path })
                 .inc();
         })),
     };
@@ -243,7 +249,8 @@ pub async fn run(
         edge,
         move |peer, req| http::handle(app.clone(), peer, req),
         // A stream asked for first on its connection (EventSource's own
-        // connection) is answered without hyper's per-connection buffers.
+        // connection), or on a kept-alive one once hyper hands it back, is
+        // answered without hyper's per-connection buffers.
         osago_service::serve::LeanStreams {
             route: http::is_stream_path,
             handler: move |peer, req| http::handle(streams.clone(), peer, req),

@@ -15,6 +15,13 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// A `path` label: how the HTTP server answered an SSE stream request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabel {
+    /// first, handed_back or hyper.
+    pub path: &'static str,
+}
+
 /// `limit` and `decision` labels: a limiter that could not be reached,
 /// and whether the request was let through (`open`) or refused (`closed`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,6 +91,8 @@ pub struct Metrics {
     pub requests_rejected: Family<ReasonLabel, Counter>,
     /// SSE streams open now.
     pub open_streams: Gauge,
+    /// SSE stream requests by the HTTP path that answered them.
+    pub stream_paths: Family<PathLabel, Counter>,
     /// HTTP requests answered, by route, method and status.
     pub http_requests: Family<HttpLabels, Counter>,
     /// Seconds to answer (to the response head, for a stream), by route.
@@ -155,6 +164,7 @@ impl Default for Metrics {
             requests_created: Counter::default(),
             requests_rejected: Family::default(),
             open_streams: Gauge::default(),
+            stream_paths: Family::default(),
             http_requests: Family::default(),
             http_request_seconds: Family::new_with_constructor(stage_histogram),
             unknown_values: Family::default(),
@@ -244,6 +254,11 @@ impl Metrics {
             "open_streams",
             "SSE streams open now",
             m.open_streams.clone(),
+        );
+        r.register(
+            "sse_stream_paths",
+            "SSE stream requests by the HTTP path that answered them: first (lean, first on its connection), handed_back (lean, after other requests on a kept-alive connection), hyper (hyper's buffers, about 9 KiB more per idle stream)",
+            m.stream_paths.clone(),
         );
         r.register(
             "sse_events_sent",
