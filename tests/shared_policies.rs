@@ -84,6 +84,14 @@ async fn load(engines: &[&Engine], n: usize) -> Vec<&'static str> {
     for fan_out in fan_outs {
         outcomes.extend(fan_out.wait().await.into_iter().map(|o| o.outcome));
     }
+    // Back to the scheduler, for a fresh cooperative budget. wiremock's
+    // `MockServer` drop (at each test's end, after this) blocks on its
+    // state's tokio lock with `futures::executor::block_on`: with the
+    // task's budget spent by the waits above, tokio defers that lock's
+    // wake-up to this thread's scheduler, which the blocked drop never
+    // returns to, and the test hangs (seen once in test-all, parked in
+    // `MockServer::drop`; tokio's `coop::poll_proceed` -> `context::defer`).
+    tokio::task::yield_now().await;
     outcomes
 }
 
