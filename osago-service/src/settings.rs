@@ -89,7 +89,7 @@ pub struct CommonArgs {
     /// Default: no export (trace ids are still in the logs and headers).
     #[arg(long, env = "OSAGO_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
-    /// The event bus: memory:// or kafka://host:port[,host:port]
+    /// The event bus: `memory://` or `kafka://host:port[,host:port]`
     #[arg(long, env = "OSAGO_BUS_URL", default_value = "memory://")]
     pub bus: String,
     /// This pod's stable name (for example the StatefulSet pod name): its

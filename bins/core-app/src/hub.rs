@@ -256,6 +256,33 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn an_event_and_its_frame_are_freed_once_every_stream_has_taken_it() {
+        // The request's channel keeps its slots while streams watch it; an
+        // event (its row, JSON and frame) must not live on in a slot after
+        // every subscriber has received it, or each watched request would
+        // hold all its events' frames for its streams' lives.
+        let hub = Arc::new(Hub::default());
+        let event = final_event();
+        let request_id = event.request_id();
+        let mut a = hub.subscribe(request_id);
+        let mut b = hub.subscribe(request_id);
+        hub.dispatch(Traced { event, trace: None });
+        let taken = a.receiver.recv().await.expect("delivered");
+        let json = taken.json_as(&taken.row().clone());
+        let _ = taken.frame("swift:2", &json, || Bytes::from_static(b"frame"));
+        let freed = Arc::downgrade(&taken);
+        drop((taken, json));
+        assert!(freed.upgrade().is_some(), "b has not taken it yet");
+        drop(b.receiver.recv().await.expect("delivered"));
+        assert!(
+            freed.upgrade().is_none(),
+            "the channel still holds an event both streams took"
+        );
+        // Both streams are still subscribed: the channel itself lives on.
+        assert_eq!(hub.requests_watched(), 1);
+    }
+
     #[test]
     fn a_frame_is_shared_by_the_streams_that_send_the_same_bytes() {
         let live = Live::new(final_event(), None);
