@@ -95,6 +95,11 @@ struct Opts {
     /// kept-alive connection (each subscriber gets `/health` first on it),
     /// as behind an ingress that pools its upstream connections.
     kept_alive: bool,
+    /// sse mode: every server's run this many times, in rounds (ours, then
+    /// nchan, then again), each row the run with the median delivery p99
+    /// and every run's p99 beside it: one run's p99 moves by up to 200 ms
+    /// on a shared box.
+    repeat: usize,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
@@ -116,6 +121,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         aggregator_sets: Vec::new(),
         core_app_nice: None,
         kept_alive: false,
+        repeat: 1,
     };
     let mut shown = Vec::new();
     let mut mode = None;
@@ -164,6 +170,15 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             "--kept-alive" => {
                 opts.kept_alive = true;
                 shown.push("--kept-alive".to_owned());
+            }
+            "--repeat" => {
+                let v = value("--repeat")?;
+                opts.repeat = v
+                    .parse()
+                    .ok()
+                    .filter(|k: &usize| (1..=9).contains(k))
+                    .ok_or("--repeat: a number from 1 to 9")?;
+                shown.push(format!("--repeat {v}"));
             }
             "--server-threads" => {
                 let v = value("--server-threads")?;
@@ -308,10 +323,21 @@ fn main() {
             Mode::Sse => {
                 let mut rows = Vec::new();
                 for &(n, _) in &opts.levels {
-                    for row in sse(n, opts.events, opts.server_threads, opts.kept_alive).await {
-                        println!("{}", row.markdown());
-                        rows.push(row);
+                    let mut runs: Vec<Vec<SseRow>> = Vec::new();
+                    for round in 0..opts.repeat {
+                        if opts.repeat > 1 {
+                            eprintln!("== SSE at {n}: round {} of {}", round + 1, opts.repeat);
+                        }
+                        let done = sse(n, opts.events, opts.server_threads, opts.kept_alive).await;
+                        for (i, row) in done.into_iter().enumerate() {
+                            println!("{}", row.markdown());
+                            match runs.get_mut(i) {
+                                Some(same) => same.push(row),
+                                None => runs.push(vec![row]),
+                            }
+                        }
                     }
+                    rows.extend(runs.into_iter().map(SseRow::median_of));
                 }
                 ("load-sse", sse_table(&rows))
             }
@@ -1093,13 +1119,35 @@ struct SseRow {
     report: FanoutReport,
     kib_per_subscriber: f64,
     cpu_seconds: f64,
+    /// Delivery p99 of every run this row stands for (ms), in run order.
+    p99_runs: Vec<f64>,
 }
 
 impl SseRow {
+    /// Of one server's runs, the run with the median delivery p99 (the
+    /// lower middle one of an even count), carrying every run's p99.
+    fn median_of(mut runs: Vec<SseRow>) -> SseRow {
+        let p99_runs: Vec<f64> = runs.iter().map(|r| r.report.lag_ms(0.99)).collect();
+        runs.sort_by(|a, b| a.report.lag_ms(0.99).total_cmp(&b.report.lag_ms(0.99)));
+        let middle = (runs.len() - 1) / 2;
+        let mut row = runs.swap_remove(middle);
+        row.p99_runs = p99_runs;
+        row
+    }
+
     fn markdown(&self) -> String {
         let r = &self.report;
+        let runs = if self.p99_runs.is_empty() {
+            format!("{:.0}", r.lag_ms(0.99))
+        } else {
+            self.p99_runs
+                .iter()
+                .map(|p| format!("{p:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         format!(
-            "| {} | {} | {} | {} | {:.1} | {:.1} / {:.1} / {:.1} | {:.2} |",
+            "| {} | {} | {} | {} | {:.1} | {:.1} / {:.1} / {:.1} | {} | {:.2} |",
             self.server,
             thousands(self.subscribers as f64),
             thousands(r.connected as f64),
@@ -1108,6 +1156,7 @@ impl SseRow {
             r.lag_ms(0.5),
             r.lag_ms(0.99),
             r.lag_ms(1.0),
+            runs,
             self.cpu_seconds,
         )
     }
@@ -1115,7 +1164,7 @@ impl SseRow {
 
 fn sse_table(rows: &[SseRow]) -> String {
     let mut out = String::from(
-        "| server | subscribers | connected | errors | memory (PSS) per idle subscriber, KiB | delivery p50 / p99 / max ms | server CPU s (delivery) |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        "| server | subscribers | connected | errors | memory (PSS) per idle subscriber, KiB | delivery p50 / p99 / max ms | p99 of each run, ms | server CPU s (delivery) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for row in rows {
         out.push_str(&row.markdown());
@@ -1321,6 +1370,7 @@ async fn fan_out(
         subscribers: n,
         kib_per_subscriber: after.saturating_sub(before) as f64 / open.max(1) as f64,
         cpu_seconds: watched.usage().2,
+        p99_runs: Vec::new(),
         report,
     }
 }
