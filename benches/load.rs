@@ -100,7 +100,15 @@ struct Opts {
     /// and every run's p99 beside it: one run's p99 moves by up to 200 ms
     /// on a shared box.
     repeat: usize,
+    /// sse mode: also measure core-app with the streams over HTTP/2 (h2c,
+    /// [`H2_STREAMS_PER_CONNECTION`] on each connection), as a proxy that
+    /// talks HTTP/2 to its pods would send them.
+    h2: bool,
 }
+
+/// Streams on each HTTP/2 connection in the sse mode's HTTP/2 row (hyper's
+/// server takes 200 at once).
+const H2_STREAMS_PER_CONNECTION: usize = 100;
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
     let mut opts = Opts {
@@ -122,6 +130,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         core_app_nice: None,
         kept_alive: false,
         repeat: 1,
+        h2: false,
     };
     let mut shown = Vec::new();
     let mut mode = None;
@@ -166,6 +175,10 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
                         .ok_or("--core-app-nice: a niceness from -20 to 19")?,
                 );
                 shown.push(format!("--core-app-nice {v}"));
+            }
+            "--h2" => {
+                opts.h2 = true;
+                shown.push("--h2".to_owned());
             }
             "--kept-alive" => {
                 opts.kept_alive = true;
@@ -328,7 +341,7 @@ fn main() {
                         if opts.repeat > 1 {
                             eprintln!("== SSE at {n}: round {} of {}", round + 1, opts.repeat);
                         }
-                        let done = sse(n, opts.events, opts.server_threads, opts.kept_alive).await;
+                        let done = sse(n, &opts).await;
                         for (i, row) in done.into_iter().enumerate() {
                             println!("{}", row.markdown());
                             match runs.get_mut(i) {
@@ -1191,7 +1204,7 @@ type Subscriber = (
 async fn subscribers(
     url: &str,
     token: Option<&str>,
-    first: Option<&str>,
+    (first, h2): (Option<&str>, usize),
     n: usize,
     events: usize,
 ) -> (Vec<Subscriber>, usize) {
@@ -1206,6 +1219,9 @@ async fn subscribers(
         command.args(["subscribe", "--url", url]);
         if let Some(first) = first {
             command.args(["--first", first]);
+        }
+        if h2 > 0 {
+            command.args(["--h2-streams-per-connection", &h2.to_string()]);
         }
         let mut child = command
             .args(["--subscribers", &share.to_string()])
@@ -1255,18 +1271,17 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// server, hub and SSE code on the in-memory bus, one request watched by
 /// every subscriber, events published on the bus as the aggregator would),
 /// then nginx + nchan (one channel, events published over HTTP).
-async fn sse(
-    n: usize,
-    events: usize,
-    server_threads: Option<usize>,
-    kept_alive: bool,
-) -> Vec<SseRow> {
-    let mut rows = vec![sse_ours(n, events, None, false).await];
-    if let Some(threads) = server_threads {
-        rows.push(sse_ours(n, events, Some(threads), false).await);
+async fn sse(n: usize, opts: &Opts) -> Vec<SseRow> {
+    let events = opts.events;
+    let mut rows = vec![sse_ours(n, events, None, Connections::Own).await];
+    if let Some(threads) = opts.server_threads {
+        rows.push(sse_ours(n, events, Some(threads), Connections::Own).await);
     }
-    if kept_alive {
-        rows.push(sse_ours(n, events, None, true).await);
+    if opts.kept_alive {
+        rows.push(sse_ours(n, events, None, Connections::KeptAlive).await);
+    }
+    if opts.h2 {
+        rows.push(sse_ours(n, events, None, Connections::H2).await);
     }
     match nchan_setup() {
         Ok(setup) => rows.push(sse_nchan(n, events, setup).await),
@@ -1275,7 +1290,20 @@ async fn sse(
     rows
 }
 
-async fn sse_ours(n: usize, events: usize, threads: Option<usize>, kept_alive: bool) -> SseRow {
+/// How the subscribers of a core-app row reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Connections {
+    /// HTTP/1.1, the stream first on a connection of its own.
+    Own,
+    /// HTTP/1.1, the stream asked for after a `GET /health` on its
+    /// connection.
+    KeptAlive,
+    /// HTTP/2 without TLS, [`H2_STREAMS_PER_CONNECTION`] streams on each
+    /// connection.
+    H2,
+}
+
+async fn sse_ours(n: usize, events: usize, threads: Option<usize>, via: Connections) -> SseRow {
     let port = free_port();
     let exe = std::env::current_exe().expect("own path");
     let mut server = Command::new(exe);
@@ -1309,13 +1337,18 @@ async fn sse_ours(n: usize, events: usize, threads: Option<usize>, kept_alive: b
     );
     let pid = server.id().expect("running");
     let token = created["access_token"].as_str().map(str::to_owned);
-    let first = kept_alive.then(|| format!("{base}/health"));
+    let first = (via == Connections::KeptAlive).then(|| format!("{base}/health"));
+    let h2 = if via == Connections::H2 {
+        H2_STREAMS_PER_CONNECTION
+    } else {
+        0
+    };
     let result = fan_out(
         n,
         events,
         &url,
         token.as_deref(),
-        first.as_deref(),
+        (first.as_deref(), h2),
         pid,
         async |count: usize| {
             let stdin = server.stdin.as_mut().expect("piped");
@@ -1335,8 +1368,13 @@ async fn sse_ours(n: usize, events: usize, threads: Option<usize>, kept_alive: b
     .await;
     let _ = server.kill().await;
     SseRow {
-        server: match (threads, kept_alive) {
-            (_, true) => "core-app (ours), streams on kept-alive connections".to_owned(),
+        server: match (threads, via) {
+            (_, Connections::KeptAlive) => {
+                "core-app (ours), streams on kept-alive connections".to_owned()
+            }
+            (_, Connections::H2) => format!(
+                "core-app (ours), HTTP/2, {H2_STREAMS_PER_CONNECTION} streams per connection"
+            ),
             (Some(1), _) => "core-app (ours), 1 worker thread".to_owned(),
             (Some(t), _) => format!("core-app (ours), {t} worker threads"),
             (None, _) => "core-app (ours)".to_owned(),
@@ -1346,20 +1384,22 @@ async fn sse_ours(n: usize, events: usize, threads: Option<usize>, kept_alive: b
     }
 }
 
-/// Connects the subscribers, measures memory, publishes, collects.
+/// Connects the subscribers (`first`: the URL each gets before its
+/// stream; `h2`: streams per HTTP/2 connection, 0 for HTTP/1.1), measures
+/// memory, publishes, collects.
 async fn fan_out(
     n: usize,
     events: usize,
     url: &str,
     token: Option<&str>,
-    first: Option<&str>,
+    (first, h2): (Option<&str>, usize),
     server_root: u32,
     publish: impl AsyncFnOnce(usize),
 ) -> SseRow {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = pss_kib(server_root);
     eprintln!("== SSE, {n} subscribers on {url}");
-    let (children, open) = subscribers(url, token, first, n, events).await;
+    let (children, open) = subscribers(url, token, (first, h2), n, events).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = pss_kib(server_root);
     let watched = Watched::new("server", server_root);
@@ -1447,7 +1487,7 @@ http {{
         events,
         &format!("{base}/sub"),
         None,
-        None,
+        (None, 0),
         pid,
         async |count: usize| {
             let mut next = tokio::time::Instant::now();

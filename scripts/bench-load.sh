@@ -18,7 +18,9 @@
 # (sse; default 20), --server-threads T (sse: one more core-app row, its
 # runtime on T worker threads, as nginx runs one worker), --kept-alive
 # (sse: one more core-app row, each stream asked for on a kept-alive
-# connection after a `GET /health` on it), --repeat K (sse: every server
+# connection after a `GET /health` on it), --h2 (sse: one more core-app
+# row, the streams over HTTP/2 without TLS, 100 on each connection, as a
+# proxy talking h2c to its pods sends them), --repeat K (sse: every server
 # run K times in rounds; each row is the run with the median delivery p99,
 # every run's p99 beside it), --aggregator-set
 # path=value (real mode, repeatable: `--set path=value` for every

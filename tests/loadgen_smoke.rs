@@ -2,7 +2,8 @@
 //! default eight insurers, sped up 20x), so the benchmark cannot rot: 200
 //! users, each POSTs and holds its stream to the end, with no error; and
 //! 100 subscribers on one request's stream (the SSE fan-out measurement
-//! `scripts/bench-load.sh sse` runs against core-app and nginx + nchan).
+//! `scripts/bench-load.sh sse` runs against core-app and nginx + nchan),
+//! over HTTP/1.1 and over HTTP/2.
 
 use std::time::Duration;
 
@@ -70,6 +71,18 @@ async fn open_arrivals_report_the_sessions_after_the_warm_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_subscribers_see_every_row_of_one_stream() {
+    a_hundred_subscribers(0).await;
+}
+
+/// The same over HTTP/2 without TLS (as a proxy talking h2c to its pods),
+/// 25 streams on each of four connections: hyper serves them (the lean
+/// path is HTTP/1's), and every row reaches every stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_subscribers_over_http2_see_every_row_of_one_stream() {
+    a_hundred_subscribers(25).await;
+}
+
+async fn a_hundred_subscribers(h2_streams_per_connection: usize) {
     let system = embedded().await;
     let base = format!("http://{}", system.addr);
     let created = post_sample(
@@ -90,6 +103,7 @@ async fn a_hundred_subscribers_see_every_row_of_one_stream() {
             events: 8,
             timeout: Duration::from_secs(30),
             first: None,
+            h2_streams_per_connection,
         },
         |n| open = Some(n),
     )
@@ -99,6 +113,24 @@ async fn a_hundred_subscribers_see_every_row_of_one_stream() {
     assert_eq!(report.complete, 100);
     assert!(report.lags_us.len() >= 800, "{} lags", report.lags_us.len());
     assert!(report.lag_ms(0.99) > 0.0);
+    // Which HTTP path answered: HTTP/1.1 streams first on their
+    // connections take the lean one, HTTP/2 streams are hyper's.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let path = if h2_streams_per_connection > 0 {
+        "hyper"
+    } else {
+        "first"
+    };
+    let line = format!(r#"osago_core_sse_stream_paths_total{{path="{path}"}} 100"#);
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "{line} not in the metrics"
+    );
     system.stop().await;
 }
 

@@ -38,6 +38,9 @@ pub struct FanoutConfig {
     /// its stream, so that the stream is asked for on a kept-alive
     /// connection, as behind a proxy that pools its connections.
     pub first: Option<String>,
+    /// When not 0: streams over HTTP/2 (h2c, prior knowledge), this many
+    /// on each connection.
+    pub h2_streams_per_connection: usize,
 }
 
 /// What the subscribers saw.
@@ -92,7 +95,22 @@ impl FanoutReport {
 /// open streams once every subscriber has either opened its stream or
 /// failed; returns when each has its events, failed, or timed out.
 pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> FanoutReport {
-    let clients = crate::clients(&config.source_ips);
+    let per_connection = config.h2_streams_per_connection;
+    let clients = if per_connection == 0 {
+        crate::clients(&config.source_ips)
+    } else {
+        // One client per connection: a client multiplexes all its
+        // requests on one, and past the server's stream limit it would
+        // queue them instead of opening another.
+        let sources: Vec<Option<IpAddr>> = if config.source_ips.is_empty() {
+            vec![None]
+        } else {
+            config.source_ips.iter().copied().map(Some).collect()
+        };
+        (0..config.subscribers.div_ceil(per_connection))
+            .map(|c| crate::h2_client(sources[c % sources.len()]))
+            .collect()
+    };
     let settled = Arc::new(AtomicUsize::new(0));
     let opened = Arc::new(AtomicUsize::new(0));
     let wake = Arc::new(Notify::new());
@@ -101,7 +119,11 @@ pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> F
     let mut tasks = Vec::with_capacity(config.subscribers);
     for i in 0..config.subscribers {
         tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
-        let http = clients[i % clients.len()].clone();
+        // HTTP/1.1: the clients in turn; HTTP/2: `per_connection` in a row.
+        let http = match i.checked_div(per_connection) {
+            None => clients[i % clients.len()].clone(),
+            Some(c) => clients[c].clone(),
+        };
         let (url, events, timeout) = (config.url.clone(), config.events, config.timeout);
         let first = config.first.clone();
         let token = config.token.clone();

@@ -335,13 +335,25 @@ fn clients(source_ips: &[IpAddr]) -> Vec<reqwest::Client> {
 }
 
 fn client(source: Option<IpAddr>) -> reqwest::Client {
+    client_builder(source).build().expect("http client")
+}
+
+fn client_builder(source: Option<IpAddr>) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .local_address(source)
         .pool_max_idle_per_host(64)
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10))
+}
+
+/// A client that speaks HTTP/2 without TLS from its first byte (h2c with
+/// prior knowledge, as an ingress or mesh proxy talks to a pod): one
+/// connection, every request of the client a stream on it.
+fn h2_client(source: Option<IpAddr>) -> reqwest::Client {
+    client_builder(source)
+        .http2_prior_knowledge()
         .build()
-        .expect("http client")
+        .expect("http/2 client")
 }
 
 /// One virtual user.

@@ -97,6 +97,11 @@ enum Cmd {
         /// pools its upstream connections).
         #[arg(long)]
         first: Option<String>,
+        /// Streams over HTTP/2 without TLS (prior knowledge, as a proxy
+        /// talks h2c to a pod), this many on each connection (0: HTTP/1.1,
+        /// a connection per stream). hyper's server allows 200 at once.
+        #[arg(long, default_value_t = 0)]
+        h2_streams_per_connection: usize,
     },
 }
 
@@ -116,6 +121,7 @@ fn subscribe(command: Cmd) -> ExitCode {
         events,
         timeout,
         first,
+        h2_streams_per_connection,
     } = command;
     if subscribers == 0 || connect_rate <= 0.0 {
         eprintln!("loadgen subscribe: --subscribers and --connect-rate must be positive");
@@ -130,6 +136,7 @@ fn subscribe(command: Cmd) -> ExitCode {
         events,
         timeout,
         first,
+        h2_streams_per_connection,
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let report = runtime.block_on(loadgen::fanout::subscribe(config, |open| {
