@@ -1284,7 +1284,12 @@ async fn sse(n: usize, opts: &Opts) -> Vec<SseRow> {
         rows.push(sse_ours(n, events, None, Connections::H2).await);
     }
     match nchan_setup() {
-        Ok(setup) => rows.push(sse_nchan(n, events, setup).await),
+        Ok(setup) => {
+            rows.push(sse_nchan(n, events, setup.clone(), false).await);
+            if opts.h2 {
+                rows.push(sse_nchan(n, events, setup, true).await);
+            }
+        }
         Err(problem) => eprintln!("load bench: nchan skipped: {problem}"),
     }
     rows
@@ -1415,6 +1420,7 @@ async fn fan_out(
     }
 }
 
+#[derive(Clone)]
 struct NchanSetup {
     nginx: PathBuf,
     module: PathBuf,
@@ -1434,9 +1440,21 @@ fn nchan_setup() -> Result<NchanSetup, String> {
     Ok(NchanSetup { nginx, module })
 }
 
-async fn sse_nchan(n: usize, events: usize, setup: NchanSetup) -> SseRow {
+/// nchan's row; `h2`: the subscribers over HTTP/2 without TLS
+/// ([`H2_STREAMS_PER_CONNECTION`] on each connection) on a listener of
+/// their own (nginx 1.22's cleartext `http2` listener speaks only HTTP/2),
+/// the publisher and the health check on the HTTP/1.1 one.
+async fn sse_nchan(n: usize, events: usize, setup: NchanSetup, h2: bool) -> SseRow {
     let dir = tempfile::tempdir().expect("nginx dir");
     let port = free_port();
+    let h2_port = std::iter::repeat_with(free_port)
+        .find(|&p| p != port)
+        .expect("a second free port");
+    let h2_listen = if h2 {
+        format!("listen 127.0.0.1:{h2_port} http2 backlog=4096;")
+    } else {
+        String::new()
+    };
     let root_user = if osago_testkit_uid() == 0 {
         "user root;"
     } else {
@@ -1455,6 +1473,7 @@ http {{
   client_body_temp_path {dir}/body;
   server {{
     listen 127.0.0.1:{port} backlog=4096;
+    {h2_listen}
     location = /health {{ return 200 "ok"; }}
     location = /pub {{ nchan_publisher; nchan_channel_id bench; }}
     location = /sub {{ nchan_subscriber eventsource; nchan_channel_id bench; }}
@@ -1485,9 +1504,13 @@ http {{
     let result = fan_out(
         n,
         events,
-        &format!("{base}/sub"),
+        &if h2 {
+            format!("http://127.0.0.1:{h2_port}/sub")
+        } else {
+            format!("{base}/sub")
+        },
         None,
-        (None, 0),
+        (None, if h2 { H2_STREAMS_PER_CONNECTION } else { 0 }),
         pid,
         async |count: usize| {
             let mut next = tokio::time::Instant::now();
@@ -1523,7 +1546,11 @@ http {{
         .status();
     let _ = tokio::time::timeout(Duration::from_secs(10), nginx.wait()).await;
     SseRow {
-        server: "nginx + nchan".to_owned(),
+        server: if h2 {
+            format!("nginx + nchan, HTTP/2, {H2_STREAMS_PER_CONNECTION} streams per connection")
+        } else {
+            "nginx + nchan".to_owned()
+        },
         subscribers: n,
         ..result
     }
