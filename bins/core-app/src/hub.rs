@@ -27,8 +27,12 @@ pub struct Live {
     /// The trace it belongs to (its record's `traceparent`).
     pub trace: Option<osago_core::trace::TraceContext>,
     /// The event as a stream row, and that row's JSON: made once, by the
-    /// first stream that shows it, for every stream that shows it as it is.
-    view: OnceLock<(OfferRow, Arc<str>)>,
+    /// first stream that shows it, for every stream that shows it as it is
+    /// (the streams hold the row itself, not copies of it).
+    view: OnceLock<(Arc<OfferRow>, Arc<str>)>,
+    /// The row as streams that held the insurer's pending row hold it
+    /// (with when the insurer was asked filled in): made once for all.
+    succeeded_row: OnceLock<Arc<OfferRow>>,
     /// The row as streams that held the insurer's pending row show it
     /// (with when the insurer was asked filled in), and its JSON: made
     /// once for all of them.
@@ -48,22 +52,50 @@ impl Live {
             arrived: Instant::now(),
             trace,
             view: OnceLock::new(),
+            succeeded_row: OnceLock::new(),
             succeeded: OnceLock::new(),
             frame: OnceLock::new(),
         }
     }
 
-    fn view(&self) -> &(OfferRow, Arc<str>) {
+    fn view(&self) -> &(Arc<OfferRow>, Arc<str>) {
         self.view.get_or_init(|| {
             let row = OfferRow::from_event(&self.event);
             let json = serde_json::to_string(&row).expect("serializable");
-            (row, json.into())
+            (Arc::new(row), json.into())
         })
     }
 
     /// The event as a stream row.
-    pub fn row(&self) -> &OfferRow {
+    pub fn row(&self) -> &Arc<OfferRow> {
         &self.view().0
+    }
+
+    /// The event's row as a stream that holds `previous` for the insurer
+    /// keeps it ([`OfferRow::succeeding`]: when the insurer was asked
+    /// filled in from it): the event's own row, or the one made once for
+    /// every stream that fills in the same; a copy only for a stream that
+    /// fills in another.
+    pub fn row_after(&self, previous: Option<&OfferRow>) -> Arc<OfferRow> {
+        let canonical = self.row();
+        let started_at = canonical
+            .started_at
+            .or_else(|| previous.and_then(|p| p.started_at));
+        if started_at == canonical.started_at {
+            return canonical.clone();
+        }
+        let made = || {
+            Arc::new(OfferRow {
+                started_at,
+                ..OfferRow::clone(canonical)
+            })
+        };
+        let shared = self.succeeded_row.get_or_init(made);
+        if shared.started_at == started_at {
+            shared.clone()
+        } else {
+            made()
+        }
     }
 
     /// The JSON of `row`, which is [`Live::row`] as one stream shows it
@@ -76,7 +108,7 @@ impl Live {
                 started_at: canonical.started_at,
                 ..row.clone()
             },
-            canonical
+            &**canonical
         );
         if row.started_at == canonical.started_at {
             return json.clone();
@@ -236,14 +268,14 @@ mod tests {
         let live = Live::new(final_event(), None);
         let asked = Some(Utc::now() - chrono::Duration::seconds(3));
         // A stream that never saw the pending row, and two that did.
-        let fresh = live.row().clone();
+        let fresh = OfferRow::clone(live.row());
         let held = OfferRow {
             started_at: asked,
-            ..live.row().clone()
+            ..OfferRow::clone(live.row())
         };
         let other = OfferRow {
             started_at: Some(Utc::now() - chrono::Duration::seconds(9)),
-            ..live.row().clone()
+            ..OfferRow::clone(live.row())
         };
         let a = live.json_as(&fresh);
         assert!(Arc::ptr_eq(&a, &live.json_as(&fresh.clone())));
@@ -253,6 +285,34 @@ mod tests {
         // Every stream gets exactly its own row's JSON.
         for (json, row) in [(a, &fresh), (b, &held), (c, &other)] {
             assert_eq!(&*json, serde_json::to_string(row).unwrap());
+        }
+    }
+
+    #[test]
+    fn streams_hold_the_event_s_own_row_not_copies() {
+        let live = Live::new(final_event(), None);
+        // A stream that held no pending row keeps the event's row itself.
+        assert!(Arc::ptr_eq(&live.row_after(None), live.row()));
+        // Streams that held the pending row share one row with when the
+        // insurer was asked filled in; another time gets its own.
+        let asked = Some(Utc::now() - chrono::Duration::seconds(3));
+        let pending = OfferRow {
+            started_at: asked,
+            ..OfferRow::clone(live.row()).pending_view()
+        };
+        let a = live.row_after(Some(&pending));
+        let b = live.row_after(Some(&pending));
+        assert!(Arc::ptr_eq(&a, &b), "one row for both");
+        assert_eq!(*a, OfferRow::clone(live.row()).succeeding(Some(&pending)));
+        let other = OfferRow {
+            started_at: Some(Utc::now() - chrono::Duration::seconds(9)),
+            ..pending.clone()
+        };
+        let c = live.row_after(Some(&other));
+        assert_eq!(*c, OfferRow::clone(live.row()).succeeding(Some(&other)));
+        // What a stream shows is exactly the row's own JSON.
+        for row in [&a, &c] {
+            assert_eq!(&*live.json_as(row), serde_json::to_string(&**row).unwrap());
         }
     }
 
@@ -269,7 +329,7 @@ mod tests {
         let mut b = hub.subscribe(request_id);
         hub.dispatch(Traced { event, trace: None });
         let taken = a.receiver.recv().await.expect("delivered");
-        let json = taken.json_as(&taken.row().clone());
+        let json = taken.json_as(taken.row());
         let _ = taken.frame("swift:2", &json, || Bytes::from_static(b"frame"));
         let freed = Arc::downgrade(&taken);
         drop((taken, json));
@@ -286,7 +346,7 @@ mod tests {
     #[test]
     fn a_frame_is_shared_by_the_streams_that_send_the_same_bytes() {
         let live = Live::new(final_event(), None);
-        let json = live.json_as(&live.row().clone());
+        let json = live.json_as(&OfferRow::clone(live.row()));
         let made = |id: &str| Bytes::from(format!("id: {id}\ndata: {json}\n\n"));
         let a = live.frame("swift:2", &json, || made("swift:2"));
         let b = live.frame("swift:2", &json, || unreachable!("shared"));
@@ -296,7 +356,7 @@ mod tests {
         assert_eq!(c, made("steady:1,swift:2"));
         let held = OfferRow {
             started_at: Some(Utc::now() - chrono::Duration::seconds(3)),
-            ..live.row().clone()
+            ..OfferRow::clone(live.row())
         };
         let other = live.json_as(&held);
         let d = live.frame("swift:2", &other, || Bytes::from_static(b"own"));

@@ -103,8 +103,9 @@ pub struct StreamState {
     /// under shared locks (the token's, the timer wheel's) by every
     /// stream at every event.
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
-    /// Latest row per insurer (snapshot, then live).
-    rows: BTreeMap<InsurerId, OfferRow>,
+    /// Latest row per insurer (snapshot, then live): a live event's row
+    /// is the one its `Live` holds for every stream, not a copy.
+    rows: BTreeMap<InsurerId, Arc<OfferRow>>,
     /// What the client has been sent.
     cursor: Cursor,
     /// Rows the client lacks, in order, each with the live event behind
@@ -125,7 +126,7 @@ pub struct StreamState {
 
 /// A row the client lacks.
 struct Queued {
-    row: OfferRow,
+    row: Arc<OfferRow>,
     /// The live event behind it (none for rows from the read model).
     live: Option<Arc<Live>>,
     /// The row is the live event's own (`started_at` perhaps filled in
@@ -217,25 +218,43 @@ impl StreamState {
             priced: snapshot.iter().any(|r| r.status == OfferStatus::Quoted),
         };
         for row in snapshot {
-            state.absorb(row, None);
+            state.absorb_stored(row);
         }
         Ok(state)
     }
 
-    /// Takes a row if newer than what we hold; queues it if the client lacks
-    /// it. A client meeting an insurer for the first time in a later state
+    /// Takes a row from the read model if newer than what we hold; queues
+    /// it if the client lacks it. A client meeting an insurer for the first time in a later state
     /// is shown its pending state first, so every insurer's row appears
     /// before its outcome whenever the stream was opened.
-    fn absorb(&mut self, row: OfferRow, live: Option<Arc<Live>>) {
+    fn absorb_stored(&mut self, row: OfferRow) {
         let held = self.rows.get(&row.insurer_id);
         if held.is_some_and(|held| held.version >= row.version) {
             return;
         }
-        let row = row.succeeding(held);
+        let row = Arc::new(row.succeeding(held.map(|held| &**held)));
+        self.take(row, None);
+    }
+
+    /// As [`Self::absorb_stored`], for a live event: its row is shared
+    /// with every other stream that holds it as it is.
+    fn absorb_live(&mut self, live: Arc<Live>) {
+        let event = live.row();
+        let held = self.rows.get(&event.insurer_id);
+        if held.is_some_and(|held| held.version >= event.version) {
+            return;
+        }
+        let row = live.row_after(held.map(|held| &**held));
+        self.take(row, Some(live));
+    }
+
+    /// Holds a row newer than the one held, queued if the client lacks it.
+    fn take(&mut self, row: Arc<OfferRow>, live: Option<Arc<Live>>) {
+        let held = self.rows.get(&row.insurer_id);
         let seen = self.cursor.seen(&row.insurer_id);
         if held.is_none() && seen == 0 && row.version > 1 {
             self.queue.push_back(Queued {
-                row: row.pending_view(),
+                row: Arc::new(row.pending_view()),
                 live: live.clone(),
                 shared: false,
             });
@@ -265,14 +284,14 @@ impl StreamState {
     }
 
     fn complete(&self) -> bool {
-        is_complete(self.rows.values())
+        is_complete(self.rows.values().map(|row| &**row))
     }
 
     fn closing(&mut self, name: &'static str) -> Bytes {
         self.phase = Phase::Ended;
         let body = Closing {
             request_id: self.request_id,
-            tally: Tally::of(self.rows.values()),
+            tally: Tally::of(self.rows.values().map(|row| &**row)),
         };
         self.frame(name, &body)
     }
@@ -314,7 +333,7 @@ impl StreamState {
                     _ => frame_bytes(
                         "insurer",
                         Some(id),
-                        &serde_json::to_string(&row).expect("serializable"),
+                        &serde_json::to_string(&*row).expect("serializable"),
                     ),
                 };
                 self.insurer_sent.inc();
@@ -347,12 +366,12 @@ impl StreamState {
             }
             tokio::select! {
                 received = self.subscription.receiver.recv() => match received {
-                    Ok(live) => self.absorb(live.row().clone(), Some(live)),
+                    Ok(live) => self.absorb_live(live),
                     Err(RecvError::Lagged(_)) => {
                         // Fell behind: take the read model's state instead.
                         if let Ok(rows) = self.read_model.rows(&self.request_id).await {
                             for row in rows {
-                                self.absorb(row, None);
+                                self.absorb_stored(row);
                             }
                         }
                     }
@@ -370,7 +389,7 @@ impl StreamState {
                     // applied while this pod's live feed lagged.
                     if let Ok(rows) = self.read_model.rows(&self.request_id).await {
                         for row in rows {
-                            self.absorb(row, None);
+                            self.absorb_stored(row);
                         }
                     }
                     if !self.queue.is_empty() || self.complete() {
