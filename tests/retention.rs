@@ -197,6 +197,7 @@ async fn after_expiry_no_personal_field_remains_in_valkey() {
         version: 1,
         deadline_at: event.deadline_at,
         finished: false,
+        quoted: false,
     };
     store.save_progress(&progress, retention).await.unwrap();
 

@@ -144,6 +144,11 @@ pub struct InsurerProgress {
     pub deadline_at: DateTime<Utc>,
     /// Nothing more will be published.
     pub finished: bool,
+    /// The insurer's final answer was a price: the buyer has one, so a pod
+    /// that resumes the request does not race the others for a first price
+    /// (absent in entries recorded before it was kept: `false`).
+    #[serde(default)]
+    pub quoted: bool,
 }
 
 /// The aggregator's in-flight state (Valkey in production). Every entry

@@ -316,6 +316,7 @@ fn progress(request_id: &RequestId, insurer: &str) -> InsurerProgress {
         version: 1,
         deadline_at: Utc::now() + chrono::Duration::seconds(60),
         finished: false,
+        quoted: false,
     }
 }
 

@@ -12,6 +12,7 @@ impl Inner {
         version: u32,
     ) -> InsurerOutcome {
         let attempts = calls.attempts();
+        let quoted = matches!(result, Ok(PollOutcome::Quoted(_)));
         let (event, outcome) = match result {
             Ok(PollOutcome::Quoted(quote)) => (
                 self.quote_event(
@@ -52,7 +53,8 @@ impl Inner {
             ),
         };
         let published = self.publish_with_retry(&event).await;
-        self.save_progress(job, &calls, version, true).await;
+        self.save_progress(job, &calls, version, Finished::Yes { quoted })
+            .await;
         self.metrics
             .outcomes
             .get_or_create(&OutcomeLabels {

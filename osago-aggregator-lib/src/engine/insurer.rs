@@ -48,6 +48,15 @@ pub(super) struct Job {
     pub(super) racer: bool,
 }
 
+/// Whether an insurer's run is over, as its progress records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Finished {
+    /// More will be published.
+    No,
+    /// Its final event is out; `quoted`: with a price.
+    Yes { quoted: bool },
+}
+
 /// A request's race for its first price, shared by its insurer tasks.
 #[derive(Debug, Default)]
 pub(super) struct Race {
@@ -224,7 +233,7 @@ impl Inner {
             }
         };
         calls.application_id = Some(application.id.clone());
-        self.save_progress(job, calls, 1, false).await;
+        self.save_progress(job, calls, 1, Finished::No).await;
         let created_at = Instant::now();
         let created_wall = self.clock.now();
         let polls = self.metrics.polls.get_or_create(&label).clone();
@@ -365,7 +374,7 @@ impl Inner {
         job: &Job,
         calls: &Calls,
         version: u32,
-        finished: bool,
+        finished: Finished,
     ) {
         let progress = InsurerProgress {
             request_id: job.request_id,
@@ -374,7 +383,8 @@ impl Inner {
             attempts: calls.attempts(),
             version,
             deadline_at: job.deadline_at,
-            finished,
+            finished: matches!(finished, Finished::Yes { .. }),
+            quoted: matches!(finished, Finished::Yes { quoted: true }),
         };
         if let Err(err) = self
             .state

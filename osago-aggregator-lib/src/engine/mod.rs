@@ -33,7 +33,7 @@ mod events;
 mod insurer;
 mod lease;
 
-use insurer::{Calls, Job, Race};
+use insurer::{Calls, Finished, Job, Race};
 
 /// One insurer the engine asks.
 #[derive(Debug, Clone)]
@@ -331,6 +331,9 @@ impl Engine {
             })
             .collect();
         let racing = racers(&ranks, inner.config.poll.racers);
+        // A pod that left the request may have seen a price already: the
+        // buyer has it, so nobody races for a first one.
+        let priced_before = progress.values().any(|p| p.quoted);
         let jobs: Vec<(Insurer, Option<InsurerProgress>, bool)> = inner
             .insurers
             .iter()
@@ -354,6 +357,9 @@ impl Engine {
             jobs.iter().filter(|(_, _, racer)| *racer).count(),
             overdue_at(&inner.config.poll, &inner.answers, &jobs, waited),
         ));
+        if priced_before {
+            race.quoted();
+        }
         let jobs: Vec<Job> = jobs
             .into_iter()
             .map(|(insurer, resume, racer)| Job {

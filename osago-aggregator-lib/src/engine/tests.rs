@@ -1621,6 +1621,62 @@ async fn a_resumed_request_counts_the_time_it_has_waited_on_the_racer_already() 
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_resumed_request_whose_buyer_has_a_price_is_not_raced_for_a_first_one() {
+    // `fast` quotes in 0.5 s and is the racer; `slow`'s answers spread
+    // over 2..11 s (5th percentile 2 s, 90th past 9 s).
+    // `slow`'s first poll for a request resumed from a pod that recorded
+    // `fast` finished, with a price (`quoted`) or without.
+    let first_poll = |quoted: bool| async move {
+        let fast = Cycling::new(vec![Duration::from_millis(500)]);
+        let slow = Cycling::new((2..12).map(Duration::from_secs).collect());
+        let h = harness_many(
+            vec![("fast", fast.clone()), ("slow", slow.clone())],
+            EngineConfig::default(),
+        );
+        for _ in 0..20 {
+            run(&h, request_event(chrono::Duration::seconds(60))).await;
+        }
+        let event = request_event(chrono::Duration::seconds(60));
+        h.state
+            .save_progress(
+                &InsurerProgress {
+                    request_id: event.request_id,
+                    insurer_id: InsurerId::new("fast").unwrap(),
+                    application_id: Some("left-behind".to_owned()),
+                    attempts: 2,
+                    version: 2,
+                    deadline_at: event.deadline_at,
+                    finished: true,
+                    quoted,
+                },
+                Duration::from_secs(300),
+            )
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let outcomes = h.engine.resume(event).await.unwrap().wait().await;
+        // Only `slow` was left to run.
+        assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+        assert_eq!(outcomes[0].outcome, "quoted");
+        let first = *slow
+            .polls
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|at| **at > start)
+            .expect("slow polled");
+        first - start
+    };
+    // The buyer has `fast`'s price: `slow` polls where its answers are
+    // likely, as on the pod that began the request.
+    let priced = first_poll(true).await;
+    assert!(priced >= Duration::from_secs(8), "{priced:?}");
+    // `fast` answered without a price: `slow` races at once.
+    let unpriced = first_poll(false).await;
+    assert!(unpriced < Duration::from_secs(3), "{unpriced:?}");
+}
+
 /// Every call takes 1 s; quotes never come. Records (call, idempotency key).
 #[derive(Debug, Default)]
 struct SlowPartner {

@@ -47,6 +47,7 @@ pub async fn progress_round_trips_and_replaces(store: &dyn StateStore) {
         attempts: 4,
         version: 2,
         finished: true,
+        quoted: true,
         ..alfa
     };
     store
@@ -150,6 +151,7 @@ fn progress(
         version,
         deadline_at: Utc::now() + chrono::Duration::seconds(60),
         finished: false,
+        quoted: false,
     }
 }
 

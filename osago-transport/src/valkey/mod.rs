@@ -858,6 +858,18 @@ mod tests {
     }
 
     #[test]
+    fn progress_recorded_before_quoted_was_kept_decodes_as_not_quoted() {
+        // An entry a pod of the previous release wrote, during a rolling
+        // upgrade: no `quoted` field.
+        let id = RequestId::random();
+        let json = format!(
+            r#"{{"request_id":"{id}","insurer_id":"alfa","application_id":"a-1","attempts":2,"version":2,"deadline_at":"2026-12-07T00:00:00Z","finished":true}}"#
+        );
+        let progress = decode_progress(&id, "alfa", json.as_bytes()).expect("decodes");
+        assert!(progress.finished && !progress.quoted);
+    }
+
+    #[test]
     fn invalid_url_is_rejected_without_echo() {
         let err =
             ValkeyStore::new_lazy("nonsense://secret@x", ValkeyConfig::default()).unwrap_err();
