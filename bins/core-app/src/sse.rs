@@ -19,7 +19,7 @@ use osago_core::showcase::{is_complete, OfferRow, OfferStatus, Tally};
 use osago_core::{Clock, InsurerId, RequestId};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::hub::{HubSubscription, Live};
@@ -98,7 +98,7 @@ pub struct StreamState {
     /// The last `id:` sent (kept for its buffer).
     id: String,
     clock: Arc<dyn Clock>,
-    /// Fires at shutdown. Kept, like `deadline_timer`, for the stream's
+    /// Fires at shutdown. Kept, like `timer`, for the stream's
     /// life: made on every wait, the two were registered and withdrawn
     /// under shared locks (the token's, the timer wheel's) by every
     /// stream at every event.
@@ -111,10 +111,18 @@ pub struct StreamState {
     /// Rows the client lacks, in order, each with the live event behind
     /// it (none for rows from the read model).
     queue: std::collections::VecDeque<Queued>,
-    heartbeat: Interval,
-    /// Fires at the deadline (with its grace); its `deadline()` is the
-    /// one the stream keeps.
-    deadline_timer: Pin<Box<Sleep>>,
+    /// Between heartbeats.
+    heartbeat_every: Duration,
+    /// When the next heartbeat is due (a late one puts the next a whole
+    /// interval after it).
+    next_heartbeat: Instant,
+    /// The deadline with its grace (pushed an hour on when rows are still
+    /// to be sent at it).
+    deadline: Instant,
+    /// One timer for both, at the earlier: every wake-up of the stream
+    /// polls its timers, and one is half the timer work of two (an
+    /// `Interval` and a `Sleep`) at every event.
+    timer: Pin<Box<Sleep>>,
     retry: Duration,
     phase: Phase,
     /// When the request was accepted.
@@ -190,9 +198,7 @@ impl StreamState {
             .to_std()
             .unwrap_or(Duration::ZERO);
         let deadline = Instant::now() + until_deadline + params.grace;
-        let mut heartbeat =
-            tokio::time::interval_at(Instant::now() + params.heartbeat, params.heartbeat);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let next_heartbeat = Instant::now() + params.heartbeat;
         metrics.open_streams.inc();
         let insurer_sent = metrics
             .events_sent
@@ -210,8 +216,10 @@ impl StreamState {
             rows: BTreeMap::new(),
             cursor: params.cursor,
             queue: Default::default(),
-            heartbeat,
-            deadline_timer: Box::pin(tokio::time::sleep_until(deadline)),
+            heartbeat_every: params.heartbeat,
+            next_heartbeat,
+            deadline,
+            timer: Box::pin(tokio::time::sleep_until(next_heartbeat.min(deadline))),
             retry: params.retry,
             phase: Phase::Start,
             created_at: params.created_at,
@@ -279,8 +287,13 @@ impl StreamState {
     /// the deadline (with its grace) has passed. Such a reconnect is
     /// answered 204, which stops an EventSource for good.
     pub fn nothing_left(&self) -> bool {
-        self.queue.is_empty()
-            && (self.complete() || Instant::now() >= self.deadline_timer.deadline())
+        self.queue.is_empty() && (self.complete() || Instant::now() >= self.deadline)
+    }
+
+    /// Sets the timer to the next heartbeat or the deadline, the earlier.
+    fn rearm(&mut self) {
+        let at = self.next_heartbeat.min(self.deadline);
+        self.timer.as_mut().reset(at);
     }
 
     fn complete(&self) -> bool {
@@ -380,11 +393,15 @@ impl StreamState {
                         return None;
                     }
                 },
-                _ = self.heartbeat.tick() => {
-                    let at = self.clock.now();
-                    return Some(self.frame("heartbeat", &serde_json::json!({ "at": at })));
-                }
-                _ = self.deadline_timer.as_mut() => {
+                () = self.timer.as_mut() => {
+                    let now = Instant::now();
+                    if now < self.deadline {
+                        // A heartbeat is due.
+                        self.next_heartbeat = now + self.heartbeat_every;
+                        self.rearm();
+                        let at = self.clock.now();
+                        return Some(self.frame("heartbeat", &serde_json::json!({ "at": at })));
+                    }
                     // Last look at the read model: an event may have been
                     // applied while this pod's live feed lagged.
                     if let Ok(rows) = self.read_model.rows(&self.request_id).await {
@@ -393,9 +410,8 @@ impl StreamState {
                         }
                     }
                     if !self.queue.is_empty() || self.complete() {
-                        self.deadline_timer
-                            .as_mut()
-                            .reset(Instant::now() + Duration::from_secs(3600));
+                        self.deadline = Instant::now() + Duration::from_secs(3600);
+                        self.rearm();
                         continue;
                     }
                     return Some(self.closing("timeout"));
@@ -427,6 +443,87 @@ fn frame_bytes(event: &str, id: Option<&str>, json: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::Hub;
+    use osago_core::ManualClock;
+    use osago_transport::memory::MemoryReadModel;
+
+    /// Opens a stream of a request nobody answers: heartbeats every
+    /// second, deadline `deadline_in` (with 0.5 s grace) from now.
+    async fn unanswered(deadline_in: Duration) -> StreamState {
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+        let request_id = RequestId::random();
+        let now = clock.now();
+        StreamState::open(
+            StreamParams {
+                request_id,
+                created_at: now,
+                deadline_at: now + chrono::Duration::from_std(deadline_in).unwrap(),
+                grace: Duration::from_millis(500),
+                heartbeat: Duration::from_secs(1),
+                retry: Duration::from_secs(2),
+                cursor: Cursor::default(),
+            },
+            Arc::new(MemoryReadModel::new(Duration::from_secs(3600))),
+            Arc::new(Hub::default()).subscribe(request_id),
+            clock,
+            Metrics::default(),
+            CancellationToken::new(),
+        )
+        .await
+        .expect("opens")
+    }
+
+    /// The stream's frames with when each came (ms after `start`), the
+    /// preamble left out, until it ends.
+    async fn frames(mut stream: StreamState, start: Instant) -> Vec<(u128, String)> {
+        let mut seen = Vec::new();
+        while let Some(chunk) = stream.next_chunk().await {
+            let text = String::from_utf8(chunk.to_vec()).unwrap();
+            if let Some(event) = text.lines().find_map(|l| l.strip_prefix("event: ")) {
+                seen.push((start.elapsed().as_millis(), event.to_owned()));
+            }
+        }
+        seen
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_keep_their_interval_and_the_deadline_ends_the_stream() {
+        let start = Instant::now();
+        let stream = unanswered(Duration::from_secs(3)).await;
+        assert!(!stream.nothing_left());
+        let seen = frames(stream, start).await;
+        let expected: Vec<(u128, String)> = [
+            (1000, "heartbeat"),
+            (2000, "heartbeat"),
+            (3000, "heartbeat"),
+            (3500, "timeout"),
+        ]
+        .into_iter()
+        .map(|(at, event)| (at, event.to_owned()))
+        .collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_heartbeat_puts_the_next_a_whole_interval_after_it() {
+        let start = Instant::now();
+        let mut stream = unanswered(Duration::from_secs(60)).await;
+        assert!(stream.next_chunk().await.is_some(), "the preamble");
+        // Nobody reads the stream for 2.5 s: one heartbeat is due, late.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let late = stream.next_chunk().await.unwrap();
+        assert!(std::str::from_utf8(&late)
+            .unwrap()
+            .contains("event: heartbeat"));
+        assert_eq!(start.elapsed().as_millis(), 2500, "at once");
+        let next = stream.next_chunk().await.unwrap();
+        assert!(std::str::from_utf8(&next)
+            .unwrap()
+            .contains("event: heartbeat"));
+        assert_eq!(start.elapsed().as_millis(), 3500);
+        // The deadline has not passed: more is to come.
+        assert!(!stream.nothing_left());
+    }
 
     #[test]
     fn cursor_round_trips_and_ignores_garbage() {
