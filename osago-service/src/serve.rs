@@ -430,7 +430,7 @@ pub async fn serve_edge<H, F, B>(
 /// the body ends or the client goes. Per open stream that keeps about
 /// 9 KiB of hyper's connection state (two 8 KiB buffers, their first pages
 /// touched, and the dispatcher) out of memory: core-app's idle stream
-/// measured 3.6 KiB this way and 13.1-14.9 through hyper
+/// measured 3.4 KiB this way and 13.1-14.9 through hyper
 /// (docs/benchmarks.md).
 ///
 /// A stream asked for on a kept-alive connection, after requests hyper
