@@ -656,6 +656,7 @@ fn main() {
             "priced_ceiling" => tuned.priced_ceiling = v,
             "racers" => tuned.racers = v as usize,
             "racer_patience" => tuned.racer_patience = v,
+            "racer_price" => tuned.racer_price = v,
             other => panic!("unknown setting {other}"),
         }
     }

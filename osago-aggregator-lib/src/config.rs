@@ -166,6 +166,12 @@ fn check_poll(p: &mut Problems, at: &str, poll: &PollConfig) {
         );
     }
     p.unit(&format!("{at}.racer_patience"), poll.racer_patience);
+    if !(poll.racer_price.is_finite() && poll.racer_price >= 1.0) {
+        p.push(
+            &format!("{at}.racer_price"),
+            "must be a number of at least 1",
+        );
+    }
 }
 
 fn check_resilience(p: &mut Problems, at: &str, r: &ResilienceConfig) {

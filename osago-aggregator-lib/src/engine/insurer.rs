@@ -46,6 +46,9 @@ pub(super) struct Job {
     pub(super) race: Arc<Race>,
     /// This insurer races for the first price (the quickest few do).
     pub(super) racer: bool,
+    /// A racer picked by its rank, with other insurers standing by: its
+    /// polls cost `racer_price` until the buyer has a price.
+    pub(super) backed: bool,
 }
 
 /// Whether an insurer's run is over, as its progress records it.
@@ -241,6 +244,7 @@ impl Inner {
         let mut plan = PollPlan::new(&self.config.poll, answers, created_at);
         // Its polls keep the application's place in this insurer's order.
         let poll_rank = job.deadline + stagger(&key, guard.stagger);
+        plan.backed(job.backed);
         plan.priced(job.race.settled(job.racer));
         let mut wait = plan.first(application.retry_after, guard.pressure());
         let mut failed_polls = 0;

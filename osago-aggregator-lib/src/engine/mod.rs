@@ -331,19 +331,33 @@ impl Engine {
             })
             .collect();
         let racing = racers(&ranks, inner.config.poll.racers);
+        // A racer picked by its rank, with others standing by for the
+        // request, polls at `racer_price`; one racing alone, unknown or
+        // busy at the lone insurer's price.
+        let standing_by = racing.contains(&false);
+        let racing: Vec<(bool, bool)> = racing
+            .into_iter()
+            .zip(&ranks)
+            .map(|(racer, rank)| {
+                (
+                    racer,
+                    racer && standing_by && matches!(rank, RaceRank::Median(_)),
+                )
+            })
+            .collect();
         // A pod that left the request may have seen a price already: the
         // buyer has it, so nobody races for a first one.
         let priced_before = progress.values().any(|p| p.quoted);
-        let jobs: Vec<(Insurer, Option<InsurerProgress>, bool)> = inner
+        let jobs: Vec<(Insurer, Option<InsurerProgress>, (bool, bool))> = inner
             .insurers
             .iter()
             .zip(racing)
-            .filter_map(|(insurer, racer)| {
+            .filter_map(|(insurer, racing)| {
                 let resume = progress.remove(&insurer.id);
                 if resume.as_ref().is_some_and(|p| p.finished) {
                     return None;
                 }
-                Some((insurer.clone(), resume, racer))
+                Some((insurer.clone(), resume, racing))
             })
             .collect();
         // A request another pod began has spent time waiting on its racers
@@ -354,7 +368,7 @@ impl Engine {
             (now - event.occurred_at).to_std().unwrap_or(Duration::ZERO)
         };
         let race = Arc::new(Race::new(
-            jobs.iter().filter(|(_, _, racer)| *racer).count(),
+            jobs.iter().filter(|(_, _, (racer, _))| *racer).count(),
             overdue_at(&inner.config.poll, &inner.answers, &jobs, waited),
         ));
         if priced_before {
@@ -362,7 +376,7 @@ impl Engine {
         }
         let jobs: Vec<Job> = jobs
             .into_iter()
-            .map(|(insurer, resume, racer)| Job {
+            .map(|(insurer, resume, (racer, backed))| Job {
                 request_id,
                 insurer,
                 request: request.clone(),
@@ -372,6 +386,7 @@ impl Engine {
                 resume,
                 race: race.clone(),
                 racer,
+                backed,
             })
             .collect();
         let done = Arc::new(Completion {
@@ -466,14 +481,14 @@ impl Engine {
 fn overdue_at(
     poll: &PollConfig,
     answers: &HashMap<InsurerId, AnswerTimes>,
-    jobs: &[(Insurer, Option<InsurerProgress>, bool)],
+    jobs: &[(Insurer, Option<InsurerProgress>, (bool, bool))],
     waited: Duration,
 ) -> Option<Instant> {
     if poll.racer_patience >= 1.0 {
         return None;
     }
     let mut patience = Duration::ZERO;
-    for (insurer, _, racer) in jobs {
+    for (insurer, _, (racer, _)) in jobs {
         if *racer {
             patience = patience.max(answers[&insurer.id].quote_percentile(poll.racer_patience)?);
         }

@@ -1491,6 +1491,50 @@ async fn only_the_quickest_insurer_races_while_it_waits_and_the_others_take_over
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_racer_with_others_standing_by_polls_later_than_a_lone_insurer() {
+    // `fast` answers in 0.5, 1, .. 5 s in turn; `slow` in 20 s.
+    let fast_times: Vec<Duration> = (1..=10).map(|i| Duration::from_millis(500 * i)).collect();
+    // `fast`'s first poll for the 21st request (answered at 0.5 s), after
+    // 20 that taught the engine, with `slow` asked too or not.
+    let first_poll = |with_slow: bool, racer_price: f64| {
+        let fast_times = fast_times.clone();
+        async move {
+            let fast = Cycling::new(fast_times);
+            let slow = Cycling::new(vec![Duration::from_secs(20)]);
+            let mut config = EngineConfig::default();
+            config.poll.racer_price = racer_price;
+            let mut insurers: Vec<(&str, Arc<dyn InsurerClient>)> = vec![("fast", fast.clone())];
+            if with_slow {
+                insurers.push(("slow", slow));
+            }
+            let h = harness_many(insurers, config);
+            for _ in 0..20 {
+                run(&h, request_event(chrono::Duration::seconds(60))).await;
+            }
+            let start = Instant::now();
+            let outcomes = run(&h, request_event(chrono::Duration::seconds(60))).await;
+            assert!(
+                outcomes.iter().all(|o| o.outcome == "quoted"),
+                "{outcomes:?}"
+            );
+            let polls = fast.polls.lock().unwrap();
+            *polls.iter().find(|at| **at > start).unwrap() - start
+        }
+    };
+    // Alone, `fast`'s lag is the buyer's wait for a price: it polls from
+    // the 5th percentile of its answer times (0.5 s).
+    let lone = first_poll(false, PollConfig::default().racer_price).await;
+    assert!(lone < Duration::from_millis(1_500), "{lone:?}");
+    // With `slow` standing by, its polls cost `racer_price` (10): from the
+    // median (3 s) on.
+    let backed = first_poll(true, PollConfig::default().racer_price).await;
+    assert!(backed >= Duration::from_millis(2_500), "{backed:?}");
+    // At 1, as alone.
+    let at_one = first_poll(true, 1.0).await;
+    assert!(at_one < Duration::from_millis(1_500), "{at_one:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_others_race_once_the_racer_is_past_its_patience_percentile_without_a_price() {
     // `fast` quoted in 0.5 s, 1 s and 1.5 s, but the 22nd application
     // hangs (it answers at 30 s); `slow`'s answers spread over 2..11 s.

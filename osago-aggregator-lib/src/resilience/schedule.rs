@@ -58,6 +58,14 @@
 //!   always races, and so does one whose calls queue for its slots (a
 //!   burst), so that each buyer gets a first price from whichever insurer
 //!   takes them early in its order.
+//! - **A racer with others standing by** pays `racer_price` (10 by
+//!   default) per poll while the buyer has no price: the others poll from
+//!   their 90th percentile and race once it is overdue, so its lag is not
+//!   worth a lone insurer's calls. Its first poll comes at the median of its
+//!   answer times, its intervals about three times longer. At the fleet's
+//!   steady peak the racer was at its cap, and the first price came no
+//!   later for it (docs/benchmarks.md). An insurer asked alone, unknown or
+//!   busy polls at the lone price.
 //! - A plan made **before anything was learned** (the first seconds after a
 //!   start, a burst) takes up what is learned since ([`PollPlan::relearn`]).
 //! - A **Retry-After** from the insurer is always honoured: the next poll is
@@ -139,6 +147,18 @@ pub struct PollConfig {
     /// the first price only this long. 1: until every racer has answered.
     /// Default 0.95.
     pub racer_patience: f64,
+    /// How much dearer a racer's poll is than a lone insurer's while other
+    /// insurers stand by for the request (they poll from their
+    /// `priced_ceiling` percentile, and race once it is past its
+    /// patience): a racer picked by its rank need not buy the last few
+    /// hundred milliseconds of the first price's lag with the partner's
+    /// capacity. At 10 its first poll comes at the median of its answer
+    /// times and its intervals are about three times the lone insurer's.
+    /// An insurer racing alone (the only one asked), because nothing is
+    /// known of it, or because its calls queue for slots (a burst) polls at
+    /// the lone price. 1: as a lone insurer. Default 10
+    /// (docs/benchmarks.md: the fleet's steady peak).
+    pub racer_price: f64,
 }
 
 impl Default for PollConfig {
@@ -159,6 +179,7 @@ impl Default for PollConfig {
             priced_ceiling: 0.9,
             racers: 1,
             racer_patience: 0.95,
+            racer_price: 10.0,
         }
     }
 }
@@ -396,6 +417,8 @@ pub struct PollPlan {
     created: Instant,
     /// The buyer has a price from another insurer.
     priced: bool,
+    /// A racer with other insurers standing by ([`PollConfig::racer_price`]).
+    backed: bool,
 }
 
 impl PollPlan {
@@ -408,7 +431,15 @@ impl PollPlan {
             next: config.initial,
             created,
             priced: false,
+            backed: false,
         }
+    }
+
+    /// Marks the plan as a racer's with other insurers standing by for the
+    /// request: until the buyer has a price its polls cost `racer_price`
+    /// times a lone insurer's.
+    pub fn backed(&mut self, backed: bool) {
+        self.backed = backed;
     }
 
     /// Marks that the buyer has a price from another insurer: polls get
@@ -454,6 +485,8 @@ impl PollPlan {
         let price = 1.0 + self.config.pressure_weight.max(0.0) * pressure;
         if self.priced {
             price * self.config.priced_price.max(1.0)
+        } else if self.backed {
+            price * self.config.racer_price.max(1.0)
         } else {
             price
         }
@@ -715,6 +748,41 @@ mod tests {
         assert_eq!(plan.first(None, 1.0), ms(2100));
         // Never past the median.
         assert_eq!(plan.first(None, 1_000.0), ms(5100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_racer_with_others_standing_by_polls_from_the_median_and_less_often() {
+        let learned = AnswerTimes::new(100);
+        for n in 1..=100 {
+            learned.record(ms(n * 100));
+        }
+        let created = Instant::now();
+        let mut lone = PollPlan::new(&PollConfig::default(), &learned, created);
+        let mut backed = lone.clone();
+        backed.backed(true);
+        // 5 % x 10 is the median, the ceiling while the buyer has no price.
+        assert_eq!(lone.first(None, 0.0), ms(600));
+        assert_eq!(backed.first(None, 0.0), ms(5_100));
+        // Intervals stretch by sqrt(10).
+        let at = created + ms(5_100);
+        let (calm, dear) = (lone.next(at, None, 0.0), backed.next(at, None, 0.0));
+        assert!(dear > calm.mul_f64(3.0), "{calm:?} -> {dear:?}");
+        // The buyer's price prices it as everyone else's.
+        let mut priced = lone.clone();
+        priced.priced(true);
+        backed.priced(true);
+        assert_eq!(backed.first(None, 0.0), priced.first(None, 0.0));
+        // At 1, as a lone insurer.
+        let mut at_one = PollPlan::new(
+            &PollConfig {
+                racer_price: 1.0,
+                ..PollConfig::default()
+            },
+            &learned,
+            created,
+        );
+        at_one.backed(true);
+        assert_eq!(at_one.first(None, 0.0), ms(600));
     }
 
     #[tokio::test(start_paused = true)]
