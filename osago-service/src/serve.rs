@@ -109,6 +109,13 @@ pub struct ConnectionLimits {
     /// connection still takes a listener's lean path ([`LeanStreams`])
     /// once hyper is done with the requests before it. Default on.
     pub keep_alive: bool,
+    /// Requests one HTTP/2 connection may have open at once, advertised to
+    /// the client (`SETTINGS_MAX_CONCURRENT_STREAMS`); a client or proxy
+    /// wanting more opens another connection (which `max_connections`
+    /// and `max_connections_per_client` count). An event stream holds its
+    /// request open, so a proxy multiplexing many users' streams on one
+    /// connection meets this first. Default 200 (hyper's).
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl Default for ConnectionLimits {
@@ -120,6 +127,7 @@ impl Default for ConnectionLimits {
             max_connections_per_client: 256,
             max_headers: 64,
             keep_alive: true,
+            http2_max_concurrent_streams: 200,
         }
     }
 }
@@ -522,7 +530,8 @@ async fn serve_inner<H, F, L, G, B>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_BUF as u32);
+        .max_header_list_size(MAX_BUF as u32)
+        .max_concurrent_streams(limits.http2_max_concurrent_streams.max(1));
     let builder = Arc::new(builder);
     let total =
         (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
@@ -1059,6 +1068,41 @@ mod tests {
         }
         // Other requests are not counted.
         assert_eq!(*paths.lock().unwrap(), ["first", "handed_back", "hyper"]);
+    }
+
+    #[tokio::test]
+    async fn an_http2_connection_is_told_the_stream_cap() {
+        // The advertised cap (SETTINGS_MAX_CONCURRENT_STREAMS), as an
+        // HTTP/2 client (h2c, prior knowledge) reads it.
+        async fn advertised(edge: Edge) -> usize {
+            let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(serve_edge(
+                listener,
+                edge,
+                |_: SocketAddr, _: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                },
+                std::future::pending::<()>(),
+                || {},
+                Duration::from_secs(1),
+            ));
+            let socket = TcpStream::connect(addr).await.unwrap();
+            let (mut client, mut connection) = h2::client::handshake(socket).await.unwrap();
+            let request = Request::get(format!("http://{addr}/")).body(()).unwrap();
+            let (response, _) = client.send_request(request, true).unwrap();
+            // Answered: the server's SETTINGS came before its answer.
+            let response = tokio::select! {
+                response = response => response.unwrap(),
+                done = &mut connection => panic!("connection ended: {done:?}"),
+            };
+            assert_eq!(response.status(), 200);
+            connection.max_concurrent_send_streams()
+        }
+        assert_eq!(advertised(Edge::default()).await, 200);
+        let mut edge = Edge::default();
+        edge.limits.http2_max_concurrent_streams = 7;
+        assert_eq!(advertised(edge).await, 7);
     }
 
     #[tokio::test]

@@ -156,6 +156,15 @@ pub struct Args {
     /// trusted proxies exempt); beyond it 429. 0: no cap.
     #[arg(long, env = "OSAGO_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256)]
     pub max_connections_per_client: usize,
+    /// Requests one HTTP/2 connection may have open at once (advertised in
+    /// its SETTINGS; a proxy multiplexing more event streams opens another
+    /// connection).
+    #[arg(
+        long = "http2-max-concurrent-streams",
+        env = "OSAGO_HTTP2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 200
+    )]
+    pub http2_max_concurrent_streams: u32,
     /// Event streams one client may hold open on this instance; beyond it
     /// 429. 0: no cap.
     #[arg(long, env = "OSAGO_MAX_STREAMS_PER_CLIENT", default_value_t = 16)]
@@ -323,6 +332,10 @@ impl Args {
             "--idle-timeout must be at least 1s",
         );
         p.check(
+            self.http2_max_concurrent_streams == 0,
+            "--http2-max-concurrent-streams must be at least 1",
+        );
+        p.check(
             !self.read_limit_per_second.is_finite() || self.read_limit_per_second < 0.0,
             "--read-limit-per-second must be zero or positive",
         );
@@ -364,6 +377,7 @@ impl Args {
                 max_connections: self.max_connections,
                 max_connections_per_client: self.max_connections_per_client,
                 keep_alive: self.http_keep_alive,
+                http2_max_concurrent_streams: self.http2_max_concurrent_streams,
                 ..Default::default()
             },
             max_streams_per_client: self.max_streams_per_client,
