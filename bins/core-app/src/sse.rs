@@ -377,7 +377,15 @@ impl StreamState {
             if self.complete() {
                 return Some(self.closing("done"));
             }
+            // In this order, the first ready wins (`biased`): a wake-up
+            // for an event polls the receiver alone. Unbiased, `select!`
+            // starts at a random branch, so two wake-ups in three also
+            // polled the timer and the shutdown token; polling the
+            // token's registered waiter takes its waiter-list lock, one
+            // lock every stream on the pod shares. Shutdown and the
+            // timer are still seen as soon as no event is waiting.
             tokio::select! {
+                biased;
                 received = self.subscription.receiver.recv() => match received {
                     Ok(live) => self.absorb_live(live),
                     Err(RecvError::Lagged(_)) => {
@@ -523,6 +531,72 @@ mod tests {
         assert_eq!(start.elapsed().as_millis(), 3500);
         // The deadline has not passed: more is to come.
         assert!(!stream.nothing_left());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_already_received_go_out_before_a_shutdown_ends_the_stream() {
+        use osago_core::events::{InsurerEvent, QuoteEvent, QuoteStatus};
+        use osago_core::ports::Traced;
+        use osago_core::EventId;
+        // Unbiased, the wait would pick the shutdown over a waiting event
+        // two times in three; 16 streams of three events each.
+        for _ in 0..16 {
+            let hub = Arc::new(Hub::default());
+            let shutdown = CancellationToken::new();
+            let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+            let request_id = RequestId::random();
+            let now = clock.now();
+            let mut stream = StreamState::open(
+                StreamParams {
+                    request_id,
+                    created_at: now,
+                    deadline_at: now + chrono::Duration::seconds(60),
+                    grace: Duration::from_millis(500),
+                    heartbeat: Duration::from_secs(1),
+                    retry: Duration::from_secs(2),
+                    cursor: Cursor::default(),
+                },
+                Arc::new(MemoryReadModel::new(Duration::from_secs(3600))),
+                hub.subscribe(request_id),
+                clock,
+                Metrics::default(),
+                shutdown.clone(),
+            )
+            .await
+            .expect("opens");
+            assert!(stream.next_chunk().await.is_some(), "the preamble");
+            for insurer in ["alfa", "beta", "gamma"] {
+                let event = InsurerEvent::Quote(QuoteEvent {
+                    event_id: EventId::random(),
+                    request_id,
+                    insurer_id: InsurerId::new(insurer).unwrap(),
+                    version: 2,
+                    insurers_total: 8,
+                    status: QuoteStatus::Declined,
+                    quote: None,
+                    reason: Some("declined".into()),
+                    occurred_at: now,
+                    deadline_at: now + chrono::Duration::seconds(60),
+                });
+                hub.dispatch(Traced { event, trace: None });
+            }
+            shutdown.cancel();
+            let mut seen = Vec::new();
+            while let Some(chunk) = stream.next_chunk().await {
+                seen.push(String::from_utf8(chunk.to_vec()).unwrap());
+            }
+            // Every insurer's decline, then the shutdown's `retry:`.
+            let (last, rows) = seen.split_last().unwrap();
+            assert_eq!(last.trim(), "retry: 2000", "{seen:?}");
+            for insurer in ["alfa", "beta", "gamma"] {
+                assert!(
+                    rows.iter().any(|frame| frame.contains("event: insurer")
+                        && frame.contains(&format!("\"insurer_id\":\"{insurer}\""))
+                        && frame.contains("\"declined\"")),
+                    "{insurer}: {seen:?}"
+                );
+            }
+        }
     }
 
     #[test]
