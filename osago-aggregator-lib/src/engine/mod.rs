@@ -331,27 +331,13 @@ impl Engine {
             })
             .collect();
         let racing = racers(&ranks, inner.config.poll.racers);
-        // A racer picked by its rank, with others standing by for the
-        // request, polls at `racer_price`; one racing alone, unknown or
-        // busy at the lone insurer's price.
-        let standing_by = racing.contains(&false);
-        let racing: Vec<(bool, bool)> = racing
-            .into_iter()
-            .zip(&ranks)
-            .map(|(racer, rank)| {
-                (
-                    racer,
-                    racer && standing_by && matches!(rank, RaceRank::Median(_)),
-                )
-            })
-            .collect();
         // A pod that left the request may have seen a price already: the
         // buyer has it, so nobody races for a first one.
         let priced_before = progress.values().any(|p| p.quoted);
-        let jobs: Vec<(Insurer, Option<InsurerProgress>, (bool, bool))> = inner
+        let jobs: Vec<(Insurer, Option<InsurerProgress>, (bool, RaceRank))> = inner
             .insurers
             .iter()
-            .zip(racing)
+            .zip(racing.into_iter().zip(ranks))
             .filter_map(|(insurer, racing)| {
                 let resume = progress.remove(&insurer.id);
                 if resume.as_ref().is_some_and(|p| p.finished) {
@@ -360,6 +346,14 @@ impl Engine {
                 Some((insurer.clone(), resume, racing))
             })
             .collect();
+        // A racer picked by its rank polls at `racer_price` while another
+        // insurer that mostly quotes stands by for the request (not racing,
+        // its answer still to come: a resumed request's finished insurers
+        // are gone from `jobs`); one racing alone, unknown or busy, or
+        // backed only by insurers that seldom quote, at the lone price.
+        let standing_by = jobs
+            .iter()
+            .any(|(_, _, (racer, rank))| !racer && matches!(rank, RaceRank::Median(_)));
         // A request another pod began has spent time waiting on its racers
         // already: since it was accepted, by the wall clock.
         let waited = if fresh {
@@ -376,7 +370,7 @@ impl Engine {
         }
         let jobs: Vec<Job> = jobs
             .into_iter()
-            .map(|(insurer, resume, (racer, backed))| Job {
+            .map(|(insurer, resume, (racer, rank))| Job {
                 request_id,
                 insurer,
                 request: request.clone(),
@@ -386,7 +380,7 @@ impl Engine {
                 resume,
                 race: race.clone(),
                 racer,
-                backed,
+                backed: racer && standing_by && matches!(rank, RaceRank::Median(_)),
             })
             .collect();
         let done = Arc::new(Completion {
@@ -481,7 +475,7 @@ impl Engine {
 fn overdue_at(
     poll: &PollConfig,
     answers: &HashMap<InsurerId, AnswerTimes>,
-    jobs: &[(Insurer, Option<InsurerProgress>, (bool, bool))],
+    jobs: &[(Insurer, Option<InsurerProgress>, (bool, RaceRank))],
     waited: Duration,
 ) -> Option<Instant> {
     if poll.racer_patience >= 1.0 {

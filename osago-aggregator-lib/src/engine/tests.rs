@@ -1496,11 +1496,12 @@ async fn a_racer_with_others_standing_by_polls_later_than_a_lone_insurer() {
     let fast_times: Vec<Duration> = (1..=10).map(|i| Duration::from_millis(500 * i)).collect();
     // `fast`'s first poll for the 21st request (answered at 0.5 s), after
     // 20 that taught the engine, with `slow` asked too or not.
-    let first_poll = |with_slow: bool, racer_price: f64| {
+    let first_poll = |with_slow: bool, slow_declines: bool, racer_price: f64| {
         let fast_times = fast_times.clone();
         async move {
             let fast = Cycling::new(fast_times);
             let slow = Cycling::new(vec![Duration::from_secs(20)]);
+            slow.declining.store(slow_declines, Ordering::SeqCst);
             let mut config = EngineConfig::default();
             config.poll.racer_price = racer_price;
             let mut insurers: Vec<(&str, Arc<dyn InsurerClient>)> = vec![("fast", fast.clone())];
@@ -1513,25 +1514,31 @@ async fn a_racer_with_others_standing_by_polls_later_than_a_lone_insurer() {
             }
             let start = Instant::now();
             let outcomes = run(&h, request_event(chrono::Duration::seconds(60))).await;
-            assert!(
-                outcomes.iter().all(|o| o.outcome == "quoted"),
-                "{outcomes:?}"
-            );
+            let fast_outcome = outcomes
+                .iter()
+                .find(|o| o.insurer_id.as_str() == "fast")
+                .unwrap();
+            assert_eq!(fast_outcome.outcome, "quoted", "{outcomes:?}");
             let polls = fast.polls.lock().unwrap();
             *polls.iter().find(|at| **at > start).unwrap() - start
         }
     };
     // Alone, `fast`'s lag is the buyer's wait for a price: it polls from
     // the 5th percentile of its answer times (0.5 s).
-    let lone = first_poll(false, PollConfig::default().racer_price).await;
+    let price = PollConfig::default().racer_price;
+    let lone = first_poll(false, false, price).await;
     assert!(lone < Duration::from_millis(1_500), "{lone:?}");
     // With `slow` standing by, its polls cost `racer_price` (10): from the
     // median (3 s) on.
-    let backed = first_poll(true, PollConfig::default().racer_price).await;
+    let backed = first_poll(true, false, price).await;
     assert!(backed >= Duration::from_millis(2_500), "{backed:?}");
     // At 1, as alone.
-    let at_one = first_poll(true, 1.0).await;
+    let at_one = first_poll(true, false, 1.0).await;
     assert!(at_one < Duration::from_millis(1_500), "{at_one:?}");
+    // `slow` declines every application: it seldom quotes, so it backs
+    // nobody, and `fast` polls as if alone.
+    let unbacked = first_poll(true, true, price).await;
+    assert!(unbacked < Duration::from_millis(1_500), "{unbacked:?}");
 }
 
 #[tokio::test(start_paused = true)]

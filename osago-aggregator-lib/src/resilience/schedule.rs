@@ -64,8 +64,9 @@
 //!   worth a lone insurer's calls. Its first poll comes at the median of its
 //!   answer times, its intervals about three times longer. At the fleet's
 //!   steady peak the racer was at its cap, and the first price came no
-//!   later for it (docs/benchmarks.md). An insurer asked alone, unknown or
-//!   busy polls at the lone price.
+//!   later for it (docs/benchmarks.md). An insurer asked alone (or backed
+//!   only by insurers that seldom quote), unknown or busy polls at the lone
+//!   price.
 //! - A plan made **before anything was learned** (the first seconds after a
 //!   start, a burst) takes up what is learned since ([`PollPlan::relearn`]).
 //! - A **Retry-After** from the insurer is always honoured: the next poll is
@@ -154,10 +155,14 @@ pub struct PollConfig {
     /// hundred milliseconds of the first price's lag with the partner's
     /// capacity. At 10 its first poll comes at the median of its answer
     /// times and its intervals are about three times the lone insurer's.
-    /// An insurer racing alone (the only one asked), because nothing is
-    /// known of it, or because its calls queue for slots (a burst) polls at
-    /// the lone price. 1: as a lone insurer. Default 10
-    /// (docs/benchmarks.md: the fleet's steady peak).
+    /// An insurer racing alone (the only one asked, or backed only by
+    /// insurers that seldom quote), because nothing is known of it, or
+    /// because its calls queue for slots (a burst) polls at the lone price.
+    /// The trade: where the racer is not at its cap, the first price comes
+    /// later, about at the racer's median answer time rather than its 5th
+    /// percentile; at the steady peak, where it was at its cap, it came no
+    /// later. 1: as a lone insurer. Default 10 (docs/benchmarks.md: the
+    /// fleet's steady peak).
     pub racer_price: f64,
 }
 
