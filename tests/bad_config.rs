@@ -186,12 +186,21 @@ fn set_entries_reach_library_fields_and_bad_ones_are_named() {
             "core.heartbeat_interval=0s",
             "--set",
             "core.relay.lease=45s",
+            "--set",
+            "core.connections.http2_max_concurrent_streams=0",
+            "--set",
+            "core.connections.header_read_timeout=0s",
         ],
     );
     assert_eq!(code, Some(64), "{lines:?}");
+    // A connection limit set to what the flag refuses is refused too.
     assert_eq!(
         lines,
-        ["core-app: --set core.heartbeat_interval must be positive"],
+        [
+            "core-app: --set core.heartbeat_interval must be positive",
+            "core-app: --set core.connections.header_read_timeout must be at least 100ms",
+            "core-app: --set core.connections.http2_max_concurrent_streams must be at least 1",
+        ],
         "{lines:?}"
     );
 }

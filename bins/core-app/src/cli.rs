@@ -461,6 +461,22 @@ impl Args {
                     config.relay.dead_after == 0,
                     "core.relay.dead_after must be at least 1",
                 ),
+                (
+                    config.connections.header_read_timeout < Duration::from_millis(100),
+                    "core.connections.header_read_timeout must be at least 100ms",
+                ),
+                (
+                    config.connections.idle_timeout < Duration::from_secs(1),
+                    "core.connections.idle_timeout must be at least 1s",
+                ),
+                (
+                    config.connections.max_headers == 0,
+                    "core.connections.max_headers must be at least 1",
+                ),
+                (
+                    config.connections.http2_max_concurrent_streams == 0,
+                    "core.connections.http2_max_concurrent_streams must be at least 1",
+                ),
             ] {
                 p.check(bad, format!("--set {what}"));
             }
