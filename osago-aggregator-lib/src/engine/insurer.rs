@@ -47,8 +47,12 @@ pub(super) struct Job {
     /// This insurer races for the first price (the quickest few do).
     pub(super) racer: bool,
     /// A racer picked by its rank, with other insurers standing by: its
-    /// polls cost `racer_price` until the buyer has a price.
+    /// polls cost `racer_price` until the buyer has a price, or until
+    /// every insurer standing by has answered ([`Race::backed`]).
     pub(super) backed: bool,
+    /// This insurer stands by for the racer: it mostly quotes, does not
+    /// race, and its answer is still to come.
+    pub(super) backer: bool,
 }
 
 /// Whether an insurer's run is over, as its progress records it.
@@ -67,6 +71,12 @@ pub(super) struct Race {
     priced: AtomicBool,
     /// Racers still waiting for their answer.
     racers_left: AtomicUsize,
+    /// Insurers standing by for the racer (mostly quoting, not racing)
+    /// still waiting for their answer.
+    backers_left: AtomicUsize,
+    /// Wakes a backed racer when the last insurer standing by answers (a
+    /// price or not): it polls at the lone price from then on.
+    unbacked: tokio::sync::Notify,
     /// Wakes the insurers not racing when the last racer answers without
     /// a price: they race from then on.
     lost: tokio::sync::Notify,
@@ -78,13 +88,30 @@ pub(super) struct Race {
 
 impl Race {
     /// A race run by `racers` insurers, the others waiting on them until
-    /// `overdue_at` at the latest.
-    pub(super) fn new(racers: usize, overdue_at: Option<Instant>) -> Self {
+    /// `overdue_at` at the latest; `backers` of the others stand by.
+    pub(super) fn new(racers: usize, backers: usize, overdue_at: Option<Instant>) -> Self {
         Self {
             priced: AtomicBool::new(false),
             racers_left: AtomicUsize::new(racers),
+            backers_left: AtomicUsize::new(backers),
+            unbacked: tokio::sync::Notify::new(),
             lost: tokio::sync::Notify::new(),
             overdue_at,
+        }
+    }
+
+    /// An insurer standing by is still to answer: a backed racer's polls
+    /// cost `racer_price`.
+    pub(super) fn backed(&self) -> bool {
+        self.backers_left.load(Ordering::SeqCst) > 0
+    }
+
+    /// An insurer standing by has its final answer: once none is left, a
+    /// backed racer is woken to poll as if alone (a price from a backer
+    /// makes every poll dearer anyway).
+    pub(super) fn backer_done(&self) {
+        if self.backers_left.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.unbacked.notify_waiters();
         }
     }
 
@@ -118,8 +145,22 @@ impl Race {
 
     /// Sleeps `duration`; an insurer not racing, waiting on the racers,
     /// wakes early should the last of them answer without a price, or
-    /// should they be overdue.
-    pub(super) async fn sleep(&self, racer: bool, duration: Duration) {
+    /// should they be overdue. A `backed` racer wakes early should the
+    /// last insurer standing by answer: then `Woke::Unbacked`.
+    pub(super) async fn sleep(&self, racer: bool, backed: bool, duration: Duration) -> Woke {
+        if racer && backed {
+            let unbacked = self.unbacked.notified();
+            tokio::pin!(unbacked);
+            // Registered before the check: a wake after it is not missed.
+            unbacked.as_mut().enable();
+            if !self.backed() {
+                return Woke::Unbacked;
+            }
+            return tokio::select! {
+                () = tokio::time::sleep(duration) => Woke::Due,
+                () = unbacked => Woke::Unbacked,
+            };
+        }
         let lost = self.lost.notified();
         tokio::pin!(lost);
         // Registered before the check: a wake after it is not missed.
@@ -141,7 +182,17 @@ impl Race {
         } else {
             tokio::time::sleep(duration).await;
         }
+        Woke::Due
     }
+}
+
+/// Why [`Race::sleep`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Woke {
+    /// Its time came, or the race changed for an insurer not racing.
+    Due,
+    /// A backed racer's last insurer standing by answered: it is alone.
+    Unbacked,
 }
 
 impl Inner {
@@ -163,6 +214,9 @@ impl Inner {
         };
         if job.racer {
             job.race.racer_done();
+        }
+        if job.backer {
+            job.race.backer_done();
         }
         let outcome = self.finish(&job, result, calls, 2).await;
         in_flight.dec();
@@ -244,27 +298,55 @@ impl Inner {
         let mut plan = PollPlan::new(&self.config.poll, answers, created_at);
         // Its polls keep the application's place in this insurer's order.
         let poll_rank = job.deadline + stagger(&key, guard.stagger);
-        plan.backed(job.backed);
+        let mut backed = job.backed && job.race.backed();
+        plan.backed(backed);
         plan.priced(job.race.settled(job.racer));
         let mut wait = plan.first(application.retry_after, guard.pressure());
+        // When `wait` was planned, and with which hint; `None`: a retry's
+        // backoff, not the plan's.
+        let mut planned = Some((created_at, application.retry_after));
         let mut failed_polls = 0;
         let mut polls_made = 0u32;
         loop {
-            job.race
-                .sleep(job.racer, plan.fit(wait, Instant::now(), job.deadline))
+            let from = Instant::now();
+            let woke = job
+                .race
+                .sleep(job.racer, backed, plan.fit(wait, from, job.deadline))
                 .await;
-            plan.relearn(answers);
+            if woke == Woke::Unbacked {
+                // Alone now: the wait as a lone insurer would have planned
+                // it, if that ends sooner.
+                backed = false;
+                plan.backed(false);
+                let end = from + wait;
+                let end = match planned {
+                    Some((at, hint)) if polls_made == 0 => {
+                        end.min(at + plan.first(hint, guard.pressure()))
+                    }
+                    Some((at, hint)) => end.min(at + plan.next(at, hint, guard.pressure())),
+                    None => end,
+                };
+                let now = Instant::now();
+                let left = end.saturating_duration_since(now);
+                job.race
+                    .sleep(job.racer, false, plan.fit(left, now, job.deadline))
+                    .await;
+            }
+            plan.relearn(answers, Instant::now());
             // Planned before the buyer had a price (or before polls got
             // dear): wait for where this insurer's answers are likely; the
             // race lost meanwhile, for where they begin.
             let priced = loop {
                 let priced = job.race.settled(job.racer);
+                backed = backed && job.race.backed();
+                plan.backed(backed);
                 plan.priced(priced);
                 let hold = plan.hold(Instant::now(), guard.pressure(), job.deadline);
                 if hold.is_zero() {
                     break priced;
                 }
-                job.race.sleep(job.racer, hold).await;
+                // A backed racer left alone meanwhile holds no longer.
+                job.race.sleep(job.racer, backed, hold).await;
             };
             let poll = calls.counted(async {
                 polls.inc();
@@ -284,7 +366,9 @@ impl Inner {
             match polled {
                 Ok(PollOutcome::Pending { retry_after }) => {
                     failed_polls = 0;
-                    wait = plan.next(Instant::now(), retry_after, guard.pressure());
+                    let now = Instant::now();
+                    wait = plan.next(now, retry_after, guard.pressure());
+                    planned = Some((now, retry_after));
                 }
                 Ok(answer) => {
                     if matches!(answer, PollOutcome::Quoted(_)) {
@@ -295,7 +379,9 @@ impl Inner {
                 }
                 Err(CallError::Refused(err)) => return Err(err),
                 Err(CallError::Failed(err)) if err.kind == ErrorKind::RateLimited => {
-                    wait = plan.next(Instant::now(), err.retry_after, guard.pressure());
+                    let now = Instant::now();
+                    wait = plan.next(now, err.retry_after, guard.pressure());
+                    planned = Some((now, err.retry_after));
                 }
                 Err(CallError::Failed(err))
                     if err.kind.is_retryable() && failed_polls < guard.poll_retries =>
@@ -306,6 +392,7 @@ impl Inner {
                     };
                     failed_polls += 1;
                     wait = delay;
+                    planned = None;
                 }
                 Err(CallError::Failed(err)) => return Err(err),
             }

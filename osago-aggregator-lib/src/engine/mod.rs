@@ -349,11 +349,13 @@ impl Engine {
         // A racer picked by its rank polls at `racer_price` while another
         // insurer that mostly quotes stands by for the request (not racing,
         // its answer still to come: a resumed request's finished insurers
-        // are gone from `jobs`); one racing alone, unknown or busy, or
-        // backed only by insurers that seldom quote, at the lone price.
+        // are gone from `jobs`), until every such insurer has answered
+        // (`Race::backed`); one racing alone, unknown or busy, or backed
+        // only by insurers that seldom quote, at the lone price.
+        let backer = |racer: bool, rank: &RaceRank| !racer && matches!(rank, RaceRank::Median(_));
         let standing_by = jobs
             .iter()
-            .any(|(_, _, (racer, rank))| !racer && matches!(rank, RaceRank::Median(_)));
+            .any(|(_, _, (racer, rank))| backer(*racer, rank));
         // A request another pod began has spent time waiting on its racers
         // already: since it was accepted, by the wall clock.
         let waited = if fresh {
@@ -363,6 +365,9 @@ impl Engine {
         };
         let race = Arc::new(Race::new(
             jobs.iter().filter(|(_, _, (racer, _))| *racer).count(),
+            jobs.iter()
+                .filter(|(_, _, (racer, rank))| backer(*racer, rank))
+                .count(),
             overdue_at(&inner.config.poll, &inner.answers, &jobs, waited),
         ));
         if priced_before {
@@ -381,6 +386,7 @@ impl Engine {
                 race: race.clone(),
                 racer,
                 backed: racer && standing_by && matches!(rank, RaceRank::Median(_)),
+                backer: backer(racer, &rank),
             })
             .collect();
         let done = Arc::new(Completion {

@@ -1338,6 +1338,8 @@ struct Cycling {
     times: Vec<Duration>,
     made: AtomicUsize,
     declining: AtomicBool,
+    /// Refuses every application (`rejected`) this long after it is sent.
+    refusing: Mutex<Option<Duration>>,
     apps: Mutex<std::collections::HashMap<String, Instant>>,
     polls: Mutex<Vec<Instant>>,
 }
@@ -1348,6 +1350,7 @@ impl Cycling {
             times,
             made: AtomicUsize::new(0),
             declining: AtomicBool::new(false),
+            refusing: Mutex::default(),
             apps: Mutex::default(),
             polls: Mutex::default(),
         })
@@ -1361,6 +1364,11 @@ impl InsurerClient for Cycling {
         key: &str,
         _: &QuoteRequest,
     ) -> Result<Application, InsurerError> {
+        let refusing = *self.refusing.lock().unwrap();
+        if let Some(after) = refusing {
+            tokio::time::sleep(after).await;
+            return Err(InsurerError::new(ErrorKind::Rejected, "more data needed"));
+        }
         let n = self.made.fetch_add(1, Ordering::SeqCst);
         let ready = Instant::now() + self.times[n % self.times.len()];
         self.apps.lock().unwrap().insert(key.to_owned(), ready);
@@ -1539,6 +1547,45 @@ async fn a_racer_with_others_standing_by_polls_later_than_a_lone_insurer() {
     // nobody, and `fast` polls as if alone.
     let unbacked = first_poll(true, true, price).await;
     assert!(unbacked < Duration::from_millis(1_500), "{unbacked:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backed_racer_polls_as_if_alone_once_every_insurer_standing_by_has_answered() {
+    // As above: `fast` answers in 0.5, 1, .. 5 s in turn, `slow` in 20 s,
+    // and 20 requests teach the engine both (`slow` mostly quotes: it
+    // stands by for `fast`).
+    let fast_times: Vec<Duration> = (1..=10).map(|i| Duration::from_millis(500 * i)).collect();
+    let fast = Cycling::new(fast_times);
+    let slow = Cycling::new(vec![Duration::from_secs(20)]);
+    let h = harness_many(
+        vec![("fast", fast.clone()), ("slow", slow.clone())],
+        EngineConfig::default(),
+    );
+    for _ in 0..20 {
+        run(&h, request_event(chrono::Duration::seconds(60))).await;
+    }
+    // The 21st: `slow` refuses its application after 1 s. `fast` planned
+    // its first poll at its median (3 s), as a backed racer; from then on
+    // it is alone, and polls as a lone insurer would have (from its 5th
+    // percentile, 0.5 s, long past): at once.
+    *slow.refusing.lock().unwrap() = Some(Duration::from_secs(1));
+    let start = Instant::now();
+    let outcomes = run(&h, request_event(chrono::Duration::seconds(60))).await;
+    let outcome = |id: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.insurer_id.as_str() == id)
+            .unwrap()
+            .outcome
+    };
+    assert_eq!(outcome("fast"), "quoted", "{outcomes:?}");
+    assert_eq!(outcome("slow"), "rejected", "{outcomes:?}");
+    let polls = fast.polls.lock().unwrap();
+    let first = *polls.iter().find(|at| **at > start).unwrap() - start;
+    assert!(
+        first >= Duration::from_secs(1) && first < Duration::from_millis(1_500),
+        "{first:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

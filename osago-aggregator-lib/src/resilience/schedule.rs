@@ -66,7 +66,8 @@
 //!   steady peak the racer was at its cap, and the first price came no
 //!   later for it (docs/benchmarks.md). An insurer asked alone (or backed
 //!   only by insurers that seldom quote), unknown or busy polls at the lone
-//!   price.
+//!   price, and so does a racer from the moment the last insurer standing
+//!   by has answered (it is woken, and its wait cut to a lone insurer's).
 //! - A plan made **before anything was learned** (the first seconds after a
 //!   start, a burst) takes up what is learned since ([`PollPlan::relearn`]).
 //! - A **Retry-After** from the insurer is always honoured: the next poll is
@@ -157,7 +158,8 @@ pub struct PollConfig {
     /// times and its intervals are about three times the lone insurer's.
     /// An insurer racing alone (the only one asked, or backed only by
     /// insurers that seldom quote), because nothing is known of it, or
-    /// because its calls queue for slots (a burst) polls at the lone price.
+    /// because its calls queue for slots (a burst) polls at the lone price;
+    /// a racer does from the moment every insurer standing by has answered.
     /// The trade: where the racer is not at its cap, the first price comes
     /// later, about at the racer's median answer time rather than its 5th
     /// percentile; at the steady peak, where it was at its cap, it came no
@@ -386,6 +388,16 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// Samples it was made from.
+    fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// The longest sample.
+    fn last(&self) -> Duration {
+        self.sorted.last().copied().unwrap_or_default()
+    }
+
     /// The `p` percentile (0..=1, nearest rank).
     pub fn percentile(&self, p: f64) -> Duration {
         let rank = (p.clamp(0.0, 1.0) * (self.sorted.len() - 1) as f64).round() as usize;
@@ -454,14 +466,38 @@ impl PollPlan {
         self.priced = priced;
     }
 
-    /// Takes up what the insurer has taught since the plan was made, if the
-    /// plan was made before anything was learned (an application created
-    /// in the first seconds after a start, or of a burst): otherwise it
-    /// would poll on the unlearned schedule for its whole minute, however
-    /// much is known by then.
-    pub fn relearn(&mut self, learned: &AnswerTimes) {
-        if self.profile.is_none() && self.config.fixed.is_none() {
-            self.profile = learned.profile();
+    /// Takes up what the insurer has taught since the plan was made (at
+    /// `now`), where the plan's own knowledge was thin:
+    ///
+    /// - made before anything was learned (an application created in the
+    ///   first seconds after a start, or of a burst): otherwise it would
+    ///   poll on the unlearned schedule for its whole minute, however much
+    ///   is known by then;
+    /// - made while the window was still filling (the first minute after a
+    ///   start): those samples are the answers quick enough to have come
+    ///   already, so the slow ones' times are missing and the plan would
+    ///   poll a late application as if it were overdue;
+    /// - outlived: the application is older than every answer the plan
+    ///   knew, and newer answers reach further.
+    ///
+    /// A plan made from a full window keeps its own while the application
+    /// is within it (the cheap check first: no lock then).
+    pub fn relearn(&mut self, learned: &AnswerTimes, now: Instant) {
+        if self.config.fixed.is_some() {
+            return;
+        }
+        let elapsed = now.saturating_duration_since(self.created);
+        let (samples, last) = match &self.profile {
+            None => (0, Duration::ZERO),
+            Some(profile) => (profile.len(), profile.last()),
+        };
+        if samples >= self.config.history && elapsed <= last {
+            return;
+        }
+        if let Some(profile) = learned.profile() {
+            if profile.len() > samples || (elapsed > last && profile.last() > last) {
+                self.profile = Some(profile);
+            }
         }
     }
 
@@ -805,19 +841,62 @@ mod tests {
         // Unchanged until it relearns: it would poll every second or so all
         // minute, though no answer comes before 20 s.
         assert!(plan.clone().next(created + ms(600), None, 0.0) <= ms(1000));
-        plan.relearn(&learned);
         let now = created + ms(600);
+        plan.relearn(&learned, now);
         let wait = plan.next(now, None, 0.0);
         // The next poll comes at the 5th percentile of what is learned.
         assert_eq!(now + wait, created + learned.percentile(0.05).unwrap());
-        // A plan that learned already keeps its own.
-        let other = AnswerTimes::new(256);
+        // A plan that learned from a full window keeps its own while the
+        // application is within it.
+        let config = PollConfig {
+            history: 100,
+            ..PollConfig::default()
+        };
+        let mut full = PollPlan::new(&config, &learned, created);
+        let other = AnswerTimes::new(100);
         for _ in 0..100 {
             other.record(ms(1_000));
         }
-        let before = plan.next(created + ms(25_000), None, 0.0);
-        plan.relearn(&other);
-        assert_eq!(plan.next(created + ms(25_000), None, 0.0), before);
+        let at = created + ms(25_000);
+        let before = full.clone().next(at, None, 0.0);
+        full.relearn(&other, at);
+        assert_eq!(full.next(at, None, 0.0), before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_plan_made_while_the_window_filled_takes_up_the_answers_that_came_later() {
+        // The first seconds after a start: only the quick answers (1-5 s)
+        // have come; the insurer's slow ones (20-30 s) are still out.
+        let learned = AnswerTimes::new(256);
+        for i in 0..40 {
+            learned.record(ms(1_000 + i * 100));
+        }
+        let created = Instant::now();
+        // An insurer polled once the buyer has a price: it waits for where
+        // most of its answers are (the 90th percentile).
+        let mut plan = PollPlan::new(&PollConfig::default(), &learned, created);
+        plan.priced(true);
+        // At 10 s the application has outlived every answer the plan knows:
+        // past its last sample, the intervals grow from the last one.
+        let at = created + ms(10_000);
+        let stale = plan.clone().next(at, None, 0.0);
+        assert!(stale < ms(2_000), "{stale:?}");
+        // The slow answers come in; the plan takes them up and waits for
+        // where they are (past 20 s), rather than polling on.
+        for i in 0..60 {
+            learned.record(ms(20_000 + i * 150));
+        }
+        plan.relearn(&learned, at);
+        let wait = plan.next(at, None, 0.0);
+        assert!(at + wait >= created + ms(20_000), "{wait:?}");
+        // Still within the plan's window, a window still filling takes up
+        // more samples too.
+        let mut young = PollPlan::new(&PollConfig::default(), &learned, created);
+        for _ in 0..16 {
+            learned.record(ms(25_000));
+        }
+        young.relearn(&learned, created + ms(2_000));
+        assert_eq!(young.profile.as_ref().map(Profile::len), Some(116));
     }
 
     #[tokio::test(start_paused = true)]
