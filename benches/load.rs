@@ -556,11 +556,6 @@ fn metrics_dir() -> PathBuf {
 /// The cap the real stack gives every insurer (the aggregator's default).
 const INSURER_CAP: f64 = 20.0;
 
-/// Per insurer, from the aggregators' final `/metrics` of the run with
-/// `users` (`target/bench-load/real-<users>-aggregator-*.prom`): the
-/// partner's capacity as the physical limit (`cap / mean call time` calls
-/// per second; a quote costs at least 2 calls, the POST and one poll that
-/// finds it ready) and the run's efficiency against it.
 /// A histogram's `(le, cumulative count)` buckets summed over the saved
 /// `/metrics` of every process whose file name starts with `prefix`.
 fn merged_buckets(prefix: &str, metric: &str) -> Vec<(f64, f64)> {
@@ -659,6 +654,12 @@ fn pipeline_stages(users: usize) -> String {
     out
 }
 
+/// Per insurer, from the aggregators' `/metrics` of the run with `users`
+/// (steady: `target/bench-load/steady-{start,end}-<users>-aggregator-*.prom`,
+/// the measured minutes; otherwise the final `real-<users>-aggregator-*`):
+/// the partner's capacity as the physical limit (`cap / mean call time`
+/// calls per second; a quote costs at least 2 calls, the POST and one poll
+/// that finds it ready) and the run's efficiency against it.
 fn insurer_capacity(users: usize) -> String {
     #[derive(Default)]
     struct Insurer {
@@ -667,13 +668,32 @@ fn insurer_capacity(users: usize) -> String {
         quotes: f64,
     }
     let mut insurers: BTreeMap<String, Insurer> = BTreeMap::new();
-    let prefix = format!("real-{users}-aggregator-");
-    let files = std::fs::read_dir(metrics_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|f| f.file_name().to_string_lossy().starts_with(&prefix));
-    for file in files {
+    // Steady runs: the counters at the measured time's end less those at
+    // its start (`steady-end-...`, `steady-start-...`); otherwise the whole
+    // run's, scraped at its end.
+    let names = |prefix: &str| -> Vec<std::fs::DirEntry> {
+        std::fs::read_dir(metrics_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|f| f.file_name().to_string_lossy().starts_with(prefix))
+            .collect()
+    };
+    let start = names(&format!("steady-start-{users}-aggregator-"));
+    let windowed = !start.is_empty();
+    let files: Vec<(std::fs::DirEntry, f64)> = if windowed {
+        names(&format!("steady-end-{users}-aggregator-"))
+            .into_iter()
+            .map(|f| (f, 1.0))
+            .chain(start.into_iter().map(|f| (f, -1.0)))
+            .collect()
+    } else {
+        names(&format!("real-{users}-aggregator-"))
+            .into_iter()
+            .map(|f| (f, 1.0))
+            .collect()
+    };
+    for (file, sign) in files {
         let text = std::fs::read_to_string(file.path()).unwrap_or_default();
         for line in text.lines() {
             let Some((series, value)) = line.rsplit_once(' ') else {
@@ -682,6 +702,7 @@ fn insurer_capacity(users: usize) -> String {
             let Ok(value) = value.parse::<f64>() else {
                 continue;
             };
+            let value = sign * value;
             let label = |name: &str| {
                 let start = series.find(&format!("{name}=\""))? + name.len() + 2;
                 let end = series[start..].find('"')? + start;
@@ -702,8 +723,13 @@ fn insurer_capacity(users: usize) -> String {
             }
         }
     }
+    let window = if windowed {
+        "the measured minutes: counters at their end less at their start"
+    } else {
+        "the whole run's counters"
+    };
     let mut out = format!(
-        "\nPer insurer at {} users (both aggregators; cap {INSURER_CAP:.0} calls at once):\n\n\
+        "\nPer insurer at {} users (both aggregators, {window}; cap {INSURER_CAP:.0} calls at once):\n\n\
          | insurer | mean call ms | ceiling calls/s (cap / mean) | ceiling quotes/s (2 calls each) | calls | quotes | calls per quote | quotes per insurer-call-second | share of the ceiling's efficiency |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         thousands(users as f64)
@@ -1087,9 +1113,43 @@ async fn real(users: usize, cores: usize, opts: &Opts) -> LoadRow {
     ));
     eprintln!("== real stack, {users} users, {cores} core-apps");
     let targets: Vec<String> = stack.cores.iter().map(|c| c.base()).collect();
+    // Steady: the aggregators' counters at the warm-up's end and at the
+    // measured time's (arrivals still steady at both), so that the
+    // per-insurer table gives the measured time's rates: not the first
+    // minute of two fresh aggregators, which have learned nothing yet,
+    // nor the drain after the last arrival; in flight at either end is
+    // cut alike.
+    for file in std::fs::read_dir(metrics_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if file.file_name().to_string_lossy().starts_with("steady-") {
+            let _ = std::fs::remove_file(file.path());
+        }
+    }
+    let window = opts.steady.then(|| {
+        let admins: Vec<String> = stack.aggregators.iter().map(|a| a.admin()).collect();
+        tokio::spawn(async move {
+            for (wait, end) in [(STEADY_WARM_UP, "start"), (STEADY_MEASURED, "end")] {
+                tokio::time::sleep(wait).await;
+                for (i, admin) in admins.iter().enumerate() {
+                    scrape_sum(
+                        &format!("{admin}/metrics"),
+                        "",
+                        &format!("steady-{end}-{users}-aggregator-{i}"),
+                    )
+                    .await;
+                }
+            }
+        })
+    });
     let sampler = Sampler::start(&watched);
     let report = generate(&targets, users, opts.steady.then_some(opts.deadline)).await;
     drop(sampler);
+    if let Some(window) = window {
+        let _ = window.await;
+    }
     let mut polls = 0.0;
     for (i, aggregator) in stack.aggregators.iter().enumerate() {
         polls += scrape_sum(
