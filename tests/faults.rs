@@ -69,6 +69,31 @@ async fn aggregator_killed_mid_fan_out() {
 }
 
 /// The same on a three-node Valkey cluster: the whole flow, and the
+/// A rollout: an aggregator stopped with SIGTERM drains, keeps what it
+/// learned of the insurers' answer times in Valkey, and the pod replacing
+/// it starts from them (not from the unlearned schedule of a fresh start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregator_rolled_over() {
+    let _serial = SERIAL.lock().await;
+    let verdict = scenario(
+        "rollout of an aggregator",
+        StackOptions::default(),
+        async |stack: &mut Stack| {
+            // It learns from the requests so far (all 30 are sent by then).
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            assert_eq!(stack.aggregators[0].terminate().await, Some(0));
+            stack.aggregators[0].restart().await;
+            let log = stack.aggregators[0].tail();
+            assert!(
+                log.contains("answer times started from those kept"),
+                "the new pod started from nothing:\n{log}"
+            );
+        },
+    )
+    .await;
+    assert_eq!(verdict.requests, REQUESTS);
+}
+
 /// take-over of the killed pod's requests through the sharded in-flight
 /// index.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -166,6 +166,12 @@ fn check_poll(p: &mut Problems, at: &str, poll: &PollConfig) {
         );
     }
     p.unit(&format!("{at}.racer_patience"), poll.racer_patience);
+    if !poll.learned_keep_every.is_zero() && poll.learned_ttl <= poll.learned_keep_every {
+        p.push(
+            &format!("{at}.learned_ttl"),
+            "must be longer than learned_keep_every (kept answer times would expire between keeps)",
+        );
+    }
     if !(poll.racer_price.is_finite() && poll.racer_price >= 1.0) {
         p.push(
             &format!("{at}.racer_price"),
@@ -332,6 +338,17 @@ mod tests {
     #[test]
     fn the_defaults_are_valid() {
         EngineConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn kept_answer_times_must_outlive_the_interval_they_are_kept_at() {
+        let mut config = EngineConfig::default();
+        config.poll.learned_ttl = config.poll.learned_keep_every;
+        let err = config.validate().unwrap_err();
+        assert!(err.names("poll.learned_ttl"), "{err}");
+        // Not kept at all: any TTL will do.
+        config.poll.learned_keep_every = Duration::ZERO;
+        config.validate().unwrap();
     }
 
     #[test]

@@ -189,6 +189,13 @@ impl Intake {
                 }
             }
         };
+        // What pods before this one learned of the insurers' answer
+        // times, before the first request: a fresh pod's first minute
+        // would otherwise poll on the unlearned schedule.
+        let restored = self.engine.restore_answer_times().await;
+        if restored > 0 {
+            tracing::info!(insurers = restored, "answer times started from those kept");
+        }
         self.ready.set(true);
         let lease_keeper = self.engine.spawn_lease_keeper();
         let limit = Arc::new(Semaphore::new(self.config.max_in_flight_requests));
@@ -260,6 +267,8 @@ impl Intake {
         // What still runs is handed over: its leases expire and another pod
         // takes it over from the recorded progress.
         lease_keeper.abort();
+        // What it learned, for the pod that replaces it.
+        self.engine.keep_answer_times().await;
         // This pod's share of each insurer's concurrency cap, back at once.
         self.engine.release_shared().await;
     }

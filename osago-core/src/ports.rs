@@ -151,6 +151,17 @@ pub struct InsurerProgress {
     pub quoted: bool,
 }
 
+/// One final answer an insurer gave, as the engine learns from it: how long
+/// after its application it came, and whether it was a price. No request,
+/// nobody's data: only the insurer's pace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerSample {
+    /// From the application to the answer, in milliseconds.
+    pub millis: u32,
+    /// The answer was a quote (not a decline or another final answer).
+    pub quoted: bool,
+}
+
 /// The aggregator's in-flight state (Valkey in production). Every entry
 /// expires after its TTL.
 #[async_trait]
@@ -193,6 +204,20 @@ pub trait StateStore: Send + Sync + 'static {
     /// Ends a request: its lease and stored event go (the claim and the
     /// progress stay until their TTL).
     async fn end_request(&self, request_id: &RequestId) -> Result<(), PortError>;
+
+    /// Keeps what a pod learned of an insurer's answer times (its recent
+    /// final answers, oldest first) for `ttl`, replacing what any pod kept
+    /// before: a pod starting later begins from it, not from nothing.
+    async fn save_answer_times(
+        &self,
+        insurer: &InsurerId,
+        samples: &[AnswerSample],
+        ttl: Duration,
+    ) -> Result<(), PortError>;
+
+    /// The answer times last kept for an insurer (oldest first); empty if
+    /// none, or they expired.
+    async fn load_answer_times(&self, insurer: &InsurerId) -> Result<Vec<AnswerSample>, PortError>;
 }
 
 /// A stored request, without its personal data.

@@ -39,6 +39,11 @@ async fn state_store_expired_leases_are_taken_over_once() {
     state_store::expired_leases_are_taken_over_once(&MemoryStateStore::new()).await;
 }
 
+#[tokio::test]
+async fn state_store_answer_times_round_trip_replace_and_expire() {
+    state_store::answer_times_round_trip_replace_and_expire(&MemoryStateStore::new()).await;
+}
+
 // Bus (EventPublisher, QuoteSink, RequestSource, OutcomeSource, LiveFeed)
 
 #[tokio::test]

@@ -44,6 +44,18 @@ async fn requests_are_independent() {
 }
 
 #[tokio::test]
+async fn answer_times_round_trip_replace_and_expire() {
+    let valkey = Valkey::start().await;
+    state_store::answer_times_round_trip_replace_and_expire(&store_on(&valkey).await).await;
+    // Kept with a TTL, as every key is.
+    let ttls = key_ttls(&valkey).await;
+    assert!(
+        !ttls.is_empty() && ttls.values().all(|ttl| *ttl >= 0),
+        "{ttls:?}"
+    );
+}
+
+#[tokio::test]
 async fn begin_is_true_only_once() {
     let valkey = Valkey::start().await;
     state_store::begin_is_true_only_once(&store_on(&valkey).await).await;

@@ -23,6 +23,7 @@ async fn the_adapter_conforms_on_a_cluster() {
     state_store::begin_is_true_only_once(&store).await;
     state_store::expired_leases_are_taken_over_once(&store).await;
     state_store::take_over_reaches_every_request_and_keeps_to_max(&store).await;
+    state_store::answer_times_round_trip_replace_and_expire(&store).await;
     limiter::bursts_then_limits_then_recovers(&store).await;
     limiter::keys_are_independent(&store).await;
     resilience::quota_is_taken_in_blocks(&store).await;

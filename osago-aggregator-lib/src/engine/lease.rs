@@ -1,7 +1,67 @@
 //! Leases: this pod's requests kept alive, and requests of pods that died
-//! taken over.
+//! taken over; and what the pod learned of insurers' answer times, kept
+//! for the pods after it.
 
 use super::*;
+
+/// Fewer answers than this are not kept: they would replace a fuller
+/// window another pod kept (the schedule learns nothing from fewer).
+const KEEP_AT_LEAST: usize = 8;
+
+impl Engine {
+    /// Starts every insurer's learned answer times from what a pod kept in
+    /// the state store ([`PollConfig::learned_keep_every`]), where nothing
+    /// is learned yet: a restarted or added pod polls on what the pods
+    /// before it learned from its first request. Returns the insurers so
+    /// started. A store that fails is logged and skipped (the pod learns
+    /// from nothing, as with nothing kept). The intake calls it before it
+    /// reports ready.
+    pub async fn restore_answer_times(&self) -> usize {
+        if self.inner.config.poll.learned_keep_every.is_zero() {
+            return 0;
+        }
+        let mut restored = 0;
+        for insurer in &self.inner.insurers {
+            match self.inner.state.load_answer_times(&insurer.id).await {
+                Ok(samples) => {
+                    if !samples.is_empty() && self.inner.answers[&insurer.id].seed(&samples) {
+                        restored += 1;
+                    }
+                }
+                Err(err) => tracing::warn!(
+                    insurer = %insurer.id,
+                    error = %err,
+                    "loading kept answer times failed; this insurer's are learned from nothing"
+                ),
+            }
+        }
+        restored
+    }
+
+    /// Keeps every insurer's learned answer times (of at least 8 answers)
+    /// in the state store for `PollConfig::learned_ttl`, replacing what
+    /// any pod kept before. Failures are logged: the next keep tries again.
+    pub async fn keep_answer_times(&self) {
+        let poll = &self.inner.config.poll;
+        if poll.learned_keep_every.is_zero() {
+            return;
+        }
+        for insurer in &self.inner.insurers {
+            let samples = self.inner.answers[&insurer.id].samples();
+            if samples.len() < KEEP_AT_LEAST {
+                continue;
+            }
+            if let Err(err) = self
+                .inner
+                .state
+                .save_answer_times(&insurer.id, &samples, poll.learned_ttl)
+                .await
+            {
+                tracing::warn!(insurer = %insurer.id, error = %err, "keeping answer times failed");
+            }
+        }
+    }
+}
 
 impl Engine {
     /// Keeps this pod's leases alive and takes over requests whose pod
@@ -14,10 +74,20 @@ impl Engine {
         tokio::spawn(async move {
             let mut renew = tokio::time::interval(config.lease / 3);
             let mut take = tokio::time::interval(config.take_over_every);
+            // The learned answer times, kept every so often (not at once:
+            // what was just restored is what is kept already).
+            let keeping = !config.poll.learned_keep_every.is_zero();
+            let every = config.poll.learned_keep_every.max(Duration::from_secs(1));
+            let mut keep = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             take.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            keep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
+                    _ = keep.tick(), if keeping => {
+                        let Some(inner) = engine.upgrade() else { return };
+                        Engine { inner }.keep_answer_times().await;
+                    }
                     _ = renew.tick() => {
                         let Some(inner) = engine.upgrade() else { return };
                         let ids: Vec<RequestId> = inner.owned.lock().expect("owned lock").iter().copied().collect();

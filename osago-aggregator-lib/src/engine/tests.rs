@@ -1550,6 +1550,74 @@ async fn a_racer_with_others_standing_by_polls_later_than_a_lone_insurer() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_new_engine_polls_on_the_answer_times_an_engine_before_it_kept() {
+    // `fast` always answers 3 s after the application. One engine (a pod)
+    // learns that from 20 requests and keeps it in the state store.
+    let fast = Cycling::new(vec![Duration::from_secs(3)]);
+    let h = harness_many(vec![("fast", fast.clone())], EngineConfig::default());
+    for _ in 0..20 {
+        run(&h, request_event(chrono::Duration::seconds(60))).await;
+    }
+    h.engine.keep_answer_times().await;
+    // The polls a new engine on the same store makes for its first
+    // request, having restored what was kept or not.
+    let first_request = |restore: bool, config: EngineConfig| {
+        let state = h.state.clone();
+        let fast = fast.clone();
+        async move {
+            let engine = Engine::assemble(
+                vec![Insurer {
+                    id: InsurerId::new("fast").unwrap(),
+                    client: fast.clone(),
+                }],
+                Arc::new(Recorder::default()),
+                state,
+                Arc::new(ManualClock::new(now())),
+                config,
+                EngineMetrics::default(),
+            );
+            let restored = if restore {
+                engine.restore_answer_times().await
+            } else {
+                0
+            };
+            let start = Instant::now();
+            let Started::Running(fan_out) = engine
+                .start(request_event(chrono::Duration::seconds(60)))
+                .await
+                .unwrap()
+            else {
+                panic!("not a duplicate");
+            };
+            let outcomes = fan_out.wait().await;
+            assert_eq!(outcomes[0].outcome, "quoted", "{outcomes:?}");
+            let polls = fast.polls.lock().unwrap();
+            let polls: Vec<Duration> = polls
+                .iter()
+                .filter(|at| **at > start)
+                .map(|at| *at - start)
+                .collect();
+            (restored, polls)
+        }
+    };
+    // Restored: it polls where the answers come (from the learned 5th
+    // percentile, 3 s), and one poll finds the quote.
+    let (restored, polls) = first_request(true, EngineConfig::default()).await;
+    assert_eq!(restored, 1);
+    assert_eq!(polls.len(), 1, "{polls:?}");
+    assert!(polls[0] >= Duration::from_secs(3), "{polls:?}");
+    // Learning from nothing (not restored, or keeping turned off): it
+    // polls from 250 ms on, several times before the quote.
+    let (_, polls) = first_request(false, EngineConfig::default()).await;
+    assert!(polls.len() >= 4, "{polls:?}");
+    let mut off = EngineConfig::default();
+    off.poll.learned_keep_every = Duration::ZERO;
+    let (restored, polls) = first_request(true, off).await;
+    assert_eq!(restored, 0);
+    assert!(polls.len() >= 4, "{polls:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_backed_racer_polls_as_if_alone_once_every_insurer_standing_by_has_answered() {
     // As above: `fast` answers in 0.5, 1, .. 5 s in turn, `slow` in 20 s,
     // and 20 requests teach the engine both (`slow` mostly quotes: it

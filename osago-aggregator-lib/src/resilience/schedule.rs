@@ -107,6 +107,18 @@ pub struct PollConfig {
     pub first_percentile: f64,
     /// Answer times remembered per insurer. Default 256.
     pub history: usize,
+    /// How often a pod keeps what it learned of every insurer's answer
+    /// times in the state store (replacing what any pod kept before), so
+    /// that a pod starting later (a restart, a rollout, a scale-up) polls
+    /// on them from its first request rather than learning from nothing:
+    /// a fresh pod's first minute costs several calls per quote more.
+    /// Kept on shutdown too. Zero: nothing is kept, and a starting pod
+    /// learns from nothing. Default 30 s.
+    pub learned_keep_every: Duration,
+    /// How long kept answer times stay in the state store after they were
+    /// last kept: once no pod has run for this long, a pod starts from
+    /// nothing. Default 1 h.
+    pub learned_ttl: Duration,
     /// Scale of the learned intervals (`spacing x sqrt(S/f)`): lower polls
     /// more often for less lag. Default 0.15.
     pub spacing: f64,
@@ -177,6 +189,8 @@ impl Default for PollConfig {
             max: Duration::from_secs(1),
             first_percentile: 0.05,
             history: 256,
+            learned_keep_every: Duration::from_secs(30),
+            learned_ttl: Duration::from_secs(3600),
             spacing: 0.15,
             min_interval: Duration::from_millis(100),
             pressure_weight: 3.0,
@@ -235,6 +249,39 @@ impl AnswerTimes {
             }),
             capacity: capacity.max(1),
         }
+    }
+
+    /// The remembered answers, oldest first, as a state store keeps them
+    /// (milliseconds, saturating).
+    pub fn samples(&self) -> Vec<osago_core::ports::AnswerSample> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .recent
+            .iter()
+            .zip(&state.quoted)
+            .map(|(time, quoted)| osago_core::ports::AnswerSample {
+                millis: u32::try_from(time.as_millis()).unwrap_or(u32::MAX),
+                quoted: *quoted,
+            })
+            .collect()
+    }
+
+    /// Starts from `samples` (oldest first; the newest `capacity` of them)
+    /// if nothing is remembered yet; `false`, changing nothing, otherwise.
+    pub fn seed(&self, samples: &[osago_core::ports::AnswerSample]) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !state.recent.is_empty() {
+            return false;
+        }
+        let newest = &samples[samples.len().saturating_sub(self.capacity)..];
+        for sample in newest {
+            state
+                .recent
+                .push_back(Duration::from_millis(u64::from(sample.millis)));
+            state.quoted.push_back(sample.quoted);
+        }
+        state.stale += newest.len();
+        true
     }
 
     /// Remembers the answer time of one quote, forgetting the oldest

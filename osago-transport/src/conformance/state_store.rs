@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::future::join_all;
-use osago_core::ports::{InsurerProgress, PortError, StateStore};
+use osago_core::ports::{AnswerSample, InsurerProgress, PortError, StateStore};
 use osago_core::{InsurerId, RequestId};
 
 /// A TTL no check outlives.
@@ -259,4 +259,62 @@ pub async fn take_over_reaches_every_request_and_keeps_to_max(store: &dyn StateS
     let first = ours(few);
     let rest = ours(store.take_over(LONG, 100).await.expect("take over"));
     assert_eq!(first + rest, events.len(), "every expired request is found");
+}
+
+/// An insurer id of its own (the checks may share one store).
+fn fresh_insurer() -> InsurerId {
+    InsurerId::new(format!("i-{}", &RequestId::random().to_string()[..8])).expect("insurer id")
+}
+
+/// Kept answer times load back equal and in order; keeping them again
+/// replaces them; another insurer's are its own; an insurer nobody kept
+/// any for has none; and they expire after their TTL (waits 1.5 s).
+pub async fn answer_times_round_trip_replace_and_expire(store: &dyn StateStore) {
+    let (alfa, beta, unknown) = (fresh_insurer(), fresh_insurer(), fresh_insurer());
+    let first: Vec<AnswerSample> = (0..256u32)
+        .map(|i| AnswerSample {
+            millis: 500 + i * 97,
+            quoted: i % 5 != 0,
+        })
+        .collect();
+    store
+        .save_answer_times(&alfa, &first, LONG)
+        .await
+        .expect("save alfa");
+    assert_eq!(store.load_answer_times(&alfa).await.expect("load"), first);
+    let later = vec![
+        AnswerSample {
+            millis: u32::MAX,
+            quoted: false,
+        },
+        AnswerSample {
+            millis: 0,
+            quoted: true,
+        },
+    ];
+    store
+        .save_answer_times(&alfa, &later, LONG)
+        .await
+        .expect("save alfa again");
+    assert_eq!(store.load_answer_times(&alfa).await.expect("load"), later);
+    assert!(store
+        .load_answer_times(&unknown)
+        .await
+        .expect("load unknown")
+        .is_empty());
+    store
+        .save_answer_times(&beta, &first, Duration::from_secs(1))
+        .await
+        .expect("save beta");
+    assert_eq!(store.load_answer_times(&beta).await.expect("load"), first);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        store
+            .load_answer_times(&beta)
+            .await
+            .expect("load")
+            .is_empty(),
+        "expired answer times must be gone"
+    );
+    assert_eq!(store.load_answer_times(&alfa).await.expect("load"), later);
 }

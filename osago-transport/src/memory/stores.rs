@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use osago_core::outbox::OutboxMessage;
 use osago_core::ports::{
-    InsurerProgress, OutboxStore, PortError, ReadModel, RequestStore, RequestSummary, StateStore,
+    AnswerSample, InsurerProgress, OutboxStore, PortError, ReadModel, RequestStore, RequestSummary,
+    StateStore,
 };
 use osago_core::request::ConsentRecord;
 use osago_core::showcase::OfferRow;
@@ -31,6 +32,8 @@ struct StateInner {
     progress: TtlMap<RequestId, BTreeMap<InsurerId, InsurerProgress>>,
     /// Requests in flight: their event and lease expiry.
     in_flight: TtlMap<RequestId, (RequestEvent, Instant)>,
+    /// What was learned of each insurer's answer times.
+    answers: TtlMap<InsurerId, Vec<AnswerSample>>,
 }
 
 impl MemoryStateStore {
@@ -45,6 +48,7 @@ impl MemoryStateStore {
         let mut out = inner.claims.ttls();
         out.extend(inner.progress.ttls());
         out.extend(inner.in_flight.ttls());
+        out.extend(inner.answers.ttls());
         out
     }
 }
@@ -136,6 +140,31 @@ impl StateStore for MemoryStateStore {
             .in_flight
             .remove(request_id);
         Ok(())
+    }
+
+    async fn save_answer_times(
+        &self,
+        insurer: &InsurerId,
+        samples: &[AnswerSample],
+        ttl: Duration,
+    ) -> Result<(), PortError> {
+        self.inner.lock().expect("state lock").answers.insert(
+            insurer.clone(),
+            samples.to_vec(),
+            ttl,
+        );
+        Ok(())
+    }
+
+    async fn load_answer_times(&self, insurer: &InsurerId) -> Result<Vec<AnswerSample>, PortError> {
+        Ok(self
+            .inner
+            .lock()
+            .expect("state lock")
+            .answers
+            .get(insurer)
+            .cloned()
+            .unwrap_or_default())
     }
 }
 

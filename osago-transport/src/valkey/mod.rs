@@ -49,8 +49,10 @@ use async_trait::async_trait;
 use deadpool_redis::redis::{self, AsyncConnectionConfig, RedisError};
 use deadpool_redis::{Manager, Pool, PoolError, Runtime};
 use osago_core::breaker::BreakerSnapshot;
-use osago_core::ports::{HealthCheck, InsurerProgress, PortError, PortErrorKind, StateStore};
-use osago_core::{RequestEvent, RequestId};
+use osago_core::ports::{
+    AnswerSample, HealthCheck, InsurerProgress, PortError, PortErrorKind, StateStore,
+};
+use osago_core::{InsurerId, RequestEvent, RequestId};
 use serde::{Deserialize, Serialize};
 
 /// Prefix of every key this adapter writes.
@@ -534,6 +536,42 @@ impl StateStore for ValkeyStore {
             .ignore();
         self.query_pipe::<()>("end request", &pipe).await
     }
+
+    async fn save_answer_times(
+        &self,
+        insurer: &InsurerId,
+        samples: &[AnswerSample],
+        ttl: Duration,
+    ) -> Result<(), PortError> {
+        let value = serde_json::to_vec(samples).map_err(|e| {
+            PortError::new(PortErrorKind::Corrupt, "cannot encode answer times").with_source(e)
+        })?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(answers_key(insurer))
+            .arg(value)
+            .arg("EX")
+            .arg(ttl_secs(ttl));
+        self.query::<()>("save answer times", &cmd).await
+    }
+
+    async fn load_answer_times(&self, insurer: &InsurerId) -> Result<Vec<AnswerSample>, PortError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(answers_key(insurer));
+        let value: Option<Vec<u8>> = self.query("load answer times", &cmd).await?;
+        let Some(value) = value else {
+            return Ok(Vec::new());
+        };
+        serde_json::from_slice(&value).map_err(|e| {
+            PortError::new(PortErrorKind::Corrupt, "undecodable answer times in valkey")
+                .with_source(e)
+        })
+    }
+}
+
+/// What was learned of an insurer's answer times:
+/// `osago:v2:answers:<insurer_id>` (a JSON array of `{millis, quoted}`).
+pub fn answers_key(insurer: &InsurerId) -> String {
+    format!("{STATE_PREFIX}answers:{insurer}")
 }
 
 /// The hash-tag shards a request's state is spread over.
