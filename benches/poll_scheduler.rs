@@ -35,7 +35,9 @@
 //!
 //! `cargo bench -p osago-benches --bench poll_scheduler` prints markdown
 //! tables (docs/benchmarks.md holds the last ones). `-- 100 500` runs only
-//! those N, for the typical archetype; `-- burst` and `-- steady` only those
+//! those N, for the typical archetype; `-- burst`, `-- steady` and
+//! `-- start` (a pod's first minute at the steady peak, learned from
+//! nothing and started from kept answer times) only those
 //! tables, and `name=value` arguments set the schedule's settings for them
 //! (`-- steady priced_price=8`, `-- steady racers=0`).
 
@@ -422,11 +424,14 @@ struct FleetRow {
 /// Requests arriving at `arrivals` (from the start) on a fresh engine
 /// asking the whole fleet, each with a minute; calls, quotes and first
 /// quotes counted for requests arriving in `measured` (from the start).
+/// The engine uses `store`, starts from the answer times kept in it if
+/// `restore`, and keeps its own there at the end (as a pod stopping does).
 async fn fleet(
     arrivals: Vec<Duration>,
     measured: std::ops::Range<Duration>,
     cap: usize,
     poll: PollConfig,
+    (store, restore): (Arc<MemoryStateStore>, bool),
 ) -> FleetRow {
     let start = Instant::now();
     let (from, until) = (start + measured.start, start + measured.end);
@@ -441,7 +446,7 @@ async fn fleet(
     let config = engine_config(cap, poll);
     let mut builder = Engine::builder()
         .sink(sink.clone())
-        .state_store(Arc::new(MemoryStateStore::new()))
+        .state_store(store)
         .clock(clock.clone())
         .config(config);
     let mut sims = Vec::new();
@@ -463,6 +468,13 @@ async fn fleet(
         sims.push((archetype, stats));
     }
     let engine = builder.build().expect("valid engine");
+    if restore {
+        assert_eq!(
+            engine.restore_answer_times().await,
+            FLEET.len(),
+            "every insurer's answer times were kept"
+        );
+    }
     let mut requests = tokio::task::JoinSet::new();
     let mut measured_requests = 0usize;
     for at in arrivals {
@@ -495,6 +507,7 @@ async fn fleet(
         let first = sink.first.lock().unwrap().get(&id).copied();
         firsts.push(first.map_or(Duration::from_secs(60), |at| at - (began - start)));
     }
+    engine.keep_answer_times().await;
     firsts.sort();
     let insurers = sims
         .iter()
@@ -614,23 +627,63 @@ fn bursts(users: u32, poll: PollConfig) {
         .collect();
     let everything = Duration::ZERO..Duration::from_secs(3600);
     println!("Burst: {users} users in 10 s, cap 20 per insurer");
-    print_fleet(paused_runtime().block_on(fleet(arrivals, everything, 20, poll)));
+    print_fleet(paused_runtime().block_on(fleet(
+        arrivals,
+        everything,
+        20,
+        poll,
+        (Arc::new(MemoryStateStore::new()), false),
+    )));
 }
 
-/// The steady peak on the fleet: Poisson arrivals at 2 500 / 65 s a
-/// second, one minute of warm-up, three measured.
-fn fleet_steady(poll: PollConfig) {
+/// The steady peak's arrivals until `end`: Poisson at 2 500 / 65 s a
+/// second (seeded).
+fn steady_arrivals(end: Duration) -> Vec<Duration> {
     let mut rng = StdRng::seed_from_u64(9);
     let gaps = rand_distr::Exp::new(2500.0 / 65.0).expect("rate");
     let mut at = Duration::ZERO;
-    let end = WARM_UP + MEASURED_STEADY;
-    let arrivals = std::iter::from_fn(|| {
+    std::iter::from_fn(|| {
         at += Duration::from_secs_f64(gaps.sample(&mut rng));
         (at < end).then_some(at)
     })
-    .collect();
+    .collect()
+}
+
+/// The steady peak on the fleet: one minute of warm-up, three measured.
+fn fleet_steady(poll: PollConfig) {
+    let end = WARM_UP + MEASURED_STEADY;
     println!("Steady peak: 38.5 requests a second, cap 20 per insurer");
-    print_fleet(paused_runtime().block_on(fleet(arrivals, WARM_UP..end, 20, poll)));
+    print_fleet(paused_runtime().block_on(fleet(
+        steady_arrivals(end),
+        WARM_UP..end,
+        20,
+        poll,
+        (Arc::new(MemoryStateStore::new()), false),
+    )));
+}
+
+/// A pod's first minute at the steady peak: on an engine that learned
+/// nothing (a first start), then on one started from the answer times the
+/// first kept in the state store as it stopped (a restart, a rollout). The
+/// requests arriving in the minute, counted to their ends (every call and
+/// quote until two minutes, when the last one's minute is over).
+fn fleet_start(poll: PollConfig) {
+    let store = Arc::new(MemoryStateStore::new());
+    let minute = Duration::from_secs(60);
+    for (name, restore) in [
+        ("learned nothing", false),
+        ("started from kept answer times", true),
+    ] {
+        println!("First minute at the steady peak, on an engine that {name}, cap 20 per insurer");
+        print_fleet(paused_runtime().block_on(fleet(
+            steady_arrivals(minute),
+            Duration::ZERO..2 * minute,
+            20,
+            poll.clone(),
+            (store.clone(), restore),
+        )));
+        println!();
+    }
 }
 
 fn main() {
@@ -668,6 +721,10 @@ fn main() {
     }
     if argv.iter().any(|a| a == "steady") {
         fleet_steady(tuned);
+        return;
+    }
+    if argv.iter().any(|a| a == "start") {
+        fleet_start(tuned);
         return;
     }
     let args: Vec<usize> = argv.iter().filter_map(|a| a.parse().ok()).collect();
@@ -720,6 +777,8 @@ fn main() {
         println!();
         bursts(10_000, tuned.clone());
         println!();
-        fleet_steady(tuned);
+        fleet_steady(tuned.clone());
+        println!();
+        fleet_start(tuned);
     }
 }
