@@ -145,6 +145,9 @@ impl std::fmt::Debug for Intake {
     }
 }
 
+/// The longest a stopping intake spends keeping the learned answer times.
+const KEEP_ON_SHUTDOWN: Duration = Duration::from_secs(3);
+
 impl Intake {
     /// An intake feeding `engine` from `source`; checks `config`.
     pub fn new(
@@ -267,10 +270,16 @@ impl Intake {
         // What still runs is handed over: its leases expire and another pod
         // takes it over from the recorded progress.
         lease_keeper.abort();
-        // What it learned, for the pod that replaces it.
-        self.engine.keep_answer_times().await;
         // This pod's share of each insurer's concurrency cap, back at once.
         self.engine.release_shared().await;
+        // What it learned, for the pod that replaces it (bounded: the
+        // orchestrator's grace period is running).
+        if tokio::time::timeout(KEEP_ON_SHUTDOWN, self.engine.keep_answer_times())
+            .await
+            .is_err()
+        {
+            tracing::warn!("keeping answer times on shutdown timed out");
+        }
     }
 }
 

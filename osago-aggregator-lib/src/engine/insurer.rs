@@ -107,8 +107,8 @@ impl Race {
     }
 
     /// An insurer standing by has its final answer: once none is left, a
-    /// backed racer is woken to poll as if alone (a price from a backer
-    /// makes every poll dearer anyway).
+    /// backed racer is woken to poll as if alone (or, if the last backer
+    /// quoted, as for a buyer who has a price).
     pub(super) fn backer_done(&self) {
         if self.backers_left.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.unbacked.notify_waiters();
@@ -315,15 +315,19 @@ impl Inner {
                 .await;
             if woke == Woke::Unbacked {
                 // Alone now: the wait as a lone insurer would have planned
-                // it, if that ends sooner.
+                // it, if that ends sooner; priced as the buyer is now (the
+                // last backer may have just quoted: then polls are dearer
+                // still, and the wait stands).
                 backed = false;
                 plan.backed(false);
+                plan.priced(job.race.settled(job.racer));
                 let end = from + wait;
                 let end = match planned {
                     Some((at, hint)) if polls_made == 0 => {
                         end.min(at + plan.first(hint, guard.pressure()))
                     }
-                    Some((at, hint)) => end.min(at + plan.next(at, hint, guard.pressure())),
+                    // On a copy: the plan's own growth is not advanced twice.
+                    Some((at, hint)) => end.min(at + plan.clone().next(at, hint, guard.pressure())),
                     None => end,
                 };
                 let now = Instant::now();

@@ -20,9 +20,16 @@ impl Engine {
         if self.inner.config.poll.learned_keep_every.is_zero() {
             return 0;
         }
+        // Every insurer at once: a slow store holds readiness up once.
+        let loads = self.inner.insurers.iter().map(|insurer| async move {
+            (
+                insurer,
+                self.inner.state.load_answer_times(&insurer.id).await,
+            )
+        });
         let mut restored = 0;
-        for insurer in &self.inner.insurers {
-            match self.inner.state.load_answer_times(&insurer.id).await {
+        for (insurer, loaded) in futures::future::join_all(loads).await {
+            match loaded {
                 Ok(samples) => {
                     if !samples.is_empty() && self.inner.answers[&insurer.id].seed(&samples) {
                         restored += 1;
@@ -40,26 +47,27 @@ impl Engine {
 
     /// Keeps every insurer's learned answer times (of at least 8 answers)
     /// in the state store for `PollConfig::learned_ttl`, replacing what
-    /// any pod kept before. Failures are logged: the next keep tries again.
+    /// any pod kept before, every insurer at once. Failures are logged:
+    /// the next keep tries again.
     pub async fn keep_answer_times(&self) {
         let poll = &self.inner.config.poll;
         if poll.learned_keep_every.is_zero() {
             return;
         }
-        for insurer in &self.inner.insurers {
+        let saves = self.inner.insurers.iter().filter_map(|insurer| {
             let samples = self.inner.answers[&insurer.id].samples();
-            if samples.len() < KEEP_AT_LEAST {
-                continue;
-            }
-            if let Err(err) = self
-                .inner
-                .state
-                .save_answer_times(&insurer.id, &samples, poll.learned_ttl)
-                .await
-            {
-                tracing::warn!(insurer = %insurer.id, error = %err, "keeping answer times failed");
-            }
-        }
+            (samples.len() >= KEEP_AT_LEAST).then_some(async move {
+                let saved = self
+                    .inner
+                    .state
+                    .save_answer_times(&insurer.id, &samples, poll.learned_ttl)
+                    .await;
+                if let Err(err) = saved {
+                    tracing::warn!(insurer = %insurer.id, error = %err, "keeping answer times failed");
+                }
+            })
+        });
+        futures::future::join_all(saves).await;
     }
 }
 
@@ -82,11 +90,18 @@ impl Engine {
             renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             take.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             keep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // On a task of its own: a slow store must not hold up the
+            // leases' renewal (a keep still running is not doubled).
+            let mut kept: Option<tokio::task::JoinHandle<()>> = None;
             loop {
                 tokio::select! {
                     _ = keep.tick(), if keeping => {
                         let Some(inner) = engine.upgrade() else { return };
-                        Engine { inner }.keep_answer_times().await;
+                        if kept.as_ref().is_none_or(|task| task.is_finished()) {
+                            kept = Some(tokio::spawn(async move {
+                                Engine { inner }.keep_answer_times().await;
+                            }));
+                        }
                     }
                     _ = renew.tick() => {
                         let Some(inner) = engine.upgrade() else { return };

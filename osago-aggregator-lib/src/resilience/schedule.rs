@@ -69,7 +69,11 @@
 //!   price, and so does a racer from the moment the last insurer standing
 //!   by has answered (it is woken, and its wait cut to a lone insurer's).
 //! - A plan made **before anything was learned** (the first seconds after a
-//!   start, a burst) takes up what is learned since ([`PollPlan::relearn`]).
+//!   start, a burst), **while the window was still filling**, or outlived
+//!   by its application (older than every answer it knew) takes up what is
+//!   learned since ([`PollPlan::relearn`]). A starting pod begins from the
+//!   answer times pods before it kept in the state store
+//!   (`PollConfig::learned_keep_every`).
 //! - A **Retry-After** from the insurer is always honoured: the next poll is
 //!   never sooner.
 //! - Near the **deadline** the wait is shortened so one last poll lands
