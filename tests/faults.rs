@@ -79,8 +79,10 @@ async fn aggregator_rolled_over() {
         "rollout of an aggregator",
         StackOptions::default(),
         async |stack: &mut Stack| {
-            // It learns from the requests so far (all 30 are sent by then).
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            // It learns from the requests so far (all 30 are sent by
+            // then), and runs for a whole deadline (20 s here): answer
+            // times learned from nothing are kept only after that.
+            tokio::time::sleep(stack.options.deadline).await;
             assert_eq!(stack.aggregators[0].terminate().await, Some(0));
             stack.aggregators[0].restart().await;
             let log = stack.aggregators[0].tail();

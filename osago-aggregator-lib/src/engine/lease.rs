@@ -47,16 +47,25 @@ impl Engine {
 
     /// Keeps every insurer's learned answer times (of at least 8 answers)
     /// in the state store for `PollConfig::learned_ttl`, replacing what
-    /// any pod kept before, every insurer at once. Failures are logged:
-    /// the next keep tries again.
+    /// any pod kept before, every insurer at once. Times learned from
+    /// nothing are kept only once the engine has run for a whole
+    /// `insurer_deadline`: before that they are only the answers quick
+    /// enough to have come already, and would replace a fuller window with
+    /// a biased one (a pod whose restore failed, or the first after the
+    /// TTL). Failures are logged: the next keep tries again.
     pub async fn keep_answer_times(&self) {
-        let poll = &self.inner.config.poll;
+        let config = &self.inner.config;
+        let poll = &config.poll;
         if poll.learned_keep_every.is_zero() {
             return;
         }
+        let whole_deadline = self.inner.started.elapsed() >= config.insurer_deadline;
         let saves = self.inner.insurers.iter().filter_map(|insurer| {
-            let samples = self.inner.answers[&insurer.id].samples();
-            (samples.len() >= KEEP_AT_LEAST).then_some(async move {
+            let answers = &self.inner.answers[&insurer.id];
+            let samples = answers.samples();
+            let keep =
+                samples.len() >= KEEP_AT_LEAST && (answers.seeded() || whole_deadline);
+            keep.then_some(async move {
                 let saved = self
                     .inner
                     .state

@@ -123,6 +123,10 @@ struct Inner {
     shared: Option<(Arc<dyn ResilienceStore>, String)>,
     /// Requests in flight here, whose leases this pod renews.
     owned: Mutex<HashSet<RequestId>>,
+    /// When the engine was made: answer times learned from nothing are
+    /// kept only once a whole deadline has passed (see
+    /// `Engine::keep_answer_times`).
+    started: Instant,
     /// Backoff between attempts to publish one event.
     publish_retry: Backoff,
 }
@@ -188,6 +192,7 @@ impl Engine {
                 metrics,
                 shared: None,
                 owned: Mutex::default(),
+                started: Instant::now(),
                 publish_retry: Backoff::new(BackoffConfig {
                     base: Duration::from_millis(100),
                     cap: Duration::from_secs(5),

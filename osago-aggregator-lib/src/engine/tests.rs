@@ -1558,6 +1558,40 @@ async fn a_new_engine_polls_on_the_answer_times_an_engine_before_it_kept() {
     for _ in 0..20 {
         run(&h, request_event(chrono::Duration::seconds(60))).await;
     }
+    // Learned from nothing: kept only once a whole deadline has passed
+    // since the engine started (the answers before it are only the quick
+    // ones).
+    let fresh = Engine::assemble(
+        vec![Insurer {
+            id: InsurerId::new("fast").unwrap(),
+            client: fast.clone(),
+        }],
+        Arc::new(Recorder::default()),
+        h.state.clone(),
+        Arc::new(ManualClock::new(now())),
+        EngineConfig::default(),
+        EngineMetrics::default(),
+    );
+    for _ in 0..10 {
+        let Started::Running(fan_out) = fresh
+            .start(request_event(chrono::Duration::seconds(60)))
+            .await
+            .unwrap()
+        else {
+            panic!("not a duplicate");
+        };
+        fan_out.wait().await;
+    }
+    fresh.keep_answer_times().await;
+    assert!(
+        h.state
+            .load_answer_times(&InsurerId::new("fast").unwrap())
+            .await
+            .unwrap()
+            .is_empty(),
+        "answers learned from nothing kept before a whole deadline passed"
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
     h.engine.keep_answer_times().await;
     // The polls a new engine on the same store makes for its first
     // request, having restored what was kept or not.

@@ -225,6 +225,8 @@ impl PollConfig {
 pub struct AnswerTimes {
     state: Mutex<Samples>,
     capacity: usize,
+    /// Started from kept samples ([`AnswerTimes::seed`]).
+    seeded: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -252,7 +254,13 @@ impl AnswerTimes {
                 stale: 0,
             }),
             capacity: capacity.max(1),
+            seeded: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether it started from kept samples.
+    pub fn seeded(&self) -> bool {
+        self.seeded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The remembered answers, oldest first, as a state store keeps them
@@ -285,6 +293,8 @@ impl AnswerTimes {
             state.quoted.push_back(sample.quoted);
         }
         state.stale += newest.len();
+        self.seeded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         true
     }
 
