@@ -104,6 +104,9 @@ pub struct EngineMetrics {
     /// Insurer free texts (decline reasons, notes) withheld because they
     /// looked like personal data, per insurer.
     pub insurer_texts_withheld: Family<InsurerLabel, Counter>,
+    /// Insurer clients that panicked (the insurer's answer became an
+    /// error), per insurer.
+    pub panics: Family<InsurerLabel, Counter>,
 }
 
 /// Labels of [`EngineMetrics::calls`].
@@ -170,6 +173,7 @@ impl Default for EngineMetrics {
             polls_per_answer: Family::new_with_constructor(polls_histogram),
             quotes_outside_range: Family::default(),
             insurer_texts_withheld: Family::default(),
+            panics: Family::default(),
         }
     }
 }
@@ -201,6 +205,11 @@ impl EngineMetrics {
             "insurer_texts_withheld",
             "Insurer free texts (decline reasons, notes) withheld because they looked like personal data, per insurer",
             m.insurer_texts_withheld.clone(),
+        );
+        r.register(
+            "insurer_client_panics",
+            "Insurer clients that panicked mid-request (the insurer's answer became an unavailable error), per insurer",
+            m.panics.clone(),
         );
         r.register(
             "quotes_outside_range",

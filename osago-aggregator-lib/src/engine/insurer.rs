@@ -3,6 +3,7 @@
 //! from, and the progress recorded for a pod that may take over.
 
 use super::*;
+use futures::FutureExt;
 
 /// Calls made to one insurer for one request.
 #[derive(Debug, Default)]
@@ -205,8 +206,21 @@ impl Inner {
         in_flight.inc();
         let started = Instant::now();
         let mut calls = Calls::resumed(job.resume.as_ref());
-        let result = match tokio::time::timeout_at(job.deadline, self.ask(&job, &mut calls)).await {
-            Ok(result) => result,
+        // A panic in the insurer's client (an embedder's adapter, say)
+        // ends this insurer with an error event, as any failure does: the
+        // race goes on without it and the request still finishes. Its
+        // message is not carried on (it may hold what the adapter saw).
+        let asked = std::panic::AssertUnwindSafe(self.ask(&job, &mut calls)).catch_unwind();
+        let result = match tokio::time::timeout_at(job.deadline, asked).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_panic)) => {
+                self.metrics.panics.get_or_create(&label).inc();
+                tracing::error!(request_id = %job.request_id, insurer = %job.insurer.id, "the insurer's client panicked; its answer is an error");
+                Err(InsurerError::new(
+                    ErrorKind::Unavailable,
+                    "the insurer's client failed unexpectedly",
+                ))
+            }
             Err(_) => Err(InsurerError::new(
                 ErrorKind::Timeout,
                 "no answer before the deadline",

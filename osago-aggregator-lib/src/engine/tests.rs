@@ -1651,6 +1651,55 @@ async fn a_new_engine_polls_on_the_answer_times_an_engine_before_it_kept() {
     assert!(polls.len() >= 4, "{polls:?}");
 }
 
+/// Makes applications, and panics on its first poll.
+#[derive(Debug)]
+struct Panicking;
+
+#[async_trait]
+impl InsurerClient for Panicking {
+    async fn create_application(
+        &self,
+        key: &str,
+        _: &QuoteRequest,
+    ) -> Result<Application, InsurerError> {
+        Ok(Application {
+            id: key.to_owned(),
+            retry_after: None,
+        })
+    }
+
+    async fn poll_quote(&self, _: &str) -> Result<PollOutcome, InsurerError> {
+        panic!("an adapter bug");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_insurer_client_that_panics_ends_as_an_error_and_the_request_still_finishes() {
+    let fast = Cycling::new(vec![Duration::from_secs(2)]);
+    let h = harness_many(
+        vec![("broken", Arc::new(Panicking)), ("fast", fast.clone())],
+        EngineConfig::default(),
+    );
+    let outcomes = run(&h, request_event(chrono::Duration::seconds(60))).await;
+    let outcome = |id: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.insurer_id.as_str() == id)
+            .unwrap_or_else(|| panic!("no outcome for {id}: {outcomes:?}"))
+            .outcome
+    };
+    assert_eq!(outcome("broken"), "unavailable", "{outcomes:?}");
+    assert_eq!(outcome("fast"), "quoted", "{outcomes:?}");
+    // Each has its final event; the panic's message is not in it.
+    let (_, broken) = h.sink.final_of("broken");
+    assert!(!format!("{broken:?}").contains("adapter bug"), "{broken:?}");
+    h.sink.final_of("fast");
+    let label = InsurerLabel {
+        insurer: "broken".into(),
+    };
+    assert_eq!(h.engine.inner.metrics.panics.get_or_create(&label).get(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_backed_racer_polls_as_if_alone_once_every_insurer_standing_by_has_answered() {
     // As above: `fast` answers in 0.5, 1, .. 5 s in turn, `slow` in 20 s,
