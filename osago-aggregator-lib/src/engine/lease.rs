@@ -52,7 +52,10 @@ impl Engine {
     /// `insurer_deadline`: before that they are only the answers quick
     /// enough to have come already, and would replace a fuller window with
     /// a biased one (a pod whose restore failed, or the first after the
-    /// TTL). Failures are logged: the next keep tries again.
+    /// TTL). A window with no answer since it was last kept (or
+    /// restored) is not kept again: what nothing refreshes expires with
+    /// its TTL rather than being renewed forever by idle pods. Failures
+    /// are logged: the next keep tries again.
     pub async fn keep_answer_times(&self) {
         let config = &self.inner.config;
         let poll = &config.poll;
@@ -62,17 +65,24 @@ impl Engine {
         let whole_deadline = self.inner.started.elapsed() >= config.insurer_deadline;
         let saves = self.inner.insurers.iter().filter_map(|insurer| {
             let answers = &self.inner.answers[&insurer.id];
+            // Read before the samples: an answer recorded between the two
+            // stays unkept until the next keep.
+            let unkept = answers.unkept();
             let samples = answers.samples();
-            let keep =
-                samples.len() >= KEEP_AT_LEAST && (answers.seeded() || whole_deadline);
+            let keep = unkept > 0
+                && samples.len() >= KEEP_AT_LEAST
+                && (answers.seeded() || whole_deadline);
             keep.then_some(async move {
                 let saved = self
                     .inner
                     .state
                     .save_answer_times(&insurer.id, &samples, poll.learned_ttl)
                     .await;
-                if let Err(err) = saved {
-                    tracing::warn!(insurer = %insurer.id, error = %err, "keeping answer times failed");
+                match saved {
+                    Ok(()) => answers.kept(unkept),
+                    Err(err) => {
+                        tracing::warn!(insurer = %insurer.id, error = %err, "keeping answer times failed");
+                    }
                 }
             })
         });

@@ -1701,6 +1701,61 @@ async fn an_insurer_client_that_panics_ends_as_an_error_and_the_request_still_fi
 }
 
 #[tokio::test(start_paused = true)]
+async fn kept_answer_times_expire_unless_new_answers_refresh_them() {
+    // One engine learns `fast`'s answers (3 s) and keeps them.
+    let fast = Cycling::new(vec![Duration::from_secs(3)]);
+    let h = harness_many(vec![("fast", fast.clone())], EngineConfig::default());
+    for _ in 0..20 {
+        run(&h, request_event(chrono::Duration::seconds(60))).await;
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    h.engine.keep_answer_times().await;
+    let id = InsurerId::new("fast").unwrap();
+    assert_eq!(h.state.load_answer_times(&id).await.unwrap().len(), 20);
+    // A second engine (a pod) starts from them, and sees no request.
+    let idle = Engine::assemble(
+        vec![Insurer {
+            id: id.clone(),
+            client: fast.clone(),
+        }],
+        Arc::new(Recorder::default()),
+        h.state.clone(),
+        Arc::new(ManualClock::new(now())),
+        EngineConfig::default(),
+        EngineMetrics::default(),
+    );
+    assert_eq!(idle.restore_answer_times().await, 1);
+    let ttl = PollConfig::default().learned_ttl;
+    // Keeping with nothing new, by either pod, does not renew them: they
+    // expire an hour (`learned_ttl`) after the last answer kept.
+    tokio::time::sleep(ttl - Duration::from_secs(60)).await;
+    idle.keep_answer_times().await;
+    h.engine.keep_answer_times().await;
+    assert_eq!(h.state.load_answer_times(&id).await.unwrap().len(), 20);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert!(
+        h.state.load_answer_times(&id).await.unwrap().is_empty(),
+        "answer times nothing refreshed renewed past their TTL"
+    );
+    // A new answer is kept (the restored window with it), and the keep
+    // after it, with nothing new again, keeps nothing more.
+    let Started::Running(fan_out) = idle
+        .start(request_event(chrono::Duration::seconds(60)))
+        .await
+        .unwrap()
+    else {
+        panic!("not a duplicate");
+    };
+    fan_out.wait().await;
+    idle.keep_answer_times().await;
+    assert_eq!(h.state.load_answer_times(&id).await.unwrap().len(), 21);
+    tokio::time::sleep(ttl - Duration::from_secs(60)).await;
+    idle.keep_answer_times().await;
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert!(h.state.load_answer_times(&id).await.unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_backed_racer_polls_as_if_alone_once_every_insurer_standing_by_has_answered() {
     // As above: `fast` answers in 0.5, 1, .. 5 s in turn, `slow` in 20 s,
     // and 20 requests teach the engine both (`slow` mostly quotes: it

@@ -120,8 +120,11 @@ pub struct PollConfig {
     /// learns from nothing. Default 30 s.
     pub learned_keep_every: Duration,
     /// How long kept answer times stay in the state store after they were
-    /// last kept: once no pod has run for this long, a pod starts from
-    /// nothing. Default 1 h.
+    /// last kept. A pod keeps them again only with answers new since it
+    /// last kept (or restored) them, so once no pod has seen an answer
+    /// from an insurer for this long, a pod starts from nothing for it.
+    /// Times learned from nothing are kept only once the pod has run a
+    /// whole `insurer_deadline`. Default 1 h.
     pub learned_ttl: Duration,
     /// Scale of the learned intervals (`spacing x sqrt(S/f)`): lower polls
     /// more often for less lag. Default 0.15.
@@ -227,6 +230,9 @@ pub struct AnswerTimes {
     capacity: usize,
     /// Started from kept samples ([`AnswerTimes::seed`]).
     seeded: std::sync::atomic::AtomicBool,
+    /// Answers recorded since the window was last kept
+    /// ([`AnswerTimes::kept`]).
+    unkept: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -255,12 +261,27 @@ impl AnswerTimes {
             }),
             capacity: capacity.max(1),
             seeded: std::sync::atomic::AtomicBool::new(false),
+            unkept: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
     /// Whether it started from kept samples.
     pub fn seeded(&self) -> bool {
         self.seeded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Answers recorded since the window was last kept: none, and keeping
+    /// it again would only renew what is kept (a window nothing refreshes
+    /// expires with its TTL).
+    pub fn unkept(&self) -> usize {
+        self.unkept.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The window was kept with `unkept` ([`AnswerTimes::unkept`]) answers
+    /// new: those are kept now (answers recorded meanwhile are not).
+    pub fn kept(&self, unkept: usize) {
+        self.unkept
+            .fetch_sub(unkept, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The remembered answers, oldest first, as a state store keeps them
@@ -314,6 +335,8 @@ impl AnswerTimes {
         state.recent.push_back(answer_time);
         state.quoted.push_back(quoted);
         state.stale += 1;
+        self.unkept
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How this insurer ranks in the race for a first price: the median
