@@ -1795,6 +1795,64 @@ async fn a_backed_racer_polls_as_if_alone_once_every_insurer_standing_by_has_ans
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_backed_racer_whose_last_insurer_standing_by_quotes_does_not_poll_sooner() {
+    // `fast` answers in 0.5, 1, .. 5 s in turn, but the 21st application
+    // hangs (30 s); `slow` quotes in 20 s, and stands by for `fast`. When
+    // `slow`'s quote for the 21st comes, `fast` is woken, alone now, but
+    // the buyer has a price: its polls are dearer still, and its next
+    // comes no sooner than planned.
+    let fast_polls = |slow_last: Duration| async move {
+        let mut fast_times: Vec<Duration> =
+            (1..=10).map(|i| Duration::from_millis(500 * i)).collect();
+        fast_times.extend(fast_times.clone());
+        fast_times.push(Duration::from_secs(30));
+        let fast = Cycling::new(fast_times);
+        let mut slow_times = vec![Duration::from_secs(20); 20];
+        slow_times.push(slow_last);
+        let slow = Cycling::new(slow_times);
+        let h = harness_many(
+            vec![("fast", fast.clone()), ("slow", slow.clone())],
+            EngineConfig::default(),
+        );
+        for _ in 0..20 {
+            run(&h, request_event(chrono::Duration::seconds(60))).await;
+        }
+        let start = Instant::now();
+        run(&h, request_event(chrono::Duration::seconds(60))).await;
+        let slow_quoted = h
+            .sink
+            .events()
+            .iter()
+            .rev()
+            .find(|(_, e)| e.insurer_id().as_str() == "slow" && e.is_final())
+            .unwrap()
+            .0
+            - start;
+        let polls: Vec<Duration> = fast
+            .polls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|at| **at > start)
+            .map(|at| *at - start)
+            .collect();
+        (slow_quoted, polls)
+    };
+    // `slow` quotes at 20 s, and, for comparison, after `fast`'s answer.
+    let (quoted, woken) = fast_polls(Duration::from_secs(20)).await;
+    let (_, backed) = fast_polls(Duration::from_secs(50)).await;
+    let after = |polls: &[Duration]| -> Vec<Duration> {
+        polls.iter().copied().filter(|at| *at >= quoted).collect()
+    };
+    let (woken, backed) = (after(&woken), after(&backed));
+    // Its next poll is the one it had planned (not one at once), and it
+    // polls no more often from then on.
+    assert_eq!(woken[0], backed[0], "{woken:?} {backed:?}");
+    assert!(woken[0] > quoted, "{woken:?} {quoted:?}");
+    assert!(woken.len() <= backed.len(), "{woken:?} {backed:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_others_race_once_the_racer_is_past_its_patience_percentile_without_a_price() {
     // `fast` quoted in 0.5 s, 1 s and 1.5 s, but the 22nd application
     // hangs (it answers at 30 s); `slow`'s answers spread over 2..11 s.
