@@ -104,8 +104,8 @@ pub struct EngineMetrics {
     /// Insurer free texts (decline reasons, notes) withheld because they
     /// looked like personal data, per insurer.
     pub insurer_texts_withheld: Family<InsurerLabel, Counter>,
-    /// Insurer clients that panicked (the insurer's answer became an
-    /// error), per insurer.
+    /// Panics while asking an insurer (mostly its client's; the insurer's
+    /// answer became an error), per insurer.
     pub panics: Family<InsurerLabel, Counter>,
 }
 
@@ -208,7 +208,7 @@ impl EngineMetrics {
         );
         r.register(
             "insurer_client_panics",
-            "Insurer clients that panicked mid-request (the insurer's answer became an unavailable error), per insurer",
+            "Panics while asking an insurer, mostly in its client (the insurer's answer became an unavailable error), per insurer",
             m.panics.clone(),
         );
         r.register(

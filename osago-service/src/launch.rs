@@ -136,6 +136,7 @@ mod otlp {
             .with(log_lines(format))
             .with(tracing_opentelemetry::layer().with_tracer(tracer))
             .init();
+        super::log_panics();
         osago_core::trace::set_span_adopter(adopt);
         tracing::info!(endpoint, "exporting spans over OTLP");
         Telemetry {
@@ -183,6 +184,57 @@ pub fn init_tracing(format: LogFormat) {
         .with(log_filter())
         .with(log_lines(format))
         .init();
+    log_panics();
+}
+
+/// Replaces the panic hook with one that logs a panic as an error line:
+/// its thread, its location, and its message only when that is a literal
+/// (`panic!("...")`, `expect("...")`). A formatted message may hold the
+/// values it was formatted from (a request's name or VIN, in an insurer
+/// adapter), so it is withheld, as personal data never goes into logs.
+/// `RUST_BACKTRACE` still adds a backtrace (code locations only).
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let location = info
+            .location()
+            .map(|at| format!("{}:{}:{}", at.file(), at.line(), at.column()));
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
+            .then(|| backtrace.to_string());
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            location = location.as_deref(),
+            message = panic_message(info.payload()),
+            backtrace = backtrace.as_deref(),
+            "panicked"
+        );
+    }));
+}
+
+/// A panic's message as it may be logged: a literal as written, anything
+/// formatted withheld.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &'static str {
+    match payload.downcast_ref::<&'static str>() {
+        Some(literal) => literal,
+        None => "(formatted message withheld: it may hold personal data)",
+    }
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use super::panic_message;
+
+    #[test]
+    fn a_literal_panic_message_is_logged_and_a_formatted_one_withheld() {
+        let vin = "XTA210990Y2765432";
+        let literal = std::panic::catch_unwind(|| panic!("owned lock")).unwrap_err();
+        let formatted = std::panic::catch_unwind(|| panic!("bad VIN {vin}")).unwrap_err();
+        assert_eq!(panic_message(literal.as_ref()), "owned lock");
+        let shown = panic_message(formatted.as_ref());
+        assert!(!shown.contains(vin), "{shown}");
+        assert!(shown.contains("withheld"), "{shown}");
+    }
 }
 
 /// How log lines are written.

@@ -206,7 +206,7 @@ impl Inner {
         in_flight.inc();
         let started = Instant::now();
         let mut calls = Calls::resumed(job.resume.as_ref());
-        // A panic in the insurer's client (an embedder's adapter, say)
+        // A panic while asking the insurer (in an embedder's adapter, say)
         // ends this insurer with an error event, as any failure does: the
         // race goes on without it and the request still finishes. Its
         // message is not carried on (it may hold what the adapter saw).
@@ -215,7 +215,7 @@ impl Inner {
             Ok(Ok(result)) => result,
             Ok(Err(_panic)) => {
                 self.metrics.panics.get_or_create(&label).inc();
-                tracing::error!(request_id = %job.request_id, insurer = %job.insurer.id, "the insurer's client panicked; its answer is an error");
+                tracing::error!(request_id = %job.request_id, insurer = %job.insurer.id, "panicked while asking the insurer; its answer is an error");
                 Err(InsurerError::new(
                     ErrorKind::Unavailable,
                     "the insurer's client failed unexpectedly",
