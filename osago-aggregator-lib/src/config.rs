@@ -169,7 +169,7 @@ fn check_poll(p: &mut Problems, at: &str, poll: &PollConfig) {
     if !poll.learned_keep_every.is_zero() && poll.learned_ttl <= poll.learned_keep_every {
         p.push(
             &format!("{at}.learned_ttl"),
-            "must be longer than learned_keep_every (kept answer times would expire between keeps)",
+            "must be longer than learned_keep_every (kept answer times that answers still refresh would expire between keeps)",
         );
     }
     if !(poll.racer_price.is_finite() && poll.racer_price >= 1.0) {

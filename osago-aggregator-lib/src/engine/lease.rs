@@ -48,8 +48,8 @@ impl Engine {
     /// Keeps every insurer's learned answer times (of at least 8 answers)
     /// in the state store for `PollConfig::learned_ttl`, replacing what
     /// any pod kept before, every insurer at once. Times learned from
-    /// nothing are kept only once the engine has run for a whole
-    /// `insurer_deadline`: before that they are only the answers quick
+    /// nothing are kept only once a whole `insurer_deadline` has passed
+    /// since the engine's first request: before that they are only the answers quick
     /// enough to have come already, and would replace a fuller window with
     /// a biased one (a pod whose restore failed, or the first after the
     /// TTL). A window with no answer since it was last kept (or
@@ -62,14 +62,21 @@ impl Engine {
         if poll.learned_keep_every.is_zero() {
             return;
         }
-        let whole_deadline = self.inner.started.elapsed() >= config.insurer_deadline;
+        // One keep at a time (the lease keeper's, the shutdown's, an
+        // embedder's): the newest window is the last written.
+        let _one = self.inner.keeping.lock().await;
+        let whole_deadline = self
+            .inner
+            .started
+            .get()
+            .is_some_and(|started| started.elapsed() >= config.insurer_deadline);
         let saves = self.inner.insurers.iter().filter_map(|insurer| {
             let answers = &self.inner.answers[&insurer.id];
             // Read before the samples: an answer recorded between the two
             // stays unkept until the next keep.
-            let unkept = answers.unkept();
+            let recorded = answers.recorded();
             let samples = answers.samples();
-            let keep = unkept > 0
+            let keep = answers.unkept(recorded)
                 && samples.len() >= KEEP_AT_LEAST
                 && (answers.seeded() || whole_deadline);
             keep.then_some(async move {
@@ -79,7 +86,7 @@ impl Engine {
                     .save_answer_times(&insurer.id, &samples, poll.learned_ttl)
                     .await;
                 match saved {
-                    Ok(()) => answers.kept(unkept),
+                    Ok(()) => answers.kept(recorded),
                     Err(err) => {
                         tracing::warn!(insurer = %insurer.id, error = %err, "keeping answer times failed");
                     }

@@ -123,10 +123,12 @@ struct Inner {
     shared: Option<(Arc<dyn ResilienceStore>, String)>,
     /// Requests in flight here, whose leases this pod renews.
     owned: Mutex<HashSet<RequestId>>,
-    /// When the engine was made: answer times learned from nothing are
-    /// kept only once a whole deadline has passed (see
-    /// `Engine::keep_answer_times`).
-    started: Instant,
+    /// When the engine started its first request: answer times learned
+    /// from nothing are kept only once a whole deadline has passed since
+    /// (see `Engine::keep_answer_times`).
+    started: std::sync::OnceLock<Instant>,
+    /// Held by the keep of answer times running.
+    keeping: tokio::sync::Mutex<()>,
     /// Backoff between attempts to publish one event.
     publish_retry: Backoff,
 }
@@ -192,7 +194,8 @@ impl Engine {
                 metrics,
                 shared: None,
                 owned: Mutex::default(),
-                started: Instant::now(),
+                started: std::sync::OnceLock::new(),
+                keeping: tokio::sync::Mutex::new(()),
                 publish_retry: Backoff::new(BackoffConfig {
                     base: Duration::from_millis(100),
                     cap: Duration::from_secs(5),
@@ -309,6 +312,7 @@ impl Engine {
         fresh: bool,
     ) -> Result<FanOut, EngineError> {
         let inner = &self.inner;
+        inner.started.get_or_init(Instant::now);
         let request_id = event.request_id;
         let now = inner.clock.now();
         let remaining = (event.deadline_at - now)

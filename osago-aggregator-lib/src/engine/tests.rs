@@ -1572,6 +1572,9 @@ async fn a_new_engine_polls_on_the_answer_times_an_engine_before_it_kept() {
         EngineConfig::default(),
         EngineMetrics::default(),
     );
+    // Made long before its first request (an intake waiting for its
+    // broker): the deadline counts from that request.
+    tokio::time::sleep(Duration::from_secs(120)).await;
     for _ in 0..10 {
         let Started::Running(fan_out) = fresh
             .start(request_event(chrono::Duration::seconds(60)))
@@ -1747,7 +1750,9 @@ async fn kept_answer_times_expire_unless_new_answers_refresh_them() {
         panic!("not a duplicate");
     };
     fan_out.wait().await;
-    idle.keep_answer_times().await;
+    // Two keeps at once (the lease keeper's and the shutdown's) keep it
+    // once, and leave nothing new to keep.
+    tokio::join!(idle.keep_answer_times(), idle.keep_answer_times());
     assert_eq!(h.state.load_answer_times(&id).await.unwrap().len(), 21);
     tokio::time::sleep(ttl - Duration::from_secs(60)).await;
     idle.keep_answer_times().await;
@@ -1845,6 +1850,10 @@ async fn a_backed_racer_whose_last_insurer_standing_by_quotes_does_not_poll_soon
         polls.iter().copied().filter(|at| *at >= quoted).collect()
     };
     let (woken, backed) = (after(&woken), after(&backed));
+    assert!(
+        !woken.is_empty() && !backed.is_empty(),
+        "{woken:?} {backed:?}"
+    );
     // Its next poll is the one it had planned (not one at once), and it
     // polls no more often from then on.
     assert_eq!(woken[0], backed[0], "{woken:?} {backed:?}");

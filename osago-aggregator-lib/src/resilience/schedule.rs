@@ -116,15 +116,18 @@ pub struct PollConfig {
     /// that a pod starting later (a restart, a rollout, a scale-up) polls
     /// on them from its first request rather than learning from nothing:
     /// a fresh pod's first minute costs several calls per quote more.
-    /// Kept on shutdown too. Zero: nothing is kept, and a starting pod
+    /// Kept on shutdown too. An insurer's window is written only with
+    /// answers new since the pod last wrote or restored it, and a window
+    /// learned from nothing only once a whole `insurer_deadline` has
+    /// passed since the pod's first request (before that it holds only
+    /// the quick answers). Zero: nothing is kept, and a starting pod
     /// learns from nothing. Default 30 s.
     pub learned_keep_every: Duration,
     /// How long kept answer times stay in the state store after they were
     /// last kept. A pod keeps them again only with answers new since it
     /// last kept (or restored) them, so once no pod has seen an answer
     /// from an insurer for this long, a pod starts from nothing for it.
-    /// Times learned from nothing are kept only once the pod has run a
-    /// whole `insurer_deadline`. Default 1 h.
+    /// Default 1 h.
     pub learned_ttl: Duration,
     /// Scale of the learned intervals (`spacing x sqrt(S/f)`): lower polls
     /// more often for less lag. Default 0.15.
@@ -230,9 +233,11 @@ pub struct AnswerTimes {
     capacity: usize,
     /// Started from kept samples ([`AnswerTimes::seed`]).
     seeded: std::sync::atomic::AtomicBool,
-    /// Answers recorded since the window was last kept
-    /// ([`AnswerTimes::kept`]).
-    unkept: std::sync::atomic::AtomicUsize,
+    /// Answers recorded so far (not seeded ones): a keep notes how many
+    /// it saw ([`AnswerTimes::recorded`], [`AnswerTimes::kept`]).
+    recorded: std::sync::atomic::AtomicU64,
+    /// The most of `recorded` any keep has seen saved.
+    kept_upto: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -261,7 +266,8 @@ impl AnswerTimes {
             }),
             capacity: capacity.max(1),
             seeded: std::sync::atomic::AtomicBool::new(false),
-            unkept: std::sync::atomic::AtomicUsize::new(0),
+            recorded: std::sync::atomic::AtomicU64::new(0),
+            kept_upto: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -270,18 +276,26 @@ impl AnswerTimes {
         self.seeded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Answers recorded since the window was last kept: none, and keeping
-    /// it again would only renew what is kept (a window nothing refreshes
-    /// expires with its TTL).
-    pub fn unkept(&self) -> usize {
-        self.unkept.load(std::sync::atomic::Ordering::Relaxed)
+    /// How many answers were recorded so far (seeded ones not counted):
+    /// read it before [`AnswerTimes::samples`], and pass it to
+    /// [`AnswerTimes::kept`] once those samples are saved.
+    pub fn recorded(&self) -> u64 {
+        self.recorded.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// The window was kept with `unkept` ([`AnswerTimes::unkept`]) answers
-    /// new: those are kept now (answers recorded meanwhile are not).
-    pub fn kept(&self, unkept: usize) {
-        self.unkept
-            .fetch_sub(unkept, std::sync::atomic::Ordering::Relaxed);
+    /// Whether answers were recorded since the last [`AnswerTimes::kept`]
+    /// (or ever, if none): without them, keeping the window again would
+    /// only renew what is kept (a window nothing refreshes expires with its
+    /// TTL).
+    pub fn unkept(&self, recorded: u64) -> bool {
+        recorded > self.kept_upto.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The samples read after `recorded` ([`AnswerTimes::recorded`]) were
+    /// saved. Overlapping keeps are harmless: the most seen wins.
+    pub fn kept(&self, recorded: u64) {
+        self.kept_upto
+            .fetch_max(recorded, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The remembered answers, oldest first, as a state store keeps them
@@ -335,8 +349,10 @@ impl AnswerTimes {
         state.recent.push_back(answer_time);
         state.quoted.push_back(quoted);
         state.stale += 1;
-        self.unkept
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Counted with the lock held: a keep that reads the count before
+        // the samples saves every answer it counted.
+        self.recorded
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// How this insurer ranks in the race for a first price: the median
