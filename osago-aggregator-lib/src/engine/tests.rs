@@ -1333,6 +1333,39 @@ fn harness_many(insurers: Vec<(&str, Arc<dyn InsurerClient>)>, config: EngineCon
 
 /// An insurer whose n-th application is ready `times[n % len]` after it is
 /// made; declines instead while `declining`. Records every poll.
+/// Another engine (a pod) with one insurer, on `state`, publishing
+/// nowhere that is looked at.
+fn pod(
+    state: Arc<MemoryStateStore>,
+    insurer: &str,
+    client: Arc<dyn InsurerClient>,
+    config: EngineConfig,
+) -> Engine {
+    Engine::assemble(
+        vec![Insurer {
+            id: InsurerId::new(insurer).unwrap(),
+            client,
+        }],
+        Arc::new(Recorder::default()),
+        state,
+        Arc::new(ManualClock::new(now())),
+        config,
+        EngineMetrics::default(),
+    )
+}
+
+/// Starts a new request of a minute on `engine` and waits for its outcomes.
+async fn run_on(engine: &Engine) -> Vec<InsurerOutcome> {
+    match engine
+        .start(request_event(chrono::Duration::seconds(60)))
+        .await
+        .unwrap()
+    {
+        Started::Running(fan_out) => fan_out.wait().await,
+        Started::Duplicate => panic!("not a duplicate"),
+    }
+}
+
 #[derive(Debug)]
 struct Cycling {
     times: Vec<Duration>,
@@ -1561,29 +1594,17 @@ async fn a_new_engine_polls_on_the_answer_times_an_engine_before_it_kept() {
     // Learned from nothing: kept only once a whole deadline has passed
     // since the engine started (the answers before it are only the quick
     // ones).
-    let fresh = Engine::assemble(
-        vec![Insurer {
-            id: InsurerId::new("fast").unwrap(),
-            client: fast.clone(),
-        }],
-        Arc::new(Recorder::default()),
+    let fresh = pod(
         h.state.clone(),
-        Arc::new(ManualClock::new(now())),
+        "fast",
+        fast.clone(),
         EngineConfig::default(),
-        EngineMetrics::default(),
     );
     // Made long before its first request (an intake waiting for its
     // broker): the deadline counts from that request.
     tokio::time::sleep(Duration::from_secs(120)).await;
     for _ in 0..10 {
-        let Started::Running(fan_out) = fresh
-            .start(request_event(chrono::Duration::seconds(60)))
-            .await
-            .unwrap()
-        else {
-            panic!("not a duplicate");
-        };
-        fan_out.wait().await;
+        run_on(&fresh).await;
     }
     fresh.keep_answer_times().await;
     assert!(
@@ -1602,31 +1623,14 @@ async fn a_new_engine_polls_on_the_answer_times_an_engine_before_it_kept() {
         let state = h.state.clone();
         let fast = fast.clone();
         async move {
-            let engine = Engine::assemble(
-                vec![Insurer {
-                    id: InsurerId::new("fast").unwrap(),
-                    client: fast.clone(),
-                }],
-                Arc::new(Recorder::default()),
-                state,
-                Arc::new(ManualClock::new(now())),
-                config,
-                EngineMetrics::default(),
-            );
+            let engine = pod(state, "fast", fast.clone(), config);
             let restored = if restore {
                 engine.restore_answer_times().await
             } else {
                 0
             };
             let start = Instant::now();
-            let Started::Running(fan_out) = engine
-                .start(request_event(chrono::Duration::seconds(60)))
-                .await
-                .unwrap()
-            else {
-                panic!("not a duplicate");
-            };
-            let outcomes = fan_out.wait().await;
+            let outcomes = run_on(&engine).await;
             assert_eq!(outcomes[0].outcome, "quoted", "{outcomes:?}");
             let polls = fast.polls.lock().unwrap();
             let polls: Vec<Duration> = polls
@@ -1716,16 +1720,11 @@ async fn kept_answer_times_expire_unless_new_answers_refresh_them() {
     let id = InsurerId::new("fast").unwrap();
     assert_eq!(h.state.load_answer_times(&id).await.unwrap().len(), 20);
     // A second engine (a pod) starts from them, and sees no request.
-    let idle = Engine::assemble(
-        vec![Insurer {
-            id: id.clone(),
-            client: fast.clone(),
-        }],
-        Arc::new(Recorder::default()),
+    let idle = pod(
         h.state.clone(),
-        Arc::new(ManualClock::new(now())),
+        "fast",
+        fast.clone(),
         EngineConfig::default(),
-        EngineMetrics::default(),
     );
     assert_eq!(idle.restore_answer_times().await, 1);
     let ttl = PollConfig::default().learned_ttl;
@@ -1742,14 +1741,7 @@ async fn kept_answer_times_expire_unless_new_answers_refresh_them() {
     );
     // A new answer is kept (the restored window with it), and the keep
     // after it, with nothing new again, keeps nothing more.
-    let Started::Running(fan_out) = idle
-        .start(request_event(chrono::Duration::seconds(60)))
-        .await
-        .unwrap()
-    else {
-        panic!("not a duplicate");
-    };
-    fan_out.wait().await;
+    run_on(&idle).await;
     // Two keeps at once (the lease keeper's and the shutdown's) keep it
     // once, and leave nothing new to keep.
     tokio::join!(idle.keep_answer_times(), idle.keep_answer_times());
