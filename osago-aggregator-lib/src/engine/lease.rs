@@ -72,21 +72,17 @@ impl Engine {
             .is_some_and(|started| started.elapsed() >= config.insurer_deadline);
         let saves = self.inner.insurers.iter().filter_map(|insurer| {
             let answers = &self.inner.answers[&insurer.id];
-            // Read before the samples: an answer recorded between the two
-            // stays unkept until the next keep.
-            let recorded = answers.recorded();
-            let samples = answers.samples();
-            let keep = answers.unkept(recorded)
-                && samples.len() >= KEEP_AT_LEAST
-                && (answers.seeded() || whole_deadline);
-            keep.then_some(async move {
+            let window = answers.unkept().filter(|window| {
+                window.samples.len() >= KEEP_AT_LEAST && (window.seeded || whole_deadline)
+            })?;
+            Some(async move {
                 let saved = self
                     .inner
                     .state
-                    .save_answer_times(&insurer.id, &samples, poll.learned_ttl)
+                    .save_answer_times(&insurer.id, &window.samples, poll.learned_ttl)
                     .await;
                 match saved {
-                    Ok(()) => answers.kept(recorded),
+                    Ok(()) => answers.kept(window.recorded),
                     Err(err) => {
                         tracing::warn!(insurer = %insurer.id, error = %err, "keeping answer times failed");
                     }

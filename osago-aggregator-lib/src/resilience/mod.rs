@@ -55,4 +55,4 @@ pub use breaker::{
 };
 pub use concurrency::{ConcurrencyConfig, ConcurrencyLimit, Elapsed, Slot};
 pub use gcra::{gcra_step, Gcra, GcraConfig, GcraDecision, QuotaConfig, QuotaError, QuotaQueue};
-pub use schedule::{racers, AnswerTimes, PollConfig, PollPlan, RaceRank};
+pub use schedule::{racers, AnswerTimes, PollConfig, PollPlan, RaceRank, Unkept};

@@ -231,13 +231,6 @@ impl PollConfig {
 pub struct AnswerTimes {
     state: Mutex<Samples>,
     capacity: usize,
-    /// Started from kept samples ([`AnswerTimes::seed`]).
-    seeded: std::sync::atomic::AtomicBool,
-    /// Answers recorded so far (not seeded ones): a keep notes how many
-    /// it saw ([`AnswerTimes::recorded`], [`AnswerTimes::kept`]).
-    recorded: std::sync::atomic::AtomicU64,
-    /// The most of `recorded` any keep has seen saved.
-    kept_upto: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -249,6 +242,25 @@ struct Samples {
     /// `recent`, sorted, as of `stale` records ago.
     sorted: Arc<Vec<Duration>>,
     stale: usize,
+    /// Started from kept samples ([`AnswerTimes::seed`]).
+    seeded: bool,
+    /// Answers recorded so far (seeded ones not counted).
+    recorded: u64,
+    /// The most of `recorded` a keep has saved ([`AnswerTimes::kept`]).
+    kept_upto: u64,
+}
+
+/// An insurer's window as a state store keeps it, with answers new since
+/// it was last kept ([`AnswerTimes::unkept`]).
+#[derive(Debug, Clone)]
+pub struct Unkept {
+    /// The remembered answers, oldest first (milliseconds, saturating).
+    pub samples: Vec<osago_core::ports::AnswerSample>,
+    /// Answers recorded so far: pass it to [`AnswerTimes::kept`] once
+    /// `samples` are saved.
+    pub recorded: u64,
+    /// The window started from kept samples rather than from nothing.
+    pub seeded: bool,
 }
 
 /// Fewer samples than this: nothing is learned yet.
@@ -263,54 +275,39 @@ impl AnswerTimes {
                 quoted: VecDeque::with_capacity(capacity.max(1)),
                 sorted: Arc::default(),
                 stale: 0,
+                seeded: false,
+                recorded: 0,
+                kept_upto: 0,
             }),
             capacity: capacity.max(1),
-            seeded: std::sync::atomic::AtomicBool::new(false),
-            recorded: std::sync::atomic::AtomicU64::new(0),
-            kept_upto: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    /// Whether it started from kept samples.
-    pub fn seeded(&self) -> bool {
-        self.seeded.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// How many answers were recorded so far (seeded ones not counted):
-    /// read it before [`AnswerTimes::samples`], and pass it to
-    /// [`AnswerTimes::kept`] once those samples are saved.
-    pub fn recorded(&self) -> u64 {
-        self.recorded.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Whether answers were recorded since the last [`AnswerTimes::kept`]
-    /// (or ever, if none): without them, keeping the window again would
-    /// only renew what is kept (a window nothing refreshes expires with its
-    /// TTL).
-    pub fn unkept(&self, recorded: u64) -> bool {
-        recorded > self.kept_upto.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// The samples read after `recorded` ([`AnswerTimes::recorded`]) were
-    /// saved. Overlapping keeps are harmless: the most seen wins.
-    pub fn kept(&self, recorded: u64) {
-        self.kept_upto
-            .fetch_max(recorded, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// The remembered answers, oldest first, as a state store keeps them
-    /// (milliseconds, saturating).
-    pub fn samples(&self) -> Vec<osago_core::ports::AnswerSample> {
+    /// The window, if answers were recorded since it was last kept (or
+    /// ever, if never kept); `None`: keeping it again would only renew
+    /// what is kept (a window nothing refreshes expires with its TTL).
+    pub fn unkept(&self) -> Option<Unkept> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state
-            .recent
-            .iter()
-            .zip(&state.quoted)
-            .map(|(time, quoted)| osago_core::ports::AnswerSample {
-                millis: u32::try_from(time.as_millis()).unwrap_or(u32::MAX),
-                quoted: *quoted,
-            })
-            .collect()
+        (state.recorded > state.kept_upto).then(|| Unkept {
+            samples: state
+                .recent
+                .iter()
+                .zip(&state.quoted)
+                .map(|(time, quoted)| osago_core::ports::AnswerSample {
+                    millis: u32::try_from(time.as_millis()).unwrap_or(u32::MAX),
+                    quoted: *quoted,
+                })
+                .collect(),
+            recorded: state.recorded,
+            seeded: state.seeded,
+        })
+    }
+
+    /// The window read with `recorded` ([`Unkept::recorded`]) was saved.
+    /// Overlapping keeps are harmless: the most seen wins.
+    pub fn kept(&self, recorded: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.kept_upto = state.kept_upto.max(recorded);
     }
 
     /// Starts from `samples` (oldest first; the newest `capacity` of them)
@@ -328,8 +325,7 @@ impl AnswerTimes {
             state.quoted.push_back(sample.quoted);
         }
         state.stale += newest.len();
-        self.seeded
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        state.seeded = true;
         true
     }
 
@@ -349,10 +345,7 @@ impl AnswerTimes {
         state.recent.push_back(answer_time);
         state.quoted.push_back(quoted);
         state.stale += 1;
-        // Counted with the lock held: a keep that reads the count before
-        // the samples saves every answer it counted.
-        self.recorded
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        state.recorded += 1;
     }
 
     /// How this insurer ranks in the race for a first price: the median
