@@ -87,7 +87,10 @@ pub struct EngineMetrics {
     /// Calls in flight per insurer (concurrency slots in use).
     pub slots_in_use: Family<InsurerLabel, Gauge>,
     /// Insurer calls by kind (`create`, `poll`) and outcome (`ok`, an error
-    /// kind, or refused here: `circuit_open`, `rate_limited`, `no_slot`).
+    /// kind, refused here: `circuit_open`, `rate_limited`, `no_slot`, or
+    /// never returned: `abandoned` when its task ended mid-call, at the
+    /// request's deadline or on shutdown, `panicked` when its client
+    /// panicked).
     pub calls: Family<CallLabels, Counter>,
     /// This pod's share of the insurer's concurrency cap (shared policies).
     pub slots_granted: Family<InsurerLabel, Gauge>,

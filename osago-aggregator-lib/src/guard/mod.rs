@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::metrics::{CallLabels, EngineMetrics, InsurerLabel, TransitionLabels};
 use crate::resilience::{
     Backoff, BackoffConfig, BreakerConfig, BreakerSnapshot, CallOutcome, CircuitBreaker,
-    ConcurrencyConfig, ConcurrencyLimit, GcraConfig, QuotaConfig, QuotaError, QuotaQueue,
+    ConcurrencyConfig, ConcurrencyLimit, GcraConfig, Permit, QuotaConfig, QuotaError, QuotaQueue,
     Transition,
 };
 use crate::shared::{SharedConfig, SharedQuota};
@@ -361,7 +361,15 @@ impl Guard {
         };
         let in_use = InUse::new(self.metrics.slots_in_use.get_or_create(&self.label).clone());
         let started = Instant::now();
+        let mut reached = Reached {
+            guard: self,
+            kind,
+            started,
+            permit,
+            returned: false,
+        };
         let result = call.await;
+        let permit = reached.returned();
         self.metrics
             .call_seconds
             .get_or_create(&self.label)
@@ -396,6 +404,57 @@ impl Guard {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+}
+
+/// A call that reached the insurer (its slot taken), counted however it
+/// ends. One that never returns is counted when its future is dropped:
+/// `panicked` while the thread unwinds (its client panicked: not the
+/// insurer's doing, so a half-open probe's place is handed back to the
+/// breaker), else `abandoned` (still in flight when its task ended: the
+/// request's deadline, or the pod shutting down; a probe's place stays
+/// taken, and a probe that silent reopens the breaker, as one that hangs
+/// does). Either way the time its slot was held is observed, so
+/// `calls_total` and `call_seconds` count every call the insurer saw.
+struct Reached<'a> {
+    guard: &'a Guard,
+    kind: CallKind,
+    started: Instant,
+    permit: Option<Permit>,
+    returned: bool,
+}
+
+impl Reached<'_> {
+    /// The call returned: its outcome is recorded by the caller, with the
+    /// breaker's permit.
+    fn returned(&mut self) -> Option<Permit> {
+        self.returned = true;
+        self.permit.take()
+    }
+}
+
+impl Drop for Reached<'_> {
+    fn drop(&mut self) {
+        if self.returned {
+            return;
+        }
+        let guard = self.guard;
+        guard
+            .metrics
+            .call_seconds
+            .get_or_create(&guard.label)
+            .observe(self.started.elapsed().as_secs_f64());
+        if std::thread::panicking() {
+            guard.count(self.kind, "panicked");
+            if let Some(permit) = self.permit.take() {
+                // Never `expect` here: a second panic while unwinding aborts.
+                if let Ok(mut breaker) = guard.breaker.lock() {
+                    breaker.cancel(permit);
+                }
+            }
+        } else {
+            guard.count(self.kind, "abandoned");
+        }
     }
 }
 
@@ -451,6 +510,8 @@ impl Ranks {
 mod tests {
     use std::sync::Mutex as StdMutex;
 
+    use futures::FutureExt as _;
+
     use super::*;
 
     #[tokio::test(start_paused = true)]
@@ -502,5 +563,114 @@ mod tests {
             task.await.unwrap().unwrap();
         }
         assert_eq!(*order.lock().unwrap(), ["kept", "steady", "demoted"]);
+    }
+
+    fn partner() -> InsurerLabel {
+        InsurerLabel {
+            insurer: "partner".into(),
+        }
+    }
+
+    fn counted(metrics: &EngineMetrics, call: &str, outcome: &str) -> u64 {
+        metrics
+            .calls
+            .get_or_create(&CallLabels {
+                insurer: "partner".into(),
+                call: call.into(),
+                outcome: outcome.into(),
+            })
+            .get()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_never_returns_is_still_counted() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = EngineMetrics::register(&mut registry);
+        let guard = Guard::new(partner(), &ResilienceConfig::default(), metrics.clone());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Cut off: its task ends (at the request's deadline, say) while
+        // the insurer is still answering.
+        let cut = tokio::time::timeout(
+            Duration::from_secs(2),
+            guard.call(CallKind::Poll, deadline, async {
+                tokio::time::sleep(Duration::from_secs(120)).await;
+                Ok::<_, InsurerError>(())
+            }),
+        )
+        .await;
+        assert!(cut.is_err(), "still in flight when its task ended");
+        // The insurer's client panics mid-call.
+        let panicked =
+            std::panic::AssertUnwindSafe(guard.call(CallKind::Create, deadline, async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if deadline > Instant::now() {
+                    panic!("the client's bug");
+                }
+                Ok::<_, InsurerError>(())
+            }))
+            .catch_unwind()
+            .await;
+        assert!(panicked.is_err());
+        assert_eq!(counted(&metrics, "poll", "abandoned"), 1);
+        assert_eq!(counted(&metrics, "create", "panicked"), 1);
+        // The slots they held are free again, and their time was observed.
+        assert_eq!(metrics.slots_in_use.get_or_create(&partner()).get(), 0);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("osago_aggregator_call_seconds_count{insurer=\"partner\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("osago_aggregator_call_seconds_sum{insurer=\"partner\"} 2.3"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_half_open_probe_whose_client_panics_hands_its_place_back() {
+        let mut config = ResilienceConfig::default();
+        config.quota.rate.rate_per_sec = 0.0;
+        config.breaker = BreakerConfig {
+            window: 2,
+            min_calls: 2,
+            open_for: Duration::from_secs(10),
+            half_open_probes: 1,
+            ..BreakerConfig::default()
+        };
+        let guard = Guard::new(partner(), &config, EngineMetrics::default());
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let create = |ok: bool| {
+            guard.call(CallKind::Create, deadline, async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(InsurerError::new(ErrorKind::Unavailable, "down"))
+                }
+            })
+        };
+        for _ in 0..2 {
+            assert!(matches!(create(false).await, Err(CallError::Failed(_))));
+        }
+        assert!(
+            matches!(create(true).await, Err(CallError::Refused(e)) if e.kind == ErrorKind::CircuitOpen),
+            "two failures in a window of two open it"
+        );
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        // The one probe's client panics: no sign of the insurer's health.
+        let panicked =
+            std::panic::AssertUnwindSafe(guard.call(CallKind::Create, deadline, async {
+                if deadline > Instant::now() {
+                    panic!("the client's bug");
+                }
+                Ok::<_, InsurerError>(())
+            }))
+            .catch_unwind()
+            .await;
+        assert!(panicked.is_err());
+        // Its place went back to the breaker: the next application probes,
+        // and its success closes the breaker.
+        assert!(create(true).await.is_ok(), "the probe's place was lost");
+        assert!(create(true).await.is_ok());
     }
 }
