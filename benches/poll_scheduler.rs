@@ -39,7 +39,9 @@
 //! `-- start` (a pod's first minute at the steady peak, learned from
 //! nothing and started from kept answer times) only those
 //! tables, and `name=value` arguments set the schedule's settings for them
-//! (`-- steady priced_price=8`, `-- steady racers=0`).
+//! (`-- steady priced_price=8`, `-- steady racers=0`). `-- smoke` runs
+//! each table's code on a few requests (the test suite's check that the
+//! benchmark still runs; its figures mean nothing).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -686,6 +688,38 @@ fn fleet_start(poll: PollConfig) {
     }
 }
 
+/// `-- smoke`: every table's code on a few requests, asserting only that
+/// quotes come. The test suite runs it in the dev profile
+/// (`cargo test -p osago-benches --bench poll_scheduler -- smoke`) so the
+/// benchmark cannot rot unseen; its figures mean nothing.
+fn smoke(poll: PollConfig) {
+    for archetype in [TYPICAL, LEGACY] {
+        let row = paused_runtime().block_on(simulate(archetype, 20, 20, poll.clone()));
+        println!(
+            "smoke: {} quotes, {:.1} calls per quote ({})",
+            row.quotes, row.calls_per_quote, archetype.name
+        );
+        assert!(row.quotes > 0, "no quote from {}", archetype.name);
+    }
+    bursts(100, poll.clone());
+    // A first start, then one from the answer times it kept.
+    let store = Arc::new(MemoryStateStore::new());
+    for restore in [false, true] {
+        let row = paused_runtime().block_on(fleet(
+            steady_arrivals(Duration::from_secs(10)),
+            Duration::ZERO..Duration::from_secs(120),
+            20,
+            poll.clone(),
+            (store.clone(), restore),
+        ));
+        assert!(
+            row.insurers.iter().all(|(_, quotes, ..)| *quotes > 0),
+            "an insurer of the fleet gave no quote"
+        );
+        print_fleet(row);
+    }
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     // `name=value` arguments set the adaptive schedule's settings (in
@@ -712,6 +746,10 @@ fn main() {
             "racer_price" => tuned.racer_price = v,
             other => panic!("unknown setting {other}"),
         }
+    }
+    if argv.iter().any(|a| a == "smoke") {
+        smoke(tuned);
+        return;
     }
     if argv.iter().any(|a| a == "burst") {
         // `-- burst 10000`: that many users.
