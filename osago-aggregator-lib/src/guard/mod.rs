@@ -582,6 +582,20 @@ mod tests {
             .get()
     }
 
+    /// Creates an application through `guard` with a client that panics
+    /// `after` into the call.
+    async fn a_create_whose_client_panics(guard: &Guard, deadline: Instant, after: Duration) {
+        let call = guard.call(CallKind::Create, deadline, async move {
+            tokio::time::sleep(after).await;
+            if deadline > Instant::now() {
+                panic!("the client's bug");
+            }
+            Ok::<_, InsurerError>(())
+        });
+        let panicked = std::panic::AssertUnwindSafe(call).catch_unwind().await;
+        assert!(panicked.is_err(), "the client panicked");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_call_that_never_returns_is_still_counted() {
         let mut registry = prometheus_client::registry::Registry::default();
@@ -600,17 +614,7 @@ mod tests {
         .await;
         assert!(cut.is_err(), "still in flight when its task ended");
         // The insurer's client panics mid-call.
-        let panicked =
-            std::panic::AssertUnwindSafe(guard.call(CallKind::Create, deadline, async {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                if deadline > Instant::now() {
-                    panic!("the client's bug");
-                }
-                Ok::<_, InsurerError>(())
-            }))
-            .catch_unwind()
-            .await;
-        assert!(panicked.is_err());
+        a_create_whose_client_panics(&guard, deadline, Duration::from_millis(300)).await;
         assert_eq!(counted(&metrics, "poll", "abandoned"), 1);
         assert_eq!(counted(&metrics, "create", "panicked"), 1);
         // The slots they held are free again, and their time was observed.
@@ -658,16 +662,7 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_secs(11)).await;
         // The one probe's client panics: no sign of the insurer's health.
-        let panicked =
-            std::panic::AssertUnwindSafe(guard.call(CallKind::Create, deadline, async {
-                if deadline > Instant::now() {
-                    panic!("the client's bug");
-                }
-                Ok::<_, InsurerError>(())
-            }))
-            .catch_unwind()
-            .await;
-        assert!(panicked.is_err());
+        a_create_whose_client_panics(&guard, deadline, Duration::ZERO).await;
         // Its place went back to the breaker: the next application probes,
         // and its success closes the breaker.
         assert!(create(true).await.is_ok(), "the probe's place was lost");
