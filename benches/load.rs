@@ -666,6 +666,8 @@ fn insurer_capacity(users: usize) -> String {
         call_seconds: f64,
         calls: f64,
         quotes: f64,
+        /// Applications answered without a call (`known_refusals`).
+        spared: f64,
     }
     let mut insurers: BTreeMap<String, Insurer> = BTreeMap::new();
     // Steady runs: the counters at the measured time's end less those at
@@ -720,6 +722,8 @@ fn insurer_capacity(users: usize) -> String {
                 && label("outcome").as_deref() == Some("quoted")
             {
                 entry.quotes += value;
+            } else if series.starts_with("osago_aggregator_known_refusals_total{") {
+                entry.spared += value;
             }
         }
     }
@@ -730,23 +734,28 @@ fn insurer_capacity(users: usize) -> String {
     };
     let mut out = format!(
         "\nPer insurer at {} users (both aggregators, {window}; cap {INSURER_CAP:.0} calls at once):\n\n\
-         | insurer | mean call ms | ceiling calls/s (cap / mean) | ceiling quotes/s (2 calls each) | calls | quotes | calls per quote | quotes per insurer-call-second | share of the ceiling's efficiency |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | insurer | mean call ms | ceiling calls/s (cap / mean) | ceiling quotes/s (2 calls each) | calls | refused without a call | quotes | calls per quote | quotes per insurer-call-second | share of the ceiling's efficiency |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         thousands(users as f64)
     );
+    let (mut calls, mut quotes, mut spared) = (0.0, 0.0, 0.0);
     for (name, i) in &insurers {
         if i.calls == 0.0 {
             continue;
         }
+        calls += i.calls;
+        quotes += i.quotes;
+        spared += i.spared;
         let mean = i.call_seconds / i.calls;
         let per_call_second = i.quotes / i.call_seconds.max(f64::MIN_POSITIVE);
         let calls_per_quote = i.calls / i.quotes.max(1.0);
         out.push_str(&format!(
-            "| {name} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {:.2} | {:.0} % |\n",
+            "| {name} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {:.2} | {:.0} % |\n",
             mean * 1000.0,
             INSURER_CAP / mean,
             INSURER_CAP / mean / 2.0,
             thousands(i.calls),
+            thousands(i.spared),
             thousands(i.quotes),
             if i.quotes > 0.0 {
                 format!("{calls_per_quote:.1}")
@@ -758,6 +767,13 @@ fn insurer_capacity(users: usize) -> String {
             100.0 * per_call_second * 2.0 * mean,
         ));
     }
+    out.push_str(&format!(
+        "| **all** | | | | {} | {} | {} | **{:.2}** | | |\n",
+        thousands(calls),
+        thousands(spared),
+        thousands(quotes),
+        calls / quotes.max(1.0),
+    ));
     out
 }
 

@@ -4,6 +4,7 @@
 //! EngineConfig
 //! ├── insurer_deadline, state_ttl, publish_attempts, lease, take_over_*
 //! ├── poll: PollConfig                       when to poll for quotes
+//! ├── requirements: RequirementsConfig       fields insurers are known to require
 //! ├── resilience: ResilienceConfig           every insurer's guard
 //! │   ├── quota: QuotaConfig (GcraConfig)    outbound calls per second
 //! │   ├── breaker: BreakerConfig             circuit breaker
@@ -44,6 +45,9 @@ pub struct EngineConfig {
     pub insurer_deadline: Duration,
     /// When to poll for quotes (adaptive by default; see [`PollConfig`]).
     pub poll: PollConfig,
+    /// What the engine learns from an insurer's refusals naming missing
+    /// fields (see [`RequirementsConfig`]).
+    pub requirements: RequirementsConfig,
     /// How long in-flight state and dedup marks live in the state store.
     /// Default 4 h.
     pub state_ttl: Duration,
@@ -73,6 +77,7 @@ impl Default for EngineConfig {
         Self {
             insurer_deadline: Duration::from_secs(60),
             poll: PollConfig::default(),
+            requirements: RequirementsConfig::default(),
             state_ttl: Duration::from_secs(4 * 3600),
             publish_attempts: 5,
             lease: Duration::from_secs(10),
@@ -81,6 +86,43 @@ impl Default for EngineConfig {
             resilience: ResilienceConfig::default(),
             resilience_overrides: BTreeMap::new(),
             sharing: SharedConfig::default(),
+        }
+    }
+}
+
+/// Fields an insurer is known to require, learned from its refusals.
+///
+/// An insurer that refused `learn_after` applications in a row (a 4xx
+/// naming a field each of them lacked, `owner.address.apartment`, say; no
+/// quote or decline of a request lacking it in between) is not sent
+/// another request lacking it: the engine answers for it
+/// at once with the same refusal (`rejected: insurer needs more data:
+/// owner.address.apartment`) and spends the partner's capacity on
+/// applications it can quote. One request lacking the field still goes
+/// every `probe_every` (per pod), and an answer (a quote or a decline) to
+/// a request lacking it forgets the rule, so a partner that stops
+/// requiring it is seen within that time. Requests that have the field are
+/// always sent. Counted in `osago_aggregator_known_refusals_total`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct RequirementsConfig {
+    /// Refusals in a row naming a missing field before requests lacking it
+    /// are answered without a call; 0: never (every request is sent).
+    /// Default 3.
+    pub learn_after: u32,
+    /// How often one request lacking a learned field is still sent, to see
+    /// whether the insurer still requires it (1 ms..=1 day). The probe's
+    /// turn is taken when it is sent: should it fail here (the breaker
+    /// open, say), the next comes a `probe_every` later. Default 30 s.
+    pub probe_every: Duration,
+}
+
+impl Default for RequirementsConfig {
+    fn default() -> Self {
+        Self {
+            learn_after: 3,
+            probe_every: Duration::from_secs(30),
         }
     }
 }
@@ -108,6 +150,14 @@ impl EngineConfig {
             MAX_INSURER_DEADLINE,
         );
         check_poll(p, "poll", &self.poll);
+        if self.requirements.learn_after > 0 {
+            p.duration_in(
+                "requirements.probe_every",
+                self.requirements.probe_every,
+                Duration::from_millis(1),
+                Duration::from_secs(86_400),
+            );
+        }
         p.positive("state_ttl", self.state_ttl);
         p.at_least("publish_attempts", u64::from(self.publish_attempts), 1);
         p.positive("lease", self.lease);
@@ -338,6 +388,17 @@ mod tests {
     #[test]
     fn the_defaults_are_valid() {
         EngineConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn learned_requirements_are_probed_at_a_positive_interval() {
+        let mut config = EngineConfig::default();
+        config.requirements.probe_every = Duration::ZERO;
+        let err = config.validate().unwrap_err();
+        assert!(err.names("requirements.probe_every"), "{err}");
+        // Nothing learned: no probes either.
+        config.requirements.learn_after = 0;
+        config.validate().unwrap();
     }
 
     #[test]

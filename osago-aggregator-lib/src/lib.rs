@@ -53,7 +53,7 @@ pub mod resilience;
 pub mod shared;
 
 pub use builder::EngineBuilder;
-pub use config::{ConfigError, ConfigProblem, EngineConfig};
+pub use config::{ConfigError, ConfigProblem, EngineConfig, RequirementsConfig};
 pub use engine::{Engine, EngineError, FanOut, Insurer, InsurerOutcome, Started};
 pub use guard::ResilienceConfig;
 pub use intake::{Intake, IntakeConfig, Readiness};

@@ -110,6 +110,11 @@ pub struct EngineMetrics {
     /// Panics while asking an insurer (mostly its client's; the insurer's
     /// answer became an error), per insurer.
     pub panics: Family<InsurerLabel, Counter>,
+    /// Applications not sent, per insurer: the request lacked a field the
+    /// insurer is known to refuse requests without (learned from its
+    /// refusals; `EngineConfig::requirements`); its refusal was given at
+    /// once.
+    pub known_refusals: Family<InsurerLabel, Counter>,
 }
 
 /// Labels of [`EngineMetrics::calls`].
@@ -177,6 +182,7 @@ impl Default for EngineMetrics {
             quotes_outside_range: Family::default(),
             insurer_texts_withheld: Family::default(),
             panics: Family::default(),
+            known_refusals: Family::default(),
         }
     }
 }
@@ -213,6 +219,11 @@ impl EngineMetrics {
             "insurer_client_panics",
             "Panics while asking an insurer, mostly in its client (the insurer's answer became an unavailable error), per insurer",
             m.panics.clone(),
+        );
+        r.register(
+            "known_refusals",
+            "Applications not sent because the request lacked a field the insurer is known to refuse requests without (its refusal given at once), per insurer",
+            m.known_refusals.clone(),
         );
         r.register(
             "quotes_outside_range",

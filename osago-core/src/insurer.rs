@@ -146,6 +146,11 @@ pub struct InsurerError {
     pub message: String,
     /// The insurer's Retry-After hint, if any.
     pub retry_after: Option<Duration>,
+    /// The request's fields a refusal ([`ErrorKind::Rejected`]) named, as
+    /// field paths (`owner.address.apartment`; checked by
+    /// [`crate::insurer_text::is_field_path`], so no personal data): what
+    /// the engine learns an insurer's requirements from.
+    pub fields: Vec<String>,
 }
 
 impl InsurerError {
@@ -155,6 +160,28 @@ impl InsurerError {
             kind,
             message: message.into(),
             retry_after: None,
+            fields: Vec::new(),
+        }
+    }
+
+    /// A refusal naming the request's `fields` it needs (field paths; any
+    /// that is not one is left out): `rejected: insurer needs more data:
+    /// owner.address.apartment`.
+    pub fn needs_more_data<S: AsRef<str>>(fields: impl IntoIterator<Item = S>) -> Self {
+        let fields: Vec<String> = fields
+            .into_iter()
+            .filter(|f| crate::insurer_text::is_field_path(f.as_ref()))
+            .take(10)
+            .map(|f| f.as_ref().to_owned())
+            .collect();
+        let message = if fields.is_empty() {
+            "insurer needs more data".to_owned()
+        } else {
+            format!("insurer needs more data: {}", fields.join(", "))
+        };
+        Self {
+            fields,
+            ..Self::new(ErrorKind::Rejected, message)
         }
     }
 

@@ -206,12 +206,33 @@ impl Inner {
         in_flight.inc();
         let started = Instant::now();
         let mut calls = Calls::resumed(job.resume.as_ref());
-        // A panic while asking the insurer (in an embedder's adapter, say)
-        // ends this insurer with an error event, as any failure does: the
-        // race goes on without it and the request still finishes. Its
-        // message is not carried on (it may hold what the adapter saw).
-        let asked = std::panic::AssertUnwindSafe(self.ask(&job, &mut calls)).catch_unwind();
-        let result = match tokio::time::timeout_at(job.deadline, asked).await {
+        let requirements = &self.requirements[&job.insurer.id];
+        // Never sent (not even by a pod that left the request), and lacking
+        // a field the insurer is known to refuse requests without: its
+        // refusal at once, and no call.
+        let unsent = calls.application_id.is_none() && calls.attempts() == 0;
+        let unmet = unsent.then(|| requirements.unmet(&job.request)).flatten();
+        let result = match unmet {
+            Some(unmet) => {
+                self.metrics.known_refusals.get_or_create(&label).inc();
+                tracing::debug!(request_id = %job.request_id, insurer = %job.insurer.id, fields = ?unmet.fields, "not sent: the insurer refuses requests lacking these fields");
+                Ok(Ok(Err(unmet.error())))
+            }
+            None => {
+                // A panic while asking the insurer (in an embedder's
+                // adapter, say) ends this insurer with an error event, as
+                // any failure does: the race goes on without it and the
+                // request still finishes. Its message is not carried on
+                // (it may hold what the adapter saw).
+                let asked = std::panic::AssertUnwindSafe(self.ask(&job, &mut calls)).catch_unwind();
+                let asked = tokio::time::timeout_at(job.deadline, asked).await;
+                if let Ok(Ok(result)) = &asked {
+                    requirements.learn(&job.request, result);
+                }
+                asked
+            }
+        };
+        let result = match result {
             Ok(Ok(result)) => result,
             Ok(Err(_panic)) => {
                 self.metrics.panics.get_or_create(&label).inc();

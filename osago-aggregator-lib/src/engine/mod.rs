@@ -32,8 +32,10 @@ use crate::resilience::{
 mod events;
 mod insurer;
 mod lease;
+mod requirements;
 
 use insurer::{Calls, Finished, Job, Race};
+use requirements::Requirements;
 
 /// One insurer the engine asks.
 #[derive(Debug, Clone)]
@@ -114,6 +116,8 @@ struct Inner {
     guards: HashMap<InsurerId, Arc<Guard>>,
     /// Recent answer times per insurer, for the poll schedule.
     answers: HashMap<InsurerId, AnswerTimes>,
+    /// Fields each insurer is known to require, learned from its refusals.
+    requirements: HashMap<InsurerId, Requirements>,
     sink: Arc<dyn QuoteSink>,
     state: Arc<dyn StateStore>,
     clock: Arc<dyn Clock>,
@@ -182,11 +186,21 @@ impl Engine {
             .iter()
             .map(|insurer| (insurer.id.clone(), AnswerTimes::new(config.poll.history)))
             .collect();
+        let requirements = insurers
+            .iter()
+            .map(|insurer| {
+                (
+                    insurer.id.clone(),
+                    Requirements::new(insurer.id.clone(), config.requirements.clone()),
+                )
+            })
+            .collect();
         Self {
             inner: Arc::new(Inner {
                 insurers,
                 guards,
                 answers,
+                requirements,
                 sink,
                 state,
                 clock,

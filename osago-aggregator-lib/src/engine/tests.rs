@@ -2124,3 +2124,242 @@ async fn a_new_application_goes_ahead_of_polls_for_a_buyer_who_has_a_price() {
     assert!(position(("poll", &keys[2])) < r1_poll, "{calls:?}");
     drop(fan_outs);
 }
+
+/// Fields an insurer is known to require (`EngineConfig::requirements`).
+mod requirements {
+    use super::*;
+
+    /// Refuses every request without an apartment with a 400 naming it
+    /// (the needs-more-data archetype), or naming `names` instead; quotes
+    /// the others at their first poll. `relaxed`: accepts them all.
+    #[derive(Debug)]
+    struct Picky {
+        names: &'static str,
+        creates: AtomicUsize,
+        relaxed: AtomicBool,
+    }
+
+    impl Picky {
+        fn naming(names: &'static str) -> Arc<Self> {
+            Arc::new(Self {
+                names,
+                creates: AtomicUsize::new(0),
+                relaxed: AtomicBool::new(false),
+            })
+        }
+
+        fn new() -> Arc<Self> {
+            Self::naming("owner.address.apartment")
+        }
+
+        fn creates(&self) -> usize {
+            self.creates.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait]
+    impl InsurerClient for Picky {
+        async fn create_application(
+            &self,
+            key: &str,
+            request: &QuoteRequest,
+        ) -> Result<Application, InsurerError> {
+            self.creates.fetch_add(1, Ordering::SeqCst);
+            if request.owner.address.apartment.is_none() && !self.relaxed.load(Ordering::SeqCst) {
+                return Err(InsurerError::needs_more_data([self.names]));
+            }
+            Ok(Application {
+                id: key.to_owned(),
+                retry_after: None,
+            })
+        }
+
+        async fn poll_quote(&self, _: &str) -> Result<PollOutcome, InsurerError> {
+            Ok(PollOutcome::Quoted(quote()))
+        }
+    }
+
+    fn with_apartment() -> RequestEvent {
+        let mut event = request_event(chrono::Duration::seconds(60));
+        event.request.owner.address.apartment = Some("12".into());
+        event
+    }
+
+    async fn outcome(h: &Harness, event: RequestEvent) -> &'static str {
+        run(h, event).await[0].outcome
+    }
+
+    fn last_event(h: &Harness) -> (Instant, InsurerEvent) {
+        h.sink.events().pop().expect("an event")
+    }
+
+    fn known_refusals(h: &Harness) -> u64 {
+        let label = InsurerLabel {
+            insurer: "picky".into(),
+        };
+        h.engine
+            .inner
+            .metrics
+            .known_refusals
+            .get_or_create(&label)
+            .get()
+    }
+
+    fn lacking() -> RequestEvent {
+        request_event(chrono::Duration::seconds(60))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_insurer_that_refused_three_requests_lacking_a_field_is_not_asked_again_until_its_probe(
+    ) {
+        let picky = Picky::new();
+        let h = harness_one("picky", picky.clone(), EngineConfig::default());
+        for _ in 0..3 {
+            assert_eq!(outcome(&h, lacking()).await, "rejected");
+        }
+        assert_eq!(picky.creates(), 3);
+        // Learned: the next request lacking it gets the same refusal at
+        // once, without a call.
+        let start = Instant::now();
+        assert_eq!(outcome(&h, lacking()).await, "rejected");
+        assert_eq!(picky.creates(), 3);
+        let (at, event) = last_event(&h);
+        assert_eq!(at, start);
+        match event {
+            InsurerEvent::Error(e) => {
+                assert_eq!(
+                    (e.kind, e.is_final, e.attempts),
+                    (ErrorKind::Rejected, true, 0)
+                );
+                assert_eq!(
+                    e.message,
+                    "insurer needs more data: owner.address.apartment"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(known_refusals(&h), 1);
+        // A request that has the field is sent, and quoted.
+        assert_eq!(outcome(&h, with_apartment()).await, "quoted");
+        assert_eq!(picky.creates(), 4);
+        // Once `probe_every` (from the third refusal) has passed, one
+        // request lacking it is sent to see whether the insurer still
+        // requires it; the next is not.
+        let probe_at = start + Duration::from_secs(30);
+        tokio::time::sleep_until(probe_at - Duration::from_millis(1)).await;
+        assert_eq!(outcome(&h, lacking()).await, "rejected");
+        assert_eq!(picky.creates(), 4, "no probe before probe_every");
+        tokio::time::sleep_until(probe_at).await;
+        assert_eq!(outcome(&h, lacking()).await, "rejected");
+        assert_eq!(picky.creates(), 5, "the probe");
+        assert_eq!(outcome(&h, lacking()).await, "rejected");
+        assert_eq!(picky.creates(), 5);
+        assert_eq!(known_refusals(&h), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_to_a_request_lacking_the_field_forgets_the_rule() {
+        let picky = Picky::new();
+        let h = harness_one("picky", picky.clone(), EngineConfig::default());
+        for _ in 0..3 {
+            outcome(&h, lacking()).await;
+        }
+        assert_eq!(outcome(&h, lacking()).await, "rejected");
+        assert_eq!(picky.creates(), 3);
+        // The partner stops requiring it: the probe is quoted, and every
+        // request after it is sent again.
+        picky.relaxed.store(true, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(outcome(&h, lacking()).await, "quoted");
+        assert_eq!(outcome(&h, lacking()).await, "quoted");
+        assert_eq!(picky.creates(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_between_refusals_starts_the_count_again() {
+        let picky = Picky::new();
+        let h = harness_one("picky", picky.clone(), EngineConfig::default());
+        for _ in 0..2 {
+            outcome(&h, lacking()).await;
+        }
+        // The insurer quotes one request lacking the field (its rule is
+        // not that simple): two more refusals are not yet three in a row.
+        picky.relaxed.store(true, Ordering::SeqCst);
+        outcome(&h, lacking()).await;
+        picky.relaxed.store(false, Ordering::SeqCst);
+        for _ in 0..2 {
+            outcome(&h, lacking()).await;
+        }
+        assert_eq!(outcome(&h, lacking()).await, "rejected");
+        assert_eq!(picky.creates(), 6, "every one sent");
+        assert_eq!(outcome(&h, lacking()).await, "rejected");
+        assert_eq!(picky.creates(), 6, "the third in a row taught it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_naming_a_field_the_request_has_teaches_nothing() {
+        // The insurer objects to a value, not to a missing field.
+        let picky = Picky::naming("owner.address.house");
+        let h = harness_one("picky", picky.clone(), EngineConfig::default());
+        for _ in 0..5 {
+            assert_eq!(outcome(&h, lacking()).await, "rejected");
+        }
+        assert_eq!(picky.creates(), 5);
+        assert_eq!(known_refusals(&h), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn learn_after_zero_sends_every_request() {
+        let picky = Picky::new();
+        let mut config = EngineConfig::default();
+        config.requirements.learn_after = 0;
+        let h = harness_one("picky", picky.clone(), config);
+        for _ in 0..5 {
+            assert_eq!(outcome(&h, lacking()).await, "rejected");
+        }
+        assert_eq!(picky.creates(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_naming_a_field_the_request_format_lacks_teaches_nothing() {
+        // Every request lacks `owner.address.flat`: not ours to send.
+        let picky = Picky::naming("owner.address.flat");
+        let h = harness_one("picky", picky.clone(), EngineConfig::default());
+        for _ in 0..5 {
+            assert_eq!(outcome(&h, lacking()).await, "rejected");
+        }
+        assert_eq!(picky.creates(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_a_pod_left_after_calling_the_insurer_is_asked_again() {
+        let picky = Picky::new();
+        let h = harness_one("picky", picky.clone(), EngineConfig::default());
+        for _ in 0..3 {
+            outcome(&h, lacking()).await;
+        }
+        // A pod called the insurer for this one (no application id came
+        // back) and left it: the pod taking it over asks again under the
+        // same Idempotency-Key rather than answer for the insurer.
+        let event = lacking();
+        h.state
+            .save_progress(
+                &InsurerProgress {
+                    request_id: event.request_id,
+                    insurer_id: InsurerId::new("picky").unwrap(),
+                    application_id: None,
+                    attempts: 1,
+                    version: 1,
+                    deadline_at: event.deadline_at,
+                    finished: false,
+                    quoted: false,
+                },
+                Duration::from_secs(3600),
+            )
+            .await
+            .unwrap();
+        let outcomes = h.engine.resume(event).await.unwrap().wait().await;
+        assert_eq!(outcomes[0].outcome, "rejected");
+        assert_eq!(picky.creates(), 4);
+    }
+}

@@ -227,27 +227,21 @@ impl HttpInsurerClient {
             s if s.is_client_error() => ErrorKind::Rejected,
             _ => ErrorKind::BadResponse,
         };
-        let mut message = format!("insurer answered {}", status.as_u16());
         // Best effort: an error body may name fields and carry a sub-second hint.
         let problems = self
             .body::<FieldProblems>(response)
             .await
             .unwrap_or_default();
-        if kind == ErrorKind::Rejected {
-            let fields: Vec<&str> = problems
-                .properties
-                .iter()
-                .map(|p| p.property.as_str())
-                // Field paths only: an insurer's free text is not passed on here.
-                .filter(|p| osago_core::insurer_text::is_field_path(p))
-                .take(10)
-                .collect();
-            if !fields.is_empty() {
-                message = format!("insurer needs more data: {}", fields.join(", "));
-            }
-        }
         let retry_after = hint(retry_after, problems.retry_after_ms);
-        InsurerError::new(kind, message).with_retry_after(retry_after)
+        // Field paths only (`needs_more_data` keeps those): an insurer's
+        // free text is not passed on here.
+        let named = InsurerError::needs_more_data(problems.properties.iter().map(|p| &p.property));
+        let err = if kind == ErrorKind::Rejected && !named.fields.is_empty() {
+            named
+        } else {
+            InsurerError::new(kind, format!("insurer answered {}", status.as_u16()))
+        };
+        err.with_retry_after(retry_after)
     }
 }
 

@@ -164,6 +164,8 @@ async fn bad_request_with_field_errors_is_rejected_naming_fields_only() {
         err.message,
         "insurer needs more data: owner.address.apartment"
     );
+    // The engine learns the insurer's requirements from these.
+    assert_eq!(err.fields, ["owner.address.apartment"]);
     assert!(!err.to_string().contains("Иванов"));
 }
 
