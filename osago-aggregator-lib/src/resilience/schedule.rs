@@ -717,12 +717,19 @@ impl PollPlan {
     }
 
     /// `wait` from `now`, shortened so that the poll lands `last_look`
-    /// before `deadline` rather than after it (if that is still ahead).
+    /// before `deadline` rather than after it (if that is still ahead);
+    /// on the adaptive schedule, a poll that would leave less than its own
+    /// wait before the last look is that last look: one poll instead of
+    /// two, a quote ready meanwhile seen less than the wait later.
     pub fn fit(&self, wait: Duration, now: Instant, deadline: Instant) -> Duration {
         let Some(last) = deadline.checked_sub(self.config.last_look) else {
             return wait;
         };
-        if now + wait > last && last > now {
+        if last <= now {
+            return wait;
+        }
+        let at = now + wait;
+        if at > last || (self.config.fixed.is_none() && last - at < wait) {
             last - now
         } else {
             wait
@@ -1052,9 +1059,28 @@ mod tests {
         let now = Instant::now();
         let deadline = now + ms(1000);
         assert_eq!(plan.fit(ms(2000), now, deadline), ms(750));
-        assert_eq!(plan.fit(ms(500), now, deadline), ms(500));
+        assert_eq!(plan.fit(ms(300), now, deadline), ms(300));
         // Already within the last look: nothing to shorten.
         assert_eq!(plan.fit(ms(2000), now + ms(900), deadline), ms(2000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_that_would_leave_less_than_its_wait_before_the_last_look_is_the_last_look() {
+        let plan = plan(&PollConfig::default(), &AnswerTimes::new(8));
+        let now = Instant::now();
+        // The last look at 59.75 s.
+        let deadline = now + ms(60_000);
+        // A poll at 58 s would leave 1.75 s, less than its 14 s wait: the
+        // last look instead, one poll rather than two.
+        assert_eq!(plan.fit(ms(14_000), now + ms(44_000), deadline), ms(15_750));
+        // Leaving more than its wait, it stays.
+        assert_eq!(plan.fit(ms(7_000), now + ms(44_000), deadline), ms(7_000));
+        // A fixed interval is kept as it is.
+        let fixed = super::PollPlan::new(&PollConfig::fixed(ms(14_000)), &AnswerTimes::new(8), now);
+        assert_eq!(
+            fixed.fit(ms(14_000), now + ms(44_000), deadline),
+            ms(14_000)
+        );
     }
 
     #[test]
