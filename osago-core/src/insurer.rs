@@ -151,6 +151,10 @@ pub struct InsurerError {
     /// [`crate::insurer_text::is_field_path`], so no personal data): what
     /// the engine learns an insurer's requirements from.
     pub fields: Vec<String>,
+    /// The insurer's final word on the application (`CALCULATION_ERROR`):
+    /// asking again cannot change it, so it is not retried, whatever its
+    /// kind.
+    pub terminal: bool,
 }
 
 impl InsurerError {
@@ -161,7 +165,21 @@ impl InsurerError {
             message: message.into(),
             retry_after: None,
             fields: Vec::new(),
+            terminal: false,
         }
+    }
+
+    /// Marked as the insurer's final word on the application
+    /// ([`InsurerError::terminal`]).
+    pub fn terminal(mut self) -> Self {
+        self.terminal = true;
+        self
+    }
+
+    /// Whether trying again may succeed: a retryable kind, and not the
+    /// insurer's final word.
+    pub fn is_retryable(&self) -> bool {
+        self.kind.is_retryable() && !self.terminal
     }
 
     /// A refusal naming the request's `fields` it needs (field paths; any

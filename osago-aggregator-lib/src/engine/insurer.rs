@@ -311,7 +311,7 @@ impl Inner {
                 match created {
                     Ok(application) => break application,
                     Err(CallError::Refused(err)) => return Err(err),
-                    Err(CallError::Failed(err)) if err.kind.is_retryable() => {
+                    Err(CallError::Failed(err)) if err.is_retryable() => {
                         // Same Idempotency-Key next time: the insurer sees one application.
                         let Some(delay) = self.retry_delay(guard, &label, retry, &err, job) else {
                             return Err(err);
@@ -423,7 +423,7 @@ impl Inner {
                     planned = Some((now, err.retry_after));
                 }
                 Err(CallError::Failed(err))
-                    if err.kind.is_retryable() && failed_polls < guard.poll_retries =>
+                    if err.is_retryable() && failed_polls < guard.poll_retries =>
                 {
                     let Some(delay) = self.retry_delay(guard, &label, failed_polls, &err, job)
                     else {

@@ -639,6 +639,25 @@ async fn failed_polls_are_retried_a_bounded_number_of_times() {
     assert_eq!(gives_up.calls("poll").len(), retries + 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_insurers_final_word_on_an_application_is_not_polled_again() {
+    // `CALCULATION_ERROR`: the application's final status. Polling it again
+    // would get the same answer `poll_retries` more times.
+    let failed = Scripted::new(vec![
+        Step::Answer(Err(InsurerError::new(
+            ErrorKind::Unavailable,
+            "insurer calculation error",
+        )
+        .terminal())),
+        ok(PollOutcome::Quoted(quote())),
+    ]);
+    let h = harness(vec![("failed", failed.clone())]);
+    let outcomes = run(&h, request_event(chrono::Duration::seconds(60))).await;
+    assert_eq!(outcomes[0].outcome, "unavailable");
+    assert_eq!(failed.calls("poll").len(), 1);
+    assert_eq!(failed.calls("create").len(), 1);
+}
+
 mod properties {
     //! For random insurer behaviour: every (request, insurer) ends in
     //! exactly one final event, no later than its deadline, and the insurer

@@ -403,10 +403,10 @@ pub fn decode_quote(
         QuoteStatusWire::NoCalculationAvailable => Ok(PollOutcome::Declined {
             reason: reason(state.reason, "no calculation available"),
         }),
-        QuoteStatusWire::CalculationError => Err(InsurerError::new(
-            ErrorKind::Unavailable,
-            "insurer calculation error",
-        )),
+        // The application's final status: polling it again gets the same.
+        QuoteStatusWire::CalculationError => {
+            Err(InsurerError::new(ErrorKind::Unavailable, "insurer calculation error").terminal())
+        }
         QuoteStatusWire::Unknown => Err(InsurerError::new(
             ErrorKind::BadResponse,
             "unknown quote status",

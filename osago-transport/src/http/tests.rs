@@ -114,6 +114,23 @@ async fn ready_after_n_polls() {
 }
 
 #[tokio::test]
+async fn a_calculation_error_is_the_insurers_final_word() {
+    let server = MockServer::start().await;
+    Mock::given(path("/quotes/e"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"application_id": "e", "status": "CALCULATION_ERROR", "reason": "the rating engine failed"}),
+        ))
+        .mount(&server)
+        .await;
+    let err = client(&server, HttpInsurerConfig::default())
+        .poll_quote("e")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unavailable);
+    assert!(err.terminal && !err.is_retryable(), "{err:?}");
+}
+
+#[tokio::test]
 async fn declined_and_no_calculation_are_declines() {
     let server = MockServer::start().await;
     Mock::given(path("/quotes/d"))
