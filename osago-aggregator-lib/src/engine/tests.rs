@@ -1595,7 +1595,7 @@ async fn a_racer_with_others_standing_by_polls_later_than_a_lone_insurer() {
     let price = PollConfig::default().racer_price;
     let lone = first_poll(false, false, price).await;
     assert!(lone < Duration::from_millis(1_500), "{lone:?}");
-    // With `slow` standing by, its polls cost `racer_price` (10): from the
+    // With `slow` standing by, its polls cost `racer_price` (50): from the
     // median (3 s) on.
     let backed = first_poll(true, false, price).await;
     assert!(backed >= Duration::from_millis(2_500), "{backed:?}");

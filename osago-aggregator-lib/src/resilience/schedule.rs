@@ -58,11 +58,11 @@
 //!   always races, and so does one whose calls queue for its slots (a
 //!   burst), so that each buyer gets a first price from whichever insurer
 //!   takes them early in its order.
-//! - **A racer with others standing by** pays `racer_price` (10 by
+//! - **A racer with others standing by** pays `racer_price` (50 by
 //!   default) per poll while the buyer has no price: the others poll from
 //!   their 90th percentile and race once it is overdue, so its lag is not
 //!   worth a lone insurer's calls. Its first poll comes at the median of its
-//!   answer times, its intervals about three times longer. At the fleet's
+//!   answer times, its intervals about seven times longer. At the fleet's
 //!   steady peak the racer was at its cap, and the first price came no
 //!   later for it (docs/benchmarks.md). An insurer asked alone (or backed
 //!   only by insurers that seldom quote), unknown or busy polls at the lone
@@ -77,7 +77,10 @@
 //! - A **Retry-After** from the insurer is always honoured: the next poll is
 //!   never sooner.
 //! - Near the **deadline** the wait is shortened so one last poll lands
-//!   `last_look` before it, rather than the deadline passing mid-wait.
+//!   `last_look` before it, rather than the deadline passing mid-wait; a
+//!   poll that would leave less than its own wait before that last look is
+//!   merged into it (two polls a second apart near the deadline find what
+//!   one finds).
 //!
 //! `fixed: Some(interval)` restores a fixed interval (for comparison in the
 //! scheduler benchmark, or for an insurer that asks for it).
@@ -176,8 +179,9 @@ pub struct PollConfig {
     /// `priced_ceiling` percentile, and race once it is past its
     /// patience): a racer picked by its rank need not buy the last few
     /// hundred milliseconds of the first price's lag with the partner's
-    /// capacity. At 10 its first poll comes at the median of its answer
-    /// times and its intervals are about three times the lone insurer's.
+    /// capacity. From 10 on its first poll comes at the median of its
+    /// answer times; at 50 its intervals are about seven times the lone
+    /// insurer's.
     /// An insurer racing alone (the only one asked, or backed only by
     /// insurers that seldom quote), because nothing is known of it, or
     /// because its calls queue for slots (a burst) polls at the lone price;
@@ -185,8 +189,9 @@ pub struct PollConfig {
     /// The trade: where the racer is not at its cap, the first price comes
     /// later, about at the racer's median answer time rather than its 5th
     /// percentile; at the steady peak, where it was at its cap, it came no
-    /// later. 1: as a lone insurer. Default 10 (docs/benchmarks.md: the
-    /// fleet's steady peak).
+    /// later. 1: as a lone insurer. Default 50 (docs/benchmarks.md: the
+    /// steady peak, 2.48 calls per quote on the real stack with the first
+    /// price p50 2.8 s; 10 until 2026-12-07).
     pub racer_price: f64,
 }
 
@@ -210,7 +215,7 @@ impl Default for PollConfig {
             priced_ceiling: 0.9,
             racers: 1,
             racer_patience: 0.95,
-            racer_price: 10.0,
+            racer_price: 50.0,
         }
     }
 }
