@@ -346,7 +346,11 @@ impl Inner {
             let from = Instant::now();
             let woke = job
                 .race
-                .sleep(job.racer, backed, plan.fit(wait, from, job.deadline))
+                .sleep(
+                    job.racer,
+                    backed,
+                    plan.fit(wait, from, job.deadline, guard.pressure()),
+                )
                 .await;
             if woke == Woke::Unbacked {
                 // Alone now: the wait as a lone insurer would have planned
@@ -368,7 +372,11 @@ impl Inner {
                 let now = Instant::now();
                 let left = end.saturating_duration_since(now);
                 job.race
-                    .sleep(job.racer, false, plan.fit(left, now, job.deadline))
+                    .sleep(
+                        job.racer,
+                        false,
+                        plan.fit(left, now, job.deadline, guard.pressure()),
+                    )
                     .await;
             }
             plan.relearn(answers, Instant::now());

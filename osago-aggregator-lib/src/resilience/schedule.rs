@@ -443,16 +443,18 @@ pub enum RaceRank {
     /// It declines (or otherwise answers without a quote) more often than
     /// not: it does not race.
     SeldomQuotes,
-    /// Calls queue for its slots (a burst): it races, as every insurer
-    /// does then, so that each buyer gets a first price from whichever
-    /// insurer takes them early in its order.
+    /// Calls queue for its slots: when every ranked insurer is busy (a
+    /// burst) it races, as every insurer does then, so that each buyer
+    /// gets a first price from whichever insurer takes them early in its
+    /// order; while a calm insurer races, it does not.
     Busy,
 }
 
 /// Which of `ranks` (one per insurer, in order) race for a request's first
-/// price under `racers` ([`PollConfig::racers`]): every unranked or busy
-/// insurer, and the `racers` ranked quickest. Every insurer when `racers` is 0, or
-/// when none would race otherwise.
+/// price under `racers` ([`PollConfig::racers`]): every unranked insurer,
+/// the `racers` ranked quickest, and every busy one when no insurer is
+/// both ranked and calm. Every insurer when `racers` is 0, or when none
+/// would race otherwise.
 pub fn racers(ranks: &[RaceRank], racers: usize) -> Vec<bool> {
     if racers == 0 {
         return vec![true; ranks.len()];
@@ -466,9 +468,19 @@ pub fn racers(ranks: &[RaceRank], racers: usize) -> Vec<bool> {
         })
         .collect();
     quickest.sort_unstable();
+    // A busy insurer races only when every ranked one is busy too (a
+    // burst): while a calm one races, a busy one racing would only spend
+    // the slots it lacks (at the steady peak, a slow insurer at its cap
+    // racing at the lone price stayed busy and lost most of its quotes:
+    // docs/benchmarks.md, the fleet).
+    let calm_ranked = !quickest.is_empty();
     let mut race: Vec<bool> = ranks
         .iter()
-        .map(|r| matches!(r, RaceRank::Unknown | RaceRank::Busy))
+        .map(|r| match r {
+            RaceRank::Unknown => true,
+            RaceRank::Busy => !calm_ranked,
+            _ => false,
+        })
         .collect();
     for (_, i) in quickest.into_iter().take(racers) {
         race[i] = true;
@@ -723,10 +735,13 @@ impl PollPlan {
 
     /// `wait` from `now`, shortened so that the poll lands `last_look`
     /// before `deadline` rather than after it (if that is still ahead);
-    /// on the adaptive schedule, a poll that would leave less than its own
-    /// wait before the last look is that last look: one poll instead of
-    /// two, a quote ready meanwhile seen less than the wait later.
-    pub fn fit(&self, wait: Duration, now: Instant, deadline: Instant) -> Duration {
+    /// on the adaptive schedule, with no call waiting for the insurer's
+    /// slots (`pressure` 0), a poll that would leave less than its own wait
+    /// before the last look is that last look: one poll instead of two, a
+    /// quote ready meanwhile seen less than the wait later. When calls
+    /// queue, the last look might not get a slot in time, and the earlier
+    /// poll stays.
+    pub fn fit(&self, wait: Duration, now: Instant, deadline: Instant, pressure: f64) -> Duration {
         let Some(last) = deadline.checked_sub(self.config.last_look) else {
             return wait;
         };
@@ -734,7 +749,8 @@ impl PollPlan {
             return wait;
         }
         let at = now + wait;
-        if at > last || (self.config.fixed.is_none() && last - at < wait) {
+        let merge = self.config.fixed.is_none() && pressure <= 0.0 && last - at < wait;
+        if at > last || merge {
             last - now
         } else {
             wait
@@ -1063,10 +1079,10 @@ mod tests {
         let plan = plan(&PollConfig::default(), &AnswerTimes::new(8));
         let now = Instant::now();
         let deadline = now + ms(1000);
-        assert_eq!(plan.fit(ms(2000), now, deadline), ms(750));
-        assert_eq!(plan.fit(ms(300), now, deadline), ms(300));
+        assert_eq!(plan.fit(ms(2000), now, deadline, 0.0), ms(750));
+        assert_eq!(plan.fit(ms(300), now, deadline, 0.0), ms(300));
         // Already within the last look: nothing to shorten.
-        assert_eq!(plan.fit(ms(2000), now + ms(900), deadline), ms(2000));
+        assert_eq!(plan.fit(ms(2000), now + ms(900), deadline, 0.0), ms(2000));
     }
 
     #[tokio::test(start_paused = true)]
@@ -1077,13 +1093,24 @@ mod tests {
         let deadline = now + ms(60_000);
         // A poll at 58 s would leave 1.75 s, less than its 14 s wait: the
         // last look instead, one poll rather than two.
-        assert_eq!(plan.fit(ms(14_000), now + ms(44_000), deadline), ms(15_750));
+        assert_eq!(
+            plan.fit(ms(14_000), now + ms(44_000), deadline, 0.0),
+            ms(15_750)
+        );
+        // Calls queue for the insurer's slots: the earlier poll stays.
+        assert_eq!(
+            plan.fit(ms(14_000), now + ms(44_000), deadline, 0.1),
+            ms(14_000)
+        );
         // Leaving more than its wait, it stays.
-        assert_eq!(plan.fit(ms(7_000), now + ms(44_000), deadline), ms(7_000));
+        assert_eq!(
+            plan.fit(ms(7_000), now + ms(44_000), deadline, 0.0),
+            ms(7_000)
+        );
         // A fixed interval is kept as it is.
         let fixed = super::PollPlan::new(&PollConfig::fixed(ms(14_000)), &AnswerTimes::new(8), now);
         assert_eq!(
-            fixed.fit(ms(14_000), now + ms(44_000), deadline),
+            fixed.fit(ms(14_000), now + ms(44_000), deadline, 0.0),
             ms(14_000)
         );
     }
@@ -1151,8 +1178,13 @@ mod tests {
             Median(ms(500)),
         ];
         assert_eq!(racers(&ranks, 2), [false, true, false, true, true]);
+        // A busy insurer races only when no ranked insurer is calm.
         let busy = [Busy, Median(ms(300)), Median(ms(500)), Median(ms(900))];
-        assert_eq!(racers(&busy, 1), [true, true, false, false]);
+        assert_eq!(racers(&busy, 1), [false, true, false, false]);
+        assert_eq!(
+            racers(&[Busy, Busy, SeldomQuotes, Unknown], 1),
+            [true, true, false, true]
+        );
         assert_eq!(racers(&ranks, 1), [false, true, false, true, false]);
         assert_eq!(racers(&ranks, 0), [true; 5]);
         assert_eq!(racers(&ranks, 9), [true, true, false, true, true]);
