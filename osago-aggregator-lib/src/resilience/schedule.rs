@@ -55,9 +55,11 @@
 //!   be overdue (the 95th percentile of its quotes' learned answer times
 //!   past since the fan-out began, `racer_patience`), the others race from
 //!   then on. An insurer with too few answers to rank
-//!   always races, and so does one whose calls queue for its slots (a
-//!   burst), so that each buyer gets a first price from whichever insurer
-//!   takes them early in its order.
+//!   always races, and so does one whose calls queue for its slots when
+//!   every ranked insurer's do (a burst), so that each buyer gets a first
+//!   price from whichever insurer takes them early in its order; while a
+//!   calm insurer races, a busy one does not (racing at the lone price, a
+//!   slow insurer at its cap stays there).
 //! - **A racer with others standing by** pays `racer_price` (50 by
 //!   default) per poll while the buyer has no price: the others poll from
 //!   their 90th percentile and race once it is overdue, so its lag is not
@@ -79,8 +81,8 @@
 //! - Near the **deadline** the wait is shortened so one last poll lands
 //!   `last_look` before it, rather than the deadline passing mid-wait; a
 //!   poll that would leave less than its own wait before that last look is
-//!   merged into it (two polls a second apart near the deadline find what
-//!   one finds).
+//!   merged into it while no call waits for the insurer's slots (two polls
+//!   a second apart near the deadline find what one finds).
 //!
 //! `fixed: Some(interval)` restores a fixed interval (for comparison in the
 //! scheduler benchmark, or for an insurer that asks for it).
@@ -163,8 +165,9 @@ pub struct PollConfig {
     /// by the learned median answer time of their quotes, among those that
     /// quote at least half the time; the others poll as if the buyer had a
     /// price while a racer still waits for its answer. An insurer with too
-    /// few answers known, or whose calls queue for its slots, races too.
-    /// 0: every insurer races. Default 1.
+    /// few answers known races too, and so does one whose calls queue for
+    /// its slots when no ranked insurer is calm (a burst). 0: every insurer
+    /// races. Default 1.
     pub racers: usize,
     /// How long the others wait on the racers: until the percentile
     /// `racer_patience` (0..=1) of each racer's learned quote times has
