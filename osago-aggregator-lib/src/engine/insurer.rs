@@ -213,10 +213,10 @@ impl Inner {
         let unsent = calls.application_id.is_none() && calls.attempts() == 0;
         let unmet = unsent.then(|| requirements.unmet(&job.request)).flatten();
         let result = match unmet {
-            Some(unmet) => {
+            Some(refusal) => {
                 self.metrics.known_refusals.get_or_create(&label).inc();
-                tracing::debug!(request_id = %job.request_id, insurer = %job.insurer.id, fields = ?unmet.fields, "not sent: the insurer refuses requests lacking these fields");
-                Ok(Ok(Err(unmet.error())))
+                tracing::debug!(request_id = %job.request_id, insurer = %job.insurer.id, fields = ?refusal.fields, "not sent: the insurer refuses requests lacking these fields");
+                Ok(Ok(Err(refusal)))
             }
             None => {
                 // A panic while asking the insurer (in an embedder's

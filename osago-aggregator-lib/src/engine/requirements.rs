@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
 
 use osago_core::insurer::{ErrorKind, InsurerError, PollOutcome};
 use osago_core::{InsurerId, QuoteRequest};
@@ -48,20 +47,6 @@ struct Rule {
     probe_at: Instant,
 }
 
-/// Why an application was not sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Unmet {
-    /// The learned fields the request lacks, sorted.
-    pub(crate) fields: Vec<String>,
-}
-
-impl Unmet {
-    /// The refusal the insurer would give.
-    pub(crate) fn error(&self) -> InsurerError {
-        InsurerError::needs_more_data(&self.fields)
-    }
-}
-
 impl Requirements {
     pub(crate) fn new(insurer: InsurerId, config: RequirementsConfig) -> Self {
         Self {
@@ -73,12 +58,6 @@ impl Requirements {
         }
     }
 
-    /// `now + probe_every`, or as far as an `Instant` goes.
-    fn probe_after(&self, now: Instant) -> Instant {
-        now.checked_add(self.config.probe_every)
-            .unwrap_or(now + Duration::from_secs(86_400 * 365))
-    }
-
     /// Sets the flags from `rules`.
     fn flag(&self, rules: &HashMap<String, Rule>) {
         let holding = rules
@@ -88,10 +67,11 @@ impl Requirements {
         self.counting.store(!rules.is_empty(), Ordering::Relaxed);
     }
 
-    /// The learned fields `request` lacks, when its application should not
-    /// be sent; `None`: send it (nothing learned is missing, or it goes as
-    /// a probe of a rule whose probe is due).
-    pub(crate) fn unmet(&self, request: &QuoteRequest) -> Option<Unmet> {
+    /// The refusal the insurer would give `request` (naming the learned
+    /// fields it lacks), when its application should not be sent; `None`:
+    /// send it (nothing learned is missing, or it goes as a probe of a rule
+    /// whose probe is due). `probe_every` is at most a day (validated).
+    pub(crate) fn unmet(&self, request: &QuoteRequest) -> Option<InsurerError> {
         if self.config.learn_after == 0 || !self.holding.load(Ordering::Relaxed) {
             return None;
         }
@@ -105,7 +85,7 @@ impl Requirements {
                 continue;
             }
             if now >= rule.probe_at {
-                rule.probe_at = self.probe_after(now);
+                rule.probe_at = now + self.config.probe_every;
                 probe = true;
             }
             fields.push(field.clone());
@@ -114,7 +94,7 @@ impl Requirements {
             return None;
         }
         fields.sort();
-        Some(Unmet { fields })
+        Some(InsurerError::needs_more_data(fields))
     }
 
     /// Learns from how an application for `request` ended: a refusal
@@ -172,7 +152,7 @@ impl Requirements {
             rule.refusals = rule.refusals.saturating_add(1);
             rule.refused_at = now;
             if rule.refusals == self.config.learn_after {
-                rule.probe_at = self.probe_after(now);
+                rule.probe_at = now + self.config.probe_every;
                 tracing::info!(insurer = %self.insurer, field = %field, refusals = rule.refusals, "the insurer refuses requests lacking this field: they are answered without a call, one sent as a probe every {:?}", self.config.probe_every);
             }
         }
