@@ -68,6 +68,8 @@ struct Opts {
     levels: Vec<(usize, usize)>,
     cores: usize,
     events: usize,
+    /// SSE: the time between published events.
+    publish_every: Duration,
     fetch_wait: String,
     sim_speed: f64,
     deadline: Duration,
@@ -116,6 +118,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         levels: Vec::new(),
         cores: 2,
         events: 20,
+        publish_every: Duration::from_millis(100),
         fetch_wait: "10ms".to_owned(),
         sim_speed: 1.0,
         deadline: Duration::from_secs(60),
@@ -225,6 +228,14 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
                     .filter(|s: &f64| s.is_finite() && *s > 0.0)
                     .ok_or("--sim-speed: a positive number")?;
                 shown.push(format!("--sim-speed {v}"));
+            }
+            "--publish-every" => {
+                let v = value("--publish-every")?;
+                opts.publish_every = humantime::parse_duration(&v)
+                    .ok()
+                    .filter(|d| !d.is_zero() && *d <= Duration::from_secs(60))
+                    .ok_or("--publish-every: a duration, over 0 and at most 60s")?;
+                shown.push(format!("--publish-every {v}"));
             }
             "--deadline" => {
                 let v = value("--deadline")?;
@@ -1340,15 +1351,12 @@ async fn reports(children: Vec<Subscriber>) -> FanoutReport {
     FanoutReport::merge(parts)
 }
 
-/// Publishes `events` stamped messages, one every 100 ms.
-const PUBLISH_EVERY: Duration = Duration::from_millis(100);
-
 /// The SSE comparison at `n` subscribers: core-app's stream (its real HTTP
 /// server, hub and SSE code on the in-memory bus, one request watched by
 /// every subscriber, events published on the bus as the aggregator would),
 /// then nginx + nchan (one channel, events published over HTTP).
 async fn sse(n: usize, opts: &Opts) -> Vec<SseRow> {
-    let events = opts.events;
+    let events = (opts.events, opts.publish_every);
     let mut rows = vec![sse_ours(n, events, None, Connections::Own).await];
     if let Some(threads) = opts.server_threads {
         rows.push(sse_ours(n, events, Some(threads), Connections::Own).await);
@@ -1384,7 +1392,12 @@ enum Connections {
     H2,
 }
 
-async fn sse_ours(n: usize, events: usize, threads: Option<usize>, via: Connections) -> SseRow {
+async fn sse_ours(
+    n: usize,
+    (events, every): (usize, Duration),
+    threads: Option<usize>,
+    via: Connections,
+) -> SseRow {
     let port = free_port();
     let exe = std::env::current_exe().expect("own path");
     let mut server = Command::new(exe);
@@ -1435,11 +1448,7 @@ async fn sse_ours(n: usize, events: usize, threads: Option<usize>, via: Connecti
             let stdin = server.stdin.as_mut().expect("piped");
             stdin
                 .write_all(
-                    format!(
-                        "publish {request_id} {count} {}\n",
-                        PUBLISH_EVERY.as_millis()
-                    )
-                    .as_bytes(),
+                    format!("publish {request_id} {count} {}\n", every.as_millis()).as_bytes(),
                 )
                 .await
                 .expect("telling the server to publish");
@@ -1520,7 +1529,12 @@ fn nchan_setup() -> Result<NchanSetup, String> {
 /// ([`H2_STREAMS_PER_CONNECTION`] on each connection) on a listener of
 /// their own (nginx 1.22's cleartext `http2` listener speaks only HTTP/2),
 /// the publisher and the health check on the HTTP/1.1 one.
-async fn sse_nchan(n: usize, events: usize, setup: NchanSetup, h2: bool) -> SseRow {
+async fn sse_nchan(
+    n: usize,
+    (events, every): (usize, Duration),
+    setup: NchanSetup,
+    h2: bool,
+) -> SseRow {
     let dir = tempfile::tempdir().expect("nginx dir");
     let port = free_port();
     let h2_port = std::iter::repeat_with(free_port)
@@ -1589,15 +1603,22 @@ http {{
         (None, if h2 { H2_STREAMS_PER_CONNECTION } else { 0 }),
         pid,
         async |count: usize| {
-            let mut next = tokio::time::Instant::now();
-            let mut version = 0;
-            for _ in 0..count {
-                tokio::time::sleep_until(next).await;
-                next += PUBLISH_EVERY;
+            // Open loop, as core-app's publisher: each event goes out at
+            // its time, stamped with that time, whether or not nginx has
+            // answered the ones before. nchan answers a publish only once
+            // it has written the message to its subscribers (at 19 000
+            // subscribers, 0.5-1.5 s after it was sent on the AMD
+            // machine), so waiting for each answer spaced the events by
+            // nchan's own fan-out instead of 100 ms.
+            let start = tokio::time::Instant::now();
+            let start_wall = chrono::Utc::now();
+            let mut posts = Vec::with_capacity(count);
+            for version in 1..=count {
+                let at = every * (version as u32 - 1);
+                tokio::time::sleep_until(start + at).await;
                 // The same shape and size as core-app's row, so both sides
                 // carry (and the subscribers parse) the same bytes.
-                version += 1;
-                let now = chrono::Utc::now();
+                let now = start_wall + chrono::Duration::from_std(at).expect("short");
                 let body = serde_json::json!({
                     "request_id": uuid::Uuid::new_v4(),
                     "insurer_id": "bench",
@@ -1611,7 +1632,24 @@ http {{
                     "started_at": now,
                 })
                 .to_string();
-                let _ = http.post(&publish_url).body(body).send().await;
+                let post = http.post(&publish_url).body(body).send();
+                posts.push(tokio::spawn(async move {
+                    let _ = post.await;
+                    start.elapsed().saturating_sub(at)
+                }));
+            }
+            let mut answered = Vec::with_capacity(posts.len());
+            for post in posts {
+                answered.extend(post.await.ok());
+            }
+            answered.sort_unstable();
+            if let (Some(median), Some(last)) = (answered.get(answered.len() / 2), answered.last())
+            {
+                eprintln!(
+                    "load bench: nchan answered its publishes {:.0} ms (median) and {:.0} ms (last) after each was sent",
+                    median.as_secs_f64() * 1000.0,
+                    last.as_secs_f64() * 1000.0
+                );
             }
         },
     )
@@ -1717,11 +1755,16 @@ mod sse_server {
             ) else {
                 continue;
             };
-            let mut next = tokio::time::Instant::now();
+            // Each event stamped with the time it is due, not the time
+            // this task got to it: a publisher held up by the server's own
+            // work (it shares the server's runtime) counts as lag, as it
+            // does for nchan's publisher in the bench's own process.
+            let start = tokio::time::Instant::now();
+            let start_wall = chrono::Utc::now();
             for version in 1..=count {
-                tokio::time::sleep_until(next).await;
-                next += Duration::from_millis(every_ms);
-                let now = chrono::Utc::now();
+                let at = Duration::from_millis(every_ms) * (version - 1);
+                tokio::time::sleep_until(start + at).await;
+                let now = start_wall + chrono::Duration::from_std(at).expect("short");
                 let event = InsurerEvent::Quote(QuoteEvent {
                     event_id: EventId::random(),
                     request_id,
