@@ -116,6 +116,14 @@ pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> F
     let wake = Arc::new(Notify::new());
     let interval = Duration::from_secs_f64(1.0 / config.connect_per_sec.max(0.001));
     let started = tokio::time::Instant::now();
+    // Streams stay open until every subscriber here is done, and a while
+    // after: a subscriber hanging up the moment it has its last event
+    // made the server tear connections down while it was still writing
+    // that event to the others, and the last event's tail (and with it
+    // the run's p99) measured the teardown.
+    let (all_done, done_rx) = tokio::sync::watch::channel(false);
+    let all_done = Arc::new(all_done);
+    let finished = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(config.subscribers);
     for i in 0..config.subscribers {
         tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
@@ -128,6 +136,9 @@ pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> F
         let first = config.first.clone();
         let token = config.token.clone();
         let (settled, opened, wake) = (settled.clone(), opened.clone(), wake.clone());
+        let (all_done, mut done_rx, finished) =
+            (all_done.clone(), done_rx.clone(), finished.clone());
+        let subscribers = config.subscribers;
         tasks.push(tokio::spawn(async move {
             let mut lags = Vec::with_capacity(events);
             let mut settle = Some(move |open: bool| {
@@ -154,6 +165,18 @@ pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> F
             if let Some(settle) = settle.take() {
                 settle(false);
             }
+            if finished.fetch_add(1, Ordering::SeqCst) + 1 == subscribers {
+                let _ = all_done.send(true);
+            }
+            let outcome = match outcome {
+                Ok(stream) => {
+                    let _ = done_rx.wait_for(|done| *done).await;
+                    tokio::time::sleep(LINGER).await;
+                    drop(stream);
+                    Ok(())
+                }
+                Err(error) => Err(error),
+            };
             (lags, outcome)
         }));
     }
@@ -167,10 +190,15 @@ pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> F
         connected: opened.load(Ordering::SeqCst),
         ..FanoutReport::default()
     };
+    // Each subscriber's lags are in the order of its events.
+    let mut by_event: Vec<Vec<u64>> = vec![Vec::new(); config.events];
     for task in tasks {
         let (lags, outcome) = task
             .await
             .unwrap_or_else(|e| (Vec::new(), Err(format!("subscriber failed: {e}"))));
+        for (lag, of_event) in lags.iter().zip(by_event.iter_mut()) {
+            of_event.push(*lag);
+        }
         report.lags_us.extend(lags);
         match outcome {
             Ok(()) => report.complete += 1,
@@ -182,8 +210,33 @@ pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> F
             }
         }
     }
+    // A p99 that grows from event to event is a backlog (the server, or
+    // this generator, slower than the events), one that stays is latency.
+    let p99s: Vec<String> = by_event
+        .iter_mut()
+        .filter(|lags| !lags.is_empty())
+        .map(|lags| {
+            lags.sort_unstable();
+            let i = ((lags.len() - 1) as f64 * 0.99).round() as usize;
+            (lags[i] / 1000).to_string()
+        })
+        .collect();
+    if !p99s.is_empty() {
+        eprintln!(
+            "loadgen subscribe: delivery p99 by event, ms: {}",
+            p99s.join(" ")
+        );
+    }
     report
 }
+
+/// How long streams stay open after every subscriber of this process has
+/// its events: long enough for another generator process's subscribers to
+/// get the last event before these hang up.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// An open stream, held until it may be dropped.
+type Held = Box<dyn std::any::Any + Send>;
 
 async fn one_subscriber(
     http: &reqwest::Client,
@@ -193,7 +246,7 @@ async fn one_subscriber(
     events: usize,
     lags: &mut Vec<u64>,
     settle: &mut Option<impl FnOnce(bool)>,
-) -> Result<(), String> {
+) -> Result<Held, String> {
     if let Some(first) = first {
         // Read to its end, the connection goes back to the client's pool,
         // where the stream's request finds it.
@@ -237,7 +290,7 @@ async fn one_subscriber(
             }
         }
     }
-    Ok(())
+    Ok(Box::new(chunks))
 }
 
 /// The lag of an event whose data is JSON with an `occurred_at` stamp.
