@@ -86,9 +86,13 @@ impl FanoutReport {
         }
         let mut lags = self.lags_us.clone();
         lags.sort_unstable();
-        let i = ((lags.len() - 1) as f64 * p).round() as usize;
-        lags[i] as f64 / 1000.0
+        nearest_rank(&lags, p) as f64 / 1000.0
     }
+}
+
+/// The value at quantile `p` (0..=1) of `sorted`, which is not empty.
+fn nearest_rank(sorted: &[u64], p: f64) -> u64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// Opens every subscriber's stream; calls `connected` with the number of
@@ -217,8 +221,7 @@ pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> F
         .filter(|lags| !lags.is_empty())
         .map(|lags| {
             lags.sort_unstable();
-            let i = ((lags.len() - 1) as f64 * 0.99).round() as usize;
-            (lags[i] / 1000).to_string()
+            (nearest_rank(lags, 0.99) / 1000).to_string()
         })
         .collect();
     if !p99s.is_empty() {
@@ -236,7 +239,7 @@ pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> F
 const LINGER: Duration = Duration::from_secs(2);
 
 /// An open stream, held until it may be dropped.
-type Held = Box<dyn std::any::Any + Send>;
+type Held = Box<dyn Send>;
 
 async fn one_subscriber(
     http: &reqwest::Client,
