@@ -25,6 +25,11 @@
 # nginx, and libnginx-mod-nchan), the SSE comparison of
 # `scripts/bench-load.sh sse`.
 #
+# With --packages, only the Debian packages and the postgres user (steps 1
+# and 2); with --tools, only the two pinned tools built from crates.io
+# (steps 3 and 4). scripts/test-all.sh runs the two apart so that the tools'
+# long first build overlaps the workspace's.
+#
 # Missing Debian packages are installed with apt-get when running as root;
 # otherwise the script names what to install and exits 1. Idempotent.
 set -euo pipefail
@@ -88,102 +93,127 @@ have_chromedriver() {
 }
 
 bench=false
-[ "${1:-}" = --bench ] && bench=true
+packages=true
+tools=true
+for arg in "$@"; do
+    case "$arg" in
+        --bench) bench=true ;;
+        --packages) tools=false ;;
+        --tools) packages=false ;;
+        *)
+            say "unknown option $arg (options: --bench, --packages, --tools)"
+            exit 2
+            ;;
+    esac
+done
 
 have_nchan() {
     command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || return 1
     [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ]
 }
 
-# 1. Debian packages.
-missing=()
-if $bench && ! have_nchan; then
-    missing+=(nginx-light libnginx-mod-nchan)
-fi
-if ! have_postgres || ! have_psql; then
-    missing+=(postgresql)
-fi
-if ! have_valkey; then
-    missing+=(redis-server)
-fi
-# The TLS tests put stunnel in front of the broker and an insurer.
-if ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; then
-    missing+=(stunnel4)
-fi
-# librdkafka is built with OpenSSL (TLS and SASL/SCRAM to managed Kafka).
-if ! pkg-config --exists openssl 2>/dev/null; then
-    missing+=(libssl-dev pkg-config)
-fi
-# The page is tested in headless Chromium (its CSP, no console errors).
-if ! have_chromium; then
-    missing+=(chromium)
-fi
-if ! have_chromedriver; then
-    missing+=(chromium-driver)
-fi
-# The deploy bundle's checks (scripts/check-deploy.sh).
-command -v yamllint >/dev/null || missing+=(yamllint)
-command -v promtool >/dev/null || missing+=(prometheus)
-command -v kubectl >/dev/null || missing+=(kubernetes-client)
-if [ "${#missing[@]}" -gt 0 ]; then
-    if is_root && command -v apt-get >/dev/null; then
-        say "installing ${missing[*]} with apt-get"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        # Packages must not start services (nginx would take port 80).
-        if [ ! -e /usr/sbin/policy-rc.d ]; then
-            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-            chmod +x /usr/sbin/policy-rc.d
-            trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+# Steps 1 and 2.
+install_packages() {
+    # 1. Debian packages.
+    missing=()
+    if $bench && ! have_nchan; then
+        missing+=(nginx-light libnginx-mod-nchan)
+    fi
+    if ! have_postgres || ! have_psql; then
+        missing+=(postgresql)
+    fi
+    if ! have_valkey; then
+        missing+=(redis-server)
+    fi
+    # The TLS tests put stunnel in front of the broker and an insurer.
+    if ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; then
+        missing+=(stunnel4)
+    fi
+    # librdkafka is built with OpenSSL (TLS and SASL/SCRAM to managed Kafka).
+    if ! pkg-config --exists openssl 2>/dev/null; then
+        missing+=(libssl-dev pkg-config)
+    fi
+    # The page is tested in headless Chromium (its CSP, no console errors).
+    if ! have_chromium; then
+        missing+=(chromium)
+    fi
+    if ! have_chromedriver; then
+        missing+=(chromium-driver)
+    fi
+    # The deploy bundle's checks (scripts/check-deploy.sh).
+    command -v yamllint >/dev/null || missing+=(yamllint)
+    command -v promtool >/dev/null || missing+=(prometheus)
+    command -v kubectl >/dev/null || missing+=(kubernetes-client)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        if is_root && command -v apt-get >/dev/null; then
+            say "installing ${missing[*]} with apt-get"
+            export DEBIAN_FRONTEND=noninteractive
+            apt-get update -qq
+            # Packages must not start services (nginx would take port 80).
+            if [ ! -e /usr/sbin/policy-rc.d ]; then
+                printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+                chmod +x /usr/sbin/policy-rc.d
+                trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+            fi
+            apt-get install -y -qq "${missing[@]}" >/dev/null
+        else
+            say "missing ${missing[*]}: install them (Debian/Ubuntu: sudo apt-get install -y ${missing[*]}), or point OSAGO_PG_BIN / OSAGO_VALKEY_BIN at the binaries"
+            exit 1
         fi
-        apt-get install -y -qq "${missing[@]}" >/dev/null
-    else
-        say "missing ${missing[*]}: install them (Debian/Ubuntu: sudo apt-get install -y ${missing[*]}), or point OSAGO_PG_BIN / OSAGO_VALKEY_BIN at the binaries"
-        exit 1
+        if ! have_postgres || ! have_psql || ! have_valkey || { $bench && ! have_nchan; } \
+            || ! { command -v stunnel4 >/dev/null || command -v stunnel >/dev/null; } \
+            || ! pkg-config --exists openssl 2>/dev/null || ! have_chromium || ! have_chromedriver \
+            || ! command -v yamllint >/dev/null || ! command -v promtool >/dev/null \
+            || ! command -v kubectl >/dev/null; then
+            say "${missing[*]} installed but the binaries are still not found"
+            exit 1
+        fi
     fi
-    if ! have_postgres || ! have_psql || ! have_valkey || { $bench && ! have_nchan; } \
-        || ! { command -v stunnel4 >/dev/null || command -v stunnel >/dev/null; } \
-        || ! pkg-config --exists openssl 2>/dev/null || ! have_chromium || ! have_chromedriver \
-        || ! command -v yamllint >/dev/null || ! command -v promtool >/dev/null \
-        || ! command -v kubectl >/dev/null; then
-        say "${missing[*]} installed but the binaries are still not found"
-        exit 1
-    fi
-fi
 
-# 2. PostgreSQL refuses to run as root: the testkit runs it as `postgres`.
-if is_root && ! id -u postgres >/dev/null 2>&1; then
-    if command -v useradd >/dev/null; then
-        say "creating the postgres system user"
-        useradd --system --user-group --no-create-home --shell /usr/sbin/nologin postgres
-    else
-        say "running as root without a postgres user: create one (useradd --system postgres)"
-        exit 1
+    # 2. PostgreSQL refuses to run as root: the testkit runs it as `postgres`.
+    if is_root && ! id -u postgres >/dev/null 2>&1; then
+        if command -v useradd >/dev/null; then
+            say "creating the postgres system user"
+            useradd --system --user-group --no-create-home --shell /usr/sbin/nologin postgres
+        else
+            say "running as root without a postgres user: create one (useradd --system postgres)"
+            exit 1
+        fi
     fi
-fi
+}
 
-# 3. tansu, pinned, built once into the cache.
-if [ -n "${OSAGO_TANSU_BIN:-}" ]; then
-    if [ ! -x "$OSAGO_TANSU_BIN" ]; then
-        say "OSAGO_TANSU_BIN=$OSAGO_TANSU_BIN is not an executable: unset it to build tansu ${TANSU_VERSION} into ${TANSU_ROOT}"
-        exit 1
+# Steps 3 and 4.
+build_tools() {
+    # 3. tansu, pinned, built once into the cache.
+    if [ -n "${OSAGO_TANSU_BIN:-}" ]; then
+        if [ ! -x "$OSAGO_TANSU_BIN" ]; then
+            say "OSAGO_TANSU_BIN=$OSAGO_TANSU_BIN is not an executable: unset it to build tansu ${TANSU_VERSION} into ${TANSU_ROOT}"
+            exit 1
+        fi
+    elif [ ! -x "${TANSU_ROOT}/bin/tansu" ]; then
+        if ! command -v cargo >/dev/null; then
+            say "tansu ${TANSU_VERSION} is missing and so is cargo: install the Rust toolchain (https://rustup.rs)"
+            exit 1
+        fi
+        say "building tansu ${TANSU_VERSION} into ${TANSU_ROOT} (cargo install, takes ~15 min, once)"
+        cargo install --locked tansu --version "${TANSU_VERSION}" --features dynostore,libsql --root "${TANSU_ROOT}"
     fi
-elif [ ! -x "${TANSU_ROOT}/bin/tansu" ]; then
-    if ! command -v cargo >/dev/null; then
-        say "tansu ${TANSU_VERSION} is missing and so is cargo: install the Rust toolchain (https://rustup.rs)"
-        exit 1
-    fi
-    say "building tansu ${TANSU_VERSION} into ${TANSU_ROOT} (cargo install, takes ~15 min, once)"
-    cargo install --locked tansu --version "${TANSU_VERSION}" --features dynostore,libsql --root "${TANSU_ROOT}"
-fi
 
-# 4. cargo-deny, pinned, built once into the cache.
-if [ -n "${OSAGO_CARGO_DENY_BIN:-}" ]; then
-    if [ ! -x "$OSAGO_CARGO_DENY_BIN" ]; then
-        say "OSAGO_CARGO_DENY_BIN=$OSAGO_CARGO_DENY_BIN is not an executable"
-        exit 1
+    # 4. cargo-deny, pinned, built once into the cache.
+    if [ -n "${OSAGO_CARGO_DENY_BIN:-}" ]; then
+        if [ ! -x "$OSAGO_CARGO_DENY_BIN" ]; then
+            say "OSAGO_CARGO_DENY_BIN=$OSAGO_CARGO_DENY_BIN is not an executable"
+            exit 1
+        fi
+    elif [ ! -x "${CARGO_DENY_ROOT}/bin/cargo-deny" ]; then
+        say "building cargo-deny ${CARGO_DENY_VERSION} into ${CARGO_DENY_ROOT} (cargo install, ~4 min, once)"
+        cargo install --locked cargo-deny --version "${CARGO_DENY_VERSION}" --root "${CARGO_DENY_ROOT}"
     fi
-elif [ ! -x "${CARGO_DENY_ROOT}/bin/cargo-deny" ]; then
-    say "building cargo-deny ${CARGO_DENY_VERSION} into ${CARGO_DENY_ROOT} (cargo install, ~4 min, once)"
-    cargo install --locked cargo-deny --version "${CARGO_DENY_VERSION}" --root "${CARGO_DENY_ROOT}"
+}
+
+if $packages; then
+    install_packages
+fi
+if $tools; then
+    build_tools
 fi

@@ -36,7 +36,33 @@ embedded_deps() {
     done
 }
 
-stage "service binaries (PostgreSQL, Redis/Valkey, tansu)" ./scripts/install-test-services.sh
+stage "service packages (PostgreSQL, Redis/Valkey, stunnel, Chromium, deploy checks)" \
+    ./scripts/install-test-services.sh --packages
+
+# tansu and cargo-deny are pinned tools built once from crates.io into a
+# cache outside the clone: ~25 min of a fresh 2-core machine, nothing once
+# cached. That build runs in the background at low priority while the
+# stages up to the workspace build run, so it takes the CPU they leave idle
+# (downloads, build scripts, links); the stage before cargo deny waits for
+# it.
+tools_log=$(mktemp "${TMPDIR:-/tmp}/osago-tools.XXXXXX")
+tools_start=$SECONDS
+# setsid: its own process group, so a failed stage stops the whole build.
+setsid nice -n 10 ./scripts/install-test-services.sh --tools >"$tools_log" 2>&1 &
+tools_pid=$!
+stop_tools() { kill -TERM -- "-$tools_pid" 2>/dev/null || true; }
+trap stop_tools EXIT
+wait_tools() {
+    if ! wait "$tools_pid"; then
+        cat "$tools_log" >&2
+        echo "test-all: building tansu or cargo-deny failed (its output above)" >&2
+        return 1
+    fi
+    trap - EXIT
+    grep '^install-test-services:' "$tools_log" || true
+    rm -f "$tools_log"
+    echo "test-all: tansu and cargo-deny ready $((SECONDS - tools_start)) s after their build started"
+}
 stage "cargo fmt --check" cargo fmt --all -- --check
 stage "the embedded binary's dependencies" embedded_deps
 stage "cargo clippy (all targets, warnings are errors)" \
@@ -44,6 +70,7 @@ stage "cargo clippy (all targets, warnings are errors)" \
 stage "cargo build (binaries the end-to-end tests run as processes)" \
     cargo build --workspace --bins --locked
 stage "deploy bundle (compose, kustomize, alert rules, dashboard)" ./scripts/check-deploy.sh
+stage "pinned tools (tansu, cargo-deny): waiting for the background build" wait_tools
 stage "cargo deny check licenses bans sources" \
     "${OSAGO_CARGO_DENY_BIN:-$HOME/.cache/osago/cargo-deny-0.20.2/bin/cargo-deny}" \
         deny --locked check licenses bans sources
