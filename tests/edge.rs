@@ -1,7 +1,8 @@
 //! core-app on the open internet (issue 14): slow and idle clients are cut,
 //! one address cannot starve another, a client-written forwarding header
 //! does not move its bucket, the stream and quotes need the request's own
-//! token, and every answer carries the security headers.
+//! token, and every answer carries the security headers; under a flood,
+//! refusals do not wait for the shared limiter (issue 12).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -594,6 +595,132 @@ async fn a_limiter_store_that_is_down_fails_open_or_closed_as_set_and_is_counted
     closed.kill().unwrap();
     open.kill().unwrap();
     let _ = (closed.wait(), open.wait());
+}
+
+/// Script calls Valkey has run since its stats were last reset.
+async fn valkey_script_calls(url: &str) -> u64 {
+    use deadpool_redis::redis;
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    stats
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn under_a_flood_refusals_skip_valkey_and_the_shared_admission_rate_holds() {
+    let valkey = osago_testkit::Valkey::start().await;
+    // Two pods sharing one admission limit of 2 a second (burst 1); no
+    // per-client limits, as every request here comes from 127.0.0.1.
+    let mut pods = Vec::new();
+    for _ in 0..2 {
+        let (port, admin) = (osago_testkit::free_port(), osago_testkit::free_port());
+        let child = std::process::Command::new(osago_tests::processes::binary("core-app"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(["--rate-limit-store", &valkey.url()])
+            .args(["--rate-limit-per-minute", "0"])
+            .args(["--max-connections-per-client", "0"])
+            .args(["--admission-rate", "2", "--admission-burst", "1"])
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let admin = format!("http://127.0.0.1:{admin}");
+        wait_ready(&admin).await;
+        pods.push((child, format!("http://127.0.0.1:{port}")));
+    }
+    {
+        use deadpool_redis::redis;
+        let client = redis::Client::open(valkey.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    // Four clients per pod, each posting as fast as it is answered, for 3 s.
+    let start = Instant::now();
+    let until = start + Duration::from_secs(3);
+    let mut clients = Vec::new();
+    for (_, api) in &pods {
+        for _ in 0..4 {
+            let url = format!("{api}/api/osago/requests");
+            clients.push(tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let (mut admitted, mut refused) = (0u64, 0u64);
+                while Instant::now() < until {
+                    let response = http.post(&url).json(&sample_json()).send().await.unwrap();
+                    match response.status().as_u16() {
+                        202 => admitted += 1,
+                        503 => {
+                            assert!(response.headers().contains_key("retry-after"));
+                            refused += 1;
+                        }
+                        other => panic!("status {other}"),
+                    }
+                    response.bytes().await.unwrap();
+                }
+                (admitted, refused)
+            }));
+        }
+    }
+    let (mut admitted, mut refused) = (0, 0);
+    for client in clients {
+        let (a, r) = client.await.unwrap();
+        admitted += a;
+        refused += r;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let scripts = valkey_script_calls(&valkey.url()).await;
+    println!(
+        "{admitted} admitted and {refused} refused in {seconds:.1} s; {scripts} limiter scripts on Valkey"
+    );
+
+    // One limit for both pods: 2 a second and the burst of 1, whichever
+    // pod the requests reached; and no pod refuses past the moment the
+    // shared limiter would admit again, so the rate is used.
+    assert!(
+        admitted as f64 <= 2.0 + 2.0 * seconds,
+        "{admitted} admitted in {seconds:.1} s"
+    );
+    assert!(
+        admitted as f64 >= seconds,
+        "{admitted} admitted in {seconds:.1} s"
+    );
+    // Without the pods' memory of refusals every request is one script
+    // (scripts == admitted + refused); with it, a pod asks again only when
+    // the limiter could admit, about once per 500 ms per client at most.
+    assert!(
+        refused >= 100,
+        "the flood reached the limit: {refused} refused"
+    );
+    assert!(
+        scripts * 4 <= admitted + refused,
+        "{scripts} scripts for {} requests",
+        admitted + refused
+    );
+    for (mut child, _) in pods {
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
 }
 
 #[tokio::test]

@@ -17,6 +17,8 @@
 //! - [`hub`] - the pod-local fan-out of live events to streams.
 //! - [`relay`] - the outbox relay.
 //! - [`projector`] - the read-model consumer.
+//! - `refusals` - rate-limit refusals a pod answers itself until the
+//!   shared limiter could admit again.
 //! - [`metrics`] - Prometheus metrics.
 
 pub mod access;
@@ -26,6 +28,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod projector;
+mod refusals;
 pub mod relay;
 pub mod sse;
 
@@ -124,6 +127,12 @@ impl CoreApp {
     }
 
     fn start_with(deps: Deps, config: Config, mut registry: Registry, admin_on_api: bool) -> Self {
+        // A key the shared limiter refused is refused here until it could
+        // admit again: under a flood, refusals cost no round trip.
+        let deps = Deps {
+            limiter: Arc::new(refusals::RefusalMemo::new(deps.limiter)),
+            ..deps
+        };
         let metrics = Metrics::register(&mut registry);
         osago_service::admin::register_build_info(&mut registry, "core-app");
         let token = CancellationToken::new();
