@@ -213,7 +213,14 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             }
             "--events" => {
                 let v = value("--events")?;
-                opts.events = v.parse().map_err(|_| "--events: a number".to_owned())?;
+                opts.events = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=32).contains(n))
+                    // core-app keeps at most 32 unwritten events per
+                    // stream (hub.rs); past that a stream that fell behind
+                    // resynchronises and the bench would not measure lag.
+                    .ok_or("--events: a number from 1 to 32")?;
                 shown.push(format!("--events {v}"));
             }
             "--kafka-fetch-wait" => {

@@ -15,7 +15,7 @@
 # 50ms..200ms), --deadline D (default 60s), --kafka-fetch-wait D
 # (real mode; default 10ms, the services' default), --admission-rate R (real
 # mode: core-app's --admission-rate; writes the overload table), --events M
-# (sse; default 20), --publish-every D (sse: between events, default
+# (sse; default 20, at most 32), --publish-every D (sse: between events, default
 # 100ms; open loop on both sides), --server-threads T (sse: one more core-app row, its
 # runtime on T worker threads, as nginx runs one worker), --kept-alive
 # (sse: one more core-app row, each stream asked for on a kept-alive

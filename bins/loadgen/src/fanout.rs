@@ -79,14 +79,31 @@ impl FanoutReport {
         merged
     }
 
-    /// Delivery lag percentile `p` (0..=1), milliseconds.
+    /// Delivery lag percentile `p` (0..=1), milliseconds: infinite where
+    /// the rank falls on an event a subscriber never got ([`MISSED`]), NaN
+    /// when there is no sample at all, so a run that lost events never
+    /// reads better than one that delivered them late.
     pub fn lag_ms(&self, p: f64) -> f64 {
         if self.lags_us.is_empty() {
-            return 0.0;
+            return f64::NAN;
         }
         let mut lags = self.lags_us.clone();
         lags.sort_unstable();
-        nearest_rank(&lags, p) as f64 / 1000.0
+        match nearest_rank(&lags, p) {
+            MISSED => f64::INFINITY,
+            lag => lag as f64 / 1000.0,
+        }
+    }
+}
+
+/// The lag kept for an event a subscriber never got (it failed or timed
+/// out first): later than any delivery.
+pub const MISSED: u64 = u64::MAX;
+
+impl FanoutReport {
+    /// Events counted as [`MISSED`].
+    pub fn missed(&self) -> usize {
+        self.lags_us.iter().filter(|&&lag| lag == MISSED).count()
     }
 }
 
@@ -200,6 +217,9 @@ pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> F
         let (lags, outcome) = task
             .await
             .unwrap_or_else(|e| (Vec::new(), Err(format!("subscriber failed: {e}"))));
+        // Events it never got count as missed, not as absent: latest of all.
+        let mut lags = lags;
+        lags.resize(lags.len().max(config.events), MISSED);
         for (lag, of_event) in lags.iter().zip(by_event.iter_mut()) {
             of_event.push(*lag);
         }
@@ -221,7 +241,10 @@ pub async fn subscribe(config: FanoutConfig, connected: impl FnOnce(usize)) -> F
         .filter(|lags| !lags.is_empty())
         .map(|lags| {
             lags.sort_unstable();
-            (nearest_rank(lags, 0.99) / 1000).to_string()
+            match nearest_rank(lags, 0.99) {
+                MISSED => "missed".to_owned(),
+                lag => (lag / 1000).to_string(),
+            }
         })
         .collect();
     if !p99s.is_empty() {
@@ -301,7 +324,11 @@ fn stamp_lag(data: &str, received: DateTime<Utc>) -> Option<u64> {
     let value: serde_json::Value = serde_json::from_str(data).ok()?;
     let occurred: DateTime<Utc> = value["occurred_at"].as_str()?.parse().ok()?;
     let lag = (received - occurred).to_std().unwrap_or(Duration::ZERO);
-    Some(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX))
+    Some(
+        u64::try_from(lag.as_micros())
+            .unwrap_or(MISSED)
+            .min(MISSED - 1),
+    )
 }
 
 #[cfg(test)]
@@ -338,5 +365,18 @@ mod tests {
         assert_eq!(merged.subscribers, 4);
         assert_eq!(merged.lag_ms(0.0), 1.0);
         assert_eq!(merged.lag_ms(1.0), 100.0);
+    }
+
+    #[test]
+    fn missed_events_rank_after_every_delivery() {
+        let report = FanoutReport {
+            subscribers: 1,
+            lags_us: vec![1_000, 2_000, MISSED],
+            ..FanoutReport::default()
+        };
+        assert_eq!(report.missed(), 1);
+        assert_eq!(report.lag_ms(0.5), 2.0);
+        assert_eq!(report.lag_ms(1.0), f64::INFINITY);
+        assert!(FanoutReport::default().lag_ms(0.99).is_nan());
     }
 }
