@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use loadgen::fanout::FanoutReport;
+use loadgen::fanout::{FanoutReport, MISSED};
 use loadgen::{proc_cpu, Report};
 use osago_tests::processes::binary;
 use osago_tests::stack::{InsurerSpec, Stack, StackOptions};
@@ -1288,9 +1288,12 @@ fn sse_table(rows: &[SseRow]) -> String {
     out
 }
 
+/// A subscriber process, its output, and the subscribers and events it
+/// was given (counted as missed if it gives no report).
 type Subscriber = (
     Child,
     tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    (usize, usize),
 );
 
 /// Starts subscriber processes on `url`; returns them once each reports
@@ -1328,10 +1331,10 @@ async fn subscribers(
             .spawn()
             .expect("starting loadgen subscribe");
         let stdout = child.stdout.take().expect("piped");
-        children.push((child, BufReader::new(stdout).lines()));
+        children.push((child, BufReader::new(stdout).lines(), (share, events)));
     }
     let mut open = 0;
-    for (_, lines) in &mut children {
+    for (_, lines, _) in &mut children {
         let line = lines.next_line().await.ok().flatten().unwrap_or_default();
         open += line
             .strip_prefix("connected ")
@@ -1344,7 +1347,7 @@ async fn subscribers(
 /// Waits for the subscribers' reports.
 async fn reports(children: Vec<Subscriber>) -> FanoutReport {
     let mut parts = Vec::new();
-    for (mut child, mut lines) in children {
+    for (mut child, mut lines, (share, events)) in children {
         let mut last = String::new();
         while let Ok(Some(line)) = lines.next_line().await {
             last = line;
@@ -1352,7 +1355,19 @@ async fn reports(children: Vec<Subscriber>) -> FanoutReport {
         let _ = child.wait().await;
         match serde_json::from_str::<FanoutReport>(&last) {
             Ok(report) => parts.push(report),
-            Err(e) => eprintln!("load bench: a subscriber process gave no report: {e}"),
+            Err(e) => {
+                // Its subscribers failed and their events were missed:
+                // counted as such, not left out of the run.
+                let error = format!("a subscriber process gave no report: {e}");
+                eprintln!("load bench: {error}");
+                parts.push(FanoutReport {
+                    subscribers: share,
+                    errors: share,
+                    lags_us: vec![MISSED; share * events],
+                    sample_errors: vec![error],
+                    ..FanoutReport::default()
+                });
+            }
         }
     }
     FanoutReport::merge(parts)

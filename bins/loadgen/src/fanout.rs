@@ -54,7 +54,7 @@ pub struct FanoutReport {
     pub complete: usize,
     /// Subscribers that failed (refused, broken, or short of events in time).
     pub errors: usize,
-    /// Every delivery lag, microseconds.
+    /// Every delivery lag, microseconds ([`MISSED`] for an event never got).
     pub lags_us: Vec<u64>,
     /// The first few distinct errors.
     pub sample_errors: Vec<String>,
