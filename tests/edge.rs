@@ -521,12 +521,17 @@ async fn a_stream_reader_is_held_to_its_caps() {
 /// A core-app process on `limiter` (a Valkey URL) failing `mode`; its API
 /// and admin addresses.
 fn core_app_on(limiter: &str, mode: &str) -> (std::process::Child, String, String) {
+    core_app_with(&["--rate-limit-store", limiter, "--limiter-failure", mode])
+}
+
+/// A core-app process on free ports with `args`: it, its API and its admin
+/// base URLs.
+fn core_app_with(args: &[&str]) -> (std::process::Child, String, String) {
     let (port, admin) = (osago_testkit::free_port(), osago_testkit::free_port());
     let child = std::process::Command::new(osago_tests::processes::binary("core-app"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .args(["--rate-limit-store", limiter])
-        .args(["--limiter-failure", mode])
+        .args(args)
         .env("RUST_LOG", "error")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -627,23 +632,22 @@ async fn under_a_flood_refusals_skip_valkey_and_the_shared_admission_rate_holds(
     // Two pods sharing one admission limit of 2 a second (burst 1); no
     // per-client limits, as every request here comes from 127.0.0.1.
     let mut pods = Vec::new();
+    let url = valkey.url();
     for _ in 0..2 {
-        let (port, admin) = (osago_testkit::free_port(), osago_testkit::free_port());
-        let child = std::process::Command::new(osago_tests::processes::binary("core-app"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .args(["--rate-limit-store", &valkey.url()])
-            .args(["--rate-limit-per-minute", "0"])
-            .args(["--max-connections-per-client", "0"])
-            .args(["--admission-rate", "2", "--admission-burst", "1"])
-            .env("RUST_LOG", "error")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let admin = format!("http://127.0.0.1:{admin}");
+        let (child, api, admin) = core_app_with(&[
+            "--rate-limit-store",
+            &url,
+            "--rate-limit-per-minute",
+            "0",
+            "--max-connections-per-client",
+            "0",
+            "--admission-rate",
+            "2",
+            "--admission-burst",
+            "1",
+        ]);
         wait_ready(&admin).await;
-        pods.push((child, format!("http://127.0.0.1:{port}")));
+        pods.push((child, api));
     }
     {
         use deadpool_redis::redis;
